@@ -1,0 +1,1 @@
+"""Trade execution for Google Cloud Functions in which a failed trade never poisons the system."""

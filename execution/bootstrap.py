@@ -1,0 +1,136 @@
+"""The composition root: builds the service from settings, real adapters only where none is given.
+
+`main.py` calls `bootstrap` lazily, once per instance, so warm invocations reuse the clients and
+`import main` stays free of network, credentials and heavy start-up work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from execution.authority import Authority, TradingAuthority
+from execution.brokers.base import Broker
+from execution.clock import Clock, system_clock
+from execution.dead_letters import DeadLetters
+from execution.engine import ExecutionEngine
+from execution.errors import SettingsError
+from execution.ledger import Ledger
+from execution.reservations import BestEffortReservationManager, ReservationManager
+from execution.risk import RiskGate, RiskManager
+from execution.routing import QuoteSource, Router, SmartRouter
+from execution.settings import Settings
+from execution.sweeper import Sweeper
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+    from execution.firestore.support import CallPolicy
+
+
+@dataclass(frozen=True)
+class Service:
+    """Everything the entry points call, built once per instance."""
+
+    settings: Settings
+    engine: ExecutionEngine
+    sweeper: Sweeper
+    dead_letters: DeadLetters
+
+
+def firestore_client(settings: Settings) -> firestore.Client:
+    """A Firestore client for the configured project (the emulator where its variable is set)."""
+    from google.cloud import firestore
+
+    return firestore.Client(project=settings.project)
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    db: firestore.Client | None = None,
+    reservations: ReservationManager | None = None,
+    quotes: QuoteSource | None = None,
+    router: Router | None = None,
+    risk: RiskGate | None = None,
+    authority: Authority | None = None,
+    broker: Broker | None = None,
+    ledger: Ledger | None = None,
+    dead_letters: DeadLetters | None = None,
+    fail_open_reservations: bool = False,
+) -> Service:
+    """Wire the service; every collaborator can be overridden (tests, other stores)."""
+    # Imported here so that `import main` does not pay for the Firestore adapters' imports.
+    from execution.firestore.accounts import FirestoreAccountSource
+    from execution.firestore.dead_letters import FirestoreDeadLetters
+    from execution.firestore.ledger import FirestoreLedger
+    from execution.firestore.quotes import FirestoreQuoteSource
+    from execution.firestore.reservations import FirestoreReservationManager
+    from execution.firestore.support import CallPolicy
+    from execution.firestore.sweeper_store import FirestoreExpiredLeases
+    from execution.firestore.switches import FirestoreKillSwitches
+
+    clock = clock or system_clock
+    policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
+    store = db if db is not None else firestore_client(settings)
+
+    if reservations is None:
+        reservations = FirestoreReservationManager(
+            store,
+            clock=clock,
+            ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+            policy=policy,
+            max_attempts=settings.reservation_max_attempts,
+        )
+    if fail_open_reservations:
+        reservations = BestEffortReservationManager(reservations)
+    if broker is None:
+        broker = _broker(settings, store, clock, policy)
+    engine = ExecutionEngine(
+        reservations=reservations,
+        quotes=quotes or FirestoreQuoteSource(store, policy=policy),
+        router=router
+        or SmartRouter(
+            clock=clock,
+            max_spread_bps=settings.router_max_spread_bps,
+            quote_max_age_seconds=settings.router_quote_max_age_seconds,
+            strict=settings.router_strict,
+        ),
+        risk=risk
+        or RiskManager(FirestoreAccountSource(store, policy=policy), fail_open=settings.risk_fail_open),
+        authority=authority
+        or TradingAuthority(
+            agent_mode=settings.agent_mode,
+            env_halted=settings.execution_halted,
+            switches=FirestoreKillSwitches(store, policy=policy),
+        ),
+        broker=broker,
+        ledger=ledger or FirestoreLedger(store, clock=clock, policy=policy),
+        clock=clock,
+        intent_max_age_seconds=settings.intent_max_age_seconds,
+        dry_run=settings.execution_dry_run,
+    )
+    return Service(
+        settings=settings,
+        engine=engine,
+        sweeper=Sweeper(
+            FirestoreExpiredLeases(store, policy=policy),
+            clock=clock,
+            deadline_seconds=settings.sweep_deadline_seconds,
+        ),
+        dead_letters=dead_letters or FirestoreDeadLetters(store, clock=clock, policy=policy),
+    )
+
+
+def _broker(
+    settings: Settings, store: firestore.Client, clock: Clock, policy: CallPolicy
+) -> Broker:
+    from execution.brokers.paper import PaperBroker
+
+    if settings.broker == "paper":
+        return PaperBroker(store, clock=clock, policy=policy)
+    raise SettingsError(
+        f"BROKER={settings.broker} is not available in this build yet; use BROKER=paper."
+    )

@@ -1,0 +1,236 @@
+"""`ExecutionEngine.execute_intent`: reserve, route, risk, authority, dry run, broker, ledger.
+
+The reservation is taken first and released in one `finally`, with the outcome, on every return
+and every exception path: a failed trade can never leave its lease behind. What `finally` cannot
+cover (a killed instance, a store outage during release) the lease's expiry and the sweeper do.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from execution.brokers.base import Broker
+from execution.clock import Clock
+from execution.errors import AgentModeError, BrokerRejectedError, ExecutionHaltedError
+from execution.ledger import Ledger
+from execution.models import ExecutionResult, OrderRequest, Outcome, TradeIntent
+from execution.reservations import AlreadyExecuted, ReservationRecord, ReservationRequest
+from execution.reservations import ReservationManager
+from execution.risk import RiskGate
+from execution.authority import Authority
+from execution.routing import Quote, QuoteSource, RouteDecision, Router
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
+
+
+class ExecutionEngine:
+    """Executes one trade intent per call; safe to call again for the same intent."""
+
+    def __init__(
+        self,
+        *,
+        reservations: ReservationManager,
+        quotes: QuoteSource,
+        router: Router,
+        risk: RiskGate,
+        authority: Authority,
+        broker: Broker,
+        ledger: Ledger,
+        clock: Clock,
+        intent_max_age_seconds: float,
+        dry_run: bool = False,
+    ) -> None:
+        self._reservations = reservations
+        self._quotes = quotes
+        self._router = router
+        self._risk = risk
+        self._authority = authority
+        self._broker = broker
+        self._ledger = ledger
+        self._clock = clock
+        self._intent_max_age_seconds = intent_max_age_seconds
+        self._dry_run = dry_run
+
+    def execute_intent(
+        self, intent: TradeIntent, *, published_at: datetime | None = None
+    ) -> ExecutionResult:
+        """Execute `intent` once; a business outcome is returned, a retryable failure raised.
+
+        Raises `RetryableError` subclasses (the delivery should be retried) and
+        `PayloadConflictError` (never); anything else unexpected propagates after release.
+        """
+        stale_reason = self._stale_reason(intent, published_at)
+        quote: Quote | None = None
+        amount = intent.known_notional_usd()
+        if amount is None and stale_reason is None:
+            # A market order sized in shares: its reservation is priced from the quote, so a
+            # store outage here must retry (nothing is held yet) rather than reserve blind.
+            quote = self._quotes.latest(intent.symbol)
+            amount = intent.qty * quote.price_for(intent.side) if quote else None
+
+        acquisition = self._reservations.acquire(
+            ReservationRequest(
+                tenant_id=intent.tenant_id,
+                broker_account_id=intent.broker_account_id,
+                client_intent_id=intent.client_intent_id,
+                symbol=intent.symbol,
+                amount_usd=amount or 0.0,
+                payload_hash=intent.payload_hash(),
+                # A stale intent is only recorded, never executed: it must not wait for budget.
+                enforce_budget=stale_reason is None and amount is not None,
+            )
+        )
+        if isinstance(acquisition, AlreadyExecuted):
+            return self._duplicate(intent, acquisition.record)
+
+        handle = acquisition.handle
+        result: ExecutionResult | None = None
+        error: str | None = None
+        try:
+            result = self._execute_held(intent, handle.attempt, stale_reason, amount, quote)
+            return result
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            emit(
+                logger,
+                "exec.intent.exception",
+                logging.ERROR,
+                tenant_id=intent.tenant_id,
+                client_intent_id=intent.client_intent_id,
+                attempt=handle.attempt,
+                error=error,
+            )
+            raise
+        finally:
+            if result is None:
+                handle.release(Outcome.EXCEPTION, error=error)
+            else:
+                handle.release(
+                    result.outcome, error=result.reason, broker_order_id=result.broker_order_id
+                )
+
+    def _execute_held(
+        self,
+        intent: TradeIntent,
+        attempt: int,
+        stale_reason: str | None,
+        amount: float | None,
+        quote: Quote | None,
+    ) -> ExecutionResult:
+        """The stages run while the lease is held; business outcomes come back as values."""
+
+        def finish(outcome: Outcome, reason: str | None = None, **fields: object) -> ExecutionResult:
+            result = ExecutionResult.for_intent(
+                intent, outcome, reason=reason, attempt=attempt, amount_usd=amount, **fields
+            )
+            emit(
+                logger,
+                "exec.intent.completed",
+                tenant_id=intent.tenant_id,
+                broker_account_id=intent.broker_account_id,
+                client_intent_id=intent.client_intent_id,
+                attempt=attempt,
+                outcome=outcome.value,
+                reason=reason,
+                broker_order_id=result.broker_order_id,
+            )
+            return result
+
+        if stale_reason is not None:
+            return finish(Outcome.STALE, stale_reason)
+        if amount is None:
+            return finish(
+                Outcome.REJECTED,
+                "notional_unknown: give notional_usd or limit_price, or publish a quote to "
+                f"market_quotes/{intent.symbol}",
+            )
+
+        if quote is None:
+            quote = self._best_effort_quote(intent)
+        route = self._route(intent, quote)
+        if not route.allowed:
+            return finish(Outcome.REJECTED, route.reason)
+
+        risk = self._risk.validate(intent, amount)
+        emit(logger, "exec.stage.risk", client_intent_id=intent.client_intent_id,
+             allowed=risk.allowed, reason=risk.reason)
+        if not risk.allowed:
+            return finish(Outcome.REJECTED, risk.reason)
+
+        try:
+            self._authority.check(intent, broker_is_paper=self._broker.is_paper)
+        except (AgentModeError, ExecutionHaltedError) as exc:
+            return finish(Outcome.HALTED, str(exc))
+
+        if intent.dry_run or self._dry_run:
+            return finish(Outcome.DRY_RUN, "intent" if intent.dry_run else "EXECUTION_DRY_RUN")
+
+        reference_price = quote.price_for(intent.side) if quote else None
+        if reference_price is None and intent.notional_usd is not None:
+            reference_price = intent.notional_usd / intent.qty
+        try:
+            order = self._broker.place_order(OrderRequest.from_intent(intent, reference_price))
+        except BrokerRejectedError as exc:
+            return finish(Outcome.REJECTED, f"broker_rejected: {exc}")
+
+        try:
+            self._ledger.record_trade(intent, order)
+        except Exception as exc:  # the order stands; the ledger is best-effort by contract
+            emit(
+                logger,
+                "exec.ledger_write_failed",
+                logging.ERROR,
+                client_intent_id=intent.client_intent_id,
+                broker_order_id=order.broker_order_id,
+                error=repr(exc),
+            )
+        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id)
+
+    def _stale_reason(self, intent: TradeIntent, published_at: datetime | None) -> str | None:
+        born = intent.created_at or published_at
+        if born is None:
+            return None
+        age = (self._clock() - born).total_seconds()
+        if age <= self._intent_max_age_seconds:
+            return None
+        return f"intent_stale: {age:.0f}s old > INTENT_MAX_AGE_SECONDS={self._intent_max_age_seconds:g}"
+
+    def _best_effort_quote(self, intent: TradeIntent) -> Quote | None:
+        try:
+            return self._quotes.latest(intent.symbol)
+        except Exception as exc:  # routing is best-effort: an unreadable quote is no quote
+            emit(logger, "exec.route.quote_unavailable", logging.WARNING,
+                 client_intent_id=intent.client_intent_id, error=repr(exc))
+            return None
+
+    def _route(self, intent: TradeIntent, quote: Quote | None) -> RouteDecision:
+        try:
+            decision = self._router.route(intent, quote)
+        except Exception as exc:  # a faulty router must not block trading: it is advisory
+            emit(logger, "exec.route.failed", logging.ERROR,
+                 client_intent_id=intent.client_intent_id, error=repr(exc))
+            return RouteDecision(True, "router_failed")
+        emit(logger, "exec.stage.route", client_intent_id=intent.client_intent_id,
+             allowed=decision.allowed, reason=decision.reason)
+        return decision
+
+    def _duplicate(self, intent: TradeIntent, record: ReservationRecord) -> ExecutionResult:
+        emit(
+            logger,
+            "exec.intent.duplicate",
+            tenant_id=intent.tenant_id,
+            client_intent_id=intent.client_intent_id,
+            recorded_outcome=record.outcome.value if record.outcome else None,
+            broker_order_id=record.broker_order_id,
+        )
+        return ExecutionResult.for_intent(
+            intent,
+            Outcome.DUPLICATE,
+            reason=record.error,
+            broker_order_id=record.broker_order_id,
+            attempt=record.attempt,
+            amount_usd=record.amount_usd,
+            recorded_outcome=record.outcome,
+        )

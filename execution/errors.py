@@ -1,0 +1,77 @@
+"""Every exception the execution domain raises, split once into retryable and permanent.
+
+The Pub/Sub entry point decides ack or retry from this tree alone::
+
+    ExecutionError
+    ├── RetryableError            raise → Pub/Sub redelivers later
+    │   ├── ReservationInFlightError   another invocation holds the intent's lease
+    │   ├── BudgetWaitError            the account's in-flight budget is full for now
+    │   ├── ReservationContentionError optimistic writes lost too often; try again
+    │   ├── StoreUnavailableError      Firestore unreachable before a terminal outcome
+    │   └── BrokerTransientError       timeout, connection error, 429/5xx: outcome unknown
+    └── PermanentError            ack (after a dead-letter record where relevant)
+        ├── InvalidIntentError         the payload can never be valid
+        ├── PayloadConflictError       same client_intent_id, different payload
+        ├── BrokerRejectedError        the broker refused the order for good
+        ├── AgentModeError             the trading mode forbids this broker call
+        ├── ExecutionHaltedError       a kill switch is on
+        └── SettingsError              unsafe or incomplete configuration
+"""
+
+from __future__ import annotations
+
+
+class ExecutionError(Exception):
+    """Root of every error the execution domain raises on purpose."""
+
+
+class RetryableError(ExecutionError):
+    """The intent may succeed if delivered again later."""
+
+
+class PermanentError(ExecutionError):
+    """Delivering the intent again can never change the answer."""
+
+
+class ReservationInFlightError(RetryableError):
+    """Another invocation holds an unexpired lease on this intent."""
+
+
+class BudgetWaitError(RetryableError):
+    """The account's in-flight budget cannot fit this intent until other leases end."""
+
+
+class ReservationContentionError(RetryableError):
+    """Concurrent writers kept winning the reservation's optimistic commit."""
+
+
+class StoreUnavailableError(RetryableError):
+    """The document store could not be reached or did not answer in time."""
+
+
+class BrokerTransientError(RetryableError):
+    """The broker call failed in a way that may not be final (the order may even exist)."""
+
+
+class InvalidIntentError(PermanentError):
+    """The payload is not a valid trade intent."""
+
+
+class PayloadConflictError(PermanentError):
+    """A client_intent_id was reused with a different payload."""
+
+
+class BrokerRejectedError(PermanentError):
+    """The broker refused the order; sending it again would be refused again."""
+
+
+class AgentModeError(PermanentError):
+    """The configured trading mode does not allow this broker call."""
+
+
+class ExecutionHaltedError(PermanentError):
+    """A kill switch (environment, global or tenant) halts execution."""
+
+
+class SettingsError(PermanentError):
+    """Settings are unsafe or incomplete; the message names the fix."""

@@ -1,0 +1,1 @@
+"""Firestore adapters: the only modules that touch Firestore types (snapshots, batches, options)."""

@@ -1,0 +1,23 @@
+"""`FirestoreAccountSource`: account settings from `tenants/{tenant_id}/accounts/{account}`."""
+
+from __future__ import annotations
+
+from google.cloud import firestore
+
+from execution.accounts import AccountSettings
+from execution.firestore.reservations import account_ref
+from execution.firestore.support import CallPolicy, store_errors
+
+
+class FirestoreAccountSource:
+    """Reads one account document per call."""
+
+    def __init__(self, db: firestore.Client, *, policy: CallPolicy) -> None:
+        self._db = db
+        self._policy = policy
+
+    def get(self, tenant_id: str, broker_account_id: str) -> AccountSettings | None:
+        """The account's settings, None where the document is absent."""
+        with store_errors("account read"):
+            snap = account_ref(self._db, tenant_id, broker_account_id).get(**self._policy.kwargs())
+        return AccountSettings.model_validate(snap.to_dict()) if snap.exists else None

@@ -1,0 +1,25 @@
+"""`FirestoreQuoteSource`: the latest quote from `market_quotes/{symbol}` (`bid`, `ask`, `ts`)."""
+
+from __future__ import annotations
+
+from google.cloud import firestore
+
+from execution.firestore.support import CallPolicy, store_errors
+from execution.routing import Quote
+
+
+class FirestoreQuoteSource:
+    """Reads one quote document per call."""
+
+    def __init__(self, db: firestore.Client, *, policy: CallPolicy) -> None:
+        self._db = db
+        self._policy = policy
+
+    def latest(self, symbol: str) -> Quote | None:
+        """The quote for `symbol`, None where absent or incomplete."""
+        with store_errors("quote read"):
+            snap = self._db.collection("market_quotes").document(symbol).get(**self._policy.kwargs())
+        data = snap.to_dict() if snap.exists else None
+        if not data or data.get("bid") is None or data.get("ask") is None or not data.get("ts"):
+            return None
+        return Quote(symbol=symbol, bid=float(data["bid"]), ask=float(data["ask"]), ts=data["ts"])

@@ -1,0 +1,404 @@
+"""`FirestoreReservationManager`: the reservation state machine on Firestore, without transactions.
+
+Each acquire is one read (`get_all` of the reservation, the account and its in-flight document)
+and one atomic batch guarded by preconditions: `create` where the document was absent, an update
+conditioned on the `update_time` we read where it existed. A lost race fails the whole batch with
+`AlreadyExists`/`FailedPrecondition`; we read again after a jittered pause, a bounded number of
+times. The emulator's pessimistic transactions livelock under exactly this contention (see
+FEASIBILITY.md); preconditions never hold a lock, so contention is cheap and always ends.
+
+Documents:
+  tenants/{tenant_id}/execution_reservations/{client_intent_id}   one per intent (contract)
+  tenants/{tenant_id}/accounts/{broker_account_id}                `max_inflight_usd` (contract)
+  tenants/{tenant_id}/execution_inflight/{broker_account_id}      active leases, where budgeted
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
+
+from execution.clock import Clock
+from execution.errors import ReservationContentionError
+from execution.firestore.support import RACE_ERRORS, CallPolicy, jitter_sleep, store_errors
+from execution.models import Outcome
+from execution.reservations import (
+    AcquireAction,
+    Acquired,
+    Acquisition,
+    AlreadyExecuted,
+    InflightLeases,
+    Lease,
+    ReservationRecord,
+    ReservationRequest,
+    ReservationStatus,
+    admit_to_budget,
+    decide_acquire,
+    new_record,
+)
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
+
+RESERVATIONS = "execution_reservations"
+INFLIGHT = "execution_inflight"
+ACCOUNTS = "accounts"
+
+
+def reservation_ref(
+    db: firestore.Client, tenant_id: str, client_intent_id: str
+) -> firestore.DocumentReference:
+    """`tenants/{tenant_id}/execution_reservations/{client_intent_id}`."""
+    return db.collection("tenants", tenant_id, RESERVATIONS).document(client_intent_id)
+
+
+def inflight_ref(
+    db: firestore.Client, tenant_id: str, broker_account_id: str
+) -> firestore.DocumentReference:
+    """`tenants/{tenant_id}/execution_inflight/{broker_account_id}`."""
+    return db.collection("tenants", tenant_id, INFLIGHT).document(broker_account_id)
+
+
+def account_ref(
+    db: firestore.Client, tenant_id: str, broker_account_id: str
+) -> firestore.DocumentReference:
+    """`tenants/{tenant_id}/accounts/{broker_account_id}`."""
+    return db.collection("tenants", tenant_id, ACCOUNTS).document(broker_account_id)
+
+
+def record_to_document(record: ReservationRecord) -> dict[str, Any]:
+    """The document fields for `record` (contract names)."""
+    return {
+        "tenant_id": record.tenant_id,
+        "broker_account_id": record.broker_account_id,
+        "client_intent_id": record.client_intent_id,
+        "symbol": record.symbol,
+        "amount_usd": record.amount_usd,
+        "status": record.status.value,
+        "lease_id": record.lease_id,
+        "attempt": record.attempt,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "released_at": record.released_at,
+        "outcome": record.outcome.value if record.outcome else None,
+        "error": record.error,
+        "broker_order_id": record.broker_order_id,
+        "payload_hash": record.payload_hash,
+        "counts_against_budget": record.counts_against_budget,
+    }
+
+
+def record_from_document(data: dict[str, Any]) -> ReservationRecord:
+    """Parse a reservation document."""
+    outcome = data.get("outcome")
+    return ReservationRecord(
+        tenant_id=data["tenant_id"],
+        broker_account_id=data["broker_account_id"],
+        client_intent_id=data["client_intent_id"],
+        symbol=data.get("symbol", ""),
+        amount_usd=float(data.get("amount_usd") or 0.0),
+        status=ReservationStatus(data["status"]),
+        lease_id=data["lease_id"],
+        attempt=int(data.get("attempt", 1)),
+        created_at=data["created_at"],
+        expires_at=data["expires_at"],
+        payload_hash=data.get("payload_hash", ""),
+        released_at=data.get("released_at"),
+        outcome=Outcome(outcome) if outcome else None,
+        error=data.get("error"),
+        broker_order_id=data.get("broker_order_id"),
+        counts_against_budget=bool(data.get("counts_against_budget", False)),
+    )
+
+
+def leases_from_document(data: dict[str, Any] | None) -> InflightLeases:
+    """Parse an in-flight document's `leases` map."""
+    raw = (data or {}).get("leases") or {}
+    return InflightLeases(
+        {
+            lease_id: Lease(
+                client_intent_id=entry["client_intent_id"],
+                amount_usd=float(entry["amount_usd"]),
+                expires_at=entry["expires_at"],
+            )
+            for lease_id, entry in raw.items()
+        }
+    )
+
+
+def leases_to_document(leases: dict[str, Lease]) -> dict[str, Any]:
+    """The `leases` map for an in-flight document."""
+    return {
+        lease_id: {
+            "client_intent_id": lease.client_intent_id,
+            "amount_usd": lease.amount_usd,
+            "expires_at": lease.expires_at,
+        }
+        for lease_id, lease in leases.items()
+    }
+
+
+class FirestoreReservationManager:
+    """Reservations in Firestore; see the module docstring for the write protocol."""
+
+    def __init__(
+        self,
+        db: firestore.Client,
+        *,
+        clock: Clock,
+        ttl: timedelta,
+        policy: CallPolicy,
+        max_attempts: int = 6,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._ttl = ttl
+        self._policy = policy
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+
+    def acquire(self, request: ReservationRequest) -> Acquisition:
+        """Reserve the intent or report it executed; see `ReservationManager.acquire`."""
+        lease_id = uuid.uuid4().hex
+        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+        acc_doc = account_ref(self._db, request.tenant_id, request.broker_account_id)
+        inf_doc = inflight_ref(self._db, request.tenant_id, request.broker_account_id)
+        for attempt in range(self._max_attempts):
+            with store_errors("reservation read"):
+                snapshots = {
+                    snap.reference.path: snap
+                    for snap in self._db.get_all([res_doc, acc_doc, inf_doc], **self._policy.kwargs())
+                }
+            res_snap, acc_snap, inf_snap = (
+                snapshots[res_doc.path],
+                snapshots[acc_doc.path],
+                snapshots[inf_doc.path],
+            )
+            existing = record_from_document(res_snap.to_dict()) if res_snap.exists else None
+            if existing is not None and existing.lease_id == lease_id:
+                # An earlier commit of ours landed although its answer was lost.
+                return Acquired(self._handle(existing))
+            now = self._clock()
+            action = decide_acquire(existing, request, now)
+            if action is AcquireAction.DUPLICATE:
+                assert existing is not None
+                return AlreadyExecuted(existing)
+
+            budget = _max_inflight_usd(acc_snap.to_dict() if acc_snap.exists else None)
+            counted = request.enforce_budget and budget is not None
+            record = new_record(
+                request,
+                previous=existing,
+                lease_id=lease_id,
+                now=now,
+                ttl=self._ttl,
+                counts_against_budget=counted,
+            )
+            batch = self._db.batch()
+            if existing is None:
+                batch.create(res_doc, record_to_document(record))
+            else:
+                batch.update(
+                    res_doc,
+                    record_to_document(record),
+                    option=self._db.write_option(last_update_time=res_snap.update_time),
+                )
+            if counted:
+                assert budget is not None
+                leases = admit_to_budget(
+                    leases_from_document(inf_snap.to_dict() if inf_snap.exists else None),
+                    now=now,
+                    lease_id=lease_id,
+                    lease=Lease(request.client_intent_id, request.amount_usd, record.expires_at),
+                    max_inflight_usd=budget,
+                )
+                inflight_fields = {"leases": leases_to_document(leases), "updated_at": now}
+                if inf_snap.exists:
+                    batch.update(
+                        inf_doc,
+                        inflight_fields,
+                        option=self._db.write_option(last_update_time=inf_snap.update_time),
+                    )
+                else:
+                    batch.create(
+                        inf_doc,
+                        {
+                            "tenant_id": request.tenant_id,
+                            "broker_account_id": request.broker_account_id,
+                            **inflight_fields,
+                        },
+                    )
+            try:
+                with store_errors("reservation commit"):
+                    batch.commit(**self._policy.kwargs())
+            except RACE_ERRORS as exc:
+                emit(
+                    logger,
+                    "exec.reservation.contended",
+                    logging.DEBUG,
+                    client_intent_id=request.client_intent_id,
+                    attempt=attempt + 1,
+                    error=type(exc).__name__,
+                )
+                self._pause(attempt)
+                continue
+            emit(
+                logger,
+                "exec.reservation.acquired",
+                tenant_id=request.tenant_id,
+                broker_account_id=request.broker_account_id,
+                client_intent_id=request.client_intent_id,
+                lease_id=lease_id,
+                attempt=record.attempt,
+                took_over=existing is not None,
+                amount_usd=request.amount_usd,
+            )
+            return Acquired(self._handle(record))
+        raise ReservationContentionError(
+            f"reservation of {request.client_intent_id!r} lost {self._max_attempts} optimistic "
+            "commits to concurrent writers; the delivery will be retried"
+        )
+
+    def _handle(self, record: ReservationRecord) -> FirestoreReservationHandle:
+        return FirestoreReservationHandle(
+            self._db,
+            record,
+            clock=self._clock,
+            policy=self._policy,
+            max_attempts=self._max_attempts,
+            pause=self._pause,
+        )
+
+    def _pause(self, attempt: int) -> None:
+        if self._sleep is None:
+            jitter_sleep(attempt)
+        else:
+            jitter_sleep(attempt, sleep=self._sleep)
+
+
+class FirestoreReservationHandle:
+    """One held lease; `release` is idempotent, fenced by `lease_id`, and never raises."""
+
+    def __init__(
+        self,
+        db: firestore.Client,
+        record: ReservationRecord,
+        *,
+        clock: Clock,
+        policy: CallPolicy,
+        max_attempts: int,
+        pause: Callable[[int], None],
+    ) -> None:
+        self._db = db
+        self._record = record
+        self._clock = clock
+        self._policy = policy
+        self._max_attempts = max_attempts
+        self._pause = pause
+        self._released = False
+
+    @property
+    def lease_id(self) -> str:
+        return self._record.lease_id
+
+    @property
+    def attempt(self) -> int:
+        return self._record.attempt
+
+    def release(
+        self,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        broker_order_id: str | None = None,
+    ) -> None:
+        """Record `outcome` and end the lease, if the document still carries it."""
+        if self._released:
+            return
+        try:
+            self._released = self._release(outcome, error, broker_order_id)
+        except Exception as exc:  # the contract: release never raises; the sweeper is the net
+            emit(
+                logger,
+                "exec.reservation.release_failed",
+                logging.ERROR,
+                tenant_id=self._record.tenant_id,
+                client_intent_id=self._record.client_intent_id,
+                lease_id=self.lease_id,
+                outcome=outcome.value,
+                error=repr(exc),
+            )
+
+    def _release(self, outcome: Outcome, error: str | None, broker_order_id: str | None) -> bool:
+        rec = self._record
+        doc = reservation_ref(self._db, rec.tenant_id, rec.client_intent_id)
+        for attempt in range(self._max_attempts):
+            with store_errors("reservation release read"):
+                snap = doc.get(**self._policy.kwargs())
+            current = record_from_document(snap.to_dict()) if snap.exists else None
+            if current is None or current.lease_id != rec.lease_id:
+                emit(
+                    logger,
+                    "exec.reservation.release_fenced",
+                    logging.WARNING,
+                    tenant_id=rec.tenant_id,
+                    client_intent_id=rec.client_intent_id,
+                    lease_id=rec.lease_id,
+                    current_lease_id=current.lease_id if current else None,
+                    outcome=outcome.value,
+                )
+                return True
+            if current.status is ReservationStatus.RELEASED:
+                return True
+            # `reserved`, or `expired` by the sweeper while this lease still held it: the outcome
+            # we know is better than the sweeper's guess, and no newer attempt exists to overwrite.
+            now = self._clock()
+            batch = self._db.batch()
+            batch.update(
+                doc,
+                {
+                    "status": ReservationStatus.RELEASED.value,
+                    "outcome": outcome.value,
+                    "error": error,
+                    "broker_order_id": broker_order_id,
+                    "released_at": now,
+                },
+                option=self._db.write_option(last_update_time=snap.update_time),
+            )
+            if current.counts_against_budget:
+                batch.update(
+                    inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
+                    {FieldPath("leases", rec.lease_id).to_api_repr(): firestore.DELETE_FIELD},
+                )
+            try:
+                with store_errors("reservation release"):
+                    batch.commit(**self._policy.kwargs())
+            except RACE_ERRORS:
+                self._pause(attempt)
+                continue
+            emit(
+                logger,
+                "exec.reservation.released",
+                tenant_id=rec.tenant_id,
+                broker_account_id=rec.broker_account_id,
+                client_intent_id=rec.client_intent_id,
+                lease_id=rec.lease_id,
+                attempt=rec.attempt,
+                outcome=outcome.value,
+                held_seconds=round((now - rec.created_at).total_seconds(), 3),
+            )
+            return True
+        raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
+
+
+def _max_inflight_usd(account: dict[str, Any] | None) -> float | None:
+    value = (account or {}).get("max_inflight_usd")
+    return None if value is None else float(value)
+

@@ -1,0 +1,74 @@
+"""What every Firestore adapter shares: bounded calls, error translation, jittered retries.
+
+Each call gets an explicit deadline so a store outage becomes a quick `StoreUnavailableError`
+instead of the client library's default minute of retrying; the Pub/Sub redelivery is the retry.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
+
+from execution.errors import StoreUnavailableError
+
+# Errors that say the store did not answer, as opposed to answering "no".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Unknown,
+    gexc.ResourceExhausted,
+    gexc.RetryError,
+    gexc.Cancelled,
+)
+
+# Lost optimistic races: the document changed between our read and our commit.
+RACE_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.AlreadyExists,
+    gexc.FailedPrecondition,
+    gexc.Aborted,
+)
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """Deadline and in-call retry for one Firestore RPC."""
+
+    timeout_seconds: float
+
+    def retry(self) -> gretry.Retry:
+        """Retry transport failures within the deadline; never a lost race or a refusal."""
+        return gretry.Retry(
+            predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError),
+            initial=0.05,
+            maximum=1.0,
+            multiplier=2.0,
+            timeout=self.timeout_seconds,
+        )
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for a client call: `retry` and `timeout`."""
+        return {"retry": self.retry(), "timeout": self.timeout_seconds}
+
+
+@contextmanager
+def store_errors(operation: str) -> Iterator[None]:
+    """Turn 'the store did not answer' into `StoreUnavailableError`, chained."""
+    try:
+        yield
+    except UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailableError(f"Firestore unavailable during {operation}: {exc}") from exc
+
+
+def jitter_sleep(attempt: int, *, base: float = 0.05, cap: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+    """Sleep a random time below base × 2^attempt (capped), so contenders stop colliding."""
+    sleep(random.uniform(0, min(cap, base * (2**attempt))))
+

@@ -1,0 +1,95 @@
+"""`FirestoreExpiredLeases`: the sweeper's query and its fenced expiry write.
+
+The query is a collection-group query over `execution_reservations` with `status == "reserved"`
+and `expires_at <= now`, ordered by `expires_at`: production needs the composite index declared in
+`firestore.indexes.json` (the emulator never asks for it). It runs outside any transaction, since a
+query inside one locks the whole collection id in the emulator (FEASIBILITY.md). Each expiry is an
+update preconditioned on the update time the query saw: a document that changed since (released,
+taken over, expired by a concurrent sweep) is skipped, never overwritten.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from execution.firestore.reservations import RESERVATIONS, inflight_ref
+from execution.firestore.support import CallPolicy, store_errors
+from execution.models import Outcome
+from execution.reservations import ReservationStatus
+from execution.sweeper import ExpiredLease
+
+
+def expired_leases_query(db: firestore.Client, now: datetime) -> firestore.Query:
+    """The sweeper's query; `tests` check `firestore.indexes.json` declares its index."""
+    return (
+        db.collection_group(RESERVATIONS)
+        .where(filter=FieldFilter("status", "==", ReservationStatus.RESERVED.value))
+        .where(filter=FieldFilter("expires_at", "<=", now))
+        .order_by("expires_at")
+    )
+
+
+class FirestoreExpiredLeases:
+    """Finds and expires lapsed reservations."""
+
+    def __init__(self, db: firestore.Client, *, policy: CallPolicy) -> None:
+        self._db = db
+        self._policy = policy
+
+    def find_expired(
+        self, now: datetime, *, limit: int, after: ExpiredLease | None
+    ) -> list[ExpiredLease]:
+        """One page of lapsed `reserved` leases, oldest first."""
+        query = expired_leases_query(self._db, now).limit(limit)
+        if after is not None:
+            query = query.start_after(after.token)
+        with store_errors("sweep query"):
+            snapshots = list(query.stream(**self._policy.kwargs()))
+        leases = []
+        for snap in snapshots:
+            data = snap.to_dict() or {}
+            leases.append(
+                ExpiredLease(
+                    path=snap.reference.path,
+                    tenant_id=data.get("tenant_id", ""),
+                    broker_account_id=data.get("broker_account_id", ""),
+                    client_intent_id=data.get("client_intent_id", snap.id),
+                    lease_id=data.get("lease_id", ""),
+                    attempt=int(data.get("attempt", 1)),
+                    expires_at=data["expires_at"],
+                    token=snap,
+                )
+            )
+        return leases
+
+    def expire(self, lease: ExpiredLease, now: datetime) -> bool:
+        """Set `expired` if the document is as the query saw it; False where it changed."""
+        snap = lease.token
+        assert isinstance(snap, firestore.DocumentSnapshot)
+        batch = self._db.batch()
+        batch.update(
+            snap.reference,
+            {
+                "status": ReservationStatus.EXPIRED.value,
+                "outcome": Outcome.EXPIRED.value,
+                "error": "lease expired before release: the invocation died or lost the store",
+                "released_at": now,
+            },
+            option=self._db.write_option(last_update_time=snap.update_time),
+        )
+        if (snap.to_dict() or {}).get("counts_against_budget"):
+            batch.update(
+                inflight_ref(self._db, lease.tenant_id, lease.broker_account_id),
+                {FieldPath("leases", lease.lease_id).to_api_repr(): firestore.DELETE_FIELD},
+            )
+        try:
+            with store_errors("sweep expiry"):
+                batch.commit(**self._policy.kwargs())
+        except gexc.FailedPrecondition:
+            return False
+        return True

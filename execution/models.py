@@ -1,0 +1,194 @@
+"""The values that cross the system's edges: the trade intent, the order, the execution result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_RESERVED_ID = re.compile(r"__.*__")
+_SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,31}")
+_MAX_METADATA_BYTES = 4096
+
+
+def validate_document_id(value: str) -> str:
+    """Return `value` if it is safe as a Firestore document id and a broker client order id.
+
+    Ids become path segments (`tenants/{tenant_id}/...`) and the broker's `client_order_id`, so
+    slashes, `.`/`..` and Firestore's reserved `__x__` form would address the wrong document.
+    """
+    if not _ID_PATTERN.fullmatch(value):
+        raise ValueError("must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', '-'")
+    if value in {".", ".."} or _RESERVED_ID.fullmatch(value):
+        raise ValueError("must not be '.', '..' or of the reserved form '__name__'")
+    return value
+
+
+DocumentId = Annotated[str, AfterValidator(validate_document_id)]
+
+
+class Outcome(StrEnum):
+    """How an execution ended (contract: these strings are stored and reported)."""
+
+    PLACED = "placed"
+    REJECTED = "rejected"
+    DRY_RUN = "dry_run"
+    HALTED = "halted"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    EXCEPTION = "exception"
+    EXPIRED = "expired"
+
+
+TERMINAL_OUTCOMES = frozenset(
+    {Outcome.PLACED, Outcome.REJECTED, Outcome.DRY_RUN, Outcome.HALTED, Outcome.STALE}
+)
+"""Outcomes that end an intent for good: a later delivery is a duplicate."""
+
+RETRYABLE_OUTCOMES = frozenset({Outcome.EXCEPTION, Outcome.EXPIRED})
+"""Outcomes after which a later delivery may execute the intent again."""
+
+
+class TradeIntent(BaseModel):
+    """A request to trade, as published to the intents topic (contract)."""
+
+    # Unknown fields are refused: a misspelt "dryrun" must not silently place a real order.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    tenant_id: DocumentId
+    broker_account_id: DocumentId
+    client_intent_id: DocumentId
+    symbol: str
+    side: Literal["buy", "sell"]
+    qty: float = Field(gt=0, allow_inf_nan=False)
+    order_type: Literal["market", "limit"]
+    limit_price: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] = "day"
+    notional_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    strategy_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime | None = None
+    dry_run: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol_is_a_ticker(cls, value: str) -> str:
+        value = value.upper()
+        if not _SYMBOL_PATTERN.fullmatch(value):
+            raise ValueError("must be 1-32 characters of A-Z, 0-9, '.', '-', starting with a letter or digit")
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _created_at_is_aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone, e.g. 2026-01-05T14:30:00Z")
+        return value.astimezone(UTC) if value is not None else None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, default=str)) > _MAX_METADATA_BYTES:
+            raise ValueError(f"must serialise to at most {_MAX_METADATA_BYTES} bytes of JSON")
+        return value
+
+    @model_validator(mode="after")
+    def _limit_price_matches_order_type(self) -> TradeIntent:
+        if self.order_type == "limit" and self.limit_price is None:
+            raise ValueError("limit orders need limit_price")
+        if self.order_type == "market" and self.limit_price is not None:
+            raise ValueError("market orders take no limit_price")
+        return self
+
+    def payload_hash(self) -> str:
+        """A digest of the whole intent: the same id must always carry the same payload."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def known_notional_usd(self) -> float | None:
+        """The amount to reserve when the intent itself says it, else None (needs a quote)."""
+        if self.notional_usd is not None:
+            return self.notional_usd
+        if self.limit_price is not None:
+            return self.qty * self.limit_price
+        return None
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """What the engine asks a broker to place; `client_order_id` is the intent's id."""
+
+    tenant_id: str
+    broker_account_id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: float
+    order_type: str
+    limit_price: float | None
+    time_in_force: str
+    reference_price: float | None = None
+
+    @classmethod
+    def from_intent(cls, intent: TradeIntent, reference_price: float | None) -> OrderRequest:
+        """Build the order for `intent`; the broker dedupes on `client_order_id`."""
+        return cls(
+            tenant_id=intent.tenant_id,
+            broker_account_id=intent.broker_account_id,
+            client_order_id=intent.client_intent_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=intent.qty,
+            order_type=intent.order_type,
+            limit_price=intent.limit_price,
+            time_in_force=intent.time_in_force,
+            reference_price=reference_price,
+        )
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """An order as the broker knows it."""
+
+    broker_order_id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: float
+    status: str
+    filled_avg_price: float | None = None
+
+
+class ExecutionResult(BaseModel):
+    """What became of one delivery of an intent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outcome: Outcome
+    tenant_id: str
+    broker_account_id: str
+    client_intent_id: str
+    reason: str | None = None
+    broker_order_id: str | None = None
+    attempt: int | None = None
+    amount_usd: float | None = None
+    recorded_outcome: Outcome | None = None
+    """For a duplicate: the outcome recorded by the delivery that executed the intent."""
+
+    @classmethod
+    def for_intent(cls, intent: TradeIntent, outcome: Outcome, **fields: Any) -> ExecutionResult:
+        """A result for `intent` with its identifying fields filled in."""
+        return cls(
+            outcome=outcome,
+            tenant_id=intent.tenant_id,
+            broker_account_id=intent.broker_account_id,
+            client_intent_id=intent.client_intent_id,
+            **fields,
+        )

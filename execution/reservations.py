@@ -1,0 +1,346 @@
+"""Reservations: the lease an invocation holds on one intent while it executes.
+
+This module owns the state machine and the ports; storage adapters (`execution.firestore`) only
+read and write records. Life of one reservation document, by the clock of the invocations::
+
+    acquire ──▶ reserved ─────────────── release(outcome) ──▶ released
+                   │  created_at    expires_at = created_at + TTL
+                   │──────────────────────│
+                   │  lease held:         │ lease lapsed: the next delivery takes over
+                   │  deliveries retry    │ (attempt + 1); the sweeper may mark it expired
+                   ▼                      ▼
+    released/expired + terminal outcome   → duplicate: the recorded result, never re-executed
+    released/expired + retryable outcome  → re-acquired by the next delivery (attempt + 1)
+
+Fencing: only the holder of `lease_id` may release or expire a document, so an invocation that
+outlived its lease can never overwrite the attempt that took over from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from execution.errors import (
+    BudgetWaitError,
+    PayloadConflictError,
+    ReservationInFlightError,
+)
+from execution.models import RETRYABLE_OUTCOMES, TERMINAL_OUTCOMES, Outcome
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
+
+
+class ReservationStatus(StrEnum):
+    """The `status` field of a reservation document (contract)."""
+
+    RESERVED = "reserved"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class ReservationRequest:
+    """What an invocation asks to reserve for one intent."""
+
+    tenant_id: str
+    broker_account_id: str
+    client_intent_id: str
+    symbol: str
+    amount_usd: float
+    payload_hash: str
+    enforce_budget: bool = True
+
+
+@dataclass(frozen=True)
+class ReservationRecord:
+    """One reservation document (contract fields), free of any storage type."""
+
+    tenant_id: str
+    broker_account_id: str
+    client_intent_id: str
+    symbol: str
+    amount_usd: float
+    status: ReservationStatus
+    lease_id: str
+    attempt: int
+    created_at: datetime
+    expires_at: datetime
+    payload_hash: str
+    released_at: datetime | None = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    broker_order_id: str | None = None
+    counts_against_budget: bool = False
+    """True where the lease is also held in the account's in-flight document."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One active lease in an account's in-flight document."""
+
+    client_intent_id: str
+    amount_usd: float
+    expires_at: datetime
+
+
+@dataclass
+class InflightLeases:
+    """The active leases on one account, keyed by lease id."""
+
+    leases: dict[str, Lease] = field(default_factory=dict)
+
+    def active(self, now: datetime) -> dict[str, Lease]:
+        """The leases that still count: an expired lease stops counting at once, before any sweep."""
+        return {lid: lease for lid, lease in self.leases.items() if lease.expires_at > now}
+
+    def committed_usd(self, now: datetime) -> float:
+        """The sum reserved by unexpired leases."""
+        return sum(lease.amount_usd for lease in self.active(now).values())
+
+
+# A float sum of cents may land a hair above the limit it equals.
+_BUDGET_EPSILON = 1e-6
+
+
+def admit_to_budget(
+    inflight: InflightLeases,
+    *,
+    now: datetime,
+    lease_id: str,
+    lease: Lease,
+    max_inflight_usd: float,
+) -> dict[str, Lease]:
+    """Return the pruned lease map with `lease` added, or raise `BudgetWaitError` if it cannot fit."""
+    active = {
+        lid: held
+        for lid, held in inflight.active(now).items()
+        if held.client_intent_id != lease.client_intent_id  # a lapsed lease of ours is replaced
+    }
+    committed = sum(held.amount_usd for held in active.values())
+    if committed + lease.amount_usd > max_inflight_usd + _BUDGET_EPSILON:
+        raise BudgetWaitError(
+            f"account in-flight budget {max_inflight_usd:g} USD holds {committed:g} USD; "
+            f"{lease.amount_usd:g} USD more must wait until a lease ends"
+        )
+    active[lease_id] = lease
+    return active
+
+
+class AcquireAction(StrEnum):
+    """What acquire must write, decided from the document as read."""
+
+    CREATE = "create"
+    TAKE_OVER = "take_over"
+    DUPLICATE = "duplicate"
+
+
+def decide_acquire(
+    existing: ReservationRecord | None, request: ReservationRequest, now: datetime
+) -> AcquireAction:
+    """Apply the acquire rules of ARCHITECTURE.md to the document as read.
+
+    Raises `PayloadConflictError` for a reused id with another payload and
+    `ReservationInFlightError` while another invocation's lease is unexpired.
+    """
+    if existing is None:
+        return AcquireAction.CREATE
+    if existing.payload_hash != request.payload_hash:
+        raise PayloadConflictError(
+            f"client_intent_id {request.client_intent_id!r} was already used for a different "
+            "payload; publish the new intent under a new client_intent_id"
+        )
+    if existing.status is ReservationStatus.RESERVED:
+        if existing.expires_at > now:
+            raise ReservationInFlightError(
+                f"intent {request.client_intent_id!r} is held by lease {existing.lease_id} "
+                f"until {existing.expires_at.isoformat()}"
+            )
+        return AcquireAction.TAKE_OVER
+    if existing.outcome in TERMINAL_OUTCOMES:
+        return AcquireAction.DUPLICATE
+    if existing.outcome in RETRYABLE_OUTCOMES or existing.outcome is None:
+        return AcquireAction.TAKE_OVER
+    raise AssertionError(f"unhandled reservation state {existing.status}/{existing.outcome}")
+
+
+def new_record(
+    request: ReservationRequest,
+    *,
+    previous: ReservationRecord | None,
+    lease_id: str,
+    now: datetime,
+    ttl: timedelta,
+    counts_against_budget: bool,
+) -> ReservationRecord:
+    """The `reserved` record a successful acquire writes (attempt 1, or the previous + 1)."""
+    return ReservationRecord(
+        tenant_id=request.tenant_id,
+        broker_account_id=request.broker_account_id,
+        client_intent_id=request.client_intent_id,
+        symbol=request.symbol,
+        amount_usd=request.amount_usd,
+        status=ReservationStatus.RESERVED,
+        lease_id=lease_id,
+        attempt=1 if previous is None else previous.attempt + 1,
+        created_at=now,
+        expires_at=now + ttl,
+        payload_hash=request.payload_hash,
+        counts_against_budget=counts_against_budget,
+    )
+
+
+class ReservationHandle(Protocol):
+    """The lease an invocation holds; `release` ends it."""
+
+    @property
+    def lease_id(self) -> str:
+        """The lease this handle fences on."""
+        ...
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first execution of the intent, +1 per take-over or re-acquire."""
+        ...
+
+    def release(
+        self,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        broker_order_id: str | None = None,
+    ) -> None:
+        """End the lease with `outcome`.
+
+        Must be idempotent (a second call changes nothing), must never raise (a failure is logged
+        and left for the sweeper), and must change the document only while it still carries this
+        handle's `lease_id`.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The invocation holds the lease and must execute, then release."""
+
+    handle: ReservationHandle
+
+
+@dataclass(frozen=True)
+class AlreadyExecuted:
+    """The intent ended before with a terminal outcome: report it, never execute again."""
+
+    record: ReservationRecord
+
+
+Acquisition = Acquired | AlreadyExecuted
+
+
+class ReservationManager(Protocol):
+    """Acquires reservations; the port the engine depends on."""
+
+    def acquire(self, request: ReservationRequest) -> Acquisition:
+        """Reserve `request`'s intent or report it already executed.
+
+        Raises `ReservationInFlightError` (another lease is live), `BudgetWaitError` (the
+        account's in-flight budget is full), `ReservationContentionError` (bounded attempts lost
+        to concurrent writers), `StoreUnavailableError` (store unreachable) — all retryable — and
+        `PayloadConflictError` (permanent).
+        """
+        ...
+
+
+class NoopHandle:
+    """A handle that holds nothing: what fail-open acquisition hands out."""
+
+    def __init__(self, attempt: int = 0) -> None:
+        self._attempt = attempt
+
+    @property
+    def lease_id(self) -> str:
+        return ""
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    def release(
+        self,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        broker_order_id: str | None = None,
+    ) -> None:
+        return None
+
+
+class _NeverRaisingHandle:
+    """Wraps a handle so that even a faulty `release` cannot raise into the engine."""
+
+    def __init__(self, inner: ReservationHandle) -> None:
+        self._inner = inner
+
+    @property
+    def lease_id(self) -> str:
+        return self._inner.lease_id
+
+    @property
+    def attempt(self) -> int:
+        return self._inner.attempt
+
+    def release(
+        self,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        broker_order_id: str | None = None,
+    ) -> None:
+        try:
+            self._inner.release(outcome, error=error, broker_order_id=broker_order_id)
+        except Exception as exc:  # the contract: release never raises
+            emit(
+                logger,
+                "exec.reservation.release_failed",
+                logging.ERROR,
+                lease_id=self._inner.lease_id,
+                error=repr(exc),
+            )
+
+
+class BestEffortReservationManager:
+    """Fail-open wrapper: a store failure at acquire or release never blocks trading.
+
+    Answers are passed through — a live lease elsewhere, a full budget, a payload conflict, an
+    intent already executed — because they are the store working, not failing. What fails open is
+    the store being unreachable or contended (or any unexpected error): the intent then executes
+    with a no-op handle and relies on the broker's `client_order_id` dedupe alone. Explicit opt-in;
+    the default wiring is strict.
+    """
+
+    _ANSWERS = (ReservationInFlightError, BudgetWaitError, PayloadConflictError)
+
+    def __init__(self, inner: ReservationManager) -> None:
+        self._inner = inner
+
+    def acquire(self, request: ReservationRequest) -> Acquisition:
+        """Acquire through the wrapped manager, or hand out a no-op handle if it fails."""
+        try:
+            acquisition = self._inner.acquire(request)
+        except self._ANSWERS:
+            raise
+        except Exception as exc:  # unreachable, contended or faulty store: fail open
+            emit(
+                logger,
+                "exec.reservation.fail_open",
+                logging.WARNING,
+                client_intent_id=request.client_intent_id,
+                error=repr(exc),
+            )
+            return Acquired(NoopHandle())
+        if isinstance(acquisition, Acquired):
+            return Acquired(_NeverRaisingHandle(acquisition.handle))
+        return acquisition

@@ -1,0 +1,93 @@
+"""Smart routing: a quote-based allow/deny before any money moves. Best-effort, never raises."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from execution.clock import Clock
+from execution.models import TradeIntent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The latest bid/ask for a symbol (`market_quotes/{symbol}`)."""
+
+    symbol: str
+    bid: float
+    ask: float
+    ts: datetime
+
+    @property
+    def mid(self) -> float:
+        """The midpoint price."""
+        return (self.bid + self.ask) / 2
+
+    @property
+    def spread_bps(self) -> float:
+        """The spread in basis points of the midpoint."""
+        return (self.ask - self.bid) / self.mid * 10_000 if self.mid > 0 else float("inf")
+
+    def price_for(self, side: str) -> float:
+        """The price a market order on `side` would likely pay."""
+        return self.ask if side == "buy" else self.bid
+
+
+class QuoteSource(Protocol):
+    """Reads the latest quote for a symbol."""
+
+    def latest(self, symbol: str) -> Quote | None:
+        """The latest quote, or None where there is none; raises `StoreUnavailableError`."""
+        ...
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Whether the intent may proceed to risk, and why not."""
+
+    allowed: bool
+    reason: str | None = None
+
+
+class Router(Protocol):
+    """The routing stage's port."""
+
+    def route(self, intent: TradeIntent, quote: Quote | None) -> RouteDecision:
+        """Decide on `intent` given its quote (None: missing or unreadable). Never raises."""
+        ...
+
+
+class SmartRouter:
+    """Denies on a wide spread or a stale quote; a missing quote passes unless `strict`."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        max_spread_bps: float,
+        quote_max_age_seconds: float,
+        strict: bool = False,
+    ) -> None:
+        self._clock = clock
+        self._max_spread_bps = max_spread_bps
+        self._quote_max_age_seconds = quote_max_age_seconds
+        self._strict = strict
+
+    def route(self, intent: TradeIntent, quote: Quote | None) -> RouteDecision:
+        """Allow or deny `intent` on its quote."""
+        if quote is None:
+            if self._strict:
+                return RouteDecision(False, "quote_unavailable")
+            return RouteDecision(True, "quote_unavailable")
+        age = (self._clock() - quote.ts).total_seconds()
+        if age > self._quote_max_age_seconds:
+            return RouteDecision(False, f"quote_stale: {age:.0f}s old")
+        if quote.spread_bps > self._max_spread_bps:
+            return RouteDecision(
+                False, f"spread_too_wide: {quote.spread_bps:.1f} bps > {self._max_spread_bps:g}"
+            )
+        return RouteDecision(True)

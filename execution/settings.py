@@ -1,0 +1,140 @@
+"""Settings read once from the environment into one immutable object, with safe local defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from execution.errors import SettingsError
+
+ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
+
+
+class AgentMode(StrEnum):
+    """How far execution may go (contract): OFF and OBSERVE never reach a broker."""
+
+    OFF = "OFF"
+    OBSERVE = "OBSERVE"
+    PAPER = "PAPER"
+    LIVE = "LIVE"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about an instance; see the README's settings table."""
+
+    project: str | None = None
+    broker: str = "paper"
+    alpaca_key_id: str | None = None
+    alpaca_secret_key: str | None = None
+    alpaca_base_url: str = ALPACA_PAPER_URL
+    agent_mode: AgentMode = AgentMode.PAPER
+    execution_halted: bool = False
+    execution_dry_run: bool = False
+    function_timeout_seconds: float = 540.0
+    reservation_ttl_seconds: float = 600.0
+    intent_max_age_seconds: float = 300.0
+    intent_topic: str = "trade-intents"
+    firestore_timeout_seconds: float = 10.0
+    reservation_max_attempts: int = 6
+    risk_fail_open: bool = False
+    router_max_spread_bps: float = 50.0
+    router_quote_max_age_seconds: float = 60.0
+    router_strict: bool = False
+    sweep_deadline_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from `environ` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        timeout = _number(env, "FUNCTION_TIMEOUT_SECONDS", 540.0)
+        return cls(
+            project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or None,
+            broker=env.get("BROKER", "paper").strip().lower(),
+            alpaca_key_id=env.get("APCA_API_KEY_ID") or None,
+            alpaca_secret_key=env.get("APCA_API_SECRET_KEY") or None,
+            alpaca_base_url=env.get("APCA_API_BASE_URL", ALPACA_PAPER_URL).rstrip("/"),
+            agent_mode=_agent_mode(env.get("AGENT_MODE", "PAPER")),
+            execution_halted=_flag(env, "EXECUTION_HALTED"),
+            execution_dry_run=_flag(env, "EXECUTION_DRY_RUN"),
+            function_timeout_seconds=timeout,
+            reservation_ttl_seconds=_number(env, "RESERVATION_TTL_SECONDS", timeout + 60.0),
+            intent_max_age_seconds=_number(env, "INTENT_MAX_AGE_SECONDS", 300.0),
+            intent_topic=env.get("INTENT_TOPIC", "trade-intents"),
+            firestore_timeout_seconds=_number(env, "FIRESTORE_TIMEOUT_SECONDS", 10.0),
+            reservation_max_attempts=int(_number(env, "RESERVATION_MAX_ATTEMPTS", 6)),
+            risk_fail_open=_flag(env, "RISK_FAIL_OPEN"),
+            router_max_spread_bps=_number(env, "ROUTER_MAX_SPREAD_BPS", 50.0),
+            router_quote_max_age_seconds=_number(env, "ROUTER_QUOTE_MAX_AGE_SECONDS", 60.0),
+            router_strict=_flag(env, "ROUTER_STRICT"),
+            sweep_deadline_seconds=_number(env, "SWEEP_DEADLINE_SECONDS", 60.0),
+        )
+
+    def validate(self) -> None:
+        """Refuse settings that would let a failed trade poison the system."""
+        if self.reservation_ttl_seconds <= self.function_timeout_seconds:
+            raise SettingsError(
+                f"RESERVATION_TTL_SECONDS ({self.reservation_ttl_seconds:g}) must exceed "
+                f"FUNCTION_TIMEOUT_SECONDS ({self.function_timeout_seconds:g}), or a live "
+                "invocation's lease could be taken over; unset it to use timeout + 60."
+            )
+        if self.broker not in {"paper", "alpaca"}:
+            raise SettingsError(f"BROKER={self.broker!r} is unknown; use 'paper' or 'alpaca'.")
+        if self.broker == "alpaca" and not (self.alpaca_key_id and self.alpaca_secret_key):
+            raise SettingsError(
+                "BROKER=alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY to be set."
+            )
+        paper_url = "paper-api" in self.alpaca_base_url
+        if self.broker == "alpaca" and self.agent_mode is AgentMode.PAPER and not paper_url:
+            raise SettingsError(
+                f"AGENT_MODE=PAPER with APCA_API_BASE_URL={self.alpaca_base_url} would trade "
+                f"live; use {ALPACA_PAPER_URL} or set AGENT_MODE=LIVE."
+            )
+        if self.broker == "alpaca" and self.agent_mode is AgentMode.LIVE and paper_url:
+            raise SettingsError(
+                "AGENT_MODE=LIVE with Alpaca's paper URL places no live orders; set "
+                "APCA_API_BASE_URL=https://api.alpaca.markets or AGENT_MODE=PAPER."
+            )
+        if self.reservation_max_attempts < 1:
+            raise SettingsError("RESERVATION_MAX_ATTEMPTS must be at least 1.")
+
+    @property
+    def broker_is_paper(self) -> bool:
+        """True where the configured broker cannot move real money."""
+        return self.broker == "paper" or "paper-api" in self.alpaca_base_url
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0.")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number.") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw}.")
+    return value
+
+
+def _agent_mode(raw: str) -> AgentMode:
+    try:
+        return AgentMode(raw.strip().upper())
+    except ValueError:
+        raise SettingsError(
+            f"AGENT_MODE={raw!r} is unknown; use one of OFF, OBSERVE, PAPER, LIVE."
+        ) from None

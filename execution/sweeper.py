@@ -1,0 +1,140 @@
+"""The sweeper: the second safety net, for leases that no `finally` released.
+
+A killed instance, a function timeout or a store outage during release leaves a document
+`reserved` past its `expires_at`. Such a lease already stopped blocking anything (acquire takes
+over expired leases, budgets ignore them), but the document still claims an invocation is running.
+The sweeper marks it `expired` (outcome `expired`, retryable), so the record tells the truth and the
+next delivery re-acquires it. Each expiry is fenced by the lease and the document's update time, so
+two sweeps at once, or a sweep racing a late release, change a document at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from execution.clock import Clock
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExpiredLease:
+    """A `reserved` document found past its expiry, as read by the sweep's query."""
+
+    path: str
+    tenant_id: str
+    broker_account_id: str
+    client_intent_id: str
+    lease_id: str
+    attempt: int
+    expires_at: datetime
+    token: object
+    """Opaque to the sweeper: the store's record of the document as read (Firestore: snapshot)."""
+
+
+class ExpiredLeaseStore(Protocol):
+    """The storage primitives the sweeper needs."""
+
+    def find_expired(
+        self, now: datetime, *, limit: int, after: ExpiredLease | None
+    ) -> list[ExpiredLease]:
+        """Up to `limit` `reserved` leases with `expires_at <= now`, oldest first, after `after`.
+
+        Raises `StoreUnavailableError`.
+        """
+        ...
+
+    def expire(self, lease: ExpiredLease, now: datetime) -> bool:
+        """Mark `lease`'s document expired if it is unchanged since read; False if it changed.
+
+        Raises `StoreUnavailableError`.
+        """
+        ...
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (the HTTP answer of `sweep_reservations`)."""
+
+    scanned: int = 0
+    expired: int = 0
+    skipped: int = 0
+    errors: int = 0
+    oldest_age_seconds: float | None = None
+    complete: bool = True
+    """False where the deadline stopped the sweep before it had seen every expired lease."""
+    expired_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values."""
+        return asdict(self)
+
+
+class Sweeper:
+    """Pages through expired leases until none are left or the deadline passes."""
+
+    def __init__(
+        self,
+        store: ExpiredLeaseStore,
+        *,
+        clock: Clock,
+        page_size: int = 200,
+        deadline_seconds: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._page_size = page_size
+        self._deadline_seconds = deadline_seconds
+        self._monotonic = monotonic
+
+    def sweep(self, now: datetime | None = None) -> SweepReport:
+        """Expire every lease past its expiry at `now` (default: the clock), within the deadline."""
+        now = now or self._clock()
+        stop_at = self._monotonic() + self._deadline_seconds
+        report = SweepReport()
+        after: ExpiredLease | None = None
+        while True:
+            if self._monotonic() >= stop_at:
+                report.complete = False
+                break
+            page = self._store.find_expired(now, limit=self._page_size, after=after)
+            for lease in page:
+                report.scanned += 1
+                age = (now - lease.expires_at).total_seconds()
+                report.oldest_age_seconds = max(report.oldest_age_seconds or 0.0, age)
+                try:
+                    changed = self._store.expire(lease, now)
+                except Exception as exc:  # one bad document must not stop the sweep
+                    report.errors += 1
+                    emit(logger, "exec.sweep.error", logging.ERROR, path=lease.path,
+                         error=repr(exc))
+                    continue
+                if changed:
+                    report.expired += 1
+                    report.expired_ids.append(lease.path)
+                    emit(
+                        logger,
+                        "exec.reservation.expired",
+                        logging.WARNING,
+                        tenant_id=lease.tenant_id,
+                        broker_account_id=lease.broker_account_id,
+                        client_intent_id=lease.client_intent_id,
+                        lease_id=lease.lease_id,
+                        attempt=lease.attempt,
+                        expired_for_seconds=round(age, 3),
+                    )
+                else:
+                    report.skipped += 1
+            if len(page) < self._page_size:
+                break
+            after = page[-1]
+        emit(logger, "exec.sweep.completed", **{k: v for k, v in report.as_dict().items()
+                                                 if k != "expired_ids"})
+        return report

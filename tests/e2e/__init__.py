@@ -1,0 +1,1 @@
+"""Test package: lets test modules import `tests.support` helpers by name."""

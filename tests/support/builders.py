@@ -1,0 +1,128 @@
+"""Small builders for intents, settings and emulator-backed services used across test tiers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from google.cloud import firestore
+
+from execution.bootstrap import Service, bootstrap
+from execution.brokers.paper import PaperBroker
+from execution.clock import Clock
+from execution.firestore.support import CallPolicy
+from execution.models import BrokerOrder, OrderRequest, TradeIntent
+from execution.settings import Settings
+
+FAST_POLICY = CallPolicy(timeout_seconds=2.0)
+"""Short store deadlines, so an outage test fails over in seconds."""
+
+
+def unique(prefix: str) -> str:
+    """An id no other test uses (tests share one emulator project per module)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def make_intent(**overrides: Any) -> TradeIntent:
+    """A valid limit-buy intent with unique ids; override any field."""
+    fields: dict[str, Any] = {
+        "tenant_id": "tenant-a",
+        "broker_account_id": unique("acct"),
+        "client_intent_id": unique("intent"),
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 1,
+        "order_type": "limit",
+        "limit_price": 100.0,
+    }
+    fields.update(overrides)
+    return TradeIntent.model_validate(fields)
+
+
+def fast_settings(**overrides: Any) -> Settings:
+    """Settings with short timings for tests; TTL still above the timeout."""
+    fields: dict[str, Any] = {
+        "project": None,
+        "function_timeout_seconds": 20.0,
+        "reservation_ttl_seconds": 30.0,
+        "firestore_timeout_seconds": 2.0,
+    }
+    fields.update(overrides)
+    return Settings(**fields)
+
+
+@contextmanager
+def client_at(address: str, project: str) -> Iterator[firestore.Client]:
+    """A Firestore client whose emulator address is `address` (e.g. a cuttable proxy)."""
+    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = address
+    try:
+        client = firestore.Client(project=project)
+    finally:
+        if previous is None:
+            del os.environ["FIRESTORE_EMULATOR_HOST"]
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+class CountingBroker:
+    """Wraps a real broker and counts the calls that reach it."""
+
+    def __init__(self, inner: PaperBroker) -> None:
+        self._inner = inner
+        self.place_calls = 0
+
+    @property
+    def is_paper(self) -> bool:
+        return self._inner.is_paper
+
+    def place_order(self, order: OrderRequest) -> BrokerOrder:
+        self.place_calls += 1
+        return self._inner.place_order(order)
+
+    def get_order_by_client_order_id(
+        self, tenant_id: str, broker_account_id: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        return self._inner.get_order_by_client_order_id(
+            tenant_id, broker_account_id, client_order_id
+        )
+
+    def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
+        self._inner.cancel_order(tenant_id, broker_account_id, broker_order_id)
+
+
+def emulator_service(
+    db: firestore.Client, clock: Clock, *, settings: Settings | None = None, **overrides: Any
+) -> Service:
+    """The real service on the emulator, with a counting paper broker unless one is given."""
+    overrides.setdefault(
+        "broker", CountingBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY))
+    )
+    return bootstrap(settings or fast_settings(), clock=clock, db=db, **overrides)
+
+
+def ledger_entries(db: firestore.Client, tenant_id: str, client_intent_id: str) -> list[str]:
+    """The broker order ids in the ledger for one intent: two would mean two orders placed."""
+    ledger = db.collection("tenants", tenant_id, "ledger_trades")
+    return [
+        snap.id
+        for snap in ledger.where(
+            filter=firestore.FieldFilter("client_intent_id", "==", client_intent_id)
+        ).stream()
+    ]
+
+
+def reservation(db: firestore.Client, tenant_id: str, client_intent_id: str) -> dict[str, Any]:
+    """The reservation document as stored."""
+    snap = db.collection("tenants", tenant_id, "execution_reservations").document(
+        client_intent_id
+    ).get()
+    assert snap.exists, f"no reservation for {client_intent_id}"
+    return snap.to_dict() or {}
