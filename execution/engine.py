@@ -12,13 +12,23 @@ from datetime import datetime
 
 from execution.brokers.base import Broker
 from execution.clock import Clock
-from execution.errors import AgentModeError, BrokerRejectedError, ExecutionHaltedError
+from execution.errors import (
+    AgentModeError,
+    BrokerRejectedError,
+    ExecutionHaltedError,
+    PriceUnavailableError,
+)
 from execution.ledger import Ledger
 from execution.models import ExecutionResult, OrderRequest, Outcome, TradeIntent
-from execution.reservations import AlreadyExecuted, ReservationRecord, ReservationRequest
-from execution.reservations import ReservationManager
-from execution.risk import RiskGate
 from execution.authority import Authority
+from execution.reservations import (
+    AlreadyExecuted,
+    ReservationHandle,
+    ReservationManager,
+    ReservationRecord,
+    ReservationRequest,
+)
+from execution.risk import RiskGate
 from execution.routing import Quote, QuoteSource, RouteDecision, Router
 from execution.telemetry import emit
 
@@ -68,7 +78,12 @@ class ExecutionEngine:
             # A market order sized in shares: its reservation is priced from the quote, so a
             # store outage here must retry (nothing is held yet) rather than reserve blind.
             quote = self._quotes.latest(intent.symbol)
-            amount = intent.qty * quote.price_for(intent.side) if quote else None
+            if quote is None:
+                raise PriceUnavailableError(
+                    f"no quote at market_quotes/{intent.symbol} to size a market order in shares; "
+                    "publish one, or give the intent notional_usd"
+                )
+            amount = intent.qty * quote.price_for(intent.side)
 
         acquisition = self._reservations.acquire(
             ReservationRequest(
@@ -79,7 +94,7 @@ class ExecutionEngine:
                 amount_usd=amount or 0.0,
                 payload_hash=intent.payload_hash(),
                 # A stale intent is only recorded, never executed: it must not wait for budget.
-                enforce_budget=stale_reason is None and amount is not None,
+                enforce_budget=stale_reason is None,
             )
         )
         if isinstance(acquisition, AlreadyExecuted):
@@ -105,11 +120,38 @@ class ExecutionEngine:
             raise
         finally:
             if result is None:
-                handle.release(Outcome.EXCEPTION, error=error)
+                self._release(handle, intent, Outcome.EXCEPTION, error, None)
             else:
-                handle.release(
-                    result.outcome, error=result.reason, broker_order_id=result.broker_order_id
+                self._release(
+                    handle, intent, result.outcome, result.reason, result.broker_order_id
                 )
+
+    @staticmethod
+    def _release(
+        handle: ReservationHandle,
+        intent: TradeIntent,
+        outcome: Outcome,
+        error: str | None,
+        broker_order_id: str | None,
+    ) -> None:
+        """Release, and contain a handle that breaks its never-raise contract.
+
+        A raise here would replace the outcome (a placed order would look failed) or mask the
+        original exception; the lease then lapses and the sweeper records it instead.
+        """
+        try:
+            handle.release(outcome, error=error, broker_order_id=broker_order_id)
+        except Exception as exc:
+            emit(
+                logger,
+                "exec.reservation.release_failed",
+                logging.ERROR,
+                tenant_id=intent.tenant_id,
+                client_intent_id=intent.client_intent_id,
+                lease_id=handle.lease_id,
+                outcome=outcome.value,
+                error=repr(exc),
+            )
 
     def _execute_held(
         self,
@@ -140,12 +182,8 @@ class ExecutionEngine:
 
         if stale_reason is not None:
             return finish(Outcome.STALE, stale_reason)
-        if amount is None:
-            return finish(
-                Outcome.REJECTED,
-                "notional_unknown: give notional_usd or limit_price, or publish a quote to "
-                f"market_quotes/{intent.symbol}",
-            )
+        if amount is None:  # a fresh intent is sized before acquire; kept for the type checker
+            raise PriceUnavailableError(f"intent {intent.client_intent_id!r} has no size")
 
         if quote is None:
             quote = self._best_effort_quote(intent)

@@ -8,6 +8,7 @@ The Pub/Sub entry point decides ack or retry from this tree alone::
     │   ├── BudgetWaitError            the account's in-flight budget is full for now
     │   ├── ReservationContentionError optimistic writes lost too often; try again
     │   ├── StoreUnavailableError      Firestore unreachable before a terminal outcome
+    │   ├── PriceUnavailableError      a share-sized market order has no quote to size it by yet
     │   └── BrokerTransientError       timeout, connection error, 429/5xx: outcome unknown
     └── PermanentError            ack (after a dead-letter record where relevant)
         ├── InvalidIntentError         the payload can never be valid
@@ -47,6 +48,10 @@ class ReservationContentionError(RetryableError):
 
 class StoreUnavailableError(RetryableError):
     """The document store could not be reached or did not answer in time."""
+
+
+class PriceUnavailableError(RetryableError):
+    """A market order without `notional_usd` cannot be sized: no quote for its symbol yet."""
 
 
 class BrokerTransientError(RetryableError):

@@ -83,6 +83,8 @@ class SmartRouter:
             if self._strict:
                 return RouteDecision(False, "quote_unavailable")
             return RouteDecision(True, "quote_unavailable")
+        if quote.bid <= 0 or quote.ask < quote.bid:
+            return RouteDecision(False, f"quote_invalid: bid {quote.bid:g} ask {quote.ask:g}")
         age = (self._clock() - quote.ts).total_seconds()
         if age > self._quote_max_age_seconds:
             return RouteDecision(False, f"quote_stale: {age:.0f}s old")

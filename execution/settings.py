@@ -59,7 +59,7 @@ class Settings:
             alpaca_key_id=env.get("APCA_API_KEY_ID") or None,
             alpaca_secret_key=env.get("APCA_API_SECRET_KEY") or None,
             alpaca_base_url=env.get("APCA_API_BASE_URL", ALPACA_PAPER_URL).rstrip("/"),
-            agent_mode=_agent_mode(env.get("AGENT_MODE", "PAPER")),
+            agent_mode=_agent_mode(env.get("AGENT_MODE") or "PAPER"),
             execution_halted=_flag(env, "EXECUTION_HALTED"),
             execution_dry_run=_flag(env, "EXECUTION_DRY_RUN"),
             function_timeout_seconds=timeout,
@@ -67,7 +67,7 @@ class Settings:
             intent_max_age_seconds=_number(env, "INTENT_MAX_AGE_SECONDS", 300.0),
             intent_topic=env.get("INTENT_TOPIC", "trade-intents"),
             firestore_timeout_seconds=_number(env, "FIRESTORE_TIMEOUT_SECONDS", 10.0),
-            reservation_max_attempts=int(_number(env, "RESERVATION_MAX_ATTEMPTS", 6)),
+            reservation_max_attempts=_integer(env, "RESERVATION_MAX_ATTEMPTS", 6),
             risk_fail_open=_flag(env, "RISK_FAIL_OPEN"),
             router_max_spread_bps=_number(env, "ROUTER_MAX_SPREAD_BPS", 50.0),
             router_quote_max_age_seconds=_number(env, "ROUTER_QUOTE_MAX_AGE_SECONDS", 60.0),
@@ -129,6 +129,13 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw}.")
     return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number, got {env[name]}.")
+    return int(value)
 
 
 def _agent_mode(raw: str) -> AgentMode:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.cloud import firestore
 
 from execution.firestore.support import CallPolicy, store_errors
@@ -20,6 +22,12 @@ class FirestoreQuoteSource:
         with store_errors("quote read"):
             snap = self._db.collection("market_quotes").document(symbol).get(**self._policy.kwargs())
         data = snap.to_dict() if snap.exists else None
-        if not data or data.get("bid") is None or data.get("ask") is None or not data.get("ts"):
+        if not data:
             return None
-        return Quote(symbol=symbol, bid=float(data["bid"]), ask=float(data["ask"]), ts=data["ts"])
+        try:
+            bid, ask, ts = float(data["bid"]), float(data["ask"]), data["ts"]
+        except (KeyError, TypeError, ValueError):
+            return None  # a malformed quote is no quote: never a crash before acquire
+        if not isinstance(ts, datetime):
+            return None
+        return Quote(symbol=symbol, bid=bid, ask=ask, ts=ts)

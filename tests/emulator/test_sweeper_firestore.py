@@ -1,0 +1,170 @@
+"""The sweeper on the real Firestore emulator: it expires only lapsed leases, each exactly once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from execution.clock import FakeClock
+from execution.firestore.reservations import FirestoreReservationManager, inflight_ref
+from execution.firestore.sweeper_store import FirestoreExpiredLeases
+from execution.models import Outcome
+from execution.reservations import Acquired, ReservationHandle, ReservationRequest
+from execution.sweeper import SweepReport, Sweeper
+from tests.support.builders import FAST_POLICY, unique
+
+TTL = timedelta(seconds=30)
+
+
+@pytest.fixture(autouse=True)
+def empty_project(reset_firestore: Any) -> None:
+    """Sweeps are project-wide: start each test from an empty database."""
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def manager(db: firestore.Client, clock: FakeClock) -> FirestoreReservationManager:
+    return FirestoreReservationManager(db, clock=clock, ttl=TTL, policy=FAST_POLICY)
+
+
+def sweeper(db: firestore.Client, clock: FakeClock, page_size: int = 200) -> Sweeper:
+    return Sweeper(FirestoreExpiredLeases(db, policy=FAST_POLICY), clock=clock, page_size=page_size)
+
+
+def reserve(manager: FirestoreReservationManager, account: str | None = None) -> tuple[
+    ReservationRequest, ReservationHandle
+]:
+    request = ReservationRequest(
+        tenant_id="tenant-s",
+        broker_account_id=account or unique("acct"),
+        client_intent_id=unique("intent"),
+        symbol="MSFT",
+        amount_usd=50.0,
+        payload_hash="h",
+    )
+    acquisition = manager.acquire(request)
+    assert isinstance(acquisition, Acquired)
+    return request, acquisition.handle
+
+
+def status_of(db: firestore.Client, request: ReservationRequest) -> tuple[str, str | None]:
+    doc = (
+        db.collection("tenants", request.tenant_id, "execution_reservations")
+        .document(request.client_intent_id)
+        .get()
+        .to_dict()
+        or {}
+    )
+    return doc["status"], doc["outcome"]
+
+
+def test_a_lapsed_lease_is_expired_and_a_live_one_is_left_alone(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    lapsed, _ = reserve(manager)
+    clock.advance(TTL.total_seconds() + 1)
+    live, _ = reserve(manager)
+
+    report = sweeper(db, clock).sweep()
+
+    assert (report.scanned, report.expired, report.errors) == (1, 1, 0)
+    assert report.oldest_age_seconds == pytest.approx(1.0)
+    assert status_of(db, lapsed) == ("expired", "expired")
+    assert status_of(db, live) == ("reserved", None)
+
+
+def test_released_reservations_are_never_swept(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    request, handle = reserve(manager)
+    handle.release(Outcome.PLACED)
+    clock.advance(TTL.total_seconds() + 1)
+
+    report = sweeper(db, clock).sweep()
+
+    assert report.scanned == 0
+    assert status_of(db, request) == ("released", "placed")
+
+
+def test_two_sweeps_at_once_expire_each_lease_exactly_once(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    requests = [reserve(manager)[0] for _ in range(12)]
+    clock.advance(TTL.total_seconds() + 1)
+    reports: list[SweepReport] = []
+    barrier = threading.Barrier(2)
+
+    def sweep() -> None:
+        barrier.wait()
+        reports.append(sweeper(db, clock, page_size=5).sweep())
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sum(report.expired for report in reports) == 12
+    assert all(report.errors == 0 for report in reports)
+    assert {status_of(db, r) for r in requests} == {("expired", "expired")}
+
+
+def test_pagination_reaches_every_lapsed_lease(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    for _ in range(7):
+        reserve(manager)
+    clock.advance(TTL.total_seconds() + 1)
+
+    report = sweeper(db, clock, page_size=3).sweep()
+
+    assert (report.expired, report.complete) == (7, True)
+
+
+def test_a_sweep_racing_a_take_over_does_not_overwrite_the_new_lease(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    request, _ = reserve(manager)
+    clock.advance(TTL.total_seconds() + 1)
+    store = FirestoreExpiredLeases(db, policy=FAST_POLICY)
+    [seen] = store.find_expired(clock(), limit=10, after=None)
+    assert isinstance(manager.acquire(request), Acquired)  # redelivery takes over first
+
+    changed = store.expire(seen, clock())
+
+    assert changed is False
+    assert status_of(db, request) == ("reserved", None)
+
+
+def test_expiry_frees_the_lease_from_the_accounts_inflight_document(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    account = unique("acct")
+    db.collection("tenants", "tenant-s", "accounts").document(account).set({"max_inflight_usd": 500})
+    reserve(manager, account)
+    clock.advance(TTL.total_seconds() + 1)
+
+    sweeper(db, clock).sweep()
+
+    leases = (inflight_ref(db, "tenant-s", account).get().to_dict() or {}).get("leases")
+    assert leases == {}
+
+
+def test_a_late_release_by_the_same_lease_records_its_outcome_over_expired(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    request, handle = reserve(manager)
+    clock.advance(TTL.total_seconds() + 1)
+    sweeper(db, clock).sweep()
+
+    handle.release(Outcome.PLACED, broker_order_id="o-late")
+
+    assert status_of(db, request) == ("released", "placed")

@@ -1,0 +1,261 @@
+"""The three gates before the broker: trading authority, smart routing and pre-trade risk."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from execution.accounts import AccountSettings
+from execution.authority import TradingAuthority
+from execution.clock import FakeClock
+from execution.errors import AgentModeError, ExecutionHaltedError, StoreUnavailableError
+from execution.risk import RiskDecision, RiskManager
+from execution.routing import Quote, RouteDecision, SmartRouter
+from execution.settings import AgentMode
+from tests.unit.fakes import T0, FakeAccounts, FakeKillSwitches, logged, make_intent, make_quote
+
+# --- TradingAuthority ----------------------------------------------------------------------
+
+
+def authority(
+    mode: AgentMode = AgentMode.LIVE,
+    *,
+    env_halted: bool = False,
+    switches: FakeKillSwitches | None = None,
+) -> TradingAuthority:
+    return TradingAuthority(
+        agent_mode=mode, env_halted=env_halted, switches=switches or FakeKillSwitches()
+    )
+
+
+@pytest.mark.parametrize("mode", [AgentMode.OFF, AgentMode.OBSERVE])
+@pytest.mark.parametrize("paper", [True, False])
+def test_off_and_observe_never_reach_any_broker(mode: AgentMode, paper: bool) -> None:
+    with pytest.raises(AgentModeError) as raised:
+        authority(mode).check(make_intent(), broker_is_paper=paper)
+
+    assert str(raised.value) == f"agent_mode_{mode.value.lower()}"
+
+
+def test_paper_mode_allows_a_paper_broker() -> None:
+    authority(AgentMode.PAPER).check(make_intent(), broker_is_paper=True)
+
+
+def test_paper_mode_forbids_a_live_broker() -> None:
+    with pytest.raises(AgentModeError) as raised:
+        authority(AgentMode.PAPER).check(make_intent(), broker_is_paper=False)
+
+    assert str(raised.value) == "agent_mode_paper_forbids_live_broker"
+
+
+@pytest.mark.parametrize("paper", [True, False])
+def test_live_mode_allows_any_broker(paper: bool) -> None:
+    authority(AgentMode.LIVE).check(make_intent(), broker_is_paper=paper)
+
+
+def test_the_environment_halt_stops_execution() -> None:
+    with pytest.raises(ExecutionHaltedError) as raised:
+        authority(env_halted=True).check(make_intent(), broker_is_paper=True)
+
+    assert str(raised.value) == "kill_switch_env"
+
+
+def test_the_global_kill_switch_stops_execution() -> None:
+    with pytest.raises(ExecutionHaltedError) as raised:
+        authority(switches=FakeKillSwitches(global_on=True)).check(
+            make_intent(), broker_is_paper=True
+        )
+
+    assert str(raised.value) == "kill_switch_global"
+
+
+def test_the_tenant_kill_switch_stops_that_tenant() -> None:
+    gate = authority(switches=FakeKillSwitches(tenants={"tenant-a"}))
+
+    with pytest.raises(ExecutionHaltedError) as raised:
+        gate.check(make_intent(tenant_id="tenant-a"), broker_is_paper=True)
+
+    assert str(raised.value) == "kill_switch_tenant"
+
+
+def test_the_tenant_kill_switch_leaves_other_tenants_trading() -> None:
+    gate = authority(switches=FakeKillSwitches(tenants={"tenant-a"}))
+
+    gate.check(make_intent(tenant_id="tenant-b"), broker_is_paper=True)
+
+
+def test_an_unreadable_kill_switch_propagates_and_is_never_guessed_off() -> None:
+    outage = StoreUnavailableError("switch read timed out")
+    gate = authority(switches=FakeKillSwitches(error=outage))
+
+    with pytest.raises(StoreUnavailableError) as raised:
+        gate.check(make_intent(), broker_is_paper=True)
+
+    assert raised.value is outage
+
+
+def test_the_agent_mode_is_checked_before_the_switches_are_read() -> None:
+    gate = authority(AgentMode.OFF, switches=FakeKillSwitches(error=StoreUnavailableError("x")))
+
+    with pytest.raises(AgentModeError):
+        gate.check(make_intent(), broker_is_paper=True)
+
+
+# --- SmartRouter ---------------------------------------------------------------------------
+
+
+def router(*, strict: bool = False, clock: FakeClock | None = None) -> SmartRouter:
+    return SmartRouter(
+        clock=clock or FakeClock(T0), max_spread_bps=50, quote_max_age_seconds=60, strict=strict
+    )
+
+
+def test_a_fresh_narrow_quote_is_allowed() -> None:
+    assert router().route(make_intent(), make_quote()) == RouteDecision(True)
+
+
+def test_a_wide_spread_is_denied() -> None:
+    decision = router().route(make_intent(), make_quote(bid=99.0, ask=101.0))  # ~200 bps
+
+    assert decision.allowed is False
+    assert decision.reason is not None and decision.reason.startswith("spread_too_wide")
+
+
+def test_a_spread_exactly_at_the_limit_is_allowed() -> None:
+    quote = Quote(symbol="AAPL", bid=99.75, ask=100.25, ts=T0)  # 50 bps of a 100 mid
+
+    assert router().route(make_intent(), quote).allowed is True
+
+
+def test_a_quote_with_no_price_is_denied_as_infinitely_wide() -> None:
+    decision = router().route(make_intent(), make_quote(bid=0.0, ask=0.0))
+
+    assert decision.allowed is False
+
+
+def test_a_stale_quote_is_denied() -> None:
+    decision = router().route(make_intent(), make_quote(ts=T0 - timedelta(seconds=61)))
+
+    assert decision.allowed is False
+    assert decision.reason == "quote_stale: 61s old"
+
+
+def test_a_quote_exactly_at_the_max_age_is_allowed() -> None:
+    assert router().route(make_intent(), make_quote(ts=T0 - timedelta(seconds=60))).allowed
+
+
+def test_a_missing_quote_is_allowed_and_says_so() -> None:
+    assert router().route(make_intent(), None) == RouteDecision(True, "quote_unavailable")
+
+
+def test_a_missing_quote_is_denied_when_strict() -> None:
+    assert router(strict=True).route(make_intent(), None) == RouteDecision(
+        False, "quote_unavailable"
+    )
+
+
+def test_quote_prices_are_the_ask_for_a_buy_and_the_bid_for_a_sell() -> None:
+    quote = make_quote(bid=99.0, ask=101.0)
+
+    assert (quote.price_for("buy"), quote.price_for("sell"), quote.mid) == (101.0, 99.0, 100.0)
+
+
+# --- RiskManager ---------------------------------------------------------------------------
+
+
+KEY = ("tenant-a", "acct-1")
+
+
+def risk(settings: AccountSettings | None = None, *, fail_open: bool = False) -> RiskManager:
+    accounts = FakeAccounts({KEY: settings} if settings is not None else {})
+    return RiskManager(accounts, fail_open=fail_open)
+
+
+def test_an_account_without_settings_has_no_limits() -> None:
+    assert risk().validate(make_intent(), 1e9) == RiskDecision(True)
+
+
+def test_an_order_within_the_notional_limit_is_allowed() -> None:
+    gate = risk(AccountSettings(max_order_notional_usd=1000))
+
+    assert gate.validate(make_intent(), 1000).allowed is True
+
+
+def test_an_order_over_the_notional_limit_is_rejected() -> None:
+    gate = risk(AccountSettings(max_order_notional_usd=1000))
+
+    decision = gate.validate(make_intent(), 1000.01)
+
+    assert decision.allowed is False
+    assert decision.reason is not None
+    assert decision.reason.startswith("max_order_notional_exceeded")
+
+
+def test_a_symbol_outside_the_allowed_list_is_rejected() -> None:
+    gate = risk(AccountSettings(allowed_symbols=["MSFT"]))
+
+    assert gate.validate(make_intent(symbol="AAPL"), 1) == RiskDecision(
+        False, "symbol_not_allowed: AAPL"
+    )
+
+
+def test_a_symbol_on_the_allowed_list_is_allowed() -> None:
+    gate = risk(AccountSettings(allowed_symbols=["AAPL", "MSFT"]))
+
+    assert gate.validate(make_intent(symbol="AAPL"), 1).allowed is True
+
+
+def test_an_empty_allowed_list_allows_nothing() -> None:
+    gate = risk(AccountSettings(allowed_symbols=[]))
+
+    assert gate.validate(make_intent(), 1).allowed is False
+
+
+def test_a_denied_symbol_is_rejected() -> None:
+    gate = risk(AccountSettings(denied_symbols=["AAPL"]))
+
+    assert gate.validate(make_intent(symbol="AAPL"), 1) == RiskDecision(
+        False, "symbol_denied: AAPL"
+    )
+
+
+def test_unreadable_risk_data_rejects_by_default() -> None:
+    gate = RiskManager(FakeAccounts(error=StoreUnavailableError("accounts down")))
+
+    assert gate.validate(make_intent(), 1) == RiskDecision(False, "risk_data_unavailable")
+
+
+def test_any_failure_to_read_risk_data_rejects_by_default() -> None:
+    gate = RiskManager(FakeAccounts(error=ValueError("malformed account document")))
+
+    assert gate.validate(make_intent(), 1) == RiskDecision(False, "risk_data_unavailable")
+
+
+def test_unreadable_risk_data_passes_when_configured_fail_open() -> None:
+    gate = RiskManager(FakeAccounts(error=StoreUnavailableError("accounts down")), fail_open=True)
+
+    assert gate.validate(make_intent(), 1) == RiskDecision(True, "risk_data_unavailable")
+
+
+def test_unreadable_risk_data_is_logged_with_the_fail_open_choice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    gate = RiskManager(FakeAccounts(error=StoreUnavailableError("accounts down")))
+
+    gate.validate(make_intent(), 1)
+
+    assert [f["fail_open"] for f in logged(caplog.records, "exec.risk.data_unavailable")] == [
+        False
+    ]
+
+
+def test_a_crossed_quote_is_denied_as_invalid() -> None:
+    router = SmartRouter(clock=FakeClock(T0), max_spread_bps=50, quote_max_age_seconds=60)
+
+    decision = router.route(make_intent(), make_quote(bid=101.0, ask=100.0))
+
+    assert decision.allowed is False
+    assert decision.reason is not None and decision.reason.startswith("quote_invalid")

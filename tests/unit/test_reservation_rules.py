@@ -1,0 +1,359 @@
+"""The reservation state machine (`decide_acquire`, `admit_to_budget`, `new_record`) and the
+fail-open wrapper, without any store."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from execution.clock import FakeClock
+from execution.errors import (
+    BudgetWaitError,
+    PayloadConflictError,
+    ReservationContentionError,
+    ReservationInFlightError,
+    StoreUnavailableError,
+)
+from execution.models import RETRYABLE_OUTCOMES, TERMINAL_OUTCOMES, Outcome
+from execution.reservations import (
+    AcquireAction,
+    Acquired,
+    AlreadyExecuted,
+    BestEffortReservationManager,
+    InflightLeases,
+    Lease,
+    NoopHandle,
+    ReservationRecord,
+    ReservationStatus,
+    admit_to_budget,
+    decide_acquire,
+    new_record,
+)
+from tests.unit.fakes import (
+    T0,
+    TTL,
+    InMemoryReservationManager,
+    RaisingHandle,
+    ScriptedReservationManager,
+    logged,
+    make_record,
+    make_request,
+)
+
+LATER = T0 + timedelta(seconds=30)
+AFTER_EXPIRY = T0 + TTL + timedelta(seconds=1)
+
+
+def released(
+    outcome: Outcome, status: ReservationStatus = ReservationStatus.RELEASED
+) -> ReservationRecord:
+    """A reservation that ended with `outcome`."""
+    return make_record(status=status, outcome=outcome, released_at=LATER)
+
+
+# --- decide_acquire ------------------------------------------------------------------------
+
+
+def test_an_absent_reservation_is_created() -> None:
+    assert decide_acquire(None, make_request(), T0) is AcquireAction.CREATE
+
+
+def test_a_reserved_unexpired_lease_is_in_flight() -> None:
+    with pytest.raises(ReservationInFlightError) as raised:
+        decide_acquire(make_record(), make_request(), LATER)
+
+    assert "lease-0" in str(raised.value)
+
+
+def test_a_reserved_lease_is_still_in_flight_one_instant_before_it_expires() -> None:
+    with pytest.raises(ReservationInFlightError):
+        decide_acquire(make_record(), make_request(), T0 + TTL - timedelta(microseconds=1))
+
+
+def test_a_reserved_lease_is_taken_over_from_the_instant_it_expires() -> None:
+    assert decide_acquire(make_record(), make_request(), T0 + TTL) is AcquireAction.TAKE_OVER
+
+
+def test_a_reserved_expired_lease_is_taken_over() -> None:
+    assert decide_acquire(make_record(), make_request(), AFTER_EXPIRY) is AcquireAction.TAKE_OVER
+
+
+@pytest.mark.parametrize("outcome", sorted(TERMINAL_OUTCOMES))
+def test_a_released_reservation_with_a_terminal_outcome_is_a_duplicate(outcome: Outcome) -> None:
+    assert decide_acquire(released(outcome), make_request(), LATER) is AcquireAction.DUPLICATE
+
+
+@pytest.mark.parametrize("outcome", sorted(TERMINAL_OUTCOMES))
+def test_an_expired_reservation_with_a_terminal_outcome_is_a_duplicate(outcome: Outcome) -> None:
+    record = released(outcome, ReservationStatus.EXPIRED)
+
+    assert decide_acquire(record, make_request(), LATER) is AcquireAction.DUPLICATE
+
+
+@pytest.mark.parametrize("status", [ReservationStatus.RELEASED, ReservationStatus.EXPIRED])
+@pytest.mark.parametrize("outcome", sorted(RETRYABLE_OUTCOMES))
+def test_a_reservation_ended_with_a_retryable_outcome_is_acquired_again(
+    status: ReservationStatus, outcome: Outcome
+) -> None:
+    action = decide_acquire(released(outcome, status), make_request(), LATER)
+
+    assert action is AcquireAction.TAKE_OVER
+
+
+def test_the_terminal_outcomes_are_exactly_those_of_the_contract() -> None:
+    assert {o.value for o in TERMINAL_OUTCOMES} == {
+        "placed", "rejected", "dry_run", "halted", "stale",
+    }
+
+
+def test_the_retryable_outcomes_are_exception_and_expired() -> None:
+    assert {o.value for o in RETRYABLE_OUTCOMES} == {"exception", "expired"}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        make_record(),
+        make_record(expires_at=T0 - timedelta(seconds=1)),
+        make_record(status=ReservationStatus.RELEASED, outcome=Outcome.PLACED),
+        make_record(status=ReservationStatus.EXPIRED, outcome=Outcome.EXPIRED),
+    ],
+    ids=["reserved", "reserved-expired", "released-placed", "expired"],
+)
+def test_a_different_payload_under_the_same_id_is_a_conflict_in_every_state(
+    record: ReservationRecord,
+) -> None:
+    with pytest.raises(PayloadConflictError) as raised:
+        decide_acquire(record, make_request(payload_hash="other"), LATER)
+
+    assert "new client_intent_id" in str(raised.value)
+
+
+# --- new_record ----------------------------------------------------------------------------
+
+
+def test_a_first_acquire_writes_attempt_one_reserved_until_now_plus_ttl() -> None:
+    record = new_record(make_request(), previous=None, lease_id="l1", now=T0, ttl=TTL,
+                        counts_against_budget=False)
+
+    assert (record.status, record.attempt, record.created_at, record.expires_at) == (
+        ReservationStatus.RESERVED, 1, T0, T0 + TTL,
+    )
+
+
+def test_a_take_over_increments_the_attempt_and_clears_the_previous_outcome() -> None:
+    previous = released(Outcome.EXCEPTION)
+
+    record = new_record(make_request(), previous=previous, lease_id="l2", now=LATER, ttl=TTL,
+                        counts_against_budget=True)
+
+    assert (record.attempt, record.lease_id, record.outcome, record.released_at) == (
+        2, "l2", None, None,
+    )
+
+
+# --- admit_to_budget -----------------------------------------------------------------------
+
+
+def lease(intent: str, amount: float, *, expires_in: float = 60) -> Lease:
+    return Lease(intent, amount, T0 + timedelta(seconds=expires_in))
+
+
+def test_a_lease_that_fits_is_added_to_the_pruned_map() -> None:
+    inflight = InflightLeases({"a": lease("one", 400)})
+
+    admitted = admit_to_budget(inflight, now=T0, lease_id="b", lease=lease("two", 500),
+                               max_inflight_usd=1000)
+
+    assert set(admitted) == {"a", "b"}
+
+
+def test_a_lease_that_fills_the_budget_exactly_is_admitted() -> None:
+    inflight = InflightLeases({"a": lease("one", 600)})
+
+    admitted = admit_to_budget(inflight, now=T0, lease_id="b", lease=lease("two", 400),
+                               max_inflight_usd=1000)
+
+    assert "b" in admitted
+
+
+def test_cents_that_sum_to_the_budget_are_admitted_despite_float_error() -> None:
+    # 0.33 + 0.56 + 0.11 is 1.0000000000000002 in binary floating point.
+    inflight = InflightLeases({"a": lease("one", 0.33), "b": lease("two", 0.56)})
+
+    admitted = admit_to_budget(inflight, now=T0, lease_id="c", lease=lease("three", 0.11),
+                               max_inflight_usd=1.0)
+
+    assert "c" in admitted
+
+
+def test_a_lease_over_the_budget_must_wait() -> None:
+    inflight = InflightLeases({"a": lease("one", 600)})
+
+    with pytest.raises(BudgetWaitError) as raised:
+        admit_to_budget(inflight, now=T0, lease_id="b", lease=lease("two", 400.01),
+                        max_inflight_usd=1000)
+
+    assert "holds 600 USD" in str(raised.value)
+
+
+def test_a_lease_larger_than_the_whole_budget_must_wait() -> None:
+    with pytest.raises(BudgetWaitError):
+        admit_to_budget(InflightLeases(), now=T0, lease_id="b", lease=lease("two", 1001),
+                        max_inflight_usd=1000)
+
+
+def test_an_expired_lease_stops_counting_at_once() -> None:
+    inflight = InflightLeases({"a": lease("one", 900, expires_in=10)})
+
+    admitted = admit_to_budget(inflight, now=T0 + timedelta(seconds=10), lease_id="b",
+                               lease=lease("two", 900, expires_in=600), max_inflight_usd=1000)
+
+    assert set(admitted) == {"b"}
+
+
+def test_a_lapsed_lease_of_the_same_intent_is_replaced_not_counted_twice() -> None:
+    inflight = InflightLeases({"old": lease("one", 900)})
+
+    admitted = admit_to_budget(inflight, now=T0, lease_id="new", lease=lease("one", 900),
+                               max_inflight_usd=1000)
+
+    assert set(admitted) == {"new"}
+
+
+def test_committed_usd_sums_only_unexpired_leases() -> None:
+    inflight = InflightLeases({"a": lease("one", 100, expires_in=5), "b": lease("two", 50)})
+
+    assert inflight.committed_usd(T0 + timedelta(seconds=5)) == 50
+
+
+# --- the in-memory manager applies those rules ---------------------------------------------
+
+
+def test_the_in_memory_manager_hands_out_attempt_one_on_first_acquire() -> None:
+    manager = InMemoryReservationManager(FakeClock(T0))
+
+    acquisition = manager.acquire(make_request())
+
+    assert isinstance(acquisition, Acquired)
+    assert (acquisition.handle.lease_id, acquisition.handle.attempt) == ("lease-1", 1)
+
+
+def test_the_in_memory_release_is_idempotent() -> None:
+    manager = InMemoryReservationManager(FakeClock(T0))
+    acquisition = manager.acquire(make_request())
+    assert isinstance(acquisition, Acquired)
+    acquisition.handle.release(Outcome.PLACED, broker_order_id="o-1")
+
+    acquisition.handle.release(Outcome.EXCEPTION, error="late")
+
+    record = manager.records[("tenant-a", "intent-1")]
+    assert (record.outcome, record.broker_order_id) == (Outcome.PLACED, "o-1")
+
+
+def test_the_in_memory_release_is_fenced_against_a_newer_lease() -> None:
+    clock = FakeClock(T0)
+    manager = InMemoryReservationManager(clock)
+    zombie = manager.acquire(make_request())
+    assert isinstance(zombie, Acquired)
+    clock.advance(TTL.total_seconds())
+    manager.acquire(make_request())
+
+    zombie.handle.release(Outcome.EXCEPTION, error="zombie")
+
+    record = manager.records[("tenant-a", "intent-1")]
+    assert (record.status, record.lease_id, record.attempt) == (
+        ReservationStatus.RESERVED, "lease-2", 2,
+    )
+
+
+# --- BestEffortReservationManager ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [StoreUnavailableError("down"), ReservationContentionError("lost"), RuntimeError("bug")],
+)
+def test_best_effort_fails_open_with_a_noop_handle_when_acquire_fails(failure: Exception) -> None:
+    manager = BestEffortReservationManager(ScriptedReservationManager(failure))
+
+    acquisition = manager.acquire(make_request())
+
+    assert isinstance(acquisition, Acquired)
+    assert isinstance(acquisition.handle, NoopHandle)
+
+
+def test_best_effort_logs_the_fail_open(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    manager = BestEffortReservationManager(ScriptedReservationManager(StoreUnavailableError("x")))
+
+    manager.acquire(make_request())
+
+    fail_opens = logged(caplog.records, "exec.reservation.fail_open")
+
+    assert [f["client_intent_id"] for f in fail_opens] == ["intent-1"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [ReservationInFlightError("held"), BudgetWaitError("full"), PayloadConflictError("reused")],
+)
+def test_best_effort_passes_the_stores_answers_through(answer: Exception) -> None:
+    manager = BestEffortReservationManager(ScriptedReservationManager(answer))
+
+    with pytest.raises(type(answer)) as raised:
+        manager.acquire(make_request())
+
+    assert raised.value is answer
+
+
+def test_best_effort_passes_an_already_executed_answer_through() -> None:
+    record = released(Outcome.PLACED)
+    manager = BestEffortReservationManager(ScriptedReservationManager(AlreadyExecuted(record)))
+
+    acquisition = manager.acquire(make_request())
+
+    assert acquisition == AlreadyExecuted(record)
+
+
+def test_best_effort_does_not_swallow_a_keyboard_interrupt_at_acquire() -> None:
+    manager = BestEffortReservationManager(ScriptedReservationManager(KeyboardInterrupt()))
+
+    with pytest.raises(KeyboardInterrupt):
+        manager.acquire(make_request())
+
+
+def test_best_effort_wraps_the_handle_so_a_raising_release_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    inner = RaisingHandle(StoreUnavailableError("release timed out"))
+    manager = BestEffortReservationManager(ScriptedReservationManager(Acquired(inner)))
+    acquisition = manager.acquire(make_request())
+    assert isinstance(acquisition, Acquired)
+
+    acquisition.handle.release(Outcome.PLACED)
+
+    assert inner.calls == [Outcome.PLACED]
+    failures = logged(caplog.records, "exec.reservation.release_failed")
+    assert [f["lease_id"] for f in failures] == ["lease-x"]
+
+
+def test_best_effort_keeps_the_wrapped_handles_lease_and_attempt() -> None:
+    inner = RaisingHandle(RuntimeError("x"), lease_id="lease-9", attempt=3)
+    manager = BestEffortReservationManager(ScriptedReservationManager(Acquired(inner)))
+
+    acquisition = manager.acquire(make_request())
+
+    assert isinstance(acquisition, Acquired)
+    assert (acquisition.handle.lease_id, acquisition.handle.attempt) == ("lease-9", 3)
+
+
+def test_a_noop_handle_release_does_nothing_and_never_raises() -> None:
+    handle = NoopHandle()
+
+    handle.release(Outcome.EXCEPTION, error="x")
+
+    assert (handle.lease_id, handle.attempt) == ("", 0)

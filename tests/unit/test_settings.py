@@ -1,0 +1,211 @@
+"""Settings from the environment: safe defaults, and refusals that name the variable to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from execution.errors import SettingsError
+from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
+
+LIVE_URL = "https://api.alpaca.markets"
+ALPACA_KEYS = {"BROKER": "alpaca", "APCA_API_KEY_ID": "key", "APCA_API_SECRET_KEY": "secret"}
+
+
+def test_the_defaults_are_paper_broker_paper_mode_not_halted_not_dry_run() -> None:
+    settings = Settings.from_env({})
+
+    assert (
+        settings.broker,
+        settings.agent_mode,
+        settings.execution_halted,
+        settings.execution_dry_run,
+    ) == ("paper", AgentMode.PAPER, False, False)
+
+
+def test_the_default_timeout_is_540_and_the_ttl_is_timeout_plus_60() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.function_timeout_seconds, settings.reservation_ttl_seconds) == (540.0, 600.0)
+
+
+def test_the_default_ttl_follows_a_configured_timeout() -> None:
+    settings = Settings.from_env({"FUNCTION_TIMEOUT_SECONDS": "120"})
+
+    assert settings.reservation_ttl_seconds == 180.0
+
+
+def test_the_default_topic_is_trade_intents() -> None:
+    assert Settings.from_env({}).intent_topic == "trade-intents"
+
+
+def test_the_default_risk_is_fail_closed_and_routing_lenient() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.risk_fail_open, settings.router_strict) == (False, False)
+
+
+def test_the_constructor_defaults_match_the_environment_defaults() -> None:
+    assert Settings() == Settings.from_env({})
+
+
+def test_the_project_is_read_from_google_cloud_project() -> None:
+    assert Settings.from_env({"GOOGLE_CLOUD_PROJECT": "demo-x"}).project == "demo-x"
+
+
+def test_an_explicit_ttl_above_the_timeout_is_kept() -> None:
+    env = {"FUNCTION_TIMEOUT_SECONDS": "60", "RESERVATION_TTL_SECONDS": "61"}
+
+    settings = Settings.from_env(env)
+
+    assert settings.reservation_ttl_seconds == 61.0
+
+
+@pytest.mark.parametrize("ttl", ["540", "300"])
+def test_a_ttl_not_above_the_timeout_is_refused_naming_the_variable(ttl: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"RESERVATION_TTL_SECONDS": ttl})
+
+    assert "RESERVATION_TTL_SECONDS" in str(raised.value)
+    assert "FUNCTION_TIMEOUT_SECONDS" in str(raised.value)
+
+
+def test_a_ttl_not_above_the_timeout_is_refused_by_the_constructor_too() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings(function_timeout_seconds=60, reservation_ttl_seconds=60)
+
+    assert "RESERVATION_TTL_SECONDS" in str(raised.value)
+
+
+@pytest.mark.parametrize("raw,expected", [("1", True), ("true", True), ("YES", True),
+                                          (" on ", True), ("0", False), ("false", False),
+                                          ("no", False), ("off", False), ("", False)])
+def test_boolean_flags_accept_the_usual_spellings(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"EXECUTION_HALTED": raw}).execution_halted is expected
+
+
+@pytest.mark.parametrize("name", ["EXECUTION_HALTED", "EXECUTION_DRY_RUN", "RISK_FAIL_OPEN",
+                                  "ROUTER_STRICT"])
+def test_a_flag_that_is_not_a_boolean_is_refused_naming_the_variable(name: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: "maybe"})
+
+    assert f"{name}='maybe' is not a boolean" in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["FUNCTION_TIMEOUT_SECONDS", "RESERVATION_TTL_SECONDS",
+                                  "INTENT_MAX_AGE_SECONDS", "ROUTER_MAX_SPREAD_BPS"])
+def test_a_number_that_does_not_parse_is_refused_naming_the_variable(name: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: "ten"})
+
+    assert f"{name}='ten' is not a number" in str(raised.value)
+
+
+@pytest.mark.parametrize("raw", ["0", "-5"])
+def test_a_number_that_is_not_positive_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"INTENT_MAX_AGE_SECONDS": raw})
+
+    assert "INTENT_MAX_AGE_SECONDS must be positive" in str(raised.value)
+
+
+@pytest.mark.parametrize("raw,mode", [("off", AgentMode.OFF), ("Observe", AgentMode.OBSERVE),
+                                      (" paper ", AgentMode.PAPER), ("LIVE", AgentMode.LIVE)])
+def test_agent_modes_are_read_case_insensitively(raw: str, mode: AgentMode) -> None:
+    assert Settings.from_env({"AGENT_MODE": raw}).agent_mode is mode
+
+
+def test_an_unknown_agent_mode_is_refused_listing_the_valid_ones() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"AGENT_MODE": "YOLO"})
+
+    assert "AGENT_MODE='YOLO'" in str(raised.value)
+    assert "OFF, OBSERVE, PAPER, LIVE" in str(raised.value)
+
+
+def test_an_unknown_broker_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"BROKER": "ibkr"})
+
+    assert "BROKER='ibkr' is unknown" in str(raised.value)
+
+
+def test_alpaca_without_keys_is_refused_naming_both_variables() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"BROKER": "alpaca"})
+
+    assert "APCA_API_KEY_ID" in str(raised.value)
+    assert "APCA_API_SECRET_KEY" in str(raised.value)
+
+
+def test_alpaca_with_only_one_key_is_refused() -> None:
+    with pytest.raises(SettingsError):
+        Settings.from_env({"BROKER": "alpaca", "APCA_API_KEY_ID": "key"})
+
+
+def test_alpaca_with_keys_defaults_to_the_paper_url() -> None:
+    settings = Settings.from_env(ALPACA_KEYS)
+
+    assert (settings.alpaca_base_url, settings.broker_is_paper) == (ALPACA_PAPER_URL, True)
+
+
+def test_live_mode_with_the_paper_url_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({**ALPACA_KEYS, "AGENT_MODE": "LIVE"})
+
+    assert "AGENT_MODE=LIVE with Alpaca's paper URL" in str(raised.value)
+
+
+def test_paper_mode_with_the_live_url_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({**ALPACA_KEYS, "APCA_API_BASE_URL": LIVE_URL})
+
+    assert "AGENT_MODE=PAPER" in str(raised.value)
+    assert "would trade live" in str(raised.value)
+
+
+def test_live_mode_with_the_live_url_is_accepted_and_not_paper() -> None:
+    env = {**ALPACA_KEYS, "AGENT_MODE": "LIVE", "APCA_API_BASE_URL": LIVE_URL}
+
+    settings = Settings.from_env(env)
+
+    assert settings.broker_is_paper is False
+
+
+def test_a_trailing_slash_on_the_alpaca_url_is_dropped() -> None:
+    settings = Settings.from_env({**ALPACA_KEYS, "APCA_API_BASE_URL": ALPACA_PAPER_URL + "/"})
+
+    assert settings.alpaca_base_url == ALPACA_PAPER_URL
+
+
+def test_the_paper_broker_is_paper_whatever_the_alpaca_url() -> None:
+    settings = Settings.from_env({"APCA_API_BASE_URL": LIVE_URL})
+
+    assert settings.broker_is_paper is True
+
+
+def test_settings_are_immutable() -> None:
+    settings = Settings()
+
+    with pytest.raises(AttributeError):
+        settings.execution_halted = True  # type: ignore[misc]
+
+    assert settings.execution_halted is False
+
+
+def test_reservation_max_attempts_below_one_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings(reservation_max_attempts=0)
+
+    assert "RESERVATION_MAX_ATTEMPTS" in str(raised.value)
+
+
+def test_an_empty_agent_mode_means_the_default() -> None:
+    assert Settings.from_env({"AGENT_MODE": ""}).agent_mode is AgentMode.PAPER
+
+
+def test_a_fractional_attempt_count_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"RESERVATION_MAX_ATTEMPTS": "2.5"})
+
+    assert "RESERVATION_MAX_ATTEMPTS" in str(raised.value)
