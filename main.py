@@ -43,6 +43,7 @@ def execute_intent(cloud_event: CloudEvent) -> None:
     """Execute one trade intent; return to ack, raise to have Pub/Sub deliver it again."""
     service = _get_service()
     delivery = delivery_from_cloud_event(cloud_event.data)
+    emit(logger, "exec.delivery.received", message_id=delivery.message_id)
     try:
         intent = parse_intent(delivery.data)
         result = service.engine.execute_intent(intent, published_at=delivery.published_at)

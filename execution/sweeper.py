@@ -22,6 +22,9 @@ from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
 
+MAX_REPORTED_IDS = 100
+"""A sweep after an outage may expire thousands; the HTTP answer lists only the first ones."""
+
 
 @dataclass(frozen=True)
 class ExpiredLease:
@@ -70,6 +73,7 @@ class SweepReport:
     complete: bool = True
     """False where the deadline stopped the sweep before it had seen every expired lease."""
     expired_ids: list[str] = field(default_factory=list)
+    """Paths of the documents this sweep expired (the first `MAX_REPORTED_IDS`)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
@@ -118,7 +122,8 @@ class Sweeper:
                     continue
                 if changed:
                     report.expired += 1
-                    report.expired_ids.append(lease.path)
+                    if len(report.expired_ids) < MAX_REPORTED_IDS:
+                        report.expired_ids.append(lease.path)
                     emit(
                         logger,
                         "exec.reservation.expired",
