@@ -48,18 +48,33 @@ def execute_intent(cloud_event: CloudEvent) -> None:
         intent = parse_intent(delivery.data)
         result = service.engine.execute_intent(intent, published_at=delivery.published_at)
     except RetryableError as exc:
-        emit(logger, "exec.delivery.retry", logging.WARNING,
-             message_id=delivery.message_id, error=f"{type(exc).__name__}: {exc}")
+        emit(
+            logger,
+            "exec.delivery.retry",
+            logging.WARNING,
+            message_id=delivery.message_id,
+            error=f"{type(exc).__name__}: {exc}",
+        )
         raise
     except PermanentError as exc:
         # Never valid however often delivered: record why (a store outage here raises, so
         # the message is retried rather than lost), then ack.
         service.dead_letters.record(delivery, f"{type(exc).__name__}: {exc}")
-        emit(logger, "exec.delivery.dead_lettered", logging.WARNING,
-             message_id=delivery.message_id, reason=str(exc))
+        emit(
+            logger,
+            "exec.delivery.dead_lettered",
+            logging.WARNING,
+            message_id=delivery.message_id,
+            reason=str(exc),
+        )
         return
-    emit(logger, "exec.delivery.acked", message_id=delivery.message_id,
-         client_intent_id=result.client_intent_id, outcome=result.outcome.value)
+    emit(
+        logger,
+        "exec.delivery.acked",
+        message_id=delivery.message_id,
+        client_intent_id=result.client_intent_id,
+        outcome=result.outcome.value,
+    )
 
 
 @functions_framework.http

@@ -24,7 +24,7 @@ class Authority(Protocol):
     """The authority stage's port."""
 
     def check(self, intent: TradeIntent, *, broker_is_paper: bool) -> None:
-        """Return if the broker call is allowed; raise `AgentModeError` or `ExecutionHaltedError`."""
+        """Return if the broker call may go ahead, else raise the reason (mode or kill switch)."""
         ...
 
 

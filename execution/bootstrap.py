@@ -99,7 +99,9 @@ def bootstrap(
             strict=settings.router_strict,
         ),
         risk=risk
-        or RiskManager(FirestoreAccountSource(store, policy=policy), fail_open=settings.risk_fail_open),
+        or RiskManager(
+            FirestoreAccountSource(store, policy=policy), fail_open=settings.risk_fail_open
+        ),
         authority=authority
         or TradingAuthority(
             agent_mode=settings.agent_mode,
@@ -131,6 +133,10 @@ def _broker(
 
     if settings.broker == "paper":
         return PaperBroker(store, clock=clock, policy=policy)
+    if settings.broker == "alpaca":
+        from execution.brokers.alpaca import AlpacaBroker
+
+        return AlpacaBroker.from_settings(settings)
     raise SettingsError(
-        f"BROKER={settings.broker} is not available in this build yet; use BROKER=paper."
+        f"BROKER={settings.broker} is not available in this build; use paper or alpaca."
     )

@@ -11,5 +11,5 @@ class DeadLetters(Protocol):
     """Records undeliverable messages at `execution_dead_letters/{message_id}`."""
 
     def record(self, delivery: Delivery, reason: str) -> None:
-        """Write the record idempotently; raises `StoreUnavailableError` (then retry: lose nothing)."""
+        """Write the record idempotently; raises `StoreUnavailableError` (retry: lose nothing)."""
         ...

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.cloud import firestore
@@ -45,7 +46,9 @@ class FlakyOnceBroker:
     def get_order_by_client_order_id(
         self, tenant_id: str, broker_account_id: str, client_order_id: str
     ) -> BrokerOrder | None:
-        return self._inner.get_order_by_client_order_id(tenant_id, broker_account_id, client_order_id)
+        return self._inner.get_order_by_client_order_id(
+            tenant_id, broker_account_id, client_order_id
+        )
 
     def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
         self._inner.cancel_order(tenant_id, broker_account_id, broker_order_id)
@@ -118,8 +121,9 @@ def main() -> int:
         except ExecutionError as exc:
             outcome, detail = "retry", f"{type(exc).__name__}: {exc}"
         print(f"  [{number}/{len(steps)}] {step.label:<26} {outcome}")
-        rows.append((step.label, step.intent.client_intent_id.removeprefix(f"{run}-"), outcome,
-                     detail))
+        rows.append(
+            (step.label, step.intent.client_intent_id.removeprefix(f"{run}-"), outcome, detail)
+        )
 
     _table("Deliveries", ("delivery", "intent", "outcome", "detail"), rows)
     reservations = db.collection("tenants", TENANT, "execution_reservations")
@@ -128,8 +132,13 @@ def main() -> int:
         "Reservations (tenants/demo-tenant/execution_reservations)",
         ("intent", "status", "outcome", "attempt", "broker_order_id"),
         [
-            (d["client_intent_id"].removeprefix(f"{run}-"), d["status"], d["outcome"] or "",
-             str(d["attempt"]), d.get("broker_order_id") or "")
+            (
+                d["client_intent_id"].removeprefix(f"{run}-"),
+                d["status"],
+                d["outcome"] or "",
+                str(d["attempt"]),
+                d.get("broker_order_id") or "",
+            )
             for d in sorted(docs, key=lambda d: str(d["client_intent_id"]))
         ],
     )
@@ -147,7 +156,7 @@ def _log_to_file(path: str) -> None:
     root.propagate = False
 
 
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     widths = [min(width, 60) for width in widths]
     print(f"\n{title}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from execution.authority import Authority
 from execution.brokers.base import Broker
 from execution.clock import Clock
 from execution.errors import (
@@ -20,7 +21,6 @@ from execution.errors import (
 )
 from execution.ledger import Ledger
 from execution.models import ExecutionResult, OrderRequest, Outcome, TradeIntent
-from execution.authority import Authority
 from execution.reservations import (
     AlreadyExecuted,
     ReservationHandle,
@@ -122,9 +122,7 @@ class ExecutionEngine:
             if result is None:
                 self._release(handle, intent, Outcome.EXCEPTION, error, None)
             else:
-                self._release(
-                    handle, intent, result.outcome, result.reason, result.broker_order_id
-                )
+                self._release(handle, intent, result.outcome, result.reason, result.broker_order_id)
 
     @staticmethod
     def _release(
@@ -163,7 +161,9 @@ class ExecutionEngine:
     ) -> ExecutionResult:
         """The stages run while the lease is held; business outcomes come back as values."""
 
-        def finish(outcome: Outcome, reason: str | None = None, **fields: object) -> ExecutionResult:
+        def finish(
+            outcome: Outcome, reason: str | None = None, **fields: object
+        ) -> ExecutionResult:
             result = ExecutionResult.for_intent(
                 intent, outcome, reason=reason, attempt=attempt, amount_usd=amount, **fields
             )
@@ -192,8 +192,13 @@ class ExecutionEngine:
             return finish(Outcome.REJECTED, route.reason)
 
         risk = self._risk.validate(intent, amount)
-        emit(logger, "exec.stage.risk", client_intent_id=intent.client_intent_id,
-             allowed=risk.allowed, reason=risk.reason)
+        emit(
+            logger,
+            "exec.stage.risk",
+            client_intent_id=intent.client_intent_id,
+            allowed=risk.allowed,
+            reason=risk.reason,
+        )
         if not risk.allowed:
             return finish(Outcome.REJECTED, risk.reason)
 
@@ -233,25 +238,41 @@ class ExecutionEngine:
         age = (self._clock() - born).total_seconds()
         if age <= self._intent_max_age_seconds:
             return None
-        return f"intent_stale: {age:.0f}s old > INTENT_MAX_AGE_SECONDS={self._intent_max_age_seconds:g}"
+        limit = self._intent_max_age_seconds
+        return f"intent_stale: {age:.0f}s old > INTENT_MAX_AGE_SECONDS={limit:g}"
 
     def _best_effort_quote(self, intent: TradeIntent) -> Quote | None:
         try:
             return self._quotes.latest(intent.symbol)
         except Exception as exc:  # routing is best-effort: an unreadable quote is no quote
-            emit(logger, "exec.route.quote_unavailable", logging.WARNING,
-                 client_intent_id=intent.client_intent_id, error=repr(exc))
+            emit(
+                logger,
+                "exec.route.quote_unavailable",
+                logging.WARNING,
+                client_intent_id=intent.client_intent_id,
+                error=repr(exc),
+            )
             return None
 
     def _route(self, intent: TradeIntent, quote: Quote | None) -> RouteDecision:
         try:
             decision = self._router.route(intent, quote)
         except Exception as exc:  # a faulty router must not block trading: it is advisory
-            emit(logger, "exec.route.failed", logging.ERROR,
-                 client_intent_id=intent.client_intent_id, error=repr(exc))
+            emit(
+                logger,
+                "exec.route.failed",
+                logging.ERROR,
+                client_intent_id=intent.client_intent_id,
+                error=repr(exc),
+            )
             return RouteDecision(True, "router_failed")
-        emit(logger, "exec.stage.route", client_intent_id=intent.client_intent_id,
-             allowed=decision.allowed, reason=decision.reason)
+        emit(
+            logger,
+            "exec.stage.route",
+            client_intent_id=intent.client_intent_id,
+            allowed=decision.allowed,
+            reason=decision.reason,
+        )
         return decision
 
     def _duplicate(self, intent: TradeIntent, record: ReservationRecord) -> ExecutionResult:

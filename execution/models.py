@@ -82,7 +82,9 @@ class TradeIntent(BaseModel):
     def _symbol_is_a_ticker(cls, value: str) -> str:
         value = value.upper()
         if not _SYMBOL_PATTERN.fullmatch(value):
-            raise ValueError("must be 1-32 characters of A-Z, 0-9, '.', '-', starting with a letter or digit")
+            raise ValueError(
+                "must be 1-32 characters of A-Z, 0-9, '.', '-', starting with a letter or digit"
+            )
         return value
 
     @field_validator("created_at")

@@ -95,7 +95,7 @@ class InflightLeases:
     leases: dict[str, Lease] = field(default_factory=dict)
 
     def active(self, now: datetime) -> dict[str, Lease]:
-        """The leases that still count: an expired lease stops counting at once, before any sweep."""
+        """The leases that still count: an expired one stops counting at once, before any sweep."""
         return {lid: lease for lid, lease in self.leases.items() if lease.expires_at > now}
 
     def committed_usd(self, now: datetime) -> float:
@@ -115,7 +115,7 @@ def admit_to_budget(
     lease: Lease,
     max_inflight_usd: float,
 ) -> dict[str, Lease]:
-    """Return the pruned lease map with `lease` added, or raise `BudgetWaitError` if it cannot fit."""
+    """The pruned lease map with `lease` added; raises `BudgetWaitError` if it cannot fit."""
     active = {
         lid: held
         for lid, held in inflight.active(now).items()

@@ -117,8 +117,9 @@ class Sweeper:
                     changed = self._store.expire(lease, now)
                 except Exception as exc:  # one bad document must not stop the sweep
                     report.errors += 1
-                    emit(logger, "exec.sweep.error", logging.ERROR, path=lease.path,
-                         error=repr(exc))
+                    emit(
+                        logger, "exec.sweep.error", logging.ERROR, path=lease.path, error=repr(exc)
+                    )
                     continue
                 if changed:
                     report.expired += 1
@@ -140,6 +141,9 @@ class Sweeper:
             if len(page) < self._page_size:
                 break
             after = page[-1]
-        emit(logger, "exec.sweep.completed", **{k: v for k, v in report.as_dict().items()
-                                                 if k != "expired_ids"})
+        emit(
+            logger,
+            "exec.sweep.completed",
+            **{k: v for k, v in report.as_dict().items() if k != "expired_ids"},
+        )
         return report

@@ -1,6 +1,6 @@
 """Structured JSON logs in Cloud Logging's format, with stable event names.
 
-Every record the domain writes goes through `emit(logger, event, severity, **fields)`: the event name
+Every record the domain writes goes through `emit(logger, event, severity, **fields)`: the event
 (`exec.reservation.released`, ...) is the message and the fields ride in `record.fields`, so tests
 assert on captured records and Cloud Logging indexes `jsonPayload.event`.
 """

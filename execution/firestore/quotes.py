@@ -20,7 +20,9 @@ class FirestoreQuoteSource:
     def latest(self, symbol: str) -> Quote | None:
         """The quote for `symbol`, None where absent or incomplete."""
         with store_errors("quote read"):
-            snap = self._db.collection("market_quotes").document(symbol).get(**self._policy.kwargs())
+            snap = (
+                self._db.collection("market_quotes").document(symbol).get(**self._policy.kwargs())
+            )
         data = snap.to_dict() if snap.exists else None
         if not data:
             return None

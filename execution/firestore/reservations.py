@@ -174,14 +174,16 @@ class FirestoreReservationManager:
             with store_errors("reservation read"):
                 snapshots = {
                     snap.reference.path: snap
-                    for snap in self._db.get_all([res_doc, acc_doc, inf_doc], **self._policy.kwargs())
+                    for snap in self._db.get_all(
+                        [res_doc, acc_doc, inf_doc], **self._policy.kwargs()
+                    )
                 }
             res_snap, acc_snap, inf_snap = (
                 snapshots[res_doc.path],
                 snapshots[acc_doc.path],
                 snapshots[inf_doc.path],
             )
-            existing = record_from_document(res_snap.to_dict()) if res_snap.exists else None
+            existing = record_from_document(res_snap.to_dict() or {}) if res_snap.exists else None
             if existing is not None and existing.lease_id == lease_id:
                 # An earlier commit of ours landed although its answer was lost.
                 return Acquired(self._handle(existing))
@@ -342,7 +344,7 @@ class FirestoreReservationHandle:
         for attempt in range(self._max_attempts):
             with store_errors("reservation release read"):
                 snap = doc.get(**self._policy.kwargs())
-            current = record_from_document(snap.to_dict()) if snap.exists else None
+            current = record_from_document(snap.to_dict() or {}) if snap.exists else None
             if current is None or current.lease_id != rec.lease_id:
                 emit(
                     logger,
@@ -401,4 +403,3 @@ class FirestoreReservationHandle:
 def _max_inflight_usd(account: dict[str, Any] | None) -> float | None:
     value = (account or {}).get("max_inflight_usd")
     return None if value is None else float(value)
-

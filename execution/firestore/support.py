@@ -67,8 +67,12 @@ def store_errors(operation: str) -> Iterator[None]:
         raise StoreUnavailableError(f"Firestore unavailable during {operation}: {exc}") from exc
 
 
-def jitter_sleep(attempt: int, *, base: float = 0.05, cap: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-    """Sleep a random time below base × 2^attempt (capped), so contenders stop colliding."""
+def jitter_sleep(
+    attempt: int,
+    *,
+    base: float = 0.05,
+    cap: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Sleep a random time below base x 2^attempt (capped), so contenders stop colliding."""
     sleep(random.uniform(0, min(cap, base * (2**attempt))))
-

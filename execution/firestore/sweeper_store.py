@@ -14,8 +14,8 @@ from datetime import datetime
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.field_path import FieldPath
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from execution.firestore.reservations import RESERVATIONS, inflight_ref
 from execution.firestore.support import CallPolicy, store_errors
@@ -47,6 +47,7 @@ class FirestoreExpiredLeases:
         """One page of lapsed `reserved` leases, oldest first."""
         query = expired_leases_query(self._db, now).limit(limit)
         if after is not None:
+            assert isinstance(after.token, firestore.DocumentSnapshot)
             query = query.start_after(after.token)
         with store_errors("sweep query"):
             snapshots = list(query.stream(**self._policy.kwargs()))

@@ -111,16 +111,21 @@ def test_the_same_intent_published_three_times_at_once_places_one_order_and_acks
         message_ids = list(pool.map(lambda _: channel.publish(payload), range(3)))
 
     outcomes = wait_until(
-        lambda: [a[0]["outcome"] for m in message_ids if (a := acked(server, m))]
-        if all(acked(server, m) for m in message_ids) else None,
+        lambda: (
+            [a[0]["outcome"] for m in message_ids if (a := acked(server, m))]
+            if all(acked(server, m) for m in message_ids)
+            else None
+        ),
         timeout=WAIT,
         what="all three deliveries to be acked",
     )
     assert sorted(outcomes) == ["duplicate", "duplicate", "placed"]
     assert len(ledger_entries(db, "tenant-e2e", payload["client_intent_id"])) == 1
-    paper = db.collection("tenants", "tenant-e2e", "paper_orders").document(
-        payload["client_intent_id"]
-    ).get()
+    paper = (
+        db.collection("tenants", "tenant-e2e", "paper_orders")
+        .document(payload["client_intent_id"])
+        .get()
+    )
     assert paper.exists
 
 

@@ -113,9 +113,12 @@ def test_store_down_at_acquire_is_retryable_and_reaches_no_broker(
         service.engine.execute_intent(intent)
 
     assert counting.place_calls == 0
-    assert not db.collection("tenants", intent.tenant_id, "execution_reservations").document(
-        intent.client_intent_id
-    ).get().exists
+    assert (
+        not db.collection("tenants", intent.tenant_id, "execution_reservations")
+        .document(intent.client_intent_id)
+        .get()
+        .exists
+    )
 
 
 def test_store_down_at_release_raises_nothing_and_leaves_the_lease_for_the_sweeper(
@@ -154,9 +157,9 @@ def test_after_a_lost_release_the_redelivery_completes_without_a_second_order(
 
 def test_a_risk_rejection_is_recorded_and_released(db: firestore.Client, clock: FakeClock) -> None:
     intent = make_intent(qty=10, limit_price=100.0)
-    db.collection("tenants", intent.tenant_id, "accounts").document(
-        intent.broker_account_id
-    ).set({"max_order_notional_usd": 500.0})
+    db.collection("tenants", intent.tenant_id, "accounts").document(intent.broker_account_id).set(
+        {"max_order_notional_usd": 500.0}
+    )
     service = emulator_service(db, clock)
 
     result = service.engine.execute_intent(intent)

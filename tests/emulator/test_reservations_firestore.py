@@ -61,9 +61,9 @@ def stored(db: firestore.Client, request: ReservationRequest) -> dict[str, Any]:
 
 
 def set_budget(db: firestore.Client, request: ReservationRequest, max_inflight_usd: float) -> None:
-    db.collection("tenants", request.tenant_id, "accounts").document(
-        request.broker_account_id
-    ).set({"max_inflight_usd": max_inflight_usd})
+    db.collection("tenants", request.tenant_id, "accounts").document(request.broker_account_id).set(
+        {"max_inflight_usd": max_inflight_usd}
+    )
 
 
 def acquired(result: object) -> Acquired:
@@ -100,9 +100,19 @@ def test_first_acquire_creates_a_reserved_document_with_the_contract_fields(
     assert doc["lease_id"] == handle.lease_id
     assert doc["attempt"] == 1
     assert doc["expires_at"] == clock() + TTL
-    for name in ("tenant_id", "broker_account_id", "client_intent_id", "symbol", "amount_usd",
-                 "created_at", "released_at", "outcome", "error", "broker_order_id",
-                 "payload_hash"):
+    for name in (
+        "tenant_id",
+        "broker_account_id",
+        "client_intent_id",
+        "symbol",
+        "amount_usd",
+        "created_at",
+        "released_at",
+        "outcome",
+        "error",
+        "broker_order_id",
+        "payload_hash",
+    ):
         assert name in doc
 
 
@@ -115,7 +125,11 @@ def test_release_records_the_outcome_and_ends_the_lease(
     handle.release(Outcome.PLACED, broker_order_id="order-1")
 
     doc = stored(db, request)
-    assert (doc["status"], doc["outcome"], doc["broker_order_id"]) == ("released", "placed", "order-1")
+    assert (doc["status"], doc["outcome"], doc["broker_order_id"]) == (
+        "released",
+        "placed",
+        "order-1",
+    )
     assert doc["released_at"] is not None
 
 

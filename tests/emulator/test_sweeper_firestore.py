@@ -14,7 +14,7 @@ from execution.firestore.reservations import FirestoreReservationManager, inflig
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.models import Outcome
 from execution.reservations import Acquired, ReservationHandle, ReservationRequest
-from execution.sweeper import SweepReport, Sweeper
+from execution.sweeper import Sweeper, SweepReport
 from tests.support.builders import FAST_POLICY, unique
 
 TTL = timedelta(seconds=30)
@@ -39,9 +39,9 @@ def sweeper(db: firestore.Client, clock: FakeClock, page_size: int = 200) -> Swe
     return Sweeper(FirestoreExpiredLeases(db, policy=FAST_POLICY), clock=clock, page_size=page_size)
 
 
-def reserve(manager: FirestoreReservationManager, account: str | None = None) -> tuple[
-    ReservationRequest, ReservationHandle
-]:
+def reserve(
+    manager: FirestoreReservationManager, account: str | None = None
+) -> tuple[ReservationRequest, ReservationHandle]:
     request = ReservationRequest(
         tenant_id="tenant-s",
         broker_account_id=account or unique("acct"),
@@ -148,7 +148,9 @@ def test_expiry_frees_the_lease_from_the_accounts_inflight_document(
     db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
 ) -> None:
     account = unique("acct")
-    db.collection("tenants", "tenant-s", "accounts").document(account).set({"max_inflight_usd": 500})
+    db.collection("tenants", "tenant-s", "accounts").document(account).set(
+        {"max_inflight_usd": 500}
+    )
     reserve(manager, account)
     clock.advance(TTL.total_seconds() + 1)
 

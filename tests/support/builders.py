@@ -102,9 +102,7 @@ def emulator_service(
     db: firestore.Client, clock: Clock, *, settings: Settings | None = None, **overrides: Any
 ) -> Service:
     """The real service on the emulator, with a counting paper broker unless one is given."""
-    overrides.setdefault(
-        "broker", CountingBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY))
-    )
+    overrides.setdefault("broker", CountingBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY)))
     return bootstrap(settings or fast_settings(), clock=clock, db=db, **overrides)
 
 
@@ -121,8 +119,10 @@ def ledger_entries(db: firestore.Client, tenant_id: str, client_intent_id: str) 
 
 def reservation(db: firestore.Client, tenant_id: str, client_intent_id: str) -> dict[str, Any]:
     """The reservation document as stored."""
-    snap = db.collection("tenants", tenant_id, "execution_reservations").document(
-        client_intent_id
-    ).get()
+    snap = (
+        db.collection("tenants", tenant_id, "execution_reservations")
+        .document(client_intent_id)
+        .get()
+    )
     assert snap.exists, f"no reservation for {client_intent_id}"
     return snap.to_dict() or {}

@@ -99,7 +99,7 @@ class FakeAlpaca:
         self._state = _State(key_id=key_id, secret_key=secret_key)
         self._httpd = _Server(("127.0.0.1", 0), _Handler, self._state)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
 
     @property

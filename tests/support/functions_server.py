@@ -53,11 +53,16 @@ class FunctionsServer:
         """Start the server and wait until it accepts connections."""
         command = [
             str(Path(sys.executable).with_name("functions-framework")),
-            "--target", self.target,
-            "--signature-type", self.signature_type,
-            "--source", str(ROOT / "main.py"),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
+            "--target",
+            self.target,
+            "--signature-type",
+            self.signature_type,
+            "--source",
+            str(ROOT / "main.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
         ]
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
@@ -108,7 +113,9 @@ class FunctionsServer:
     def post(self, path: str = "/", body: bytes = b"{}", method: str = "POST") -> tuple[int, Any]:
         """Send one HTTP request; the status and the decoded JSON answer."""
         request = urllib.request.Request(
-            self.url.rstrip("/") + path, data=body, method=method,
+            self.url.rstrip("/") + path,
+            data=body,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         try:

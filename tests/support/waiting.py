@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:
-    """Return `check()`'s first truthy value; fail naming `what` if none comes within `timeout` s."""
+    """`check()`'s first truthy value; fails naming `what` if none comes within `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()

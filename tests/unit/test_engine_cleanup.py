@@ -504,6 +504,7 @@ def test_a_placed_order_whose_release_raised_is_not_placed_twice_on_redelivery()
     rig = make_engine()
     rig.manager.fail_release_with = StoreUnavailableError("release write timed out")
     first = rig.engine.execute_intent(make_intent())
+    assert first.outcome is Outcome.PLACED
     rig.manager.fail_release_with = None
     rig.clock.advance(rig.manager.ttl.total_seconds())
 

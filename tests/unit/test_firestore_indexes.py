@@ -59,7 +59,10 @@ def declared_indexes() -> list[dict[str, Any]]:
 
 
 def covers(index: dict[str, Any], need: dict[str, Any]) -> bool:
-    if (index["collectionGroup"], index["queryScope"]) != (need["collectionGroup"], need["queryScope"]):
+    if (index["collectionGroup"], index["queryScope"]) != (
+        need["collectionGroup"],
+        need["queryScope"],
+    ):
         return False
     fields = [(f["fieldPath"], f.get("order", "ASCENDING")) for f in index["fields"]]
     head, tail = fields[: len(need["equality"])], fields[len(need["equality"]) :]

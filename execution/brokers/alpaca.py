@@ -1,0 +1,324 @@
+"""`AlpacaBroker`: the `Broker` port over Alpaca's Trading API v2 (HTTP, JSON).
+
+Three endpoints: `POST /v2/orders`, `GET /v2/orders:by_client_order_id`, `DELETE /v2/orders/{id}`.
+Every order carries `client_order_id` = the intent's id, and Alpaca refuses a second order with the
+same id (422 "client_order_id must be unique"), so a retry can never place a duplicate. How each
+answer maps onto the error tree (`execution/errors.py`)::
+
+    2xx with a well-formed order      → the order
+    2xx with an unreadable body       → BrokerTransientError  (placed or not: outcome unknown)
+    timeout, connection error         → BrokerTransientError  (the request may have landed)
+    408, 429, 5xx, any other status   → BrokerTransientError
+    422/409 duplicate client_order_id → look the order up: ours → return it; a different order
+                                        under our id → BrokerRejectedError; unreadable → transient
+    other 4xx (400, 401, 403, 422...) → BrokerRejectedError with the broker's message
+
+"Outcome unknown" is always a transient error and never a guess: the retry sends the same
+`client_order_id`, and the duplicate answer resolves it to the order that already exists.
+The API keys travel only in request headers; they are never logged and are scrubbed from every
+message this module builds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from decimal import Decimal
+from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from execution.errors import BrokerRejectedError, BrokerTransientError, SettingsError
+from execution.models import BrokerOrder, OrderRequest
+from execution.settings import ALPACA_PAPER_URL, Settings
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
+
+PAPER_HOST = "paper-api.alpaca.markets"
+DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=5.0, pool=3.0)
+"""Bounds on every request: well inside the function timeout, so a hung broker is a retry."""
+
+DUPLICATE_MESSAGE = "client_order_id must be unique"
+_TRANSIENT_STATUSES = frozenset({408, 429})
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_MAX_MESSAGE_CHARS = 300
+
+
+class AlpacaBroker:
+    """Places, finds and cancels orders at Alpaca; dedupes on `client_order_id`."""
+
+    def __init__(
+        self,
+        *,
+        key_id: str,
+        secret_key: str,
+        base_url: str = ALPACA_PAPER_URL,
+        client: httpx.Client | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not key_id or not secret_key:
+            raise SettingsError("AlpacaBroker needs APCA_API_KEY_ID and APCA_API_SECRET_KEY.")
+        self._base_url = _normalise_base_url(base_url)
+        self._secrets = (key_id, secret_key)
+        self._headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret_key}
+        # Passed on every request, so the bounds hold whatever the injected client's defaults.
+        self._timeout = timeout
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._is_paper = urlsplit(self._base_url).hostname == PAPER_HOST
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, client: httpx.Client | None = None
+    ) -> AlpacaBroker:
+        """Build from `APCA_API_KEY_ID`, `APCA_API_SECRET_KEY` and `APCA_API_BASE_URL`."""
+        if not (settings.alpaca_key_id and settings.alpaca_secret_key):
+            raise SettingsError(
+                "BROKER=alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY to be set."
+            )
+        return cls(
+            key_id=settings.alpaca_key_id,
+            secret_key=settings.alpaca_secret_key,
+            base_url=settings.alpaca_base_url,
+            client=client,
+        )
+
+    @property
+    def is_paper(self) -> bool:
+        """True only for Alpaca's paper endpoint (`paper-api.alpaca.markets`)."""
+        return self._is_paper
+
+    def close(self) -> None:
+        """Close the HTTP client if this broker built it (an injected one belongs to its owner)."""
+        if self._owns_client:
+            self._client.close()
+
+    def place_order(self, order: OrderRequest) -> BrokerOrder:
+        """Place `order`, or return the existing order with the same `client_order_id`."""
+        response = self._send("POST", "/v2/orders", order.client_order_id, json=_order_body(order))
+        if response.is_success:
+            return self._order_from(response, order.client_order_id, "POST /v2/orders")
+        message = self._message(response)
+        if _is_duplicate(response.status_code, message):
+            return self._resolve_duplicate(order)
+        self._raise_for(response, message, order.client_order_id, "POST /v2/orders")
+
+    def get_order_by_client_order_id(
+        self, tenant_id: str, broker_account_id: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        """The order placed under `client_order_id`, or None where Alpaca answers 404."""
+        what = "GET /v2/orders:by_client_order_id"
+        response = self._send(
+            "GET",
+            "/v2/orders:by_client_order_id",
+            client_order_id,
+            params={"client_order_id": client_order_id},
+        )
+        if response.status_code == 404:
+            return None
+        if response.is_success:
+            return self._order_from(response, client_order_id, what)
+        self._raise_for(response, self._message(response), client_order_id, what)
+
+    def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
+        """Ask Alpaca to cancel an open order (404 and 422 "not cancelable" are rejections)."""
+        response = self._send("DELETE", f"/v2/orders/{quote(broker_order_id, safe='')}", None)
+        if response.is_success:
+            return
+        self._raise_for(response, self._message(response), None, "DELETE /v2/orders/{id}")
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _send(
+        self, method: str, path: str, client_order_id: str | None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request with the keys and the timeout; a transport failure is transient."""
+        try:
+            return self._client.request(
+                method,
+                self._base_url + path,
+                headers=self._headers,
+                timeout=self._timeout,
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            # Connect and pool failures happen before anything is sent, but a read timeout or a
+            # dropped connection may follow an accepted order: treat every one as outcome unknown.
+            error = self._scrub(f"{type(exc).__name__}: {exc}")
+            emit(
+                logger,
+                "exec.broker.alpaca.transport_error",
+                logging.WARNING,
+                method=method,
+                path=path,
+                client_order_id=client_order_id,
+                error=error,
+            )
+            raise BrokerTransientError(
+                f"alpaca {method} {path}: {error} (outcome unknown; a retry with the same "
+                "client_order_id resolves it)"
+            ) from exc
+
+    def _resolve_duplicate(self, order: OrderRequest) -> BrokerOrder:
+        """Alpaca already holds an order under our id: return it if it is the same order."""
+        try:
+            existing = self.get_order_by_client_order_id(
+                order.tenant_id, order.broker_account_id, order.client_order_id
+            )
+        except BrokerRejectedError as exc:
+            # The order exists; failing to read it must not turn into a terminal "rejected".
+            raise BrokerTransientError(
+                f"alpaca reports client_order_id {order.client_order_id} in use but the lookup "
+                f"failed: {exc}"
+            ) from exc
+        if existing is None:
+            raise BrokerTransientError(
+                f"alpaca reports client_order_id {order.client_order_id} in use but cannot find "
+                "it yet; a retry looks again"
+            )
+        if not _same_order(order, existing):
+            raise BrokerRejectedError(
+                f"client_order_id {order.client_order_id} is already used at alpaca by a "
+                f"different order ({existing.side} {existing.qty:g} {existing.symbol}, "
+                f"id {existing.broker_order_id})"
+            )
+        emit(
+            logger,
+            "exec.broker.alpaca.duplicate_resolved",
+            client_order_id=order.client_order_id,
+            broker_order_id=existing.broker_order_id,
+            status=existing.status,
+        )
+        return existing
+
+    def _order_from(self, response: httpx.Response, client_order_id: str, what: str) -> BrokerOrder:
+        """Read an order from a 2xx answer; an unreadable one is outcome unknown."""
+        try:
+            data = response.json()
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            return _broker_order(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            emit(
+                logger,
+                "exec.broker.alpaca.malformed_answer",
+                logging.WARNING,
+                client_order_id=client_order_id,
+                status=response.status_code,
+                error=repr(exc),
+            )
+            raise BrokerTransientError(
+                f"alpaca {what} answered {response.status_code} with an unreadable order "
+                f"({type(exc).__name__}); outcome unknown, a retry with the same "
+                "client_order_id resolves it"
+            ) from exc
+
+    def _raise_for(
+        self, response: httpx.Response, message: str, client_order_id: str | None, what: str
+    ) -> NoReturn:
+        status = response.status_code
+        transient = status in _TRANSIENT_STATUSES or not 400 <= status < 500
+        emit(
+            logger,
+            "exec.broker.alpaca.error_answer",
+            logging.WARNING,
+            what=what,
+            status=status,
+            client_order_id=client_order_id,
+            transient=transient,
+            message=message,
+        )
+        text = f"alpaca {what} answered {status}: {message}"
+        if transient:
+            raise BrokerTransientError(text)
+        raise BrokerRejectedError(text)
+
+    def _message(self, response: httpx.Response) -> str:
+        """The broker's own words: `message` from its JSON error body, else the raw text."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            text: str = data["message"]
+        else:
+            text = response.text.strip() or response.reason_phrase
+        return self._scrub(text[:_MAX_MESSAGE_CHARS])
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+def _order_body(order: OrderRequest) -> dict[str, str]:
+    body = {
+        "symbol": order.symbol,
+        "qty": _decimal(order.qty),
+        "side": order.side,
+        "type": order.order_type,
+        "time_in_force": order.time_in_force,
+        "client_order_id": order.client_order_id,
+    }
+    if order.order_type == "limit" and order.limit_price is not None:
+        body["limit_price"] = _decimal(order.limit_price)
+    return body
+
+
+def _decimal(value: float) -> str:
+    """`10.0` → "10", `0.1` → "0.1", `1e-07` → "0.0000001": no float noise, no exponent."""
+    return format(Decimal(repr(value)).normalize(), "f")
+
+
+def _broker_order(data: dict[str, Any]) -> BrokerOrder:
+    filled = data.get("filled_avg_price")
+    qty = data.get("qty")
+    return BrokerOrder(
+        broker_order_id=_text(data, "id"),
+        client_order_id=_text(data, "client_order_id"),
+        symbol=_text(data, "symbol"),
+        side=_text(data, "side"),
+        # A notional order has no share quantity until it fills; ours always send qty.
+        qty=float(qty) if qty is not None else 0.0,
+        status=_text(data, "status"),
+        filled_avg_price=float(filled) if filled is not None else None,
+    )
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"field {key!r} must be a non-empty string")
+    return value
+
+
+def _is_duplicate(status: int, message: str) -> bool:
+    # Alpaca answers 422 with this message; a 409 can only mean a conflict on the one unique key
+    # the body carries, so it gets the same lookup (which proves or disproves it).
+    return status == 409 or (status == 422 and DUPLICATE_MESSAGE in message.lower())
+
+
+def _same_order(order: OrderRequest, existing: BrokerOrder) -> bool:
+    """Whether the order found under our id is this request (Alpaca writes crypto as `BTC/USD`)."""
+    return (
+        existing.client_order_id == order.client_order_id
+        and existing.symbol.replace("/", "").upper() == order.symbol.replace("/", "").upper()
+        and existing.side == order.side
+        and math.isclose(existing.qty, order.qty, rel_tol=1e-9)
+    )
+
+
+def _normalise_base_url(base_url: str) -> str:
+    """Strip a trailing `/` or `/v2`; refuse plain HTTP anywhere but loopback (keys in clear)."""
+    url = base_url.strip().rstrip("/")
+    url = url.removesuffix("/v2")
+    parts = urlsplit(url)
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise SettingsError(f"APCA_API_BASE_URL={base_url!r} is not an http(s) URL.")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise SettingsError(
+            f"APCA_API_BASE_URL={base_url!r} would send the API keys unencrypted; use https."
+        )
+    return url
