@@ -1,0 +1,89 @@
+# Two commands set everything up on a fresh clone: `make test` and `make demo`.
+# Each target installs what it needs: the Python venv, firebase-tools (npm ci) and the
+# emulator launcher, then runs inside `firebase emulators:exec`, which starts the Firestore and
+# Pub/Sub emulators (ports in firebase.json), exports their hosts and stops them afterwards.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON_BOOTSTRAP ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FIREBASE := ./node_modules/.bin/firebase
+EMULATOR_PROJECT := demo-execution
+EMULATOR_ENV := .emulators/env.sh
+
+VENV_STAMP := $(VENV)/.requirements.stamp
+NODE_STAMP := node_modules/.package-lock.stamp
+
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k reservations -x"`.
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest
+
+# CI=true stops firebase-tools from fetching its "message of the day" at start-up: offline that
+# prints a warning, and online a newer advertised minimum version makes a pinned CLI exit.
+IN_EMULATORS := . $(EMULATOR_ENV) && $(PY) scripts/emulator_env.py --check \
+	&& CI=true $(FIREBASE) emulators:exec --project $(EMULATOR_PROJECT) --only firestore,pubsub
+# firebase-tools exits with the command's status, or non-zero itself when an emulator fails.
+EMULATOR_HINT := { status=$$?; echo "==> failed (exit $$status); if the emulators did not start,\
+ see firebase-debug.log, firestore-debug.log and pubsub-debug.log" >&2; exit $$status; }
+
+.PHONY: help venv node_modules emulators-setup test test-fast demo lint clean distclean
+
+help:
+	@echo "make test        whole suite inside the Firestore and Pub/Sub emulators (sets up all)"
+	@echo "make test-fast   unit tests only, no emulators"
+	@echo "make demo        the demo inside the emulators"
+	@echo "make lint        ruff and mypy --strict"
+	@echo "make clean       remove generated files and caches (distclean: also venv, node_modules)"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	@echo "==> installing Python dependencies into $(VENV)"
+	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+node_modules: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	@echo "==> installing firebase-tools (npm ci)"
+	@npm ci --no-audit --no-fund --no-update-notifier --loglevel=error
+	@touch $@
+
+emulators-setup: $(EMULATOR_ENV)
+
+$(EMULATOR_ENV): scripts/emulator_env.py $(VENV_STAMP)
+	@echo "==> preparing the emulators (Java runtime, SDK emulator launchers)"
+	@mkdir -p $(@D)
+	@$(PY) scripts/emulator_env.py > $@.tmp
+	@mv $@.tmp $@
+
+test: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+	@echo "==> running the test suite inside the Firestore and Pub/Sub emulators"
+	@$(IN_EMULATORS) "$(PYTEST) $(PYTEST_ARGS)" || $(EMULATOR_HINT)
+
+test-fast: $(VENV_STAMP)
+	@echo "==> running the unit tests"
+	@$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+demo: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+	@echo "==> running the demo inside the Firestore and Pub/Sub emulators"
+	@$(IN_EMULATORS) "$(PY) -m execution.demo" || $(EMULATOR_HINT)
+
+lint: $(VENV_STAMP)
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check .
+	@echo "==> mypy --strict"
+	@$(VENV)/bin/mypy
+
+# Generated files and caches; `distclean` also removes the installed venv and node_modules.
+clean:
+	rm -rf .emulators .pytest_cache .mypy_cache .ruff_cache
+	rm -f firebase-debug.log firestore-debug.log pubsub-debug.log
+	find . \( -path ./$(VENV) -o -path ./node_modules \) -prune -o \
+		-name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) node_modules
