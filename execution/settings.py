@@ -6,10 +6,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from execution.errors import SettingsError
 
-ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
+ALPACA_PAPER_HOST = "paper-api.alpaca.markets"
+ALPACA_PAPER_URL = f"https://{ALPACA_PAPER_HOST}"
+
+
+def alpaca_url_is_paper(url: str) -> bool:
+    """True only for Alpaca's paper endpoint: anything else may move real money."""
+    return urlsplit(url).hostname == ALPACA_PAPER_HOST
 
 
 class AgentMode(StrEnum):
@@ -30,6 +37,7 @@ class Settings:
     alpaca_key_id: str | None = None
     alpaca_secret_key: str | None = None
     alpaca_base_url: str = ALPACA_PAPER_URL
+    broker_timeout_seconds: float = 10.0
     agent_mode: AgentMode = AgentMode.PAPER
     execution_halted: bool = False
     execution_dry_run: bool = False
@@ -59,6 +67,7 @@ class Settings:
             alpaca_key_id=env.get("APCA_API_KEY_ID") or None,
             alpaca_secret_key=env.get("APCA_API_SECRET_KEY") or None,
             alpaca_base_url=env.get("APCA_API_BASE_URL", ALPACA_PAPER_URL).rstrip("/"),
+            broker_timeout_seconds=_number(env, "BROKER_TIMEOUT_SECONDS", min(10.0, timeout / 2)),
             agent_mode=_agent_mode(env.get("AGENT_MODE") or "PAPER"),
             execution_halted=_flag(env, "EXECUTION_HALTED"),
             execution_dry_run=_flag(env, "EXECUTION_DRY_RUN"),
@@ -89,7 +98,13 @@ class Settings:
             raise SettingsError(
                 "BROKER=alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY to be set."
             )
-        paper_url = "paper-api" in self.alpaca_base_url
+        if self.broker_timeout_seconds >= self.function_timeout_seconds:
+            raise SettingsError(
+                f"BROKER_TIMEOUT_SECONDS ({self.broker_timeout_seconds:g}) must be below "
+                f"FUNCTION_TIMEOUT_SECONDS ({self.function_timeout_seconds:g}), so a hung broker "
+                "call ends as a retry instead of a killed invocation."
+            )
+        paper_url = alpaca_url_is_paper(self.alpaca_base_url)
         if self.broker == "alpaca" and self.agent_mode is AgentMode.PAPER and not paper_url:
             raise SettingsError(
                 f"AGENT_MODE=PAPER with APCA_API_BASE_URL={self.alpaca_base_url} would trade "
@@ -106,7 +121,7 @@ class Settings:
     @property
     def broker_is_paper(self) -> bool:
         """True where the configured broker cannot move real money."""
-        return self.broker == "paper" or "paper-api" in self.alpaca_base_url
+        return self.broker == "paper" or alpaca_url_is_paper(self.alpaca_base_url)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

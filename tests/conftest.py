@@ -10,7 +10,9 @@ the session. An emulator that cannot start fails the tests that need it; nothing
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,10 +20,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from google.cloud import firestore
 
 TESTS_DIR = Path(__file__).resolve().parent
 TIER_MARKERS = {"emulator": TESTS_DIR / "emulator", "e2e": TESTS_DIR / "e2e"}
@@ -146,3 +149,50 @@ def pubsub_emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         ["beta", "emulators", "pubsub", "start", f"--project={EMULATOR_PROJECT}"],
         tmp_path_factory.mktemp("pubsub-emulator"),
     )
+
+
+# Firestore projects: the emulator keeps data and transaction locks per project, so each test
+# module gets its own, and a module's open transaction can never stall another module's tests.
+
+PROJECT_ID_MAX_LEN = 30
+
+
+def project_id_for(module_name: str, worker: str = "") -> str:
+    """`demo-<module slug>-<hash>`: a valid project id, unique per module (and xdist worker)."""
+    base = module_name.rsplit(".", 1)[-1].removeprefix("test_")
+    slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "tests"
+    digest = hashlib.sha256(f"{module_name}:{worker}".encode()).hexdigest()[:6]
+    room = PROJECT_ID_MAX_LEN - len("demo--") - len(digest)
+    return f"demo-{slug[:room].rstrip('-')}-{digest}"
+
+
+@pytest.fixture(scope="module")
+def firestore_project(request: pytest.FixtureRequest) -> str:
+    """An emulator project id of this test module's own."""
+    return project_id_for(request.module.__name__, os.environ.get("PYTEST_XDIST_WORKER", ""))
+
+
+@pytest.fixture(scope="module")
+def db(firestore_emulator_host: str, firestore_project: str) -> Iterator[firestore.Client]:
+    """A Firestore client on this module's emulator project."""
+    # The client reads FIRESTORE_EMULATOR_HOST when it is built; the host fixture has set it.
+    assert os.environ.get("FIRESTORE_EMULATOR_HOST") == firestore_emulator_host
+    client = firestore.Client(project=firestore_project)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def reset_firestore(firestore_emulator_host: str, firestore_project: str) -> Callable[[], None]:
+    """Delete every document of this module's project now; call the result to do it again."""
+    url = (
+        f"http://{firestore_emulator_host}/emulator/v1/projects/{firestore_project}"
+        "/databases/(default)/documents"
+    )
+
+    def reset() -> None:
+        with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10):
+            pass
+
+    reset()
+    return reset

@@ -31,12 +31,11 @@ import httpx
 
 from execution.errors import BrokerRejectedError, BrokerTransientError, SettingsError
 from execution.models import BrokerOrder, OrderRequest
-from execution.settings import ALPACA_PAPER_URL, Settings
+from execution.settings import ALPACA_PAPER_URL, Settings, alpaca_url_is_paper
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
 
-PAPER_HOST = "paper-api.alpaca.markets"
 DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=5.0, pool=3.0)
 """Bounds on every request: well inside the function timeout, so a hung broker is a retry."""
 
@@ -67,7 +66,7 @@ class AlpacaBroker:
         self._timeout = timeout
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
-        self._is_paper = urlsplit(self._base_url).hostname == PAPER_HOST
+        self._is_paper = alpaca_url_is_paper(self._base_url)
 
     @classmethod
     def from_settings(
@@ -83,6 +82,12 @@ class AlpacaBroker:
             secret_key=settings.alpaca_secret_key,
             base_url=settings.alpaca_base_url,
             client=client,
+            timeout=httpx.Timeout(
+                connect=min(3.0, settings.broker_timeout_seconds),
+                read=settings.broker_timeout_seconds,
+                write=min(5.0, settings.broker_timeout_seconds),
+                pool=min(3.0, settings.broker_timeout_seconds),
+            ),
         )
 
     @property

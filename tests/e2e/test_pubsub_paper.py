@@ -163,7 +163,7 @@ def test_malformed_payloads_are_dead_lettered_with_their_reason_acked_and_not_re
     # window then passes without a second delivery of any bad one.
     follower = channel.publish(intent())
     wait_until(lambda: acked(server, follower), timeout=WAIT, what="a later message's ack")
-    time.sleep(3 * channel.max_backoff_seconds)
+    time.sleep(3 * channel.redelivery_interval_seconds)
     for label, (_, reason_part) in MALFORMED.items():
         assert reason_part in letters[label]["reason"], label
         assert deliveries(server, sent[label]) == 1, label

@@ -9,23 +9,22 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 
 class PushChannel:
-    """One topic with a push subscription to `endpoint`, retrying with a short backoff."""
+    """One topic with a push subscription to `endpoint`, redelivering a failed push every second.
+
+    No retry policy on purpose: measured on emulator 0.8.20, a subscription with one (1-2 s
+    backoff) pushed a failing message at 0, 1, 4, 7, 10 and 13 s and then never again, while one
+    without re-pushes it about every second for as long as it fails.
+    """
+
+    redelivery_interval_seconds = 1.0
 
     def __init__(
-        self,
-        project: str,
-        name: str,
-        endpoint: str,
-        *,
-        ack_deadline_seconds: int = 10,
-        min_backoff_seconds: int = 1,
-        max_backoff_seconds: int = 2,
+        self, project: str, name: str, endpoint: str, *, ack_deadline_seconds: int = 10
     ) -> None:
         self.publisher = PublisherClient()
         self.subscriber = SubscriberClient()
         self.topic = self.publisher.topic_path(project, name)
         self.subscription = self.subscriber.subscription_path(project, f"{name}-push")
-        self.max_backoff_seconds = max_backoff_seconds
         self.publisher.create_topic(request={"name": self.topic})
         self.subscriber.create_subscription(
             request={
@@ -33,10 +32,6 @@ class PushChannel:
                 "topic": self.topic,
                 "push_config": {"push_endpoint": endpoint},
                 "ack_deadline_seconds": ack_deadline_seconds,
-                "retry_policy": {
-                    "minimum_backoff": {"seconds": min_backoff_seconds},
-                    "maximum_backoff": {"seconds": max_backoff_seconds},
-                },
             }
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from execution.errors import SettingsError
-from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
+from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings, alpaca_url_is_paper
 
 LIVE_URL = "https://api.alpaca.markets"
 ALPACA_KEYS = {"BROKER": "alpaca", "APCA_API_KEY_ID": "key", "APCA_API_SECRET_KEY": "secret"}
@@ -209,3 +209,22 @@ def test_a_fractional_attempt_count_is_refused_naming_the_variable() -> None:
         Settings.from_env({"RESERVATION_MAX_ATTEMPTS": "2.5"})
 
     assert "RESERVATION_MAX_ATTEMPTS" in str(raised.value)
+
+
+def test_the_broker_timeout_defaults_to_ten_seconds_or_half_a_short_function_timeout() -> None:
+    assert Settings.from_env({}).broker_timeout_seconds == 10.0
+    assert Settings.from_env({"FUNCTION_TIMEOUT_SECONDS": "4"}).broker_timeout_seconds == 2.0
+
+
+def test_a_broker_timeout_not_below_the_function_timeout_is_refused_naming_both() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"FUNCTION_TIMEOUT_SECONDS": "30", "BROKER_TIMEOUT_SECONDS": "30"})
+
+    assert "BROKER_TIMEOUT_SECONDS" in str(raised.value)
+    assert "FUNCTION_TIMEOUT_SECONDS" in str(raised.value)
+
+
+def test_only_alpacas_paper_host_counts_as_paper() -> None:
+    assert alpaca_url_is_paper("https://paper-api.alpaca.markets")
+    assert not alpaca_url_is_paper("https://paper-api.alpaca.markets.evil.example")
+    assert not alpaca_url_is_paper("https://api.alpaca.markets/paper-api")

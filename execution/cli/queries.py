@@ -1,0 +1,278 @@
+"""Every Firestore query the command line runs, and the plain rows it reads out of them.
+
+Production Firestore serves a query only from an index, and the emulator never checks, so each
+query shape here is listed by `query_shapes` for `tests/unit/test_firestore_indexes.py`:
+
+- in-flight / by status, across tenants: `status == S` ordered by `expires_at`, on the
+  `execution_reservations` collection group: the sweeper's composite index serves it.
+- stuck (`reserved`, `expires_at <= now`): the sweeper's own query (`expired_leases_query`).
+- one tenant's reservations: equality filters only (`broker_account_id`, `status`) on the
+  tenant's collection: automatic single-field indexes, merged by Firestore; no composite needed.
+- recent outcomes: ordered by `released_at` descending; for one tenant an automatic single-field
+  index, across tenants a collection-group single-field index (a `fieldOverrides` entry).
+- recent dead letters: `execution_dead_letters` ordered by `recorded_at`: automatic.
+- kill switches: the `ops` collection group without filters: needs no index.
+
+None of these runs inside a transaction (a query there locks the collection id: FEASIBILITY.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from execution.firestore.reservations import RESERVATIONS
+from execution.firestore.support import CallPolicy
+from execution.firestore.sweeper_store import expired_leases_query
+from execution.firestore.switches import KILL_SWITCH
+from execution.reservations import ReservationStatus
+
+DEAD_LETTERS = "execution_dead_letters"
+OPS = "ops"
+
+
+@dataclass(frozen=True)
+class ReservationRow:
+    """A reservation document as the command line shows it (tolerant of missing fields)."""
+
+    path: str
+    tenant_id: str
+    broker_account_id: str
+    client_intent_id: str
+    symbol: str
+    amount_usd: float
+    status: str
+    outcome: str | None
+    attempt: int
+    created_at: datetime | None
+    expires_at: datetime | None
+    released_at: datetime | None
+    error: str | None
+    broker_order_id: str | None
+    lease_id: str
+
+    @classmethod
+    def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> ReservationRow:
+        """Read the contract fields; a malformed document still lists, with blanks."""
+        data = snap.to_dict() or {}
+        parent = snap.reference.parent.parent
+        return cls(
+            path=snap.reference.path,
+            tenant_id=str(data.get("tenant_id") or (parent.id if parent else "")),
+            broker_account_id=str(data.get("broker_account_id") or ""),
+            client_intent_id=str(data.get("client_intent_id") or snap.id),
+            symbol=str(data.get("symbol") or ""),
+            amount_usd=float(data.get("amount_usd") or 0.0),
+            status=str(data.get("status") or ""),
+            outcome=data.get("outcome"),
+            attempt=int(data.get("attempt") or 1),
+            created_at=_time(data.get("created_at")),
+            expires_at=_time(data.get("expires_at")),
+            released_at=_time(data.get("released_at")),
+            error=data.get("error"),
+            broker_order_id=data.get("broker_order_id"),
+            lease_id=str(data.get("lease_id") or ""),
+        )
+
+    def is_stuck(self, now: datetime) -> bool:
+        """Still `reserved` although its lease has lapsed: its invocation died."""
+        return (
+            self.status == ReservationStatus.RESERVED.value
+            and self.expires_at is not None
+            and self.expires_at <= now
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (times as ISO-8601)."""
+        return {k: _json_value(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class KillSwitchRow:
+    """One kill-switch document: global (`tenant_id` None) or a tenant's."""
+
+    path: str
+    tenant_id: str | None
+    enabled: bool
+    reason: str | None
+    updated_by: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> KillSwitchRow:
+        """Read a switch document; an absent one reads as off."""
+        data = (snap.to_dict() if snap.exists else None) or {}
+        parent = snap.reference.parent.parent
+        return cls(
+            path=snap.reference.path,
+            tenant_id=parent.id if parent is not None else None,
+            enabled=bool(data.get("enabled")),
+            reason=data.get("reason"),
+            updated_by=data.get("updated_by"),
+            updated_at=_time(data.get("updated_at")),
+        )
+
+    @property
+    def scope(self) -> str:
+        """`global` or `tenant <id>`."""
+        return "global" if self.tenant_id is None else f"tenant {self.tenant_id}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {k: _json_value(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    """One `execution_dead_letters` document."""
+
+    message_id: str
+    reason: str
+    recorded_at: datetime | None
+    data: str
+
+    @classmethod
+    def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> DeadLetterRow:
+        """Read a dead letter."""
+        data = snap.to_dict() or {}
+        return cls(
+            message_id=str(data.get("message_id") or snap.id),
+            reason=str(data.get("reason") or ""),
+            recorded_at=_time(data.get("recorded_at")),
+            data=str(data.get("data") or ""),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {k: _json_value(v) for k, v in asdict(self).items()}
+
+
+# -- document references -----------------------------------------------------------------------
+
+
+def kill_switch_ref(db: firestore.Client, tenant_id: str | None) -> firestore.DocumentReference:
+    """`ops/execution_kill_switch`, or `tenants/{tenant_id}/ops/execution_kill_switch`."""
+    if tenant_id is None:
+        return db.collection(OPS).document(KILL_SWITCH)
+    return db.collection("tenants", tenant_id, OPS).document(KILL_SWITCH)
+
+
+# -- query builders (each shape is listed in `query_shapes`) -----------------------------------
+
+
+def tenant_reservations_query(
+    db: firestore.Client,
+    tenant_id: str,
+    *,
+    broker_account_id: str | None = None,
+    status: str | None = None,
+) -> firestore.Query:
+    """One tenant's reservations, equality filters only (merged single-field indexes)."""
+    query = firestore.Query(db.collection("tenants", tenant_id, RESERVATIONS))
+    if broker_account_id is not None:
+        query = query.where(filter=FieldFilter("broker_account_id", "==", broker_account_id))
+    if status is not None:
+        query = query.where(filter=FieldFilter("status", "==", status))
+    return query
+
+
+def reservations_by_status_query(db: firestore.Client, status: str) -> firestore.Query:
+    """Every tenant's reservations in `status`, soonest expiry first (the sweeper's index)."""
+    return (
+        db.collection_group(RESERVATIONS)
+        .where(filter=FieldFilter("status", "==", status))
+        .order_by("expires_at")
+    )
+
+
+def stuck_reservations_query(db: firestore.Client, now: datetime) -> firestore.Query:
+    """`reserved` past `expires_at`, oldest first: exactly what the sweeper would expire."""
+    return expired_leases_query(db, now)
+
+
+def recent_outcomes_query(db: firestore.Client, tenant_id: str | None = None) -> firestore.Query:
+    """Reservations by `released_at`, newest first (still-reserved ones, null there, sort last)."""
+    source: Any = (
+        db.collection_group(RESERVATIONS)
+        if tenant_id is None
+        else db.collection("tenants", tenant_id, RESERVATIONS)
+    )
+    query: firestore.Query = source.order_by("released_at", direction=firestore.Query.DESCENDING)
+    return query
+
+
+def recent_dead_letters_query(db: firestore.Client) -> firestore.Query:
+    """Dead letters, newest first."""
+    return db.collection(DEAD_LETTERS).order_by(
+        "recorded_at", direction=firestore.Query.DESCENDING
+    )
+
+
+def kill_switches_query(db: firestore.Client) -> firestore.Query:
+    """Every `ops` collection (the root one and each tenant's); keep `execution_kill_switch`."""
+    return db.collection_group(OPS)
+
+
+def query_shapes(db: firestore.Client, now: datetime) -> dict[str, firestore.Query]:
+    """Each distinct query this module can send, for the index checks."""
+    return {
+        "tenant, no filter": tenant_reservations_query(db, "t"),
+        "tenant, account": tenant_reservations_query(db, "t", broker_account_id="a"),
+        "tenant, status": tenant_reservations_query(db, "t", status="reserved"),
+        "tenant, account and status": tenant_reservations_query(
+            db, "t", broker_account_id="a", status="reserved"
+        ),
+        "by status, all tenants": reservations_by_status_query(db, "reserved"),
+        "stuck": stuck_reservations_query(db, now),
+        "recent outcomes, all tenants": recent_outcomes_query(db),
+        "recent outcomes, one tenant": recent_outcomes_query(db, "t"),
+        "recent dead letters": recent_dead_letters_query(db),
+        "kill switches": kill_switches_query(db),
+    }
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def read_pages(
+    query: firestore.Query,
+    policy: CallPolicy,
+    *,
+    page_size: int = 300,
+    limit: int | None = None,
+    keep: Callable[[firestore.DocumentSnapshot[Any]], bool] = lambda _snap: True,
+) -> Iterator[firestore.DocumentSnapshot[Any]]:
+    """Snapshots of `query` page by page (each call bounded by `policy`), at most `limit` kept.
+
+    Paging with `start_after` needs an ordered query or the default document-id order; both hold
+    for every query above.
+    """
+    kept = 0
+    after: firestore.DocumentSnapshot[Any] | None = None
+    while True:
+        page_query = query.limit(page_size)
+        if after is not None:
+            page_query = page_query.start_after(after)
+        page = list(page_query.stream(**policy.kwargs()))
+        for snap in page:
+            if keep(snap):
+                yield snap
+                kept += 1
+                if limit is not None and kept >= limit:
+                    return
+        if len(page) < page_size:
+            return
+        after = page[-1]
+
+
+def _time(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value

@@ -1,0 +1,93 @@
+"""Output helpers: Rich tables for people, plain JSON for scripts, and short times."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def console() -> Console:
+    """A console on stdout; width from the terminal, else `COLUMNS`, else 80."""
+    return Console(highlight=False)
+
+
+def print_json(value: Any) -> None:
+    """Machine-readable output: indented JSON on stdout, no colour, no wrapping."""
+    typer.echo(json.dumps(value, indent=2, sort_keys=False, default=_default))
+
+
+KEY_COLUMNS = frozenset(
+    {"tenant", "account", "intent", "client_intent_id", "message id", "message_id", "line",
+     "symbol", "status", "outcome", "state", "scope", "attempt", "USD"}
+)
+"""Columns that narrow last: on a small terminal, free text wraps before an id does."""
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """A table whose cells are data, never markup (ids may contain `[`)."""
+    result = Table(title=title, title_justify="left", title_style="bold", expand=False)
+    for name in columns:
+        result.add_column(name, overflow="fold", no_wrap=name in KEY_COLUMNS)
+    for row in rows:
+        result.add_row(*(cell(value) for value in row))
+    return result
+
+
+def cell(value: Any) -> Text:
+    """One table cell as plain text."""
+    if value is None:
+        return Text("")
+    if isinstance(value, Text):
+        return value
+    if isinstance(value, datetime):
+        return Text(when(value))
+    if isinstance(value, float):
+        return Text(f"{value:,.2f}")
+    return Text(str(value))
+
+
+def when(value: datetime | None) -> str:
+    """`2026-01-05 14:30:00Z`."""
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def age(seconds: float) -> str:
+    """`42s`, `3m 05s`, `2h 10m`, `3d 4h`."""
+    whole = int(abs(seconds))
+    if whole < 60:
+        text = f"{whole}s"
+    elif whole < 3600:
+        text = f"{whole // 60}m {whole % 60:02d}s"
+    elif whole < 86400:
+        text = f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    else:
+        text = f"{whole // 86400}d {whole % 86400 // 3600}h"
+    return text if seconds >= 0 else f"-{text}"
+
+
+def relative(value: datetime | None, now: datetime) -> str:
+    """`in 5m 00s` or `2m 10s ago`."""
+    if value is None:
+        return ""
+    delta = (value - now).total_seconds()
+    return f"in {age(delta)}" if delta > 0 else f"{age(-delta)} ago"
+
+
+def on_off(enabled: bool) -> Text:
+    """A switch state that stands out when on."""
+    return Text("ON", style="bold red") if enabled else Text("off", style="green")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

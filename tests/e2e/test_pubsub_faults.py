@@ -1,0 +1,172 @@
+"""End to end with faults at the real boundaries: an HTTP broker that fails, a killed instance.
+
+The function runs with `BROKER=alpaca` against a loopback server speaking Alpaca's API (the orders
+it holds are the ground truth for "exactly one order"), behind the Pub/Sub emulator's push.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from tests.support import fake_alpaca
+from tests.support.builders import unique
+from tests.support.fake_alpaca import FakeAlpaca
+from tests.support.functions_server import FunctionsServer
+from tests.support.pubsub import PushChannel
+from tests.support.waiting import wait_until
+
+TTL_SECONDS = 6.0
+WAIT = 60.0  # a bound against a hang; each wait returns as soon as its state is reached
+TENANT = "tenant-faults"
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[FakeAlpaca]:
+    with FakeAlpaca() as server:
+        yield server
+
+
+def function_env(project: str, emulator: str, broker: FakeAlpaca) -> dict[str, str]:
+    return {
+        "GOOGLE_CLOUD_PROJECT": project,
+        "FIRESTORE_EMULATOR_HOST": emulator,
+        "BROKER": "alpaca",
+        "APCA_API_KEY_ID": fake_alpaca.KEY_ID,
+        "APCA_API_SECRET_KEY": fake_alpaca.SECRET_KEY,
+        "APCA_API_BASE_URL": broker.base_url,
+        # A loopback Alpaca is not Alpaca's paper host, so only LIVE may reach it.
+        "AGENT_MODE": "LIVE",
+        "FUNCTION_TIMEOUT_SECONDS": "4",
+        "RESERVATION_TTL_SECONDS": str(TTL_SECONDS),
+        "BROKER_TIMEOUT_SECONDS": "1",
+        "FIRESTORE_TIMEOUT_SECONDS": "2",
+    }
+
+
+@pytest.fixture
+def server(
+    firestore_project: str,
+    firestore_emulator_host: str,
+    broker: FakeAlpaca,
+    tmp_path: Path,
+) -> Iterator[FunctionsServer]:
+    functions = FunctionsServer(
+        "execute_intent",
+        "cloudevent",
+        env=function_env(firestore_project, firestore_emulator_host, broker),
+        log_path=tmp_path / "execute_intent.log",
+    )
+    functions.start()
+    yield functions
+    functions.kill()
+
+
+@pytest.fixture
+def channel(
+    server: FunctionsServer, firestore_project: str, pubsub_emulator_host: str
+) -> Iterator[PushChannel]:
+    assert os.environ["PUBSUB_EMULATOR_HOST"] == pubsub_emulator_host
+    push = PushChannel(firestore_project, unique("intents"), server.url)
+    yield push
+    push.close()
+
+
+def intent(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "tenant_id": TENANT,
+        "broker_account_id": unique("acct"),
+        "client_intent_id": unique("intent"),
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 1,
+        "order_type": "limit",
+        "limit_price": 100.0,
+    }
+    payload.update(overrides)
+    return payload
+
+
+def reservation(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any]:
+    snap = (
+        db.collection("tenants", TENANT, "execution_reservations")
+        .document(payload["client_intent_id"])
+        .get()
+    )
+    return snap.to_dict() or {} if snap.exists else {}
+
+
+def placed(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The reservation once released as placed (earlier attempts may release as `exception`)."""
+    doc = reservation(db, payload)
+    return doc if (doc.get("status"), doc.get("outcome")) == ("released", "placed") else None
+
+
+def orders_for(broker: FakeAlpaca, payload: dict[str, Any]) -> int:
+    return sum(1 for coid in broker.orders if coid == payload["client_intent_id"])
+
+
+def test_a_transient_broker_error_is_redelivered_and_places_exactly_one_order(
+    channel: PushChannel, broker: FakeAlpaca, db: firestore.Client
+) -> None:
+    payload = intent()
+    broker.inject("POST", fake_alpaca.status(503, "service unavailable"))
+
+    channel.publish(payload)
+
+    doc = wait_until(lambda: placed(db, payload), timeout=WAIT, what="the order to be placed")
+    assert doc["attempt"] == 2
+    assert orders_for(broker, payload) == 1
+    assert broker.posted_client_order_ids().count(payload["client_intent_id"]) == 2
+
+
+def test_a_broker_timeout_after_accepting_is_resolved_through_the_same_client_order_id(
+    channel: PushChannel, broker: FakeAlpaca, db: firestore.Client
+) -> None:
+    payload = intent()
+    broker.inject("POST", fake_alpaca.hang_after_accept(seconds=3))
+
+    channel.publish(payload)
+
+    doc = wait_until(lambda: placed(db, payload), timeout=WAIT, what="the order to be placed")
+    assert doc["attempt"] == 2
+    assert doc["broker_order_id"] == broker.orders[payload["client_intent_id"]]["id"]
+    assert orders_for(broker, payload) == 1
+
+
+def test_a_killed_instance_mid_broker_call_never_places_twice_and_never_blocks_the_account(
+    channel: PushChannel, server: FunctionsServer, broker: FakeAlpaca, db: firestore.Client
+) -> None:
+    account = unique("acct")
+    db.collection("tenants", TENANT, "accounts").document(account).set({"max_inflight_usd": 100.0})
+    doomed = intent(broker_account_id=account)
+    blocked = intent(broker_account_id=account)
+    broker.inject("POST", fake_alpaca.hang_after_accept(seconds=WAIT))
+    channel.publish(doomed)
+    wait_until(
+        lambda: doomed["client_intent_id"] in broker.orders,
+        timeout=WAIT,
+        what="the order to reach the broker",
+    )
+
+    server.kill()
+    left_behind = reservation(db, doomed)
+    channel.publish(blocked)
+    server.restart()
+    restarted = time.monotonic()
+
+    wait_until(lambda: placed(db, blocked), timeout=WAIT, what="the blocked intent to trade")
+    unblocked_after = time.monotonic() - restarted
+    doc = wait_until(lambda: placed(db, doomed), timeout=WAIT, what="the redelivered intent")
+    assert left_behind["status"] == "reserved"
+    assert doc["attempt"] == 2
+    assert doc["broker_order_id"] == broker.orders[doomed["client_intent_id"]]["id"]
+    assert orders_for(broker, doomed) == 1
+    # The dead lease blocks the account for at most one TTL, plus the retry backoff.
+    assert unblocked_after < TTL_SECONDS + 3 * channel.redelivery_interval_seconds
