@@ -70,7 +70,7 @@ test-fast: $(VENV_STAMP)
 
 demo: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 	@echo "==> running the demo inside the Firestore and Pub/Sub emulators"
-	@$(IN_EMULATORS) "$(PY) -m execution.demo" || $(EMULATOR_HINT)
+	@$(IN_EMULATORS) "$(PY) -m devtools.demo" || $(EMULATOR_HINT)
 
 lint: $(VENV_STAMP)
 	@echo "==> ruff"

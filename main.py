@@ -74,6 +74,10 @@ def execute_intent(cloud_event: CloudEvent) -> None:
         message_id=delivery.message_id,
         client_intent_id=result.client_intent_id,
         outcome=result.outcome.value,
+        recorded_outcome=result.recorded_outcome.value if result.recorded_outcome else None,
+        attempt=result.attempt,
+        reason=result.reason,
+        broker_order_id=result.broker_order_id,
     )
 
 

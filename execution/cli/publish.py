@@ -113,6 +113,8 @@ def publish(
     if file is None:
         lines = [_line_from_flags(cli, given, dry_run=dry_run)]
         source = "options"
+        if lines[0].problem is not None and not allow_invalid:
+            raise typer.BadParameter(lines[0].problem)
     else:
         lines = _lines_from_file(file)
         source = "stdin" if file == "-" else file

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from tests.support import fake_alpaca
+from devtools import alpaca_sandbox
 from tests.support.builders import unique
-from tests.support.fake_alpaca import FakeAlpaca
-from tests.support.functions_server import FunctionsServer
-from tests.support.pubsub import PushChannel
+from devtools.alpaca_sandbox import AlpacaSandbox
+from devtools.functions_server import FunctionsServer
+from devtools.pubsub import PushChannel
 from tests.support.waiting import wait_until
 
 TTL_SECONDS = 6.0
@@ -28,18 +28,18 @@ TENANT = "tenant-faults"
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
+def broker() -> Iterator[AlpacaSandbox]:
+    with AlpacaSandbox() as server:
         yield server
 
 
-def function_env(project: str, emulator: str, broker: FakeAlpaca) -> dict[str, str]:
+def function_env(project: str, emulator: str, broker: AlpacaSandbox) -> dict[str, str]:
     return {
         "GOOGLE_CLOUD_PROJECT": project,
         "FIRESTORE_EMULATOR_HOST": emulator,
         "BROKER": "alpaca",
-        "APCA_API_KEY_ID": fake_alpaca.KEY_ID,
-        "APCA_API_SECRET_KEY": fake_alpaca.SECRET_KEY,
+        "APCA_API_KEY_ID": alpaca_sandbox.KEY_ID,
+        "APCA_API_SECRET_KEY": alpaca_sandbox.SECRET_KEY,
         "APCA_API_BASE_URL": broker.base_url,
         # A loopback Alpaca is not Alpaca's paper host, so only LIVE may reach it.
         "AGENT_MODE": "LIVE",
@@ -54,7 +54,7 @@ def function_env(project: str, emulator: str, broker: FakeAlpaca) -> dict[str, s
 def server(
     firestore_project: str,
     firestore_emulator_host: str,
-    broker: FakeAlpaca,
+    broker: AlpacaSandbox,
     tmp_path: Path,
 ) -> Iterator[FunctionsServer]:
     functions = FunctionsServer(
@@ -108,15 +108,15 @@ def placed(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any] | No
     return doc if (doc.get("status"), doc.get("outcome")) == ("released", "placed") else None
 
 
-def orders_for(broker: FakeAlpaca, payload: dict[str, Any]) -> int:
+def orders_for(broker: AlpacaSandbox, payload: dict[str, Any]) -> int:
     return sum(1 for coid in broker.orders if coid == payload["client_intent_id"])
 
 
 def test_a_transient_broker_error_is_redelivered_and_places_exactly_one_order(
-    channel: PushChannel, broker: FakeAlpaca, db: firestore.Client
+    channel: PushChannel, broker: AlpacaSandbox, db: firestore.Client
 ) -> None:
     payload = intent()
-    broker.inject("POST", fake_alpaca.status(503, "service unavailable"))
+    broker.inject("POST", alpaca_sandbox.status(503, "service unavailable"))
 
     channel.publish(payload)
 
@@ -127,10 +127,10 @@ def test_a_transient_broker_error_is_redelivered_and_places_exactly_one_order(
 
 
 def test_a_broker_timeout_after_accepting_is_resolved_through_the_same_client_order_id(
-    channel: PushChannel, broker: FakeAlpaca, db: firestore.Client
+    channel: PushChannel, broker: AlpacaSandbox, db: firestore.Client
 ) -> None:
     payload = intent()
-    broker.inject("POST", fake_alpaca.hang_after_accept(seconds=3))
+    broker.inject("POST", alpaca_sandbox.hang_after_accept(seconds=3))
 
     channel.publish(payload)
 
@@ -141,13 +141,13 @@ def test_a_broker_timeout_after_accepting_is_resolved_through_the_same_client_or
 
 
 def test_a_killed_instance_mid_broker_call_never_places_twice_and_never_blocks_the_account(
-    channel: PushChannel, server: FunctionsServer, broker: FakeAlpaca, db: firestore.Client
+    channel: PushChannel, server: FunctionsServer, broker: AlpacaSandbox, db: firestore.Client
 ) -> None:
     account = unique("acct")
     db.collection("tenants", TENANT, "accounts").document(account).set({"max_inflight_usd": 100.0})
     doomed = intent(broker_account_id=account)
     blocked = intent(broker_account_id=account)
-    broker.inject("POST", fake_alpaca.hang_after_accept(seconds=WAIT))
+    broker.inject("POST", alpaca_sandbox.hang_after_accept(seconds=WAIT))
     channel.publish(doomed)
     wait_until(
         lambda: doomed["client_intent_id"] in broker.orders,

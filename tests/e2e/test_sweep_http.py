@@ -15,7 +15,7 @@ from execution.clock import system_clock
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.reservations import Acquired, ReservationRequest
 from tests.support.builders import FAST_POLICY, unique
-from tests.support.functions_server import FunctionsServer
+from devtools.functions_server import FunctionsServer
 from tests.support.waiting import wait_until
 
 LEASE = timedelta(seconds=1)

@@ -1,4 +1,4 @@
-"""`AlpacaBroker` against a real HTTP server on loopback (`tests/support/fake_alpaca.py`).
+"""`AlpacaBroker` against a real HTTP server on loopback (`devtools/alpaca_sandbox.py`).
 
 No mocks of httpx: every fault is something the server really does on the wire (hang after taking
 the order, 5xx, 429, 403, duplicate 422, malformed JSON, dropped connection). The invariant under
@@ -30,10 +30,10 @@ from execution.errors import (
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, Outcome
 from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
-from tests.support.fake_alpaca import (
+from devtools.alpaca_sandbox import (
     KEY_ID,
     SECRET_KEY,
-    FakeAlpaca,
+    AlpacaSandbox,
     Fault,
     drop_after_accept,
     hang_after_accept,
@@ -56,8 +56,8 @@ OUTCOME_UNKNOWN_FAULTS: dict[str, Callable[[], Fault]] = {
 
 
 @pytest.fixture
-def alpaca() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca() as server:
+def alpaca() -> Iterator[AlpacaSandbox]:
+    with AlpacaSandbox() as server:
         yield server
 
 
@@ -68,7 +68,7 @@ def client() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def broker(alpaca: FakeAlpaca, client: httpx.Client) -> AlpacaBroker:
+def broker(alpaca: AlpacaSandbox, client: httpx.Client) -> AlpacaBroker:
     return AlpacaBroker(
         key_id=KEY_ID,
         secret_key=SECRET_KEY,
@@ -113,7 +113,7 @@ def place_expecting(broker: AlpacaBroker, order: OrderRequest, error: type[Excep
 
 
 def test_an_order_is_placed_and_returned_as_alpaca_knows_it(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     placed = broker.place_order(order_request())
 
@@ -130,7 +130,7 @@ def test_an_order_is_placed_and_returned_as_alpaca_knows_it(
 
 
 def test_the_order_is_sent_with_alpacas_field_names_and_decimals_as_strings(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     broker.place_order(order_request())
 
@@ -146,7 +146,7 @@ def test_the_order_is_sent_with_alpacas_field_names_and_decimals_as_strings(
     }
 
 
-def test_every_request_carries_both_key_headers(broker: AlpacaBroker, alpaca: FakeAlpaca) -> None:
+def test_every_request_carries_both_key_headers(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
     placed = broker.place_order(order_request())
     broker.get_order_by_client_order_id("tenant-a", "acct-1", "intent-1")
     broker.cancel_order("tenant-a", "acct-1", placed.broker_order_id)
@@ -157,7 +157,7 @@ def test_every_request_carries_both_key_headers(broker: AlpacaBroker, alpaca: Fa
 
 
 def test_a_market_order_is_sent_without_a_limit_price(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     broker.place_order(order_request(order_type="market", limit_price=None, qty=0.25))
 
@@ -168,7 +168,7 @@ def test_a_market_order_is_sent_without_a_limit_price(
 
 
 def test_placing_the_same_client_order_id_again_returns_the_existing_order(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     first = broker.place_order(order_request())
 
@@ -179,7 +179,7 @@ def test_placing_the_same_client_order_id_again_returns_the_existing_order(
 
 
 def test_two_concurrent_placements_of_one_order_make_one_order_and_both_get_it(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda _: broker.place_order(order_request()), range(2)))
@@ -193,7 +193,7 @@ def test_two_concurrent_placements_of_one_order_make_one_order_and_both_get_it(
 
 @pytest.mark.parametrize("fault", OUTCOME_UNKNOWN_FAULTS.values(), ids=OUTCOME_UNKNOWN_FAULTS)
 def test_a_fault_after_alpaca_took_the_order_is_transient_with_one_order_at_alpaca(
-    broker: AlpacaBroker, alpaca: FakeAlpaca, fault: Callable[[], Fault]
+    broker: AlpacaBroker, alpaca: AlpacaSandbox, fault: Callable[[], Fault]
 ) -> None:
     alpaca.inject("POST", fault())
     started = time.monotonic()
@@ -206,7 +206,7 @@ def test_a_fault_after_alpaca_took_the_order_is_transient_with_one_order_at_alpa
 
 @pytest.mark.parametrize("fault", OUTCOME_UNKNOWN_FAULTS.values(), ids=OUTCOME_UNKNOWN_FAULTS)
 def test_the_retry_after_an_unknown_outcome_returns_the_order_alpaca_took(
-    broker: AlpacaBroker, alpaca: FakeAlpaca, fault: Callable[[], Fault]
+    broker: AlpacaBroker, alpaca: AlpacaSandbox, fault: Callable[[], Fault]
 ) -> None:
     alpaca.inject("POST", fault())
     place_expecting(broker, order_request(), BrokerTransientError)
@@ -220,7 +220,7 @@ def test_the_retry_after_an_unknown_outcome_returns_the_order_alpaca_took(
 
 
 def test_the_broker_timeout_holds_even_when_the_injected_client_has_none(
-    alpaca: FakeAlpaca,
+    alpaca: AlpacaSandbox,
 ) -> None:
     alpaca.inject("POST", hang_after_accept())
     with httpx.Client(timeout=None) as unbounded:
@@ -257,7 +257,7 @@ def test_a_refused_connection_is_transient(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("code", [429, 500, 503])
 def test_a_busy_or_failing_alpaca_is_transient_and_places_no_order(
-    broker: AlpacaBroker, alpaca: FakeAlpaca, code: int
+    broker: AlpacaBroker, alpaca: AlpacaSandbox, code: int
 ) -> None:
     alpaca.inject("POST", status(code, "try again later"))
 
@@ -268,7 +268,7 @@ def test_a_busy_or_failing_alpaca_is_transient_and_places_no_order(
 
 
 def test_a_403_is_a_rejection_that_carries_alpacas_message(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     alpaca.inject("POST", status(403, "insufficient buying power"))
 
@@ -280,7 +280,7 @@ def test_a_403_is_a_rejection_that_carries_alpacas_message(
 
 
 def test_an_invalid_order_is_rejected_with_alpacas_422_message(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     error = place_expecting(broker, order_request(time_in_force="forever"), BrokerRejectedError)
 
@@ -289,7 +289,7 @@ def test_an_invalid_order_is_rejected_with_alpacas_422_message(
 
 
 def test_wrong_keys_are_a_rejection_that_places_no_order(
-    alpaca: FakeAlpaca, client: httpx.Client
+    alpaca: AlpacaSandbox, client: httpx.Client
 ) -> None:
     broker = AlpacaBroker(
         key_id=KEY_ID,
@@ -309,7 +309,7 @@ def test_wrong_keys_are_a_rejection_that_places_no_order(
 
 
 def test_a_duplicate_answer_for_an_order_not_yet_visible_is_transient(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     alpaca.inject("POST", status(422, "client_order_id must be unique"))
 
@@ -319,7 +319,7 @@ def test_a_duplicate_answer_for_an_order_not_yet_visible_is_transient(
 
 
 def test_a_409_conflict_is_resolved_by_looking_the_order_up(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     first = broker.place_order(order_request())
     alpaca.inject("POST", status(409, "conflict"))
@@ -330,7 +330,7 @@ def test_a_409_conflict_is_resolved_by_looking_the_order_up(
 
 
 def test_a_failing_lookup_after_a_duplicate_answer_is_transient_not_a_rejection(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     broker.place_order(order_request())
     alpaca.inject("GET", status(403, "forbidden"))
@@ -341,7 +341,7 @@ def test_a_failing_lookup_after_a_duplicate_answer_is_transient_not_a_rejection(
 
 
 def test_a_different_order_already_under_our_client_order_id_is_rejected(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     broker.place_order(order_request(qty=10.0))
 
@@ -359,7 +359,7 @@ def test_looking_up_an_unknown_client_order_id_returns_none(broker: AlpacaBroker
 
 
 def test_a_looked_up_filled_order_carries_its_average_fill_price(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     broker.place_order(order_request())
     alpaca.fill("intent-1", "100.25")
@@ -370,14 +370,14 @@ def test_a_looked_up_filled_order_carries_its_average_fill_price(
     assert (found.status, found.filled_avg_price) == ("filled", 100.25)
 
 
-def test_a_lookup_that_times_out_is_transient(broker: AlpacaBroker, alpaca: FakeAlpaca) -> None:
+def test_a_lookup_that_times_out_is_transient(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
     alpaca.inject("GET", Fault(hang_seconds=3.0))
 
     with pytest.raises(BrokerTransientError):
         broker.get_order_by_client_order_id("tenant-a", "acct-1", "intent-1")
 
 
-def test_cancel_asks_alpaca_to_cancel_the_order(broker: AlpacaBroker, alpaca: FakeAlpaca) -> None:
+def test_cancel_asks_alpaca_to_cancel_the_order(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
     placed = broker.place_order(order_request())
 
     broker.cancel_order("tenant-a", "acct-1", placed.broker_order_id)
@@ -393,7 +393,7 @@ def test_cancelling_an_unknown_order_is_rejected(broker: AlpacaBroker) -> None:
 
 
 def test_cancelling_a_filled_order_is_rejected_as_not_cancelable(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     placed = broker.place_order(order_request())
     alpaca.fill("intent-1", "100.5")
@@ -404,7 +404,7 @@ def test_cancelling_a_filled_order_is_rejected_as_not_cancelable(
     assert "not cancelable" in str(caught.value)
 
 
-def test_a_cancel_that_times_out_is_transient(broker: AlpacaBroker, alpaca: FakeAlpaca) -> None:
+def test_a_cancel_that_times_out_is_transient(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
     placed = broker.place_order(order_request())
     alpaca.inject("DELETE", hang_after_accept())
 
@@ -415,7 +415,7 @@ def test_a_cancel_that_times_out_is_transient(broker: AlpacaBroker, alpaca: Fake
 # --- keys ----------------------------------------------------------------------------------
 
 
-def provoke_every_failure(broker: AlpacaBroker, alpaca: FakeAlpaca) -> list[BaseException]:
+def provoke_every_failure(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> list[BaseException]:
     """Run the broker through each fault (one echoing the secret back); return the errors."""
     alpaca.inject(
         "POST",
@@ -445,7 +445,7 @@ def chain(error: BaseException) -> Iterator[BaseException]:
 
 def test_keys_never_appear_in_log_records(
     broker: AlpacaBroker,
-    alpaca: FakeAlpaca,
+    alpaca: AlpacaSandbox,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -463,7 +463,7 @@ def test_keys_never_appear_in_log_records(
         assert SECRET_KEY not in text
 
 
-def test_keys_never_appear_in_exception_messages(broker: AlpacaBroker, alpaca: FakeAlpaca) -> None:
+def test_keys_never_appear_in_exception_messages(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
     errors = provoke_every_failure(broker, alpaca)
 
     assert len(errors) == 6
@@ -532,7 +532,7 @@ def test_bootstrap_builds_an_alpaca_broker_when_settings_choose_alpaca() -> None
 
 
 def test_the_engine_retries_a_timed_out_placement_into_the_one_order_alpaca_took(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     rig = make_engine(broker=broker)
     alpaca.inject("POST", hang_after_accept())
@@ -550,7 +550,7 @@ def test_the_engine_retries_a_timed_out_placement_into_the_one_order_alpaca_took
 
 
 def test_the_engine_records_an_alpaca_refusal_as_rejected_with_its_message(
-    broker: AlpacaBroker, alpaca: FakeAlpaca
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     rig = make_engine(broker=broker)
     alpaca.inject("POST", status(403, "insufficient buying power"))

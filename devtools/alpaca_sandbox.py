@@ -1,4 +1,6 @@
-"""A fake Alpaca Trading API v2 on loopback: a real HTTP server that a test can make misbehave.
+"""A local Alpaca Trading API v2 sandbox on loopback, for the demo and tests; never for trading.
+
+A real HTTP server that the demo or a test can make misbehave.
 
 It speaks the three endpoints `AlpacaBroker` uses (`POST /v2/orders`,
 `GET /v2/orders:by_client_order_id`, `DELETE /v2/orders/{id}`), checks the key headers, stores
@@ -92,7 +94,7 @@ class _State:
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
-class FakeAlpaca:
+class AlpacaSandbox:
     """The server; use as a context manager. `base_url` is what `APCA_API_BASE_URL` would be."""
 
     def __init__(self, *, key_id: str = KEY_ID, secret_key: str = SECRET_KEY) -> None:
@@ -108,7 +110,7 @@ class FakeAlpaca:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def __enter__(self) -> FakeAlpaca:
+    def __enter__(self) -> AlpacaSandbox:
         self._thread.start()
         return self
 

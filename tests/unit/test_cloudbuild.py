@@ -1,0 +1,579 @@
+"""`cloudbuild.yaml`: it parses, it tests before it deploys, and it deploys with the flags that
+keep a failed trade from poisoning the system.
+
+Each step's script is run by bash, as Cloud Build runs it, with the substitutions as environment
+variables (`automapSubstitutions`) and `PATH` holding only fakes of the CLIs it calls (gcloud,
+firebase, make, apt-get, cp, ...). The fakes record their arguments and answer the few look-ups
+the scripts make, so the tests read the exact command lines a build would run: quoting, variable
+expansion and `set -u` included. A command the fakes do not know fails the step.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from execution.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_PATH = ROOT / "cloudbuild.yaml"
+GUIDE_PATH = ROOT / "docs" / "DEPLOY.md"
+
+PROJECT_ID = "demo-trading"
+PROJECT_NUMBER = "123456789012"
+TRIGGER = f"projects/{PROJECT_ID}/locations/europe-west1/triggers/execute-intent-123456"
+SUBSCRIPTION = (
+    f"projects/{PROJECT_ID}/subscriptions/eventarc-europe-west1-execute-intent-123-sub-456"
+)
+SWEEP_URL = "https://sweep-reservations-abc123-ew.a.run.app"
+PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+TEST_STEPS = ("install", "lint", "emulator-suite")
+
+PUBSUB_MAX_ACK_DEADLINE_S = 600
+PUBSUB_MAX_RETRY_DELAY_S = 600
+GEN2_EVENT_FUNCTION_MAX_TIMEOUT_S = 540
+
+# Records argv (fields split by \037, records by \036) and answers the scripts' look-ups.
+# Describing a topic, subscription or scheduler job succeeds only when STUB_EXISTING=1, so a
+# run can play a first deploy into an empty project or a redeploy.
+FAKE_CLI = r"""#!/bin/sh
+{ printf '%s\037' "$STUB_STEP" "${0##*/}" "$@"; printf '\036'; } >> "$STUB_LOG"
+[ "${0##*/}" = gcloud ] || exit 0
+format=
+for arg in "$@"; do
+  case "$arg" in --format=*) format="${arg#--format=}" ;; esac
+done
+case "$1 $2 $3" in
+  "functions describe "*)
+    case "$format" in
+      *eventTrigger.trigger*) echo "$STUB_TRIGGER" ;;
+      *serviceConfig.uri*) echo "$STUB_URL" ;;
+    esac ;;
+  "eventarc triggers describe") echo "$STUB_SUBSCRIPTION" ;;
+  "pubsub topics describe"|"pubsub subscriptions describe"|"scheduler jobs describe")
+    [ "$STUB_EXISTING" = 1 ] || { echo "ERROR: NOT_FOUND" >&2; exit 1; } ;;
+esac
+exit 0
+"""
+FAKED_PROGRAMS = ("gcloud", "make", "apt-get", "cp", "mkdir", "rm", "find")
+
+
+def load_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(CONFIG_PATH.read_text())
+    return config
+
+
+CONFIG = load_config()
+SUBSTITUTIONS: dict[str, str] = {k: str(v) for k, v in CONFIG["substitutions"].items()}
+
+
+def sa_email(substitution: str) -> str:
+    return f"{SUBSTITUTIONS[substitution]}@{PROJECT_ID}.iam.gserviceaccount.com"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One command a step ran: the program's name and its arguments."""
+
+    step: str
+    program: str
+    args: tuple[str, ...]
+
+    @property
+    def flags(self) -> dict[str, str | bool]:
+        """`--name=value` as {name: value}, a lone `--name` as {name: True}."""
+        found: dict[str, str | bool] = {}
+        for arg in self.args:
+            if arg.startswith("--"):
+                name, sep, value = arg[2:].partition("=")
+                found[name] = value if sep else True
+        return found
+
+    def starts(self, *words: str) -> bool:
+        return (self.program, *self.args[: len(words) - 1]) == words
+
+
+@dataclass(frozen=True)
+class Build:
+    """What a run of every step did: exit codes and the commands each ran."""
+
+    returncodes: dict[str, int]
+    stderr: dict[str, str]
+    calls: list[Call]
+
+    def find(self, *words: str, positional: str | None = None) -> list[Call]:
+        return [
+            c
+            for c in self.calls
+            if c.starts(*words) and (positional is None or positional in c.args)
+        ]
+
+    def one(self, *words: str, positional: str | None = None) -> Call:
+        [call] = self.find(*words, positional=positional)
+        return call
+
+
+def run_build(tmp: Path, *, existing: bool, **overrides: str) -> Build:
+    """Run every step's script with fake CLIs, in a scratch folder standing for /workspace."""
+    fakes = tmp / "fakes"
+    workspace = tmp / "workspace"
+    firebase_dir = workspace / "node_modules" / ".bin"
+    for folder in (fakes, firebase_dir):
+        folder.mkdir(parents=True)
+    executables = [fakes / name for name in FAKED_PROGRAMS] + [firebase_dir / "firebase"]
+    for path in executables:
+        path.write_text(FAKE_CLI)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    log = tmp / "calls.log"
+    log.touch()
+    env = {
+        **SUBSTITUTIONS,
+        **overrides,
+        "PROJECT_ID": PROJECT_ID,
+        "PROJECT_NUMBER": PROJECT_NUMBER,
+        "PATH": str(fakes),
+        "STUB_LOG": str(log),
+        "STUB_EXISTING": "1" if existing else "0",
+        "STUB_TRIGGER": TRIGGER,
+        "STUB_SUBSCRIPTION": SUBSCRIPTION,
+        "STUB_URL": SWEEP_URL,
+    }
+    bash = shutil.which("bash")
+    assert bash is not None, "these tests run the steps' scripts with bash"
+    returncodes, stderr = {}, {}
+    for step in CONFIG["steps"]:
+        result = subprocess.run(
+            [bash, "-c", step["script"]],
+            cwd=workspace,
+            env={**env, "STUB_STEP": step["id"]},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        returncodes[step["id"]] = result.returncode
+        stderr[step["id"]] = result.stderr
+    calls = [
+        Call(step=fields[0], program=fields[1], args=tuple(fields[2:-1]))
+        for record in log.read_text().split("\036")
+        if record
+        for fields in [record.split("\037")]
+    ]
+    return Build(returncodes, stderr, calls)
+
+
+@pytest.fixture(scope="module")
+def first_deploy(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """A build into a project where no topic, subscription or scheduler job exists yet."""
+    return run_build(tmp_path_factory.mktemp("first"), existing=False)
+
+
+@pytest.fixture(scope="module")
+def redeploy(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """A build into a project where everything exists already."""
+    return run_build(tmp_path_factory.mktemp("again"), existing=True)
+
+
+@pytest.fixture
+def build_with(tmp_path: Path) -> Callable[..., Build]:
+    """Run the build with some substitutions overridden (as `--substitutions=...` would)."""
+
+    def run(**overrides: str) -> Build:
+        return run_build(tmp_path, existing=False, **overrides)
+
+    return run
+
+
+def env_vars(call: Call) -> dict[str, str]:
+    raw = call.flags["set-env-vars"]
+    assert isinstance(raw, str)
+    return dict(pair.split("=", 1) for pair in raw.split(","))
+
+
+def seconds(value: str | bool) -> float:
+    assert isinstance(value, str) and re.fullmatch(r"\d+s?", value), value
+    return float(value.removesuffix("s"))
+
+
+def execute_deploy(build: Build) -> Call:
+    return build.one("gcloud", "functions", "deploy", positional=SUBSTITUTIONS["_EXECUTE_FUNCTION"])
+
+
+def sweep_deploy(build: Build) -> Call:
+    return build.one("gcloud", "functions", "deploy", positional=SUBSTITUTIONS["_SWEEP_FUNCTION"])
+
+
+def subscription_update(build: Build) -> Call:
+    return build.one("gcloud", "pubsub", "subscriptions", "update", positional=SUBSCRIPTION)
+
+
+def command_name(call: Call) -> str:
+    """The words that name a command: `gcloud pubsub subscriptions update`, `make test`."""
+    words = [call.program]
+    if call.program == "make":
+        return " ".join(words + [a for a in call.args if not a.startswith("-")])
+    if call.program in {"gcloud", "firebase", "apt-get"}:
+        values = set(SUBSTITUTIONS.values())
+        for arg in call.args:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", arg) or arg in values:
+                break
+            words.append(arg)
+    return " ".join(words)
+
+
+# ---------------------------------------------------------------- the file and its steps
+
+
+def test_the_config_parses_into_steps_with_ids_and_scripts() -> None:
+    steps = CONFIG["steps"]
+
+    assert steps
+    assert all(isinstance(s.get("id"), str) and isinstance(s.get("script"), str) for s in steps)
+    assert len({s["id"] for s in steps}) == len(steps)
+
+
+def test_substitutions_reach_the_scripts_as_environment_variables() -> None:
+    assert CONFIG["options"]["automapSubstitutions"] is True
+
+
+@pytest.mark.parametrize("build_name", ["first_deploy", "redeploy"])
+def test_every_step_succeeds_against_fake_clis(
+    request: pytest.FixtureRequest, build_name: str
+) -> None:
+    build: Build = request.getfixturevalue(build_name)
+
+    failed = {step: build.stderr[step] for step, code in build.returncodes.items() if code}
+
+    assert failed == {}
+
+
+def test_every_command_the_steps_run_is_named_in_the_deploy_guide(
+    first_deploy: Build, redeploy: Build
+) -> None:
+    guide = GUIDE_PATH.read_text()
+    names = {command_name(c) for c in first_deploy.calls + redeploy.calls}
+
+    missing = sorted(
+        n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", guide)
+    )
+
+    assert missing == []
+
+
+def test_the_whole_test_suite_runs_before_anything_deploys() -> None:
+    ids = [s["id"] for s in CONFIG["steps"]]
+    suite = ids.index("emulator-suite")
+
+    assert ids[: suite + 1] == list(TEST_STEPS)
+    assert all("waitFor" not in s for s in CONFIG["steps"])
+
+
+def test_the_emulator_suite_step_runs_make_test(first_deploy: Build) -> None:
+    calls = [c for c in first_deploy.calls if c.step == "emulator-suite"]
+
+    assert [command_name(c) for c in calls if c.program == "make"] == ["make test"]
+
+
+def test_nothing_deploys_when_deploy_is_false(build_with: Callable[..., Build]) -> None:
+    build = build_with(_DEPLOY="false")
+
+    deploying = [c for c in build.calls if c.program in {"gcloud", "firebase"}]
+
+    assert deploying == []
+    assert set(build.returncodes.values()) == {0}
+
+
+# ---------------------------------------------------------------- execute_intent
+
+
+def test_execute_intent_is_a_2nd_gen_function_on_the_intent_topic(first_deploy: Build) -> None:
+    call = execute_deploy(first_deploy)
+
+    assert call.flags["gen2"] is True
+    assert call.flags["entry-point"] == "execute_intent"
+    assert call.flags["trigger-topic"] == env_vars(call)["INTENT_TOPIC"] == "trade-intents"
+
+
+def test_execute_intent_is_deployed_with_retries_on(first_deploy: Build) -> None:
+    assert execute_deploy(first_deploy).flags.get("retry") is True
+
+
+def test_the_function_timeout_is_function_timeout_seconds(first_deploy: Build) -> None:
+    call = execute_deploy(first_deploy)
+
+    timeout = seconds(call.flags["timeout"])
+
+    assert timeout == float(env_vars(call)["FUNCTION_TIMEOUT_SECONDS"])
+
+
+def test_the_function_timeout_fits_a_2nd_gen_event_function(first_deploy: Build) -> None:
+    assert (
+        seconds(execute_deploy(first_deploy).flags["timeout"]) <= GEN2_EVENT_FUNCTION_MAX_TIMEOUT_S
+    )
+
+
+def test_the_ack_deadline_is_at_least_the_function_timeout(first_deploy: Build) -> None:
+    timeout = seconds(execute_deploy(first_deploy).flags["timeout"])
+
+    ack_deadline = seconds(subscription_update(first_deploy).flags["ack-deadline"])
+
+    assert timeout <= ack_deadline <= PUBSUB_MAX_ACK_DEADLINE_S
+
+
+def test_the_subscription_updated_is_the_one_eventarc_made_for_the_trigger(
+    first_deploy: Build,
+) -> None:
+    trigger_lookup = first_deploy.one("gcloud", "eventarc", "triggers", "describe")
+
+    assert TRIGGER in trigger_lookup.args
+    assert trigger_lookup.flags["format"] == "value(transport.pubsub.subscription)"
+    assert subscription_update(first_deploy).args[3] == SUBSCRIPTION
+
+
+def test_undeliverable_intents_go_to_the_dead_letter_topic(first_deploy: Build) -> None:
+    topic = SUBSTITUTIONS["_DEAD_LETTER_TOPIC"]
+
+    dead_letter_topic = subscription_update(first_deploy).flags["dead-letter-topic"]
+
+    assert dead_letter_topic == f"projects/{PROJECT_ID}/topics/{topic}"
+
+
+def test_the_dead_letter_policy_allows_between_5_and_100_attempts(first_deploy: Build) -> None:
+    attempts = subscription_update(first_deploy).flags["max-delivery-attempts"]
+
+    assert isinstance(attempts, str)
+    assert 5 <= int(attempts) <= 100
+
+
+def test_retry_delays_are_within_pubsub_limits(first_deploy: Build) -> None:
+    flags = subscription_update(first_deploy).flags
+
+    low, high = seconds(flags["min-retry-delay"]), seconds(flags["max-retry-delay"])
+
+    assert 0 <= low <= high <= PUBSUB_MAX_RETRY_DELAY_S
+
+
+def test_redelivery_backoff_outlasts_the_reservation_ttl(first_deploy: Build) -> None:
+    # Each redelivery waits at least the minimum delay, so the last attempt comes no sooner
+    # than (attempts - 1) x minimum delay after the first: by then a dead invocation's lease
+    # has lapsed, and the intent is taken over (or found stale) rather than dead-lettered.
+    flags = subscription_update(first_deploy).flags
+    ttl = float(env_vars(execute_deploy(first_deploy))["RESERVATION_TTL_SECONDS"])
+    attempts = int(str(flags["max-delivery-attempts"]))
+
+    earliest_dead_letter = (attempts - 1) * seconds(flags["min-retry-delay"])
+
+    assert earliest_dead_letter > ttl
+
+
+def test_pubsub_may_publish_dead_letters_and_acknowledge_their_source(
+    first_deploy: Build,
+) -> None:
+    topic = SUBSTITUTIONS["_DEAD_LETTER_TOPIC"]
+    publish = first_deploy.one("gcloud", "pubsub", "topics", "add-iam-policy-binding")
+    acknowledge = first_deploy.one("gcloud", "pubsub", "subscriptions", "add-iam-policy-binding")
+
+    assert (publish.args[3], publish.flags["member"], publish.flags["role"]) == (
+        topic,
+        PUBSUB_AGENT,
+        "roles/pubsub.publisher",
+    )
+    assert (acknowledge.args[3], acknowledge.flags["member"], acknowledge.flags["role"]) == (
+        SUBSCRIPTION,
+        PUBSUB_AGENT,
+        "roles/pubsub.subscriber",
+    )
+
+
+def test_dead_letters_are_kept_on_a_subscription_of_their_own(first_deploy: Build) -> None:
+    create = first_deploy.one(
+        "gcloud",
+        "pubsub",
+        "subscriptions",
+        "create",
+        positional=SUBSTITUTIONS["_DEAD_LETTER_SUBSCRIPTION"],
+    )
+
+    assert create.flags["topic"] == SUBSTITUTIONS["_DEAD_LETTER_TOPIC"]
+    assert create.flags["expiration-period"] == "never"
+
+
+def test_a_redeploy_creates_no_topic_or_subscription_again(redeploy: Build) -> None:
+    creates = redeploy.find("gcloud", "pubsub", "topics", "create") + redeploy.find(
+        "gcloud", "pubsub", "subscriptions", "create"
+    )
+
+    assert creates == []
+
+
+def test_only_the_trigger_service_account_may_invoke_execute_intent(first_deploy: Build) -> None:
+    execute = SUBSTITUTIONS["_EXECUTE_FUNCTION"]
+
+    bindings = first_deploy.find(
+        "gcloud", "functions", "add-invoker-policy-binding", positional=execute
+    )
+
+    assert [b.flags["member"] for b in bindings] == [f"serviceAccount:{sa_email('_TRIGGER_SA')}"]
+    assert execute_deploy(first_deploy).flags["trigger-service-account"] == sa_email("_TRIGGER_SA")
+
+
+# ---------------------------------------------------------------- settings of both functions
+
+
+@pytest.mark.parametrize("function", ["execute", "sweep"])
+def test_the_deployed_settings_pass_start_up_validation(first_deploy: Build, function: str) -> None:
+    call = execute_deploy(first_deploy) if function == "execute" else sweep_deploy(first_deploy)
+
+    settings = Settings.from_env(env_vars(call))
+
+    assert settings.project == PROJECT_ID
+
+
+def test_both_functions_share_the_timeout_and_ttl_settings(first_deploy: Build) -> None:
+    names = ("FUNCTION_TIMEOUT_SECONDS", "RESERVATION_TTL_SECONDS")
+
+    execute, sweep = env_vars(execute_deploy(first_deploy)), env_vars(sweep_deploy(first_deploy))
+
+    assert [execute[n] for n in names] == [sweep[n] for n in names]
+
+
+def test_broker_keys_never_travel_as_plain_environment_variables(
+    build_with: Callable[..., Build],
+) -> None:
+    call = execute_deploy(build_with(_BROKER="alpaca"))
+
+    secrets = call.flags["set-secrets"]
+
+    assert not {"APCA_API_KEY_ID", "APCA_API_SECRET_KEY"} & set(env_vars(call))
+    assert secrets == (
+        f"APCA_API_KEY_ID={SUBSTITUTIONS['_APCA_KEY_ID_SECRET']}:latest,"
+        f"APCA_API_SECRET_KEY={SUBSTITUTIONS['_APCA_SECRET_KEY_SECRET']}:latest"
+    )
+
+
+def test_an_alpaca_deploy_passes_start_up_validation_once_its_secrets_are_mounted(
+    build_with: Callable[..., Build],
+) -> None:
+    call = execute_deploy(build_with(_BROKER="alpaca"))
+    mounted = {"APCA_API_KEY_ID": "key-from-secret", "APCA_API_SECRET_KEY": "secret"}
+
+    settings = Settings.from_env({**env_vars(call), **mounted})
+
+    assert (settings.broker, settings.agent_mode.value) == ("alpaca", "PAPER")
+
+
+def test_the_sweeper_can_never_reach_a_broker(first_deploy: Build) -> None:
+    settings = Settings.from_env(env_vars(sweep_deploy(first_deploy)))
+
+    assert settings.agent_mode.value == "OFF"
+
+
+@pytest.mark.parametrize("function", ["execute", "sweep"])
+def test_the_functions_get_the_runtime_files_only(first_deploy: Build, function: str) -> None:
+    call = execute_deploy(first_deploy) if function == "execute" else sweep_deploy(first_deploy)
+    [copy] = first_deploy.find("cp")
+
+    assert call.flags["source"] == ".build/function"
+    assert copy.args == ("-r", "main.py", "requirements.txt", "execution", ".build/function/")
+
+
+# ---------------------------------------------------------------- sweep_reservations
+
+
+def test_sweep_reservations_refuses_unauthenticated_calls(first_deploy: Build) -> None:
+    flags = sweep_deploy(first_deploy).flags
+
+    assert flags["trigger-http"] is True
+    assert flags["no-allow-unauthenticated"] is True
+    assert "allow-unauthenticated" not in flags
+
+
+def test_only_the_scheduler_service_account_may_invoke_the_sweeper(first_deploy: Build) -> None:
+    sweep = SUBSTITUTIONS["_SWEEP_FUNCTION"]
+
+    bindings = first_deploy.find(
+        "gcloud", "functions", "add-invoker-policy-binding", positional=sweep
+    )
+
+    assert [b.flags["member"] for b in bindings] == [f"serviceAccount:{sa_email('_SCHEDULER_SA')}"]
+
+
+@pytest.mark.parametrize(
+    ("build_name", "verb"), [("first_deploy", "create"), ("redeploy", "update")]
+)
+def test_the_scheduler_posts_to_the_sweeper_with_an_oidc_token(
+    request: pytest.FixtureRequest, build_name: str, verb: str
+) -> None:
+    build: Build = request.getfixturevalue(build_name)
+
+    flags = build.one("gcloud", "scheduler", "jobs", verb, "http").flags
+
+    assert (flags["http-method"], flags["uri"], flags["oidc-token-audience"]) == (
+        "POST",
+        SWEEP_URL,
+        SWEEP_URL,
+    )
+    assert flags["oidc-service-account-email"] == sa_email("_SCHEDULER_SA")
+
+
+def test_the_scheduler_waits_for_the_sweep_and_the_sweep_for_its_deadline(
+    first_deploy: Build,
+) -> None:
+    deploy = sweep_deploy(first_deploy)
+    job = first_deploy.one("gcloud", "scheduler", "jobs", "create", "http")
+
+    timeout = seconds(deploy.flags["timeout"])
+    deadline = Settings.from_env(env_vars(deploy)).sweep_deadline_seconds
+
+    assert deadline < timeout <= seconds(job.flags["attempt-deadline"])
+
+
+def test_each_function_runs_as_its_own_service_account(first_deploy: Build) -> None:
+    identities = [
+        execute_deploy(first_deploy).flags["service-account"],
+        sweep_deploy(first_deploy).flags["service-account"],
+        sa_email("_TRIGGER_SA"),
+        sa_email("_SCHEDULER_SA"),
+    ]
+
+    assert len(set(identities)) == len(identities)
+
+
+# ---------------------------------------------------------------- Firestore
+
+
+def test_rules_and_indexes_deploy_with_firebase_tools_and_never_force(first_deploy: Build) -> None:
+    call = first_deploy.one("firebase", "deploy")
+
+    assert call.flags["only"] == "firestore:rules,firestore:indexes"
+    assert call.flags["project"] == PROJECT_ID
+    assert "force" not in call.flags
+
+
+def test_the_ttl_policy_is_on_the_purge_field_never_on_expires_at(first_deploy: Build) -> None:
+    call = first_deploy.one("gcloud", "firestore", "fields", "ttls", "update")
+
+    assert call.args[4] == "purge_at"
+    assert call.flags["collection-group"] == "execution_reservations"
+    assert call.flags["enable-ttl"] is True
+
+
+def test_firestore_is_configured_before_the_functions_deploy() -> None:
+    ids = [s["id"] for s in CONFIG["steps"]]
+
+    assert max(ids.index("firestore-rules-indexes"), ids.index("firestore-ttl")) < min(
+        ids.index("deploy-execute-intent"), ids.index("deploy-sweep-reservations")
+    )
+
+
+def test_the_build_logs_to_cloud_logging_as_its_own_service_account_must() -> None:
+    assert CONFIG["options"]["logging"] == "CLOUD_LOGGING_ONLY"
