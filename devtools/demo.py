@@ -144,8 +144,11 @@ def _script(run: str) -> list[Step]:
     return [
         Step("a limit buy", first),
         Step("the same intent again", first),
-        Step("broker answers 503 once", intent("buy-msft", symbol="MSFT", limit_price=410.0),
-             broker_fault=alpaca_sandbox.status(503, "service unavailable (demo)")),
+        Step(
+            "broker answers 503 once",
+            intent("buy-msft", symbol="MSFT", limit_price=410.0),
+            broker_fault=alpaca_sandbox.status(503, "service unavailable (demo)"),
+        ),
         Step("over the account's limit", intent("buy-too-big", qty=100)),
         Step("a dry run", intent("dry-run", dry_run=True)),
         Step("tenant kill switch on", intent("halted", tenant_id=HALTED_TENANT)),
@@ -174,7 +177,9 @@ def _publish(
         outcome, detail = final["outcome"], _detail(final)
     else:
         outcome, detail = "dead letter", str(final["reason"])
-    retried = f" after {deliveries - 1} retr{'y' if deliveries == 2 else 'ies'}" if deliveries > 1 else ""
+    retried = (
+        f" after {deliveries - 1} retr{'y' if deliveries == 2 else 'ies'}" if deliveries > 1 else ""
+    )
     print(f" → {outcome}{retried}")
     return Delivered(step, message_id, deliveries, outcome, detail)
 
@@ -221,7 +226,9 @@ def _sweep_an_abandoned_lease(
     return dict(report)
 
 
-def _reservations(db: firestore.Client, run: str, status: str | None = None) -> list[dict[str, Any]]:
+def _reservations(
+    db: firestore.Client, run: str, status: str | None = None
+) -> list[dict[str, Any]]:
     docs = []
     for tenant in (TENANT, HALTED_TENANT):
         for snap in db.collection("tenants", tenant, "execution_reservations").stream():
@@ -242,18 +249,20 @@ def _print_results(
     _table(
         "What each published message became",
         ("message", "published", "deliveries", "outcome", "detail"),
-        [
-            (r.message_id, r.step.label, str(r.deliveries), r.outcome, r.detail)
-            for r in results
-        ],
+        [(r.message_id, r.step.label, str(r.deliveries), r.outcome, r.detail) for r in results],
     )
     reservations = _reservations(db, run)
     _table(
         "Reservations (tenants/*/execution_reservations)",
         ("intent", "status", "outcome", "attempt", "orders at broker"),
         [
-            (short(d["client_intent_id"]), d["status"], d["outcome"] or "", str(d["attempt"]),
-             str(sum(1 for coid in orders if coid == d["client_intent_id"])))
+            (
+                short(d["client_intent_id"]),
+                d["status"],
+                d["outcome"] or "",
+                str(d["attempt"]),
+                str(sum(1 for coid in orders if coid == d["client_intent_id"])),
+            )
             for d in reservations
         ],
     )

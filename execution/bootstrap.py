@@ -82,6 +82,7 @@ def bootstrap(
             clock=clock,
             ttl=timedelta(seconds=settings.reservation_ttl_seconds),
             policy=policy,
+            retention=settings.reservation_retention,
             max_attempts=settings.reservation_max_attempts,
         )
     if fail_open_reservations:
@@ -118,7 +119,7 @@ def bootstrap(
         settings=settings,
         engine=engine,
         sweeper=Sweeper(
-            FirestoreExpiredLeases(store, policy=policy),
+            FirestoreExpiredLeases(store, policy=policy, retention=settings.reservation_retention),
             clock=clock,
             deadline_seconds=settings.sweep_deadline_seconds,
         ),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
 from execution.errors import SettingsError
+
+MAX_EVENT_FUNCTION_TIMEOUT_SECONDS = 540
+"""The longest an event-driven (Pub/Sub) Cloud Function may run."""
 
 ALPACA_PAPER_HOST = "paper-api.alpaca.markets"
 ALPACA_PAPER_URL = f"https://{ALPACA_PAPER_HOST}"
@@ -52,6 +57,7 @@ class Settings:
     router_quote_max_age_seconds: float = 60.0
     router_strict: bool = False
     sweep_deadline_seconds: float = 60.0
+    reservation_retention_days: float = 30.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -82,10 +88,22 @@ class Settings:
             router_quote_max_age_seconds=_number(env, "ROUTER_QUOTE_MAX_AGE_SECONDS", 60.0),
             router_strict=_flag(env, "ROUTER_STRICT"),
             sweep_deadline_seconds=_number(env, "SWEEP_DEADLINE_SECONDS", 60.0),
+            reservation_retention_days=_number(env, "RESERVATION_RETENTION_DAYS", 30.0),
         )
 
     def validate(self) -> None:
         """Refuse settings that would let a failed trade poison the system."""
+        if self.function_timeout_seconds > MAX_EVENT_FUNCTION_TIMEOUT_SECONDS:
+            raise SettingsError(
+                f"FUNCTION_TIMEOUT_SECONDS ({self.function_timeout_seconds:g}) exceeds the "
+                f"{MAX_EVENT_FUNCTION_TIMEOUT_SECONDS} s an event-driven Cloud Function may run; "
+                "set it to the deployed timeout (at most 540)."
+            )
+        if self.reservation_retention_days < 2:
+            raise SettingsError(
+                "RESERVATION_RETENTION_DAYS must be at least 2: a finished reservation must "
+                "outlive Pub/Sub's redelivery window (1 day) to answer duplicates."
+            )
         if self.reservation_ttl_seconds <= self.function_timeout_seconds:
             raise SettingsError(
                 f"RESERVATION_TTL_SECONDS ({self.reservation_ttl_seconds:g}) must exceed "
@@ -119,6 +137,11 @@ class Settings:
             raise SettingsError("RESERVATION_MAX_ATTEMPTS must be at least 1.")
 
     @property
+    def reservation_retention(self) -> timedelta:
+        """How long a finished reservation is kept (its `purge_at`) to answer duplicates."""
+        return timedelta(days=self.reservation_retention_days)
+
+    @property
     def broker_is_paper(self) -> bool:
         """True where the configured broker cannot move real money."""
         return self.broker == "paper" or alpaca_url_is_paper(self.alpaca_base_url)
@@ -141,8 +164,8 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number.") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {raw}.")
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be a positive number, got {raw}.")
     return value
 
 

@@ -91,6 +91,8 @@ def record_to_document(record: ReservationRecord) -> dict[str, Any]:
         "broker_order_id": record.broker_order_id,
         "payload_hash": record.payload_hash,
         "counts_against_budget": record.counts_against_budget,
+        # Only finished reservations are purged (TTL policy on this field); a live one has none.
+        "purge_at": None,
     }
 
 
@@ -154,12 +156,14 @@ class FirestoreReservationManager:
         clock: Clock,
         ttl: timedelta,
         policy: CallPolicy,
+        retention: timedelta = timedelta(days=30),
         max_attempts: int = 6,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._ttl = ttl
+        self._retention = retention
         self._policy = policy
         self._max_attempts = max_attempts
         self._sleep = sleep
@@ -274,6 +278,7 @@ class FirestoreReservationManager:
             record,
             clock=self._clock,
             policy=self._policy,
+            retention=self._retention,
             max_attempts=self._max_attempts,
             pause=self._pause,
         )
@@ -295,6 +300,7 @@ class FirestoreReservationHandle:
         *,
         clock: Clock,
         policy: CallPolicy,
+        retention: timedelta,
         max_attempts: int,
         pause: Callable[[int], None],
     ) -> None:
@@ -302,6 +308,7 @@ class FirestoreReservationHandle:
         self._record = record
         self._clock = clock
         self._policy = policy
+        self._retention = retention
         self._max_attempts = max_attempts
         self._pause = pause
         self._released = False
@@ -371,6 +378,7 @@ class FirestoreReservationHandle:
                     "error": error,
                     "broker_order_id": broker_order_id,
                     "released_at": now,
+                    "purge_at": now + self._retention,
                 },
                 option=self._db.write_option(last_update_time=snap.update_time),
             )

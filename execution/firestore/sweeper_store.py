@@ -10,7 +10,7 @@ taken over, expired by a concurrent sweep) is skipped, never overwritten.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -37,9 +37,16 @@ def expired_leases_query(db: firestore.Client, now: datetime) -> firestore.Query
 class FirestoreExpiredLeases:
     """Finds and expires lapsed reservations."""
 
-    def __init__(self, db: firestore.Client, *, policy: CallPolicy) -> None:
+    def __init__(
+        self,
+        db: firestore.Client,
+        *,
+        policy: CallPolicy,
+        retention: timedelta = timedelta(days=30),
+    ) -> None:
         self._db = db
         self._policy = policy
+        self._retention = retention
 
     def find_expired(
         self, now: datetime, *, limit: int, after: ExpiredLease | None
@@ -80,6 +87,7 @@ class FirestoreExpiredLeases:
                 "outcome": Outcome.EXPIRED.value,
                 "error": "lease expired before release: the invocation died or lost the store",
                 "released_at": now,
+                "purge_at": now + self._retention,
             },
             option=self._db.write_option(last_update_time=snap.update_time),
         )

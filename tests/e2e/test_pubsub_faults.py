@@ -16,10 +16,10 @@ import pytest
 from google.cloud import firestore
 
 from devtools import alpaca_sandbox
-from tests.support.builders import unique
 from devtools.alpaca_sandbox import AlpacaSandbox
 from devtools.functions_server import FunctionsServer
 from devtools.pubsub import PushChannel
+from tests.support.builders import unique
 from tests.support.waiting import wait_until
 
 TTL_SECONDS = 6.0

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from tests.support.builders import ledger_entries, unique
 from devtools.functions_server import FunctionsServer
 from devtools.pubsub import PushChannel
+from tests.support.builders import ledger_entries, unique
 from tests.support.waiting import wait_until
 
 WAIT = 60.0  # a bound against a hang; each wait returns as soon as its state is reached

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from devtools.functions_server import FunctionsServer
 from execution.clock import system_clock
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.reservations import Acquired, ReservationRequest
 from tests.support.builders import FAST_POLICY, unique
-from devtools.functions_server import FunctionsServer
 from tests.support.waiting import wait_until
 
 LEASE = timedelta(seconds=1)

@@ -323,3 +323,27 @@ def test_the_same_id_with_a_different_payload_is_refused_permanently(
         manager.acquire(changed)
 
     assert stored(db, request) == before
+
+
+def test_release_sets_purge_at_one_retention_after_release(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    request = request_for()
+    handle = acquired(manager.acquire(request)).handle
+    assert stored(db, request)["purge_at"] is None
+
+    handle.release(Outcome.PLACED)
+
+    doc = stored(db, request)
+    assert doc["purge_at"] == doc["released_at"] + timedelta(days=30)
+
+
+def test_a_reacquired_reservation_loses_its_purge_at(
+    db: firestore.Client, manager: FirestoreReservationManager
+) -> None:
+    request = request_for()
+    acquired(manager.acquire(request)).handle.release(Outcome.EXCEPTION)
+
+    acquired(manager.acquire(request))
+
+    assert stored(db, request)["purge_at"] is None

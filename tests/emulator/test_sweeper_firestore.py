@@ -79,6 +79,10 @@ def test_a_lapsed_lease_is_expired_and_a_live_one_is_left_alone(
     assert report.oldest_age_seconds == pytest.approx(1.0)
     assert status_of(db, lapsed) == ("expired", "expired")
     assert status_of(db, live) == ("reserved", None)
+    swept = db.collection("tenants", "tenant-s", "execution_reservations").document(
+        lapsed.client_intent_id
+    ).get().to_dict() or {}
+    assert swept["purge_at"] == clock() + timedelta(days=30)
 
 
 def test_released_reservations_are_never_swept(

@@ -18,6 +18,16 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from devtools.alpaca_sandbox import (
+    KEY_ID,
+    SECRET_KEY,
+    AlpacaSandbox,
+    Fault,
+    drop_after_accept,
+    hang_after_accept,
+    malformed_json_after_accept,
+    status,
+)
 from execution import bootstrap as bootstrap_module
 from execution.brokers.alpaca import AlpacaBroker
 from execution.clock import system_clock
@@ -30,16 +40,6 @@ from execution.errors import (
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, Outcome
 from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
-from devtools.alpaca_sandbox import (
-    KEY_ID,
-    SECRET_KEY,
-    AlpacaSandbox,
-    Fault,
-    drop_after_accept,
-    hang_after_accept,
-    malformed_json_after_accept,
-    status,
-)
 from tests.unit.fakes import make_engine, make_intent
 
 READ_TIMEOUT_S = 0.3
@@ -146,7 +146,9 @@ def test_the_order_is_sent_with_alpacas_field_names_and_decimals_as_strings(
     }
 
 
-def test_every_request_carries_both_key_headers(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
+def test_every_request_carries_both_key_headers(
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
+) -> None:
     placed = broker.place_order(order_request())
     broker.get_order_by_client_order_id("tenant-a", "acct-1", "intent-1")
     broker.cancel_order("tenant-a", "acct-1", placed.broker_order_id)
@@ -377,7 +379,9 @@ def test_a_lookup_that_times_out_is_transient(broker: AlpacaBroker, alpaca: Alpa
         broker.get_order_by_client_order_id("tenant-a", "acct-1", "intent-1")
 
 
-def test_cancel_asks_alpaca_to_cancel_the_order(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
+def test_cancel_asks_alpaca_to_cancel_the_order(
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
+) -> None:
     placed = broker.place_order(order_request())
 
     broker.cancel_order("tenant-a", "acct-1", placed.broker_order_id)
@@ -463,7 +467,9 @@ def test_keys_never_appear_in_log_records(
         assert SECRET_KEY not in text
 
 
-def test_keys_never_appear_in_exception_messages(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
+def test_keys_never_appear_in_exception_messages(
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
+) -> None:
     errors = provoke_every_failure(broker, alpaca)
 
     assert len(errors) == 6

@@ -106,7 +106,7 @@ def test_a_number_that_is_not_positive_is_refused_naming_the_variable(raw: str) 
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"INTENT_MAX_AGE_SECONDS": raw})
 
-    assert "INTENT_MAX_AGE_SECONDS must be positive" in str(raised.value)
+    assert "INTENT_MAX_AGE_SECONDS must be a positive number" in str(raised.value)
 
 
 @pytest.mark.parametrize("raw,mode", [("off", AgentMode.OFF), ("Observe", AgentMode.OBSERVE),
@@ -228,3 +228,25 @@ def test_only_alpacas_paper_host_counts_as_paper() -> None:
     assert alpaca_url_is_paper("https://paper-api.alpaca.markets")
     assert not alpaca_url_is_paper("https://paper-api.alpaca.markets.evil.example")
     assert not alpaca_url_is_paper("https://api.alpaca.markets/paper-api")
+
+
+@pytest.mark.parametrize("name", ["FUNCTION_TIMEOUT_SECONDS", "RESERVATION_TTL_SECONDS"])
+def test_a_number_that_is_not_finite_is_refused_naming_the_variable(name: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: "nan"})
+
+    assert name in str(raised.value)
+
+
+def test_a_function_timeout_above_what_an_event_function_may_run_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"FUNCTION_TIMEOUT_SECONDS": "600"})
+
+    assert "540" in str(raised.value)
+
+
+def test_a_retention_shorter_than_the_redelivery_window_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"RESERVATION_RETENTION_DAYS": "1"})
+
+    assert "RESERVATION_RETENTION_DAYS" in str(raised.value)
