@@ -28,12 +28,13 @@ IN_EMULATORS := . $(EMULATOR_ENV) && $(PY) scripts/emulator_env.py --check \
 EMULATOR_HINT := { status=$$?; echo "==> failed (exit $$status); if the emulators did not start,\
  see firebase-debug.log, firestore-debug.log and pubsub-debug.log" >&2; exit $$status; }
 
-.PHONY: help venv node_modules emulators-setup test test-fast demo lint clean distclean
+.PHONY: help venv node_modules emulators-setup test test-fast demo dev lint clean distclean
 
 help:
 	@echo "make test        whole suite inside the Firestore and Pub/Sub emulators (sets up all)"
 	@echo "make test-fast   unit tests only, no emulators"
 	@echo "make demo        the demo inside the emulators"
+	@echo "make dev         the service on the emulators until Ctrl-C (for the command line)"
 	@echo "make lint        ruff and mypy --strict"
 	@echo "make clean       remove generated files and caches (distclean: also venv, node_modules)"
 
@@ -67,6 +68,11 @@ test: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 test-fast: $(VENV_STAMP)
 	@echo "==> running the unit tests"
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+# The service on the emulators until Ctrl-C, for the command line (README: "Command line").
+dev: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+	@echo "==> starting the emulators and a local execute_intent (Ctrl-C stops everything)"
+	@$(IN_EMULATORS) "$(PY) -m devtools.stack" || $(EMULATOR_HINT)
 
 demo: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 	@echo "==> running the demo inside the Firestore and Pub/Sub emulators"

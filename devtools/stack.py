@@ -1,0 +1,70 @@
+"""`make dev`: the service running locally until Ctrl-C, for the command line and for trying it.
+
+Inside `firebase emulators:exec` it starts `main.execute_intent` under functions-framework with
+the default settings (paper broker), gives the intents topic (`INTENT_TOPIC`, default
+`trade-intents`) a push subscription to it, writes a sample account, and then waits. Publish with
+`python -m execution publish ...` from another terminal and watch with `python -m execution status`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from google.cloud import firestore
+
+from devtools.functions_server import FunctionsServer
+from devtools.pubsub import PushChannel
+from execution.settings import Settings
+
+LOG_FILE = Path("dev-function.log")
+SAMPLE_TENANT, SAMPLE_ACCOUNT = "demo-tenant", "acct-main"
+
+
+def main() -> int:
+    """Run until interrupted; returns the process exit code."""
+    firestore_host = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    pubsub_host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not (firestore_host and pubsub_host):
+        print("The local stack runs on the emulators only: use `make dev`, which starts them.")
+        return 2
+    settings = Settings.from_env()
+    project = settings.project or "demo-execution"
+    LOG_FILE.write_text("")
+    server = FunctionsServer(
+        "execute_intent", "cloudevent", {"GOOGLE_CLOUD_PROJECT": project}, LOG_FILE
+    )
+    server.start()
+    channel = PushChannel(project, settings.intent_topic, server.url)
+    firestore.Client(project=project).collection("tenants", SAMPLE_TENANT, "accounts").document(
+        SAMPLE_ACCOUNT
+    ).set({"max_order_notional_usd": 5_000.0, "max_inflight_usd": 20_000.0}, merge=True)
+    print(
+        f"""
+Local stack ready (Ctrl-C stops it and the emulators; their data is lost):
+  topic {channel.topic} pushes to execute_intent at {server.url}
+  function log (JSON lines): {LOG_FILE}
+  sample account: tenants/{SAMPLE_TENANT}/accounts/{SAMPLE_ACCOUNT}
+
+In another terminal:
+  export FIRESTORE_EMULATOR_HOST={firestore_host} PUBSUB_EMULATOR_HOST={pubsub_host} \\
+         GOOGLE_CLOUD_PROJECT={project}
+  .venv/bin/python -m execution status
+""",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping the local stack")
+    finally:
+        channel.close()
+        server.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
