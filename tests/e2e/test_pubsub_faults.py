@@ -6,7 +6,6 @@ it holds are the ground truth for "exactly one order"), behind the Pub/Sub emula
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,16 +65,6 @@ def server(
     functions.start()
     yield functions
     functions.kill()
-
-
-@pytest.fixture
-def channel(
-    server: FunctionsServer, firestore_project: str, pubsub_emulator_host: str
-) -> Iterator[PushChannel]:
-    assert os.environ["PUBSUB_EMULATOR_HOST"] == pubsub_emulator_host
-    push = PushChannel(firestore_project, unique("intents"), server.url)
-    yield push
-    push.close()
 
 
 def intent(**overrides: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ function's structured log.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,16 +43,6 @@ def server(
     functions.start()
     yield functions
     functions.kill()
-
-
-@pytest.fixture
-def channel(
-    server: FunctionsServer, firestore_project: str, pubsub_emulator_host: str
-) -> Iterator[PushChannel]:
-    assert os.environ["PUBSUB_EMULATOR_HOST"] == pubsub_emulator_host
-    push = PushChannel(firestore_project, unique("intents"), server.url)
-    yield push
-    push.close()
 
 
 def intent(**overrides: Any) -> dict[str, Any]:
