@@ -190,7 +190,7 @@ class FirestoreReservationManager:
             existing = record_from_document(res_snap.to_dict() or {}) if res_snap.exists else None
             if existing is not None and existing.lease_id == lease_id:
                 # An earlier commit of ours landed although its answer was lost.
-                return Acquired(self._handle(existing))
+                return Acquired(self._handle(existing, res_snap.update_time))
             now = self._clock()
             action = decide_acquire(existing, request, now)
             if action is AcquireAction.DUPLICATE:
@@ -243,7 +243,7 @@ class FirestoreReservationManager:
                     )
             try:
                 with store_errors("reservation commit"):
-                    batch.commit(**self._policy.kwargs())
+                    written = batch.commit(**self._policy.kwargs())
             except RACE_ERRORS as exc:
                 emit(
                     logger,
@@ -266,16 +266,17 @@ class FirestoreReservationManager:
                 took_over=existing is not None,
                 amount_usd=request.amount_usd,
             )
-            return Acquired(self._handle(record))
+            return Acquired(self._handle(record, written[0].update_time))
         raise ReservationContentionError(
             f"reservation of {request.client_intent_id!r} lost {self._max_attempts} optimistic "
             "commits to concurrent writers; the delivery will be retried"
         )
 
-    def _handle(self, record: ReservationRecord) -> FirestoreReservationHandle:
+    def _handle(self, record: ReservationRecord, version: Any) -> FirestoreReservationHandle:
         return FirestoreReservationHandle(
             self._db,
             record,
+            version=version,
             clock=self._clock,
             policy=self._policy,
             retention=self._retention,
@@ -298,6 +299,7 @@ class FirestoreReservationHandle:
         db: firestore.Client,
         record: ReservationRecord,
         *,
+        version: Any,
         clock: Clock,
         policy: CallPolicy,
         retention: timedelta,
@@ -306,6 +308,9 @@ class FirestoreReservationHandle:
     ) -> None:
         self._db = db
         self._record = record
+        # The update time of the document as this lease wrote it: while it still matches, the
+        # document is ours unchanged and release needs no read.
+        self._version = version
         self._clock = clock
         self._policy = policy
         self._retention = retention
@@ -348,26 +353,29 @@ class FirestoreReservationHandle:
     def _release(self, outcome: Outcome, error: str | None, broker_order_id: str | None) -> bool:
         rec = self._record
         doc = reservation_ref(self._db, rec.tenant_id, rec.client_intent_id)
+        version, counts_against_budget = self._version, rec.counts_against_budget
         for attempt in range(self._max_attempts):
-            with store_errors("reservation release read"):
-                snap = doc.get(**self._policy.kwargs())
-            current = record_from_document(snap.to_dict() or {}) if snap.exists else None
-            if current is None or current.lease_id != rec.lease_id:
-                emit(
-                    logger,
-                    "exec.reservation.release_fenced",
-                    logging.WARNING,
-                    tenant_id=rec.tenant_id,
-                    client_intent_id=rec.client_intent_id,
-                    lease_id=rec.lease_id,
-                    current_lease_id=current.lease_id if current else None,
-                    outcome=outcome.value,
-                )
-                return True
-            if current.status is ReservationStatus.RELEASED:
-                return True
-            # `reserved`, or `expired` by the sweeper while this lease still held it: the outcome
-            # we know is better than the sweeper's guess, and no newer attempt exists to overwrite.
+            if version is None:
+                with store_errors("reservation release read"):
+                    snap = doc.get(**self._policy.kwargs())
+                current = record_from_document(snap.to_dict() or {}) if snap.exists else None
+                if current is None or current.lease_id != rec.lease_id:
+                    emit(
+                        logger,
+                        "exec.reservation.release_fenced",
+                        logging.WARNING,
+                        tenant_id=rec.tenant_id,
+                        client_intent_id=rec.client_intent_id,
+                        lease_id=rec.lease_id,
+                        current_lease_id=current.lease_id if current else None,
+                        outcome=outcome.value,
+                    )
+                    return True
+                if current.status is ReservationStatus.RELEASED:
+                    return True
+                # `reserved`, or `expired` by the sweeper while this lease still held it: the
+                # outcome we know beats the sweeper's guess, and no newer attempt exists.
+                version, counts_against_budget = snap.update_time, current.counts_against_budget
             now = self._clock()
             batch = self._db.batch()
             batch.update(
@@ -380,9 +388,9 @@ class FirestoreReservationHandle:
                     "released_at": now,
                     "purge_at": now + self._retention,
                 },
-                option=self._db.write_option(last_update_time=snap.update_time),
+                option=self._db.write_option(last_update_time=version),
             )
-            if current.counts_against_budget:
+            if counts_against_budget:
                 batch.update(
                     inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
                     {FieldPath("leases", rec.lease_id).to_api_repr(): firestore.DELETE_FIELD},
@@ -391,7 +399,10 @@ class FirestoreReservationHandle:
                 with store_errors("reservation release"):
                     batch.commit(**self._policy.kwargs())
             except RACE_ERRORS:
-                self._pause(attempt)
+                # Changed since we knew it (a sweep, a take-over, our own landed retry): read it.
+                if version is not self._version:
+                    self._pause(attempt)
+                version = None
                 continue
             emit(
                 logger,
