@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from execution.settings import AgentMode
 
 
 class AccountSettings(BaseModel):
@@ -17,6 +20,21 @@ class AccountSettings(BaseModel):
     max_order_notional_usd: float | None = Field(default=None, ge=0)
     allowed_symbols: list[str] | None = None
     denied_symbols: list[str] = Field(default_factory=list)
+    max_daily_orders: int | None = Field(default=None, ge=0)
+    """Orders that reach the broker per UTC day, in-flight ones included."""
+    max_position_qty: float | None = Field(default=None, ge=0)
+    """The largest absolute net position per symbol, from the orders this service placed."""
+    trading_mode: AgentMode | None = None
+    """Narrows AGENT_MODE for this account (the stricter of the two applies); None: no limit."""
+
+
+@dataclass(frozen=True)
+class AccountRead:
+    """An account's settings as read once per invocation: absent, present, or unreadable."""
+
+    settings: AccountSettings | None = None
+    error: str | None = None
+    """Why the settings could not be read; risk then fails closed unless configured open."""
 
 
 class AccountSource(Protocol):

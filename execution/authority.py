@@ -23,13 +23,22 @@ class KillSwitchSource(Protocol):
 class Authority(Protocol):
     """The authority stage's port."""
 
-    def check(self, intent: TradeIntent, *, broker_is_paper: bool) -> None:
-        """Return if the broker call may go ahead, else raise the reason (mode or kill switch)."""
+    def check(
+        self, intent: TradeIntent, *, broker_is_paper: bool, account_mode: AgentMode | None = None
+    ) -> None:
+        """Return if the broker call may go ahead, else raise the reason (mode or kill switch).
+
+        `account_mode` is the account's own `trading_mode`; the stricter of it and AGENT_MODE
+        applies.
+        """
         ...
 
 
+_STRICTNESS = [AgentMode.OFF, AgentMode.OBSERVE, AgentMode.PAPER, AgentMode.LIVE]
+
+
 class TradingAuthority:
-    """AGENT_MODE, then the environment, global and tenant kill switches."""
+    """The trading mode (AGENT_MODE narrowed by the account's), then every kill switch."""
 
     def __init__(
         self, *, agent_mode: AgentMode, env_halted: bool, switches: KillSwitchSource
@@ -38,12 +47,17 @@ class TradingAuthority:
         self._env_halted = env_halted
         self._switches = switches
 
-    def check(self, intent: TradeIntent, *, broker_is_paper: bool) -> None:
+    def check(
+        self, intent: TradeIntent, *, broker_is_paper: bool, account_mode: AgentMode | None = None
+    ) -> None:
         """Raise unless this intent may reach this broker now."""
-        if self._agent_mode in (AgentMode.OFF, AgentMode.OBSERVE):
-            raise AgentModeError(f"agent_mode_{self._agent_mode.value.lower()}")
-        if self._agent_mode is AgentMode.PAPER and not broker_is_paper:
-            raise AgentModeError("agent_mode_paper_forbids_live_broker")
+        mode, source = self._agent_mode, "agent_mode"
+        if account_mode is not None and _STRICTNESS.index(account_mode) < _STRICTNESS.index(mode):
+            mode, source = account_mode, "account_mode"
+        if mode in (AgentMode.OFF, AgentMode.OBSERVE):
+            raise AgentModeError(f"{source}_{mode.value.lower()}")
+        if mode is AgentMode.PAPER and not broker_is_paper:
+            raise AgentModeError(f"{source}_paper_forbids_live_broker")
         if self._env_halted:
             raise ExecutionHaltedError("kill_switch_env")
         engaged = self._switches.engaged(intent.tenant_id)

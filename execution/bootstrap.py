@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from execution.accounts import AccountSource
 from execution.authority import Authority, TradingAuthority
 from execution.brokers.base import Broker
 from execution.clock import Clock, system_clock
@@ -54,6 +55,7 @@ def bootstrap(
     reservations: ReservationManager | None = None,
     quotes: QuoteSource | None = None,
     router: Router | None = None,
+    accounts: AccountSource | None = None,
     risk: RiskGate | None = None,
     authority: Authority | None = None,
     broker: Broker | None = None,
@@ -66,6 +68,7 @@ def bootstrap(
     from execution.firestore.accounts import FirestoreAccountSource
     from execution.firestore.dead_letters import FirestoreDeadLetters
     from execution.firestore.ledger import FirestoreLedger
+    from execution.firestore.order_history import FirestoreOrderHistory
     from execution.firestore.quotes import FirestoreQuoteSource
     from execution.firestore.reservations import FirestoreReservationManager
     from execution.firestore.support import CallPolicy
@@ -99,9 +102,12 @@ def bootstrap(
             quote_max_age_seconds=settings.router_quote_max_age_seconds,
             strict=settings.router_strict,
         ),
+        accounts=accounts or FirestoreAccountSource(store, policy=policy),
         risk=risk
         or RiskManager(
-            FirestoreAccountSource(store, policy=policy), fail_open=settings.risk_fail_open
+            FirestoreOrderHistory(store, policy=policy),
+            clock=clock,
+            fail_open=settings.risk_fail_open,
         ),
         authority=authority
         or TradingAuthority(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from execution.accounts import AccountRead, AccountSource
 from execution.authority import Authority
 from execution.brokers.base import Broker
 from execution.clock import Clock
@@ -44,6 +45,7 @@ class ExecutionEngine:
         reservations: ReservationManager,
         quotes: QuoteSource,
         router: Router,
+        accounts: AccountSource,
         risk: RiskGate,
         authority: Authority,
         broker: Broker,
@@ -55,6 +57,7 @@ class ExecutionEngine:
         self._reservations = reservations
         self._quotes = quotes
         self._router = router
+        self._accounts = accounts
         self._risk = risk
         self._authority = authority
         self._broker = broker
@@ -91,6 +94,8 @@ class ExecutionEngine:
                 broker_account_id=intent.broker_account_id,
                 client_intent_id=intent.client_intent_id,
                 symbol=intent.symbol,
+                side=intent.side,
+                qty=intent.qty,
                 amount_usd=amount or 0.0,
                 payload_hash=intent.payload_hash(),
                 # A stale intent is only recorded, never executed: it must not wait for budget.
@@ -191,7 +196,8 @@ class ExecutionEngine:
         if not route.allowed:
             return finish(Outcome.REJECTED, route.reason)
 
-        risk = self._risk.validate(intent, amount)
+        account = self._read_account(intent)
+        risk = self._risk.validate(intent, amount, account)
         emit(
             logger,
             "exec.stage.risk",
@@ -203,9 +209,14 @@ class ExecutionEngine:
             return finish(Outcome.REJECTED, risk.reason)
 
         try:
-            self._authority.check(intent, broker_is_paper=self._broker.is_paper)
+            self._authority.check(
+                intent,
+                broker_is_paper=self._broker.is_paper,
+                account_mode=account.settings.trading_mode if account.settings else None,
+            )
         except (AgentModeError, ExecutionHaltedError) as exc:
             return finish(Outcome.HALTED, str(exc))
+        emit(logger, "exec.stage.authority", client_intent_id=intent.client_intent_id)
 
         if intent.dry_run or self._dry_run:
             return finish(Outcome.DRY_RUN, "intent" if intent.dry_run else "EXECUTION_DRY_RUN")
@@ -240,6 +251,13 @@ class ExecutionEngine:
             return None
         limit = self._intent_max_age_seconds
         return f"intent_stale: {age:.0f}s old > INTENT_MAX_AGE_SECONDS={limit:g}"
+
+    def _read_account(self, intent: TradeIntent) -> AccountRead:
+        """The account settings, read once for risk and authority; a failure is kept, not raised."""
+        try:
+            return AccountRead(self._accounts.get(intent.tenant_id, intent.broker_account_id))
+        except Exception as exc:  # risk decides what unreadable limits mean (fail-closed)
+            return AccountRead(error=f"{type(exc).__name__}: {exc}")
 
     def _best_effort_quote(self, intent: TradeIntent) -> Quote | None:
         try:

@@ -54,6 +54,8 @@ class ReservationRequest:
     amount_usd: float
     payload_hash: str
     enforce_budget: bool = True
+    side: str = ""
+    qty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class ReservationRecord:
     outcome: Outcome | None = None
     error: str | None = None
     broker_order_id: str | None = None
+    side: str = ""
+    qty: float = 0.0
     counts_against_budget: bool = False
     """True where the lease is also held in the account's in-flight document."""
 
@@ -190,6 +194,8 @@ def new_record(
         created_at=now,
         expires_at=now + ttl,
         payload_hash=request.payload_hash,
+        side=request.side,
+        qty=request.qty,
         counts_against_budget=counts_against_budget,
     )
 

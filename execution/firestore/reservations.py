@@ -90,6 +90,8 @@ def record_to_document(record: ReservationRecord) -> dict[str, Any]:
         "error": record.error,
         "broker_order_id": record.broker_order_id,
         "payload_hash": record.payload_hash,
+        "side": record.side,
+        "qty": record.qty,
         "counts_against_budget": record.counts_against_budget,
         # Only finished reservations are purged (TTL policy on this field); a live one has none.
         "purge_at": None,
@@ -115,6 +117,8 @@ def record_from_document(data: dict[str, Any]) -> ReservationRecord:
         outcome=Outcome(outcome) if outcome else None,
         error=data.get("error"),
         broker_order_id=data.get("broker_order_id"),
+        side=str(data.get("side") or ""),
+        qty=float(data.get("qty") or 0.0),
         counts_against_budget=bool(data.get("counts_against_budget", False)),
     )
 

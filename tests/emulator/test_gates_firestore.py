@@ -199,3 +199,64 @@ def test_paper_mode_keeps_a_live_broker_away_and_live_mode_allows_it(
 
     assert result.outcome is outcome
     assert len(orders) == (1 if outcome is Outcome.PLACED else 0)
+
+
+def test_the_daily_order_limit_counts_what_this_service_placed_today(
+    db: firestore.Client, clock: FakeClock, broker: CountingBroker
+) -> None:
+    first = make_intent()
+    account(db, first, max_daily_orders=2)
+    same_account = {"broker_account_id": first.broker_account_id}
+
+    results = [
+        execute(db, clock, broker, intent)
+        for intent in (first, make_intent(**same_account), make_intent(**same_account))
+    ]
+
+    assert [r.outcome for r in results] == [Outcome.PLACED, Outcome.PLACED, Outcome.REJECTED]
+    assert results[2].reason == "max_daily_orders_reached: 2 of 2 used today (UTC)"
+    assert broker.place_calls == 2
+
+
+def test_the_daily_order_limit_starts_again_the_next_utc_day(
+    db: firestore.Client, clock: FakeClock, broker: CountingBroker
+) -> None:
+    first = make_intent()
+    account(db, first, max_daily_orders=1)
+    execute(db, clock, broker, first)
+    clock.advance(24 * 3600)
+
+    result = execute(db, clock, broker, make_intent(broker_account_id=first.broker_account_id))
+
+    assert result.outcome is Outcome.PLACED
+
+
+def test_the_position_limit_bounds_the_net_quantity_placed(
+    db: firestore.Client, clock: FakeClock, broker: CountingBroker
+) -> None:
+    first = make_intent(qty=3)
+    account(db, first, max_position_qty=5)
+    same = {"broker_account_id": first.broker_account_id}
+
+    results = [
+        execute(db, clock, broker, intent)
+        for intent in (first, make_intent(qty=3, **same), make_intent(side="sell", qty=3, **same))
+    ]
+
+    assert [r.outcome for r in results] == [Outcome.PLACED, Outcome.REJECTED, Outcome.PLACED]
+    assert results[1].reason == "max_position_exceeded: 6 > 5"
+
+
+def test_an_account_trading_mode_narrows_agent_mode(
+    db: firestore.Client, clock: FakeClock, broker: CountingBroker
+) -> None:
+    intent = make_intent()
+    account(db, intent, trading_mode="OFF")
+
+    result = execute(db, clock, broker, intent, agent_mode=AgentMode.LIVE)
+
+    assert (result.outcome, result.reason, broker.place_calls) == (
+        Outcome.HALTED,
+        "account_mode_off",
+        0,
+    )

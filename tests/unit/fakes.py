@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from execution.accounts import AccountSettings
+from execution.accounts import AccountRead, AccountSettings, AccountSource
 from execution.authority import Authority
 from execution.brokers.base import Broker
 from execution.clock import FakeClock
@@ -38,6 +38,7 @@ from execution.reservations import (
 )
 from execution.risk import RiskDecision, RiskGate
 from execution.routing import Quote, QuoteSource, RouteDecision, Router
+from execution.settings import AgentMode
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 """The instant every fake clock starts at."""
@@ -396,9 +397,13 @@ class FakeRisk:
         self.decision = decision or RiskDecision(True)
         self.error = error
         self.amounts: list[float] = []
+        self.accounts: list[AccountRead] = []
 
-    def validate(self, intent: TradeIntent, amount_usd: float) -> RiskDecision:
+    def validate(
+        self, intent: TradeIntent, amount_usd: float, account: AccountRead
+    ) -> RiskDecision:
         self.amounts.append(amount_usd)
+        self.accounts.append(account)
         if self.error is not None:
             raise self.error
         return self.decision
@@ -410,9 +415,13 @@ class FakeAuthority:
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
         self.checks: list[bool] = []
+        self.account_modes: list[AgentMode | None] = []
 
-    def check(self, intent: TradeIntent, *, broker_is_paper: bool) -> None:
+    def check(
+        self, intent: TradeIntent, *, broker_is_paper: bool, account_mode: AgentMode | None = None
+    ) -> None:
         self.checks.append(broker_is_paper)
+        self.account_modes.append(account_mode)
         if self.error is not None:
             raise self.error
 
@@ -437,7 +446,7 @@ class FakeKillSwitches:
 
 
 class FakeAccounts:
-    """Account settings for `RiskManager` from a dict keyed by (tenant, account), or a failure."""
+    """Account settings for the engine from a dict keyed by (tenant, account), or a failure."""
 
     def __init__(self, accounts: dict[tuple[str, str], AccountSettings] | None = None, *,
                  error: BaseException | None = None) -> None:
@@ -491,7 +500,8 @@ class Rig:
 def make_engine(**overrides: Any) -> Rig:
     """An engine on fakes that places every order; override any collaborator or setting.
 
-    Keywords: `clock`, `reservations`, `quotes`, `router`, `risk`, `authority`, `broker`, `ledger`,
+    Keywords: `clock`, `reservations`, `quotes`, `router`, `accounts`, `risk`, `authority`,
+    `broker`, `ledger`,
     `intent_max_age_seconds`, `dry_run`. The default reservation manager is in memory on `clock`.
     """
     clock: FakeClock = overrides.pop("clock", None) or FakeClock(T0)
@@ -500,6 +510,7 @@ def make_engine(**overrides: Any) -> Rig:
     ) or InMemoryReservationManager(clock)
     quotes: FakeQuotes = overrides.pop("quotes", None) or FakeQuotes({"AAPL": make_quote()})
     router: Router = overrides.pop("router", None) or FakeRouter()
+    accounts: AccountSource = overrides.pop("accounts", None) or FakeAccounts()
     risk: RiskGate = overrides.pop("risk", None) or FakeRisk()
     authority: Authority = overrides.pop("authority", None) or FakeAuthority()
     broker: RecordingBroker = overrides.pop("broker", None) or RecordingBroker()
@@ -515,6 +526,7 @@ def make_engine(**overrides: Any) -> Rig:
         reservations=reservations,
         quotes=source,
         router=router,
+        accounts=accounts,
         risk=risk,
         authority=authority,
         broker=port,

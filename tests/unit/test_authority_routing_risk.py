@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from execution.accounts import AccountSettings
+from execution.accounts import AccountRead, AccountSettings
 from execution.authority import TradingAuthority
 from execution.clock import FakeClock
 from execution.errors import AgentModeError, ExecutionHaltedError, StoreUnavailableError
 from execution.risk import RiskDecision, RiskManager
 from execution.routing import Quote, RouteDecision, SmartRouter
 from execution.settings import AgentMode
-from tests.unit.fakes import T0, FakeAccounts, FakeKillSwitches, logged, make_intent, make_quote
+from tests.unit.fakes import T0, FakeKillSwitches, logged, make_intent, make_quote
 
 # --- TradingAuthority ----------------------------------------------------------------------
 
@@ -165,28 +165,49 @@ def test_quote_prices_are_the_ask_for_a_buy_and_the_bid_for_a_sell() -> None:
 # --- RiskManager ---------------------------------------------------------------------------
 
 
-KEY = ("tenant-a", "acct-1")
+class FakeOrderHistory:
+    """Counts for `RiskManager`: orders today, net positions by symbol, or a failure."""
+
+    def __init__(self, *, today: int = 1, positions: dict[str, float] | None = None,
+                 error: BaseException | None = None) -> None:
+        self.today = today
+        self.positions = dict(positions or {})
+        self.error = error
+
+    def orders_today(
+        self, tenant_id: str, broker_account_id: str, *, since: datetime, now: datetime
+    ) -> int:
+        if self.error is not None:
+            raise self.error
+        assert since == now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return self.today
+
+    def net_position(self, tenant_id: str, broker_account_id: str, symbol: str) -> float:
+        if self.error is not None:
+            raise self.error
+        return self.positions.get(symbol, 0.0)
 
 
-def risk(settings: AccountSettings | None = None, *, fail_open: bool = False) -> RiskManager:
-    accounts = FakeAccounts({KEY: settings} if settings is not None else {})
-    return RiskManager(accounts, fail_open=fail_open)
+def risk(*, fail_open: bool = False, history: FakeOrderHistory | None = None) -> RiskManager:
+    return RiskManager(history or FakeOrderHistory(), clock=FakeClock(T0), fail_open=fail_open)
+
+
+def limits(**fields: object) -> AccountRead:
+    return AccountRead(AccountSettings.model_validate(fields))
 
 
 def test_an_account_without_settings_has_no_limits() -> None:
-    assert risk().validate(make_intent(), 1e9) == RiskDecision(True)
+    assert risk().validate(make_intent(), 1e9, AccountRead(None)) == RiskDecision(True)
 
 
 def test_an_order_within_the_notional_limit_is_allowed() -> None:
-    gate = risk(AccountSettings(max_order_notional_usd=1000))
+    decision = risk().validate(make_intent(), 1000, limits(max_order_notional_usd=1000))
 
-    assert gate.validate(make_intent(), 1000).allowed is True
+    assert decision.allowed is True
 
 
 def test_an_order_over_the_notional_limit_is_rejected() -> None:
-    gate = risk(AccountSettings(max_order_notional_usd=1000))
-
-    decision = gate.validate(make_intent(), 1000.01)
+    decision = risk().validate(make_intent(), 1000.01, limits(max_order_notional_usd=1000))
 
     assert decision.allowed is False
     assert decision.reason is not None
@@ -194,62 +215,89 @@ def test_an_order_over_the_notional_limit_is_rejected() -> None:
 
 
 def test_a_symbol_outside_the_allowed_list_is_rejected() -> None:
-    gate = risk(AccountSettings(allowed_symbols=["MSFT"]))
+    decision = risk().validate(make_intent(symbol="AAPL"), 1, limits(allowed_symbols=["MSFT"]))
 
-    assert gate.validate(make_intent(symbol="AAPL"), 1) == RiskDecision(
-        False, "symbol_not_allowed: AAPL"
-    )
+    assert decision == RiskDecision(False, "symbol_not_allowed: AAPL")
 
 
 def test_a_symbol_on_the_allowed_list_is_allowed() -> None:
-    gate = risk(AccountSettings(allowed_symbols=["AAPL", "MSFT"]))
+    account = limits(allowed_symbols=["AAPL", "MSFT"])
 
-    assert gate.validate(make_intent(symbol="AAPL"), 1).allowed is True
+    assert risk().validate(make_intent(symbol="AAPL"), 1, account).allowed is True
 
 
 def test_an_empty_allowed_list_allows_nothing() -> None:
-    gate = risk(AccountSettings(allowed_symbols=[]))
-
-    assert gate.validate(make_intent(), 1).allowed is False
+    assert risk().validate(make_intent(), 1, limits(allowed_symbols=[])).allowed is False
 
 
 def test_a_denied_symbol_is_rejected() -> None:
-    gate = risk(AccountSettings(denied_symbols=["AAPL"]))
+    decision = risk().validate(make_intent(symbol="AAPL"), 1, limits(denied_symbols=["AAPL"]))
 
-    assert gate.validate(make_intent(symbol="AAPL"), 1) == RiskDecision(
-        False, "symbol_denied: AAPL"
-    )
+    assert decision == RiskDecision(False, "symbol_denied: AAPL")
 
 
 def test_unreadable_risk_data_rejects_by_default() -> None:
-    gate = RiskManager(FakeAccounts(error=StoreUnavailableError("accounts down")))
+    decision = risk().validate(make_intent(), 1, AccountRead(error="accounts down"))
 
-    assert gate.validate(make_intent(), 1) == RiskDecision(False, "risk_data_unavailable")
-
-
-def test_any_failure_to_read_risk_data_rejects_by_default() -> None:
-    gate = RiskManager(FakeAccounts(error=ValueError("malformed account document")))
-
-    assert gate.validate(make_intent(), 1) == RiskDecision(False, "risk_data_unavailable")
+    assert decision == RiskDecision(False, "risk_data_unavailable")
 
 
 def test_unreadable_risk_data_passes_when_configured_fail_open() -> None:
-    gate = RiskManager(FakeAccounts(error=StoreUnavailableError("accounts down")), fail_open=True)
+    decision = risk(fail_open=True).validate(make_intent(), 1, AccountRead(error="accounts down"))
 
-    assert gate.validate(make_intent(), 1) == RiskDecision(True, "risk_data_unavailable")
+    assert decision == RiskDecision(True, "risk_data_unavailable")
 
 
 def test_unreadable_risk_data_is_logged_with_the_fail_open_choice(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    gate = RiskManager(FakeAccounts(error=StoreUnavailableError("accounts down")))
 
-    gate.validate(make_intent(), 1)
+    risk().validate(make_intent(), 1, AccountRead(error="accounts down"))
 
     assert [f["fail_open"] for f in logged(caplog.records, "exec.risk.data_unavailable")] == [
         False
     ]
+
+
+@pytest.mark.parametrize(("counted", "allowed"), [(3, True), (4, False)])
+def test_the_daily_order_limit_counts_this_intent_with_the_others(
+    counted: int, allowed: bool
+) -> None:
+    gate = risk(history=FakeOrderHistory(today=counted))
+
+    decision = gate.validate(make_intent(), 1, limits(max_daily_orders=3))
+
+    assert decision.allowed is allowed
+    assert allowed or decision.reason == "max_daily_orders_reached: 3 of 3 used today (UTC)"
+
+
+def test_an_uncountable_daily_limit_rejects_by_default() -> None:
+    gate = risk(history=FakeOrderHistory(error=StoreUnavailableError("aggregation failed")))
+
+    decision = gate.validate(make_intent(), 1, limits(max_daily_orders=3))
+
+    assert decision == RiskDecision(False, "risk_data_unavailable")
+
+
+@pytest.mark.parametrize(
+    ("held", "side", "qty", "allowed"),
+    [
+        (8.0, "buy", 2.0, True),  # reaches the limit exactly
+        (8.0, "buy", 3.0, False),  # over it
+        (-8.0, "sell", 3.0, False),  # over it short
+        (12.0, "sell", 1.0, True),  # already over, but shrinking is always allowed
+        (12.0, "buy", 1.0, False),
+    ],
+)
+def test_the_position_limit_bounds_the_absolute_net_position(
+    held: float, side: str, qty: float, allowed: bool
+) -> None:
+    gate = risk(history=FakeOrderHistory(positions={"AAPL": held}))
+
+    decision = gate.validate(make_intent(side=side, qty=qty), 1, limits(max_position_qty=10))
+
+    assert decision.allowed is allowed
 
 
 def test_a_crossed_quote_is_denied_as_invalid() -> None:
@@ -259,3 +307,36 @@ def test_a_crossed_quote_is_denied_as_invalid() -> None:
 
     assert decision.allowed is False
     assert decision.reason is not None and decision.reason.startswith("quote_invalid")
+
+
+@pytest.mark.parametrize(
+    ("agent", "account", "reason"),
+    [
+        (AgentMode.LIVE, AgentMode.OFF, "account_mode_off"),
+        (AgentMode.LIVE, AgentMode.OBSERVE, "account_mode_observe"),
+        (AgentMode.OFF, AgentMode.LIVE, "agent_mode_off"),
+    ],
+)
+def test_the_stricter_of_agent_and_account_mode_applies(
+    agent: AgentMode, account: AgentMode, reason: str
+) -> None:
+    with pytest.raises(AgentModeError) as raised:
+        authority(agent).check(make_intent(), broker_is_paper=True, account_mode=account)
+
+    assert str(raised.value) == reason
+
+
+def test_an_account_in_paper_mode_keeps_a_live_broker_away_under_live_agent_mode() -> None:
+    with pytest.raises(AgentModeError) as raised:
+        authority(AgentMode.LIVE).check(
+            make_intent(), broker_is_paper=False, account_mode=AgentMode.PAPER
+        )
+
+    assert str(raised.value) == "account_mode_paper_forbids_live_broker"
+
+
+def test_a_more_permissive_account_mode_cannot_widen_agent_mode() -> None:
+    with pytest.raises(AgentModeError):
+        authority(AgentMode.PAPER).check(
+            make_intent(), broker_is_paper=False, account_mode=AgentMode.LIVE
+        )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from execution.accounts import AccountSettings
 from execution.clock import FakeClock
 from execution.errors import (
     AgentModeError,
@@ -36,9 +37,11 @@ from execution.reservations import (
 )
 from execution.risk import RiskDecision
 from execution.routing import RouteDecision
+from execution.settings import AgentMode
 from tests.unit.fakes import (
     MAX_AGE_SECONDS,
     T0,
+    FakeAccounts,
     FakeAuthority,
     FakeQuotes,
     FakeRisk,
@@ -806,3 +809,27 @@ def test_the_authority_is_told_whether_the_broker_is_paper() -> None:
     assert rig.authority.checks == [False]
 
 
+
+
+# --- the account, read once ----------------------------------------------------------------
+
+
+def test_the_account_is_read_once_and_shared_by_risk_and_authority() -> None:
+    settings = AccountSettings(trading_mode=AgentMode.PAPER)
+    accounts = FakeAccounts({("tenant-a", "acct-1"): settings})
+    rig = make_engine(accounts=accounts)
+
+    rig.engine.execute_intent(make_intent(tenant_id="tenant-a", broker_account_id="acct-1"))
+
+    assert [read.settings for read in rig.risk.accounts] == [settings]
+    assert rig.authority.account_modes == [AgentMode.PAPER]
+
+
+def test_an_unreadable_account_reaches_risk_as_an_error_not_an_exception() -> None:
+    rig = make_engine(accounts=FakeAccounts(error=StoreUnavailableError("accounts down")))
+
+    rig.engine.execute_intent(make_intent())
+
+    [read] = rig.risk.accounts
+    assert read.settings is None
+    assert read.error is not None and "accounts down" in read.error
