@@ -28,7 +28,7 @@ IN_EMULATORS := . $(EMULATOR_ENV) && $(PY) scripts/emulator_env.py --check \
 EMULATOR_HINT := { status=$$?; echo "==> failed (exit $$status); if the emulators did not start,\
  see firebase-debug.log, firestore-debug.log and pubsub-debug.log" >&2; exit $$status; }
 
-.PHONY: help venv node_modules emulators-setup test test-fast demo dev lint clean distclean
+.PHONY: help venv node_modules emulators-setup test test-fast demo dev lint bench clean distclean chaos
 
 help:
 	@echo "make test        whole suite inside the Firestore and Pub/Sub emulators (sets up all)"
@@ -65,6 +65,14 @@ test: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 	@echo "==> running the test suite inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(PYTEST) $(PYTEST_ARGS)" || $(EMULATOR_HINT)
 
+# A larger chaos run than the one `make test` includes: `make chaos N=200` (intents);
+# `SEED=<seed>` (or CHAOS_SEED in the environment) replays the run that printed it.
+N ?= 200
+CHAOS_ENV = CHAOS_N=$(N)$(if $(SEED), CHAOS_SEED=$(SEED))
+chaos: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+	@echo "==> chaos suite ($(N) intents) inside the Firestore and Pub/Sub emulators"
+	@$(IN_EMULATORS) "$(CHAOS_ENV) $(PYTEST) tests/chaos $(PYTEST_ARGS)" || $(EMULATOR_HINT)
+
 test-fast: $(VENV_STAMP)
 	@echo "==> running the unit tests"
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
@@ -77,6 +85,20 @@ dev: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 demo: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 	@echo "==> running the demo inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(PY) -m devtools.demo" || $(EMULATOR_HINT)
+
+# `make bench`: every figure of docs/BENCHMARKS.md in one run inside the emulators (a few
+# minutes); rewrites docs/BENCHMARKS.md and docs/bench.png. BENCH_ARGS=--quick for a shorter run.
+BENCH_STAMP := $(VENV)/.bench-requirements.stamp
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): requirements-bench.txt $(VENV_STAMP)
+	@echo "==> installing the benchmark's plotting dependency into $(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	@touch $@
+
+bench: $(VENV_STAMP) $(BENCH_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+	@echo "==> measuring inside the Firestore and Pub/Sub emulators (a few minutes)"
+	@$(IN_EMULATORS) "$(PY) -m bench.run $(BENCH_ARGS)" || $(EMULATOR_HINT)
 
 lint: $(VENV_STAMP)
 	@echo "==> ruff"

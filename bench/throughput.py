@@ -1,0 +1,117 @@
+"""Intents/s through `execute_intent` against the least store work per intent, same run.
+
+For every (threads, accounts) cell three variants run back to back, in a rotating order, each on
+an emptied and freshly seeded emulator project: the bound (`BoundOperation`), the engine with
+accounts that set no in-flight budget (the default, common path), and the engine with accounts
+that set `max_inflight_usd` (so each acquire also rewrites the account's in-flight document).
+The ratio of each cell is engine intents/s over bound operations/s, medians over repetitions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import RunResult, client, median, progress, reset, run_threads
+from bench.workload import BoundOperation, engine_operation, engine_service, placed, seed
+
+VARIANTS = ("bound", "engine", "engine_budget")
+WARMUP_SECONDS = 0.3
+
+
+@dataclass
+class Cell:
+    """One (threads, accounts) cell: every run of every variant."""
+
+    threads: int
+    accounts: int
+    runs: dict[str, list[RunResult]] = field(default_factory=dict)
+
+    def rate(self, variant: str) -> float:
+        """Median successful operations/s of `variant`."""
+        return median([run.rate for run in self.runs.get(variant, [])])
+
+    def ratio(self, variant: str = "engine") -> float:
+        """`variant`'s intents/s over the bound's operations/s."""
+        bound = self.rate("bound")
+        return self.rate(variant) / bound if bound else float("nan")
+
+    def failures(self, variant: str) -> dict[str, int]:
+        """Failed operations of `variant`, summed over its runs, by reason."""
+        total: dict[str, int] = {}
+        for run in self.runs.get(variant, []):
+            for reason, count in run.failures.items():
+                total[reason] = total.get(reason, 0) + count
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return {
+            "threads": self.threads,
+            "accounts": self.accounts,
+            **{f"{v}_per_s": round(self.rate(v), 1) for v in self.runs},
+            **{f"{v}_ratio": round(self.ratio(v), 3) for v in self.runs if v != "bound"},
+            "cpu_ms_per_op": {v: self.cpu_ms(v) for v in self.runs},
+            "failures": {v: self.failures(v) for v in self.runs if self.failures(v)},
+        }
+
+    def cpu_ms(self, variant: str) -> dict[str, float]:
+        """Median CPU milliseconds per successful operation: this process, and the emulator."""
+        runs = self.runs.get(variant, [])
+        return {
+            "client": round(median([run.cpu_ms_per_op()[0] for run in runs]), 2),
+            "emulator": round(median([run.cpu_ms_per_op()[1] for run in runs]), 2),
+        }
+
+
+def measure(
+    project: str,
+    *,
+    threads: list[int],
+    accounts: list[int],
+    duration: float,
+    repetitions: int,
+    variants: tuple[str, ...] = VARIANTS,
+) -> list[Cell]:
+    """Every cell of threads x accounts, every variant, `repetitions` times each."""
+    db = client(project)
+    cells = [Cell(t, a) for t, a in itertools.product(threads, accounts)]
+    total = len(cells) * len(variants) * repetitions
+    done = 0
+    for repetition in range(repetitions):
+        for index, cell in enumerate(cells):
+            # Rotate the order so that no variant always runs first (or after the same one).
+            shift = (repetition + index) % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                result = _one_run(db, project, cell, variant, duration, f"r{repetition}")
+                cell.runs.setdefault(variant, []).append(result)
+                done += 1
+                failed = f", {result.failed} failed" if result.failed else ""
+                progress(
+                    f"throughput {done}/{total}: {variant:<13} threads={cell.threads:<2} "
+                    f"accounts={cell.accounts:<3} {result.rate:7.1f}/s "
+                    f"({result.ok} in {result.elapsed:.2f}s{failed})"
+                )
+    db.close()
+    return cells
+
+
+def _one_run(
+    db: Any, project: str, cell: Cell, variant: str, duration: float, tag: str
+) -> RunResult:
+    reset(project)
+    seed(db, accounts=cell.accounts, budget=variant == "engine_budget")
+    if variant == "bound":
+        op = BoundOperation(db, tag)
+        warm = BoundOperation(db, tag + "w")
+
+        def check(_: object) -> str | None:
+            return None
+    else:
+        service = engine_service(db, project)
+        op = engine_operation(service, tag, cell.accounts)  # type: ignore[assignment]
+        warm = engine_operation(service, tag + "w", cell.accounts)  # type: ignore[assignment]
+        check = placed  # type: ignore[assignment]
+    run_threads(warm, threads=cell.threads, duration=WARMUP_SECONDS, check=check)
+    return run_threads(op, threads=cell.threads, duration=duration, check=check)
