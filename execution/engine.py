@@ -18,10 +18,11 @@ from execution.errors import (
     AgentModeError,
     BrokerRejectedError,
     ExecutionHaltedError,
+    OutcomeUnrecordedError,
     PriceUnavailableError,
 )
 from execution.ledger import Ledger
-from execution.models import ExecutionResult, OrderRequest, Outcome, TradeIntent
+from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
 from execution.reservations import (
     AlreadyExecuted,
     ReservationHandle,
@@ -108,9 +109,9 @@ class ExecutionEngine:
         handle = acquisition.handle
         result: ExecutionResult | None = None
         error: str | None = None
+        recorded = False
         try:
             result = self._execute_held(intent, handle.attempt, stale_reason, amount, quote)
-            return result
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             emit(
@@ -127,7 +128,17 @@ class ExecutionEngine:
             if result is None:
                 self._release(handle, intent, Outcome.EXCEPTION, error, None)
             else:
-                self._release(handle, intent, result.outcome, result.reason, result.broker_order_id)
+                recorded = self._release(
+                    handle, intent, result.outcome, result.reason, result.broker_order_id
+                )
+        if not recorded:
+            # Acking now would leave the record to the sweeper (`expired`) while, say, the broker
+            # holds the order: redeliver; the next attempt finds the order by its client order id.
+            raise OutcomeUnrecordedError(
+                f"intent {intent.client_intent_id!r} ended {result.outcome.value} but the store "
+                "could not record it; the delivery will be retried to record it"
+            )
+        return result
 
     @staticmethod
     def _release(
@@ -136,14 +147,14 @@ class ExecutionEngine:
         outcome: Outcome,
         error: str | None,
         broker_order_id: str | None,
-    ) -> None:
-        """Release, and contain a handle that breaks its never-raise contract.
+    ) -> bool:
+        """Release; False where the outcome is not recorded. Contains a handle that raises.
 
         A raise here would replace the outcome (a placed order would look failed) or mask the
-        original exception; the lease then lapses and the sweeper records it instead.
+        original exception; the lease then lapses and the redelivery or the sweeper records it.
         """
         try:
-            handle.release(outcome, error=error, broker_order_id=broker_order_id)
+            return handle.release(outcome, error=error, broker_order_id=broker_order_id)
         except Exception as exc:
             emit(
                 logger,
@@ -155,6 +166,7 @@ class ExecutionEngine:
                 outcome=outcome.value,
                 error=repr(exc),
             )
+            return False
 
     def _execute_held(
         self,
@@ -184,6 +196,16 @@ class ExecutionEngine:
                 broker_order_id=result.broker_order_id,
             )
             return result
+
+        if attempt > 1:
+            # An earlier attempt may have reached the broker and died before recording it: the
+            # order, if any, is the outcome, whatever the gates would say now.
+            existing = self._broker.get_order_by_client_order_id(
+                intent.tenant_id, intent.broker_account_id, intent.client_intent_id
+            )
+            if existing is not None:
+                self._record_ledger(intent, existing)
+                return finish(Outcome.PLACED, broker_order_id=existing.broker_order_id)
 
         if stale_reason is not None:
             return finish(Outcome.STALE, stale_reason)
@@ -229,6 +251,10 @@ class ExecutionEngine:
         except BrokerRejectedError as exc:
             return finish(Outcome.REJECTED, f"broker_rejected: {exc}")
 
+        self._record_ledger(intent, order)
+        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id)
+
+    def _record_ledger(self, intent: TradeIntent, order: BrokerOrder) -> None:
         try:
             self._ledger.record_trade(intent, order)
         except Exception as exc:  # the order stands; the ledger is best-effort by contract
@@ -240,7 +266,6 @@ class ExecutionEngine:
                 broker_order_id=order.broker_order_id,
                 error=repr(exc),
             )
-        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id)
 
     def _stale_reason(self, intent: TradeIntent, published_at: datetime | None) -> str | None:
         born = intent.created_at or published_at

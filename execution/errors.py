@@ -58,6 +58,15 @@ class BrokerTransientError(RetryableError):
     """The broker call failed in a way that may not be final (the order may even exist)."""
 
 
+class OutcomeUnrecordedError(RetryableError):
+    """The release could not record the outcome: redeliver, and let the next attempt record it.
+
+    Acking would leave the intent's record to the sweeper (`expired`) although, for example, the
+    broker has its order; the redelivery takes the lapsed lease over and finds the order by its
+    client order id.
+    """
+
+
 class InvalidIntentError(PermanentError):
     """The payload is not a valid trade intent."""
 

@@ -219,12 +219,12 @@ class ReservationHandle(Protocol):
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> None:
-        """End the lease with `outcome`.
+    ) -> bool:
+        """End the lease with `outcome`; False where the store could not record it.
 
-        Must be idempotent (a second call changes nothing), must never raise (a failure is logged
-        and left for the sweeper), and must change the document only while it still carries this
-        handle's `lease_id`.
+        Must be idempotent (a second call changes nothing), must never raise (a failure is logged,
+        answered False and left for the sweeper), and must change the document only while it
+        still carries this handle's `lease_id` (a fenced release changes nothing and is True).
         """
         ...
 
@@ -280,8 +280,8 @@ class NoopHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> None:
-        return None
+    ) -> bool:
+        return True
 
 
 class _NeverRaisingHandle:
@@ -304,9 +304,9 @@ class _NeverRaisingHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> None:
+    ) -> bool:
         try:
-            self._inner.release(outcome, error=error, broker_order_id=broker_order_id)
+            return self._inner.release(outcome, error=error, broker_order_id=broker_order_id)
         except Exception as exc:  # the contract: release never raises
             emit(
                 logger,
@@ -315,6 +315,7 @@ class _NeverRaisingHandle:
                 lease_id=self._inner.lease_id,
                 error=repr(exc),
             )
+            return False
 
 
 class BestEffortReservationManager:

@@ -336,10 +336,10 @@ class FirestoreReservationHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Record `outcome` and end the lease, if the document still carries it."""
         if self._released:
-            return
+            return True
         try:
             self._released = self._release(outcome, error, broker_order_id)
         except Exception as exc:  # the contract: release never raises; the sweeper is the net
@@ -353,6 +353,7 @@ class FirestoreReservationHandle:
                 outcome=outcome.value,
                 error=repr(exc),
             )
+        return self._released
 
     def _release(self, outcome: Outcome, error: str | None, broker_order_id: str | None) -> bool:
         rec = self._record

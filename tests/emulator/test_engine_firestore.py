@@ -14,7 +14,7 @@ from google.cloud import firestore
 
 from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
-from execution.errors import StoreUnavailableError
+from execution.errors import OutcomeUnrecordedError, RetryableError, StoreUnavailableError
 from execution.models import BrokerOrder, OrderRequest, Outcome
 from tests.support.builders import (
     FAST_POLICY,
@@ -121,38 +121,43 @@ def test_store_down_at_acquire_is_retryable_and_reaches_no_broker(
     )
 
 
-def test_store_down_at_release_raises_nothing_and_leaves_the_lease_for_the_sweeper(
+def test_store_down_at_release_asks_for_a_redelivery_and_leaves_the_lease_to_lapse(
     proxied_db: firestore.Client, proxy: CuttableProxy, db: firestore.Client, clock: FakeClock
 ) -> None:
     broker = CutStoreAfterPlacing(PaperBroker(db, clock=clock, policy=FAST_POLICY), proxy)
     service = emulator_service(proxied_db, clock, broker=broker)
     intent = make_intent()
 
-    result = service.engine.execute_intent(intent)
+    with pytest.raises(OutcomeUnrecordedError) as raised:
+        service.engine.execute_intent(intent)
 
     doc = reservation(db, intent.tenant_id, intent.client_intent_id)
-    assert result.outcome is Outcome.PLACED
+    assert isinstance(raised.value, RetryableError)
     assert doc["status"] == "reserved"
     assert doc["outcome"] is None
 
 
-def test_after_a_lost_release_the_redelivery_completes_without_a_second_order(
+def test_after_a_lost_release_the_redelivery_records_the_order_without_placing_another(
     proxied_db: firestore.Client, proxy: CuttableProxy, db: firestore.Client, clock: FakeClock
 ) -> None:
     broker = CutStoreAfterPlacing(PaperBroker(db, clock=clock, policy=FAST_POLICY), proxy)
-    first = emulator_service(proxied_db, clock, broker=broker).engine.execute_intent(
-        intent := make_intent()
-    )
+    intent = make_intent()
+    with pytest.raises(OutcomeUnrecordedError):
+        emulator_service(proxied_db, clock, broker=broker).engine.execute_intent(intent)
     clock.advance(fast_settings().reservation_ttl_seconds + 1)
-    redelivery = emulator_service(db, clock)
+    counting = CountingBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY))
 
-    second = redelivery.engine.execute_intent(intent)
+    second = emulator_service(db, clock, broker=counting).engine.execute_intent(intent)
 
     doc = reservation(db, intent.tenant_id, intent.client_intent_id)
+    paper = db.collection("tenants", intent.tenant_id, "paper_orders").document(
+        intent.client_intent_id
+    ).get().to_dict() or {}
     assert second.outcome is Outcome.PLACED
-    assert second.broker_order_id == first.broker_order_id
+    assert second.broker_order_id == paper["broker_order_id"]
     assert (doc["status"], doc["attempt"]) == ("released", 2)
-    assert ledger_entries(db, intent.tenant_id, intent.client_intent_id) == [first.broker_order_id]
+    assert counting.place_calls == 0
+    assert ledger_entries(db, intent.tenant_id, intent.client_intent_id) == [paper["broker_order_id"]]
 
 
 def test_a_risk_rejection_is_recorded_and_released(db: firestore.Client, clock: FakeClock) -> None:

@@ -223,8 +223,9 @@ class InMemoryHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> None:
+    ) -> bool:
         self._manager._release(self, outcome, error, broker_order_id)
+        return True
 
 
 def make_record(**overrides: Any) -> ReservationRecord:
@@ -302,7 +303,7 @@ class RaisingHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> None:
+    ) -> bool:
         self.calls.append(outcome)
         raise self._error
 

@@ -20,6 +20,7 @@ from execution.errors import (
     BrokerTransientError,
     BudgetWaitError,
     ExecutionHaltedError,
+    OutcomeUnrecordedError,
     PayloadConflictError,
     PriceUnavailableError,
     ReservationContentionError,
@@ -27,7 +28,7 @@ from execution.errors import (
     RetryableError,
     StoreUnavailableError,
 )
-from execution.models import Outcome
+from execution.models import OrderRequest, Outcome
 from execution.reservations import (
     Acquired,
     BestEffortReservationManager,
@@ -436,15 +437,16 @@ def test_best_effort_reservations_place_the_order_when_the_store_is_down_at_acqu
     assert len(events(caplog, "exec.reservation.fail_open")) == 1
 
 
-def test_best_effort_reservations_never_let_a_raising_release_hide_a_placed_order(
+def test_best_effort_reservations_turn_an_unrecorded_placed_order_into_a_redelivery(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     rig, inner = best_effort_rig(release_error=StoreUnavailableError("release write timed out"))
 
-    result = rig.engine.execute_intent(make_intent())
+    with pytest.raises(OutcomeUnrecordedError) as raised:
+        rig.engine.execute_intent(make_intent())
 
-    assert result.outcome is Outcome.PLACED
+    assert isinstance(raised.value, RetryableError)
     assert [call[1] for call in inner.releases] == [Outcome.PLACED]
     assert len(events(caplog, "exec.reservation.release_failed")) == 1
 
@@ -476,16 +478,16 @@ def test_a_lease_whose_release_failed_is_taken_over_once_it_expires() -> None:
     assert (result.outcome, result.attempt) == (Outcome.PLACED, 2)
 
 
-def test_the_strict_engine_contains_a_contract_breaking_release_and_keeps_the_placed_result(
+def test_the_strict_engine_contains_a_raising_release_and_asks_for_a_redelivery(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     handle = RaisingHandle(StoreUnavailableError("release write timed out"))
     rig = make_engine(reservations=ScriptedReservationManager(Acquired(handle)))
 
-    result = rig.engine.execute_intent(make_intent())
+    with pytest.raises(OutcomeUnrecordedError):
+        rig.engine.execute_intent(make_intent())
 
-    assert result.outcome is Outcome.PLACED
     assert handle.calls == [Outcome.PLACED]
     assert len(events(caplog, "exec.reservation.release_failed")) == 1
 
@@ -503,11 +505,12 @@ def test_a_raising_release_never_masks_the_original_error() -> None:
     assert handle.calls == [Outcome.EXCEPTION]
 
 
-def test_a_placed_order_whose_release_raised_is_not_placed_twice_on_redelivery() -> None:
+def test_a_placed_order_whose_release_failed_is_recorded_by_the_redelivery_without_a_new_order(
+) -> None:
     rig = make_engine()
     rig.manager.fail_release_with = StoreUnavailableError("release write timed out")
-    first = rig.engine.execute_intent(make_intent())
-    assert first.outcome is Outcome.PLACED
+    with pytest.raises(OutcomeUnrecordedError):
+        rig.engine.execute_intent(make_intent())
     rig.manager.fail_release_with = None
     rig.clock.advance(rig.manager.ttl.total_seconds())
 
@@ -516,6 +519,19 @@ def test_a_placed_order_whose_release_raised_is_not_placed_twice_on_redelivery()
     assert (result.outcome, result.attempt, result.broker_order_id) == (
         Outcome.PLACED, 2, "order-1",
     )
+    assert len(rig.broker.orders) == 1
+    assert len(rig.broker.calls) == 1
+
+
+def test_a_later_attempt_records_an_order_the_broker_already_has_whatever_the_gates_say() -> None:
+    rig = make_engine(authority=FakeAuthority(ExecutionHaltedError("kill_switch_global")))
+    placed_before = rig.broker.place_order(OrderRequest.from_intent(make_intent(), 100.0))
+    rig.manager.seed(make_record(expires_at=T0 - timedelta(seconds=1)))  # a lapsed first attempt
+
+    result = rig.engine.execute_intent(make_intent())
+
+    assert (result.outcome, result.attempt) == (Outcome.PLACED, 2)
+    assert result.broker_order_id == placed_before.broker_order_id
     assert len(rig.broker.orders) == 1
 
 
