@@ -150,14 +150,20 @@ def test_after_a_lost_release_the_redelivery_records_the_order_without_placing_a
     second = emulator_service(db, clock, broker=counting).engine.execute_intent(intent)
 
     doc = reservation(db, intent.tenant_id, intent.client_intent_id)
-    paper = db.collection("tenants", intent.tenant_id, "paper_orders").document(
-        intent.client_intent_id
-    ).get().to_dict() or {}
+    paper = (
+        db.collection("tenants", intent.tenant_id, "paper_orders")
+        .document(intent.client_intent_id)
+        .get()
+        .to_dict()
+        or {}
+    )
     assert second.outcome is Outcome.PLACED
     assert second.broker_order_id == paper["broker_order_id"]
     assert (doc["status"], doc["attempt"]) == ("released", 2)
     assert counting.place_calls == 0
-    assert ledger_entries(db, intent.tenant_id, intent.client_intent_id) == [paper["broker_order_id"]]
+    assert ledger_entries(db, intent.tenant_id, intent.client_intent_id) == [
+        paper["broker_order_id"]
+    ]
 
 
 def test_a_risk_rejection_is_recorded_and_released(db: firestore.Client, clock: FakeClock) -> None:
