@@ -27,7 +27,11 @@ import pytest
 from google.cloud import firestore
 
 TESTS_DIR = Path(__file__).resolve().parent
-TIER_MARKERS = {"emulator": TESTS_DIR / "emulator", "e2e": TESTS_DIR / "e2e"}
+TIER_MARKERS = {
+    "emulator": TESTS_DIR / "emulator",
+    "e2e": TESTS_DIR / "e2e",
+    "chaos": TESTS_DIR / "chaos",
+}
 
 EMULATOR_PROJECT = "demo-execution"
 STARTUP_TIMEOUT_S = 30.0

@@ -1,0 +1,1 @@
+"""The chaos suite: a seeded storm of intents and faults, then the invariants that must hold."""
