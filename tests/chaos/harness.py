@@ -43,7 +43,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -208,14 +208,16 @@ class Server:
     functions: FunctionsServer
     kill_offsets: list[int] = field(default_factory=list)
     """Byte offsets in the log at which a life ended by SIGKILL."""
+    kill_times: list[datetime] = field(default_factory=list)
 
     def kill_and_restart(self) -> None:
         self.functions.kill()
+        self.kill_times.append(system_clock())
         self.kill_offsets.append(self.functions.log_path.stat().st_size)
         self.functions.start()
 
-    def lives(self) -> list[tuple[list[dict[str, Any]], bool]]:
-        """The structured records of each life, and whether that life ended killed."""
+    def lives(self) -> list[tuple[list[dict[str, Any]], datetime | None]]:
+        """The structured records of each life, and when that life was killed (None: alive)."""
         raw = self.functions.log_path.read_bytes()
         bounds = [0, *self.kill_offsets, len(raw)]
         out = []
@@ -226,7 +228,8 @@ class Server:
                 if line.startswith("{"):
                     with contextlib.suppress(json.JSONDecodeError):
                         records.append(json.loads(line))
-            out.append((records, index < len(self.kill_offsets)))
+            killed = self.kill_times[index] if index < len(self.kill_times) else None
+            out.append((records, killed))
         return out
 
 
@@ -514,7 +517,8 @@ class Rig:
         """An invocation in its broker call loses its lease to a clock jump and a take-over.
 
         A (S1) is in a slow, successful broker call; the jumped sweep expires A's lease; B (S2)
-        takes over and sits in a slower broker call while A returns and releases. The fence must
+        takes over and sits in a slower broker call (its order lookup) while A returns and
+        releases. The fence must
         refuse A's release; without it A overwrites B's reservation and B's release, finding the
         document already released, leaves B's lease counted in the account's in-flight document.
         """
@@ -537,7 +541,10 @@ class Rig:
         jump = self.jump_clock(self.plan.timing.ttl * 2, at=-1.0)
         doc = self.direct.collection("tenants", zombie.account.tenant_id, "execution_reservations")
         lapsed = (doc.document(coid).get().to_dict() or {}).get("status") == "expired"
-        self.sandbox.inject("POST", alpaca_sandbox.hang_after_accept(zombie.second_hang))
+        # B's first broker call is slow: the lookup of the order by client_order_id (a retry
+        # asks the broker first), or, in a product that posts again, the lookup that resolves
+        # the duplicate answer. A returns and releases while B holds the lease.
+        self.sandbox.inject("GET", alpaca_sandbox.hang_after_accept(zombie.second_hang))
         self.publish(dataclasses.replace(message, topic=TOPIC_S2))
 
         def answered(server: int) -> bool:
@@ -592,7 +599,7 @@ class Rig:
                 self.log.errors.append(f"timeline action failed: {exc!r}"[:300])
         self.log.timings["timeline"] = time.monotonic() - began
 
-    def lives(self) -> Iterator[tuple[str, list[dict[str, Any]], bool]]:
+    def lives(self) -> Iterator[tuple[str, list[dict[str, Any]], datetime | None]]:
         for server in self.servers.values():
             for records, killed in server.lives():
                 yield server.name, records, killed

@@ -161,8 +161,8 @@ class Monitor(threading.Thread):
         return [v for v in self.violations.values() if v.kind in kinds]
 
 
-Lives = list[tuple[str, list[dict[str, Any]], bool]]
-"""Per function process life: its server's name, its log records, whether it ended killed."""
+Lives = list[tuple[str, list[dict[str, Any]], datetime | None]]
+"""Per function process life: its server's name, its log records, when it was killed (or None)."""
 
 
 @dataclass
@@ -178,17 +178,20 @@ class LeaseAudit:
     unended: list[str] = field(default_factory=list)
 
 
-def audit_leases(lives: Lives) -> LeaseAudit:
+def audit_leases(lives: Lives, release_grace: timedelta = timedelta(seconds=12)) -> LeaseAudit:
     """Match `exec.reservation.acquired` with the end of the lease in the same process life.
 
     A lease ends as `released`, `release_fenced` (a newer attempt holds the document) or
-    `release_failed` (the store was unreachable: the sweeper's case). Only a life that ended by
-    SIGKILL may leave a lease without an end.
+    `release_failed` (the store was unreachable: the sweeper's case). Only SIGKILL may leave a
+    lease without an end, and only if it struck while the invocation ran: an invocation that
+    finished (`exec.intent.completed` / `exec.intent.exception`) more than `release_grace` (the
+    longest a release may retry) before its process was killed had to end its lease first.
     """
     audit = LeaseAudit()
-    for server, records, killed in lives:
+    for server, records, killed_at in lives:
         acquired: dict[str, dict[str, Any]] = {}
         ended: dict[str, str] = {}
+        finished: dict[tuple[str, int], datetime] = {}
         for record in records:
             event = record.get("event")
             lease = record.get("lease_id")
@@ -201,21 +204,26 @@ def audit_leases(lives: Lives) -> LeaseAudit:
                 ended.setdefault(lease, "fenced")
             elif event == "exec.reservation.release_failed" and lease:
                 ended.setdefault(lease, "failed")
+            elif event in {"exec.intent.completed", "exec.intent.exception"}:
+                key = (str(record.get("client_intent_id")), int(record.get("attempt") or 0))
+                finished.setdefault(key, datetime.fromisoformat(record["time"]))
         audit.acquired += len(acquired)
         for lease, record in acquired.items():
             how = ended.get(lease)
+            done = finished.get((str(record.get("client_intent_id")), int(record["attempt"])))
             if how == "released":
                 audit.released += 1
             elif how == "fenced":
                 audit.fenced += 1
             elif how == "failed":
                 audit.release_failed += 1
-            elif killed:
+            elif killed_at is not None and (done is None or done + release_grace > killed_at):
                 audit.killed += 1
             else:
+                when = "" if done is None else f", finished at {done:%H:%M:%S.%f}"
                 audit.unended.append(
                     f"{server}: lease {lease[:8]} of {record.get('client_intent_id')} "
-                    f"(attempt {record.get('attempt')}) was never released by its invocation"
+                    f"(attempt {record.get('attempt')}{when}) was never released by its invocation"
                 )
     return audit
 
@@ -224,7 +232,8 @@ def zombie_staged(lives: Lives, intent_id: str) -> str | None:
     """Why the staged take-over did not happen as designed, or None if it did.
 
     Designed: the first attempt's lease is taken over (attempt 2) while the first attempt is
-    still running, i.e. before the first attempt's release, whatever that release then does.
+    still running, and the take-over still holds it when the first attempt comes back to release
+    (whatever that release then does): the one interleaving the `lease_id` fence decides.
     """
     acquired: dict[int, dict[str, Any]] = {}
     ends: dict[str, str] = {}
@@ -246,9 +255,12 @@ def zombie_staged(lives: Lives, intent_id: str) -> str | None:
         return f"attempts acquired: {sorted(acquired)}"
     first_end = ends.get(first["lease_id"])
     if first_end is None:
-        return "the first attempt never ended its lease"
+        return "the first attempt never ended its lease (it found the take-over already released)"
     if not second["time"] < first_end:
         return f"the take-over ({second['time']}) came after the first release ({first_end})"
+    second_end = ends.get(second["lease_id"])
+    if second_end is not None and second_end < first_end:
+        return f"the take-over released ({second_end}) before the first attempt ({first_end})"
     return None
 
 

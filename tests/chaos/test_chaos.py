@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,16 @@ def drain(rig: Rig, bound: float) -> tuple[bool, float]:
         time.sleep(0.5)
 
 
+def release_grace(plan: Plan) -> timedelta:
+    """The longest a release may keep retrying (its attempts, each one store timeout)."""
+    return timedelta(seconds=6 * plan.timing.firestore_timeout)
+
+
 def settle_leases(rig: Rig, bound: float) -> float:
     """Wait until every invocation still running has ended its lease (bounded)."""
     began = time.monotonic()
-    while audit_leases(list(rig.lives())).unended and time.monotonic() - began < bound:
+    grace = release_grace(rig.plan)
+    while audit_leases(list(rig.lives()), grace).unended and time.monotonic() - began < bound:
         time.sleep(0.25)
     return time.monotonic() - began
 
@@ -127,7 +134,7 @@ def collect(rig: Rig, monitor: Monitor) -> Evidence:
         orders=rig.sandbox.orders,
         posted=rig.sandbox.posted_client_order_ids(),
         monitor=monitor,
-        audit=audit_leases(list(rig.lives())),
+        audit=audit_leases(list(rig.lives()), release_grace(rig.plan)),
         checked_at=system_clock(),
     )
 
@@ -154,7 +161,7 @@ def facts(rig: Rig, ev: Evidence, drained: bool, drain_seconds: float) -> list[t
         if r.get("event") == "exec.delivery.retry"
     )
     rejected = Counter(
-        str((ev.reservations.get(i) or {}).get("error", ""))[:40]
+        str((ev.reservations.get(i) or {}).get("error", "")).split(":", 1)[0]
         for i in ev.reservations
         if (ev.reservations.get(i) or {}).get("outcome") == "rejected"
     )
