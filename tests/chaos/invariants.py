@@ -183,15 +183,16 @@ def audit_leases(lives: Lives, release_grace: timedelta = timedelta(seconds=12))
 
     A lease ends as `released`, `release_fenced` (a newer attempt holds the document) or
     `release_failed` (the store was unreachable: the sweeper's case). Only SIGKILL may leave a
-    lease without an end, and only if it struck while the invocation ran: an invocation that
-    finished (`exec.intent.completed` / `exec.intent.exception`) more than `release_grace` (the
-    longest a release may retry) before its process was killed had to end its lease first.
+    lease without an end, and only if it struck while the invocation ran: an invocation that was
+    acked, or that finished (`exec.intent.completed` / `exec.intent.exception`) more than
+    `release_grace` (the longest a release may retry) before the kill, had to end its lease first.
     """
     audit = LeaseAudit()
     for server, records, killed_at in lives:
         acquired: dict[str, dict[str, Any]] = {}
         ended: dict[str, str] = {}
         finished: dict[tuple[str, int], datetime] = {}
+        answered: set[tuple[str, int]] = set()
         for record in records:
             event = record.get("event")
             lease = record.get("lease_id")
@@ -207,17 +208,24 @@ def audit_leases(lives: Lives, release_grace: timedelta = timedelta(seconds=12))
             elif event in {"exec.intent.completed", "exec.intent.exception"}:
                 key = (str(record.get("client_intent_id")), int(record.get("attempt") or 0))
                 finished.setdefault(key, datetime.fromisoformat(record["time"]))
+            elif event == "exec.delivery.acked":
+                answered.add((str(record.get("client_intent_id")), int(record.get("attempt") or 0)))
         audit.acquired += len(acquired)
         for lease, record in acquired.items():
             how = ended.get(lease)
-            done = finished.get((str(record.get("client_intent_id")), int(record["attempt"])))
+            key = (str(record.get("client_intent_id")), int(record["attempt"]))
+            done = finished.get(key)
+            # Acked means the invocation got past its `finally`: a later kill excuses nothing.
+            in_flight = killed_at is not None and (
+                key not in answered and (done is None or done + release_grace > killed_at)
+            )
             if how == "released":
                 audit.released += 1
             elif how == "fenced":
                 audit.fenced += 1
             elif how == "failed":
                 audit.release_failed += 1
-            elif killed_at is not None and (done is None or done + release_grace > killed_at):
+            elif in_flight:
                 audit.killed += 1
             else:
                 when = "" if done is None else f", finished at {done:%H:%M:%S.%f}"
