@@ -86,8 +86,9 @@ class StageTimer:
 class _Timed:
     """A collaborator of the engine whose public methods are timed as `name.method`.
 
-    What `reservations.acquire` returns is unwrapped one level: the handle it hands out is timed
-    too, so release shows as `handle.release`.
+    Objects the engine reaches through one are timed too: the invocation `store.open` returns
+    (its ports show under their own names: `reservations.acquire`, `quotes.latest`, ...,
+    `invocation.finish`) and the handle `reservations.acquire` hands out (`handle.release`).
     """
 
     def __init__(self, name: str, target: Any, timer: StageTimer) -> None:
@@ -97,10 +98,15 @@ class _Timed:
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._target, attr)
-        if attr.startswith("_") or not callable(value):
+        if attr.startswith("_"):
             return value
+        if not callable(value):
+            # The invocation's ports are attributes: time each under its own name.
+            return _Timed(attr, value, self._timer) if self._name == "invocation" else value
         call = self._timer.timed(f"{self._name}.{attr}", value)
-        if not (self._name == "reservations" and attr == "acquire"):
+        if (self._name, attr) == ("store", "open"):
+            return lambda *args, **kwargs: _Timed("invocation", call(*args, **kwargs), self._timer)
+        if (self._name, attr) != ("reservations", "acquire"):
             return call
 
         def acquire(*args: Any, **kwargs: Any) -> Any:

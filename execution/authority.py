@@ -24,12 +24,17 @@ class Authority(Protocol):
     """The authority stage's port."""
 
     def check(
-        self, intent: TradeIntent, *, broker_is_paper: bool, account_mode: AgentMode | None = None
+        self,
+        intent: TradeIntent,
+        *,
+        broker_is_paper: bool,
+        switches: KillSwitchSource,
+        account_mode: AgentMode | None = None,
     ) -> None:
         """Return if the broker call may go ahead, else raise the reason (mode or kill switch).
 
-        `account_mode` is the account's own `trading_mode`; the stricter of it and AGENT_MODE
-        applies.
+        `switches` is the invocation's view of the kill switches; `account_mode` is the account's
+        own `trading_mode`, and the stricter of it and AGENT_MODE applies.
         """
         ...
 
@@ -40,15 +45,17 @@ _STRICTNESS = [AgentMode.OFF, AgentMode.OBSERVE, AgentMode.PAPER, AgentMode.LIVE
 class TradingAuthority:
     """The trading mode (AGENT_MODE narrowed by the account's), then every kill switch."""
 
-    def __init__(
-        self, *, agent_mode: AgentMode, env_halted: bool, switches: KillSwitchSource
-    ) -> None:
+    def __init__(self, *, agent_mode: AgentMode, env_halted: bool) -> None:
         self._agent_mode = agent_mode
         self._env_halted = env_halted
-        self._switches = switches
 
     def check(
-        self, intent: TradeIntent, *, broker_is_paper: bool, account_mode: AgentMode | None = None
+        self,
+        intent: TradeIntent,
+        *,
+        broker_is_paper: bool,
+        switches: KillSwitchSource,
+        account_mode: AgentMode | None = None,
     ) -> None:
         """Raise unless this intent may reach this broker now."""
         mode, source = self._agent_mode, "agent_mode"
@@ -60,6 +67,6 @@ class TradingAuthority:
             raise AgentModeError(f"{source}_paper_forbids_live_broker")
         if self._env_halted:
             raise ExecutionHaltedError("kill_switch_env")
-        engaged = self._switches.engaged(intent.tenant_id)
+        engaged = switches.engaged(intent.tenant_id)
         if engaged is not None:
             raise ExecutionHaltedError(f"kill_switch_{engaged}")

@@ -10,17 +10,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from execution.accounts import AccountSource
 from execution.authority import Authority, TradingAuthority
 from execution.brokers.base import Broker
 from execution.clock import Clock, system_clock
 from execution.dead_letters import DeadLetters
 from execution.engine import ExecutionEngine
 from execution.errors import SettingsError
-from execution.ledger import Ledger
-from execution.reservations import BestEffortReservationManager, ReservationManager
+from execution.invocation import InvocationStore
+from execution.reservations import BestEffortReservationManager
 from execution.risk import RiskGate, RiskManager
-from execution.routing import QuoteSource, Router, SmartRouter
+from execution.routing import Router, SmartRouter
 from execution.settings import Settings
 from execution.sweeper import Sweeper
 
@@ -52,49 +51,52 @@ def bootstrap(
     *,
     clock: Clock | None = None,
     db: firestore.Client | None = None,
-    reservations: ReservationManager | None = None,
-    quotes: QuoteSource | None = None,
+    store: InvocationStore | None = None,
     router: Router | None = None,
-    accounts: AccountSource | None = None,
     risk: RiskGate | None = None,
     authority: Authority | None = None,
     broker: Broker | None = None,
-    ledger: Ledger | None = None,
     dead_letters: DeadLetters | None = None,
     fail_open_reservations: bool = False,
 ) -> Service:
-    """Wire the service; every collaborator can be overridden (tests, other stores)."""
+    """Wire the service; every collaborator can be overridden (tests, other stores).
+
+    `store` is what the engine's stages read and write through (`execution.invocation`); the
+    default is Firestore's, and `fail_open_reservations` wraps its reservations in
+    `BestEffortReservationManager`.
+    """
     # Imported here so that `import main` does not pay for the Firestore adapters' imports.
-    from execution.firestore.accounts import FirestoreAccountSource
     from execution.firestore.dead_letters import FirestoreDeadLetters
-    from execution.firestore.ledger import FirestoreLedger
+    from execution.firestore.invocation import FirestoreInvocationStore
     from execution.firestore.order_history import FirestoreOrderHistory
-    from execution.firestore.quotes import FirestoreQuoteSource
     from execution.firestore.reservations import FirestoreReservationManager
     from execution.firestore.support import CallPolicy
     from execution.firestore.sweeper_store import FirestoreExpiredLeases
-    from execution.firestore.switches import FirestoreKillSwitches
 
     clock = clock or system_clock
     policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
-    store = db if db is not None else firestore_client(settings)
+    db = db if db is not None else firestore_client(settings)
 
-    if reservations is None:
-        reservations = FirestoreReservationManager(
-            store,
+    if store is None:
+        store = FirestoreInvocationStore(
+            db,
+            reservations=FirestoreReservationManager(
+                db,
+                clock=clock,
+                ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+                policy=policy,
+                retention=settings.reservation_retention,
+                max_attempts=settings.reservation_max_attempts,
+            ),
             clock=clock,
-            ttl=timedelta(seconds=settings.reservation_ttl_seconds),
             policy=policy,
-            retention=settings.reservation_retention,
-            max_attempts=settings.reservation_max_attempts,
+            shared_read_max_age_seconds=settings.shared_read_max_age_seconds,
+            wrap_reservations=BestEffortReservationManager if fail_open_reservations else None,
         )
-    if fail_open_reservations:
-        reservations = BestEffortReservationManager(reservations)
     if broker is None:
-        broker = _broker(settings, store, clock, policy)
+        broker = _broker(settings, db, clock, policy)
     engine = ExecutionEngine(
-        reservations=reservations,
-        quotes=quotes or FirestoreQuoteSource(store, policy=policy),
+        store=store,
         router=router
         or SmartRouter(
             clock=clock,
@@ -102,21 +104,15 @@ def bootstrap(
             quote_max_age_seconds=settings.router_quote_max_age_seconds,
             strict=settings.router_strict,
         ),
-        accounts=accounts or FirestoreAccountSource(store, policy=policy),
         risk=risk
         or RiskManager(
-            FirestoreOrderHistory(store, policy=policy),
+            FirestoreOrderHistory(db, policy=policy),
             clock=clock,
             fail_open=settings.risk_fail_open,
         ),
         authority=authority
-        or TradingAuthority(
-            agent_mode=settings.agent_mode,
-            env_halted=settings.execution_halted,
-            switches=FirestoreKillSwitches(store, policy=policy),
-        ),
+        or TradingAuthority(agent_mode=settings.agent_mode, env_halted=settings.execution_halted),
         broker=broker,
-        ledger=ledger or FirestoreLedger(store, clock=clock, policy=policy),
         clock=clock,
         intent_max_age_seconds=settings.intent_max_age_seconds,
         dry_run=settings.execution_dry_run,
@@ -125,11 +121,11 @@ def bootstrap(
         settings=settings,
         engine=engine,
         sweeper=Sweeper(
-            FirestoreExpiredLeases(store, policy=policy, retention=settings.reservation_retention),
+            FirestoreExpiredLeases(db, policy=policy, retention=settings.reservation_retention),
             clock=clock,
             deadline_seconds=settings.sweep_deadline_seconds,
         ),
-        dead_letters=dead_letters or FirestoreDeadLetters(store, clock=clock, policy=policy),
+        dead_letters=dead_letters or FirestoreDeadLetters(db, clock=clock, policy=policy),
     )
 
 

@@ -3,6 +3,10 @@
 The reservation is taken first and released in one `finally`, with the outcome, on every return
 and every exception path: a failed trade can never leave its lease behind. What `finally` cannot
 cover (a killed instance, a store outage during release) the lease's expiry and the sweeper do.
+
+Every stage reaches the store through one `Invocation` per intent (a unit of work): the Firestore
+one reads all the stages' documents in one round trip when it opens and writes the ledger entry
+with the release.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from execution.accounts import AccountRead, AccountSource
+from execution.accounts import AccountRead
 from execution.authority import Authority
 from execution.brokers.base import Broker
 from execution.clock import Clock
@@ -21,17 +25,16 @@ from execution.errors import (
     OutcomeUnrecordedError,
     PriceUnavailableError,
 )
-from execution.ledger import Ledger
+from execution.invocation import Invocation, InvocationStore
 from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
 from execution.reservations import (
     AlreadyExecuted,
     ReservationHandle,
-    ReservationManager,
     ReservationRecord,
     ReservationRequest,
 )
 from execution.risk import RiskGate
-from execution.routing import Quote, QuoteSource, RouteDecision, Router
+from execution.routing import Quote, RouteDecision, Router
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
@@ -43,26 +46,20 @@ class ExecutionEngine:
     def __init__(
         self,
         *,
-        reservations: ReservationManager,
-        quotes: QuoteSource,
+        store: InvocationStore,
         router: Router,
-        accounts: AccountSource,
         risk: RiskGate,
         authority: Authority,
         broker: Broker,
-        ledger: Ledger,
         clock: Clock,
         intent_max_age_seconds: float,
         dry_run: bool = False,
     ) -> None:
-        self._reservations = reservations
-        self._quotes = quotes
+        self._store = store
         self._router = router
-        self._accounts = accounts
         self._risk = risk
         self._authority = authority
         self._broker = broker
-        self._ledger = ledger
         self._clock = clock
         self._intent_max_age_seconds = intent_max_age_seconds
         self._dry_run = dry_run
@@ -76,12 +73,13 @@ class ExecutionEngine:
         `PayloadConflictError` (never); anything else unexpected propagates after release.
         """
         stale_reason = self._stale_reason(intent, published_at)
+        invocation = self._store.open(intent)  # a store outage here retries: nothing is held
         quote: Quote | None = None
         amount = intent.known_notional_usd()
         if amount is None and stale_reason is None:
             # A market order sized in shares: its reservation is priced from the quote, so a
             # store outage here must retry (nothing is held yet) rather than reserve blind.
-            quote = self._quotes.latest(intent.symbol)
+            quote = invocation.quotes.latest(intent.symbol)
             if quote is None:
                 raise PriceUnavailableError(
                     f"no quote at market_quotes/{intent.symbol} to size a market order in shares; "
@@ -89,7 +87,7 @@ class ExecutionEngine:
                 )
             amount = intent.qty * quote.price_for(intent.side)
 
-        acquisition = self._reservations.acquire(
+        acquisition = invocation.reservations.acquire(
             ReservationRequest(
                 tenant_id=intent.tenant_id,
                 broker_account_id=intent.broker_account_id,
@@ -111,7 +109,9 @@ class ExecutionEngine:
         error: str | None = None
         recorded = False
         try:
-            result = self._execute_held(intent, handle.attempt, stale_reason, amount, quote)
+            result = self._execute_held(
+                invocation, intent, handle.attempt, stale_reason, amount, quote
+            )
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             emit(
@@ -131,6 +131,7 @@ class ExecutionEngine:
                 recorded = self._release(
                     handle, intent, result.outcome, result.reason, result.broker_order_id
                 )
+            self._finish(invocation, intent)
         if not recorded:
             # Acking now would leave the record to the sweeper (`expired`) while, say, the broker
             # holds the order: redeliver; the next attempt finds the order by its client order id.
@@ -168,8 +169,23 @@ class ExecutionEngine:
             )
             return False
 
+    @staticmethod
+    def _finish(invocation: Invocation, intent: TradeIntent) -> None:
+        """Write what the release did not carry; contained like the release, for the same reason."""
+        try:
+            invocation.finish()
+        except Exception as exc:  # the ledger is best-effort by contract; the order stands
+            emit(
+                logger,
+                "exec.ledger_write_failed",
+                logging.ERROR,
+                client_intent_id=intent.client_intent_id,
+                error=repr(exc),
+            )
+
     def _execute_held(
         self,
+        invocation: Invocation,
         intent: TradeIntent,
         attempt: int,
         stale_reason: str | None,
@@ -204,7 +220,7 @@ class ExecutionEngine:
                 intent.tenant_id, intent.broker_account_id, intent.client_intent_id
             )
             if existing is not None:
-                self._record_ledger(intent, existing)
+                self._record_ledger(invocation, intent, existing)
                 return finish(Outcome.PLACED, broker_order_id=existing.broker_order_id)
 
         if stale_reason is not None:
@@ -213,16 +229,17 @@ class ExecutionEngine:
             raise PriceUnavailableError(f"intent {intent.client_intent_id!r} has no size")
 
         if quote is None:
-            quote = self._best_effort_quote(intent)
+            quote = self._best_effort_quote(invocation, intent)
         route = self._route(intent, quote)
         if not route.allowed:
             return finish(Outcome.REJECTED, route.reason)
 
-        account = self._read_account(intent)
+        account = self._read_account(invocation, intent)
         risk = self._risk.validate(intent, amount, account)
         emit(
             logger,
             "exec.stage.risk",
+            logging.DEBUG,
             client_intent_id=intent.client_intent_id,
             allowed=risk.allowed,
             reason=risk.reason,
@@ -234,11 +251,14 @@ class ExecutionEngine:
             self._authority.check(
                 intent,
                 broker_is_paper=self._broker.is_paper,
+                switches=invocation.switches,
                 account_mode=account.settings.trading_mode if account.settings else None,
             )
         except (AgentModeError, ExecutionHaltedError) as exc:
             return finish(Outcome.HALTED, str(exc))
-        emit(logger, "exec.stage.authority", client_intent_id=intent.client_intent_id)
+        emit(
+            logger, "exec.stage.authority", logging.DEBUG, client_intent_id=intent.client_intent_id
+        )
 
         if intent.dry_run or self._dry_run:
             return finish(Outcome.DRY_RUN, "intent" if intent.dry_run else "EXECUTION_DRY_RUN")
@@ -251,12 +271,13 @@ class ExecutionEngine:
         except BrokerRejectedError as exc:
             return finish(Outcome.REJECTED, f"broker_rejected: {exc}")
 
-        self._record_ledger(intent, order)
+        self._record_ledger(invocation, intent, order)
         return finish(Outcome.PLACED, broker_order_id=order.broker_order_id)
 
-    def _record_ledger(self, intent: TradeIntent, order: BrokerOrder) -> None:
+    @staticmethod
+    def _record_ledger(invocation: Invocation, intent: TradeIntent, order: BrokerOrder) -> None:
         try:
-            self._ledger.record_trade(intent, order)
+            invocation.ledger.record_trade(intent, order)
         except Exception as exc:  # the order stands; the ledger is best-effort by contract
             emit(
                 logger,
@@ -277,16 +298,18 @@ class ExecutionEngine:
         limit = self._intent_max_age_seconds
         return f"intent_stale: {age:.0f}s old > INTENT_MAX_AGE_SECONDS={limit:g}"
 
-    def _read_account(self, intent: TradeIntent) -> AccountRead:
+    @staticmethod
+    def _read_account(invocation: Invocation, intent: TradeIntent) -> AccountRead:
         """The account settings, read once for risk and authority; a failure is kept, not raised."""
         try:
-            return AccountRead(self._accounts.get(intent.tenant_id, intent.broker_account_id))
+            return AccountRead(invocation.accounts.get(intent.tenant_id, intent.broker_account_id))
         except Exception as exc:  # risk decides what unreadable limits mean (fail-closed)
             return AccountRead(error=f"{type(exc).__name__}: {exc}")
 
-    def _best_effort_quote(self, intent: TradeIntent) -> Quote | None:
+    @staticmethod
+    def _best_effort_quote(invocation: Invocation, intent: TradeIntent) -> Quote | None:
         try:
-            return self._quotes.latest(intent.symbol)
+            return invocation.quotes.latest(intent.symbol)
         except Exception as exc:  # routing is best-effort: an unreadable quote is no quote
             emit(
                 logger,
@@ -312,6 +335,7 @@ class ExecutionEngine:
         emit(
             logger,
             "exec.stage.route",
+            logging.DEBUG,
             client_intent_id=intent.client_intent_id,
             allowed=decision.allowed,
             reason=decision.reason,

@@ -15,6 +15,9 @@ from execution.errors import SettingsError
 MAX_EVENT_FUNCTION_TIMEOUT_SECONDS = 540
 """The longest an event-driven (Pub/Sub) Cloud Function may run."""
 
+MAX_SHARED_READ_AGE_SECONDS = 60.0
+"""The longest a kill switch flipped on may take to halt an instance's trading."""
+
 ALPACA_PAPER_HOST = "paper-api.alpaca.markets"
 ALPACA_PAPER_URL = f"https://{ALPACA_PAPER_HOST}"
 
@@ -58,6 +61,7 @@ class Settings:
     router_strict: bool = False
     sweep_deadline_seconds: float = 60.0
     reservation_retention_days: float = 30.0
+    shared_read_max_age_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -89,6 +93,9 @@ class Settings:
             router_strict=_flag(env, "ROUTER_STRICT"),
             sweep_deadline_seconds=_number(env, "SWEEP_DEADLINE_SECONDS", 60.0),
             reservation_retention_days=_number(env, "RESERVATION_RETENTION_DAYS", 30.0),
+            shared_read_max_age_seconds=_number(
+                env, "SHARED_READ_MAX_AGE_SECONDS", 1.0, allow_zero=True
+            ),
         )
 
     def validate(self) -> None:
@@ -135,6 +142,12 @@ class Settings:
             )
         if self.reservation_max_attempts < 1:
             raise SettingsError("RESERVATION_MAX_ATTEMPTS must be at least 1.")
+        if not 0 <= self.shared_read_max_age_seconds <= MAX_SHARED_READ_AGE_SECONDS:
+            raise SettingsError(
+                f"SHARED_READ_MAX_AGE_SECONDS ({self.shared_read_max_age_seconds:g}) must be "
+                f"between 0 and {MAX_SHARED_READ_AGE_SECONDS:g}: it is how long a kill switch "
+                "may take to halt trading."
+            )
 
     @property
     def reservation_retention(self) -> timedelta:
@@ -156,7 +169,9 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0.")
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -164,8 +179,9 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number.") from None
-    if not math.isfinite(value) or value <= 0:
-        raise SettingsError(f"{name} must be a positive number, got {raw}.")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        kind = "a number of 0 or more" if allow_zero else "a positive number"
+        raise SettingsError(f"{name} must be {kind}, got {raw}.")
     return value
 
 

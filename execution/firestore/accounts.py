@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.cloud import firestore
 
 from execution.accounts import AccountSettings
 from execution.firestore.reservations import account_ref
-from execution.firestore.support import CallPolicy, store_errors
+from execution.firestore.support import CallPolicy, snapshot_data, store_errors
+
+
+def account_from_document(data: dict[str, Any] | None) -> AccountSettings | None:
+    """The settings an account document holds; None where there is no document."""
+    return None if data is None else AccountSettings.model_validate(data)
 
 
 class FirestoreAccountSource:
@@ -20,4 +27,4 @@ class FirestoreAccountSource:
         """The account's settings, None where the document is absent."""
         with store_errors("account read"):
             snap = account_ref(self._db, tenant_id, broker_account_id).get(**self._policy.kwargs())
-        return AccountSettings.model_validate(snap.to_dict()) if snap.exists else None
+        return account_from_document(snapshot_data(snap))

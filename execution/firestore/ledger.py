@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from google.cloud import firestore
 
 from execution.clock import Clock
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import BrokerOrder, TradeIntent
+
+
+def ledger_ref(
+    db: firestore.Client, tenant_id: str, broker_order_id: str
+) -> firestore.DocumentReference:
+    """`tenants/{tenant_id}/ledger_trades/{broker_order_id}`."""
+    return db.collection("tenants", tenant_id, "ledger_trades").document(broker_order_id)
+
+
+def ledger_entry(intent: TradeIntent, order: BrokerOrder, recorded_at: datetime) -> dict[str, Any]:
+    """The ledger document's fields for `order`, placed for `intent`."""
+    return {
+        "tenant_id": intent.tenant_id,
+        "broker_account_id": intent.broker_account_id,
+        "client_intent_id": intent.client_intent_id,
+        "broker_order_id": order.broker_order_id,
+        "strategy_id": intent.strategy_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "qty": order.qty,
+        "status": order.status,
+        "filled_avg_price": order.filled_avg_price,
+        "recorded_at": recorded_at,
+    }
 
 
 class FirestoreLedger:
@@ -19,24 +46,6 @@ class FirestoreLedger:
 
     def record_trade(self, intent: TradeIntent, order: BrokerOrder) -> None:
         """Upsert the ledger entry for `order`."""
-        doc = self._db.collection("tenants", intent.tenant_id, "ledger_trades").document(
-            order.broker_order_id
-        )
+        doc = ledger_ref(self._db, intent.tenant_id, order.broker_order_id)
         with store_errors("ledger write"):
-            doc.set(
-                {
-                    "tenant_id": intent.tenant_id,
-                    "broker_account_id": intent.broker_account_id,
-                    "client_intent_id": intent.client_intent_id,
-                    "broker_order_id": order.broker_order_id,
-                    "strategy_id": intent.strategy_id,
-                    "symbol": order.symbol,
-                    "side": order.side,
-                    "qty": order.qty,
-                    "status": order.status,
-                    "filled_avg_price": order.filled_avg_price,
-                    "recorded_at": self._clock(),
-                },
-                merge=True,
-                **self._policy.kwargs(),
-            )
+            doc.set(ledger_entry(intent, order, self._clock()), merge=True, **self._policy.kwargs())

@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from google.cloud import firestore
 
-from execution.firestore.support import CallPolicy, store_errors
+from execution.firestore.support import CallPolicy, snapshot_data, store_errors
 from execution.routing import Quote
+
+QUOTES = "market_quotes"
+
+
+def quote_ref(db: firestore.Client, symbol: str) -> firestore.DocumentReference:
+    """`market_quotes/{symbol}`."""
+    return db.collection(QUOTES).document(symbol)
+
+
+def quote_from_document(symbol: str, data: dict[str, Any] | None) -> Quote | None:
+    """The quote a document holds; None where absent or malformed (never a crash before acquire)."""
+    if not data:
+        return None
+    try:
+        bid, ask, ts = float(data["bid"]), float(data["ask"]), data["ts"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(ts, datetime):
+        return None
+    return Quote(symbol=symbol, bid=bid, ask=ask, ts=ts)
 
 
 class FirestoreQuoteSource:
@@ -20,16 +41,5 @@ class FirestoreQuoteSource:
     def latest(self, symbol: str) -> Quote | None:
         """The quote for `symbol`, None where absent or incomplete."""
         with store_errors("quote read"):
-            snap = (
-                self._db.collection("market_quotes").document(symbol).get(**self._policy.kwargs())
-            )
-        data = snap.to_dict() if snap.exists else None
-        if not data:
-            return None
-        try:
-            bid, ask, ts = float(data["bid"]), float(data["ask"]), data["ts"]
-        except (KeyError, TypeError, ValueError):
-            return None  # a malformed quote is no quote: never a crash before acquire
-        if not isinstance(ts, datetime):
-            return None
-        return Quote(symbol=symbol, bid=bid, ask=ask, ts=ts)
+            snap = quote_ref(self._db, symbol).get(**self._policy.kwargs())
+        return quote_from_document(symbol, snapshot_data(snap))

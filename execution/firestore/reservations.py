@@ -1,7 +1,8 @@
 """`FirestoreReservationManager`: the reservation state machine on Firestore, without transactions.
 
-Each acquire is one read (`get_all` of the reservation, the account and its in-flight document)
-and one atomic batch guarded by preconditions: `create` where the document was absent, an update
+Each acquire is one read (`get_all` of the reservation, the account and its in-flight document;
+an invocation passes the ones it read at its start as `first_read`) and one atomic batch guarded
+by preconditions: `create` where the document was absent, an update
 conditioned on the `update_time` we read where it existed. A lost race fails the whole batch with
 `AlreadyExists`/`FailedPrecondition`; we read again after a jittered pause, a bounded number of
 times. The emulator's pessimistic transactions livelock under exactly this contention (see
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +28,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from execution.clock import Clock
 from execution.errors import ReservationContentionError
+from execution.firestore.staged_writes import StagedWrites
 from execution.firestore.support import RACE_ERRORS, CallPolicy, jitter_sleep, store_errors
 from execution.models import Outcome
 from execution.reservations import (
@@ -47,6 +50,7 @@ from execution.telemetry import emit
 logger = logging.getLogger(__name__)
 
 RESERVATIONS = "execution_reservations"
+Snapshot = firestore.DocumentSnapshot[firestore.DocumentReference]
 INFLIGHT = "execution_inflight"
 ACCOUNTS = "accounts"
 
@@ -70,6 +74,26 @@ def account_ref(
 ) -> firestore.DocumentReference:
     """`tenants/{tenant_id}/accounts/{broker_account_id}`."""
     return db.collection("tenants", tenant_id, ACCOUNTS).document(broker_account_id)
+
+
+@dataclass(frozen=True)
+class AcquireRead:
+    """The three documents an acquire decides on, as one read returned them."""
+
+    reservation: Snapshot
+    account: Snapshot
+    inflight: Snapshot
+
+
+def acquire_refs(
+    db: firestore.Client, tenant_id: str, broker_account_id: str, client_intent_id: str
+) -> tuple[firestore.DocumentReference, firestore.DocumentReference, firestore.DocumentReference]:
+    """The reservation, account and in-flight documents of one intent, in `AcquireRead` order."""
+    return (
+        reservation_ref(db, tenant_id, client_intent_id),
+        account_ref(db, tenant_id, broker_account_id),
+        inflight_ref(db, tenant_id, broker_account_id),
+    )
 
 
 def record_to_document(record: ReservationRecord) -> dict[str, Any]:
@@ -172,29 +196,41 @@ class FirestoreReservationManager:
         self._max_attempts = max_attempts
         self._sleep = sleep
 
-    def acquire(self, request: ReservationRequest) -> Acquisition:
-        """Reserve the intent or report it executed; see `ReservationManager.acquire`."""
+    def acquire(
+        self,
+        request: ReservationRequest,
+        *,
+        first_read: AcquireRead | None = None,
+        riders: StagedWrites | None = None,
+    ) -> Acquisition:
+        """Reserve the intent or report it executed; see `ReservationManager.acquire`.
+
+        `first_read` spares the first read where the caller already holds the three documents
+        (a lost race reads them again); `riders` are written by the handle's release batch.
+        """
         lease_id = uuid.uuid4().hex
-        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
-        acc_doc = account_ref(self._db, request.tenant_id, request.broker_account_id)
-        inf_doc = inflight_ref(self._db, request.tenant_id, request.broker_account_id)
+        res_doc, acc_doc, inf_doc = acquire_refs(
+            self._db, request.tenant_id, request.broker_account_id, request.client_intent_id
+        )
+        read = first_read
         for attempt in range(self._max_attempts):
-            with store_errors("reservation read"):
-                snapshots = {
-                    snap.reference.path: snap
-                    for snap in self._db.get_all(
-                        [res_doc, acc_doc, inf_doc], **self._policy.kwargs()
-                    )
-                }
-            res_snap, acc_snap, inf_snap = (
-                snapshots[res_doc.path],
-                snapshots[acc_doc.path],
-                snapshots[inf_doc.path],
-            )
+            if read is None:
+                with store_errors("reservation read"):
+                    snapshots = {
+                        snap.reference.path: snap
+                        for snap in self._db.get_all(
+                            [res_doc, acc_doc, inf_doc], **self._policy.kwargs()
+                        )
+                    }
+                read = AcquireRead(
+                    snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[inf_doc.path]
+                )
+            res_snap, acc_snap, inf_snap = read.reservation, read.account, read.inflight
+            read = None  # whatever happens next, another round reads afresh
             existing = record_from_document(res_snap.to_dict() or {}) if res_snap.exists else None
             if existing is not None and existing.lease_id == lease_id:
                 # An earlier commit of ours landed although its answer was lost.
-                return Acquired(self._handle(existing, res_snap.update_time))
+                return Acquired(self._handle(existing, res_snap.update_time, riders))
             now = self._clock()
             action = decide_acquire(existing, request, now)
             if action is AcquireAction.DUPLICATE:
@@ -270,17 +306,20 @@ class FirestoreReservationManager:
                 took_over=existing is not None,
                 amount_usd=request.amount_usd,
             )
-            return Acquired(self._handle(record, written[0].update_time))
+            return Acquired(self._handle(record, written[0].update_time, riders))
         raise ReservationContentionError(
             f"reservation of {request.client_intent_id!r} lost {self._max_attempts} optimistic "
             "commits to concurrent writers; the delivery will be retried"
         )
 
-    def _handle(self, record: ReservationRecord, version: Any) -> FirestoreReservationHandle:
+    def _handle(
+        self, record: ReservationRecord, version: Any, riders: StagedWrites | None
+    ) -> FirestoreReservationHandle:
         return FirestoreReservationHandle(
             self._db,
             record,
             version=version,
+            riders=riders,
             clock=self._clock,
             policy=self._policy,
             retention=self._retention,
@@ -304,6 +343,7 @@ class FirestoreReservationHandle:
         record: ReservationRecord,
         *,
         version: Any,
+        riders: StagedWrites | None = None,
         clock: Clock,
         policy: CallPolicy,
         retention: timedelta,
@@ -315,6 +355,8 @@ class FirestoreReservationHandle:
         # The update time of the document as this lease wrote it: while it still matches, the
         # document is ours unchanged and release needs no read.
         self._version = version
+        # Best-effort writes of the invocation (its ledger entry) that ride on the release batch.
+        self._riders = riders
         self._clock = clock
         self._policy = policy
         self._retention = retention
@@ -400,9 +442,13 @@ class FirestoreReservationHandle:
                     inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
                     {FieldPath("leases", rec.lease_id).to_api_repr(): firestore.DELETE_FIELD},
                 )
+            if self._riders is not None:
+                self._riders.add_to(batch)
             try:
                 with store_errors("reservation release"):
                     batch.commit(**self._policy.kwargs())
+                if self._riders is not None:
+                    self._riders.committed()
             except RACE_ERRORS:
                 # Changed since we knew it (a sweep, a take-over, our own landed retry): read it.
                 if version is not self._version:

@@ -58,6 +58,11 @@ class CallPolicy:
         return {"retry": self.retry(), "timeout": self.timeout_seconds}
 
 
+def snapshot_data(snapshot: Any) -> dict[str, Any] | None:
+    """A document snapshot's fields; None where the document does not exist."""
+    return (snapshot.to_dict() or {}) if snapshot.exists else None
+
+
 @contextmanager
 def store_errors(operation: str) -> Iterator[None]:
     """Turn 'the store did not answer' into `StoreUnavailableError`, chained."""

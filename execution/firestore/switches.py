@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.cloud import firestore
 
-from execution.firestore.support import CallPolicy, store_errors
+from execution.firestore.support import CallPolicy, snapshot_data, store_errors
 
 KILL_SWITCH = "execution_kill_switch"
+
+
+def switch_refs(
+    db: firestore.Client, tenant_id: str
+) -> tuple[firestore.DocumentReference, firestore.DocumentReference]:
+    """The global switch and `tenant_id`'s, in the order `engaged_switch` takes them."""
+    return (
+        db.collection("ops").document(KILL_SWITCH),
+        db.collection("tenants", tenant_id, "ops").document(KILL_SWITCH),
+    )
+
+
+def engaged_switch(
+    global_data: dict[str, Any] | None, tenant_data: dict[str, Any] | None
+) -> str | None:
+    """`global`, `tenant` or None, from the two switch documents (None where absent)."""
+    for name, data in (("global", global_data), ("tenant", tenant_data)):
+        if data is not None and bool(data.get("enabled")):
+            return name
+    return None
 
 
 class FirestoreKillSwitches:
@@ -18,15 +40,12 @@ class FirestoreKillSwitches:
 
     def engaged(self, tenant_id: str) -> str | None:
         """`global`, `tenant` or None; raises `StoreUnavailableError` rather than guess."""
-        global_doc = self._db.collection("ops").document(KILL_SWITCH)
-        tenant_doc = self._db.collection("tenants", tenant_id, "ops").document(KILL_SWITCH)
+        global_doc, tenant_doc = switch_refs(self._db, tenant_id)
         with store_errors("kill switch read"):
             snaps = {
                 s.reference.path: s
                 for s in self._db.get_all([global_doc, tenant_doc], **self._policy.kwargs())
             }
-        for name, doc in (("global", global_doc), ("tenant", tenant_doc)):
-            snap = snaps[doc.path]
-            if snap.exists and bool((snap.to_dict() or {}).get("enabled")):
-                return name
-        return None
+        return engaged_switch(
+            snapshot_data(snaps[global_doc.path]), snapshot_data(snaps[tenant_doc.path])
+        )

@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from execution.accounts import AccountRead, AccountSettings, AccountSource
-from execution.authority import Authority
+from execution.authority import Authority, KillSwitchSource
 from execution.brokers.base import Broker
 from execution.clock import FakeClock
 from execution.engine import ExecutionEngine
-from execution.ledger import Ledger
+from execution.invocation import SeparatePorts
 from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
 from execution.reservations import (
     AcquireAction,
@@ -37,7 +37,7 @@ from execution.reservations import (
     new_record,
 )
 from execution.risk import RiskDecision, RiskGate
-from execution.routing import Quote, QuoteSource, RouteDecision, Router
+from execution.routing import Quote, RouteDecision, Router
 from execution.settings import AgentMode
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -86,8 +86,9 @@ def market_intent(**overrides: Any) -> TradeIntent:
     return make_intent(order_type="market", limit_price=None, **overrides)
 
 
-def make_quote(symbol: str = "AAPL", *, bid: float = 99.99, ask: float = 100.01,
-               ts: datetime = T0) -> Quote:
+def make_quote(
+    symbol: str = "AAPL", *, bid: float = 99.99, ask: float = 100.01, ts: datetime = T0
+) -> Quote:
     """A fresh, narrow quote."""
     return Quote(symbol=symbol, bid=bid, ask=ask, ts=ts)
 
@@ -176,8 +177,13 @@ class InMemoryReservationManager:
         """Every release call made with `lease_id`."""
         return [call for call in self.releases if call[0] == lease_id]
 
-    def _release(self, handle: InMemoryHandle, outcome: Outcome, error: str | None,
-                 broker_order_id: str | None) -> None:
+    def _release(
+        self,
+        handle: InMemoryHandle,
+        outcome: Outcome,
+        error: str | None,
+        broker_order_id: str | None,
+    ) -> None:
         held = handle.record
         self.releases.append((held.lease_id, outcome, error, broker_order_id))
         if self.fail_release_with is not None:
@@ -361,8 +367,9 @@ class RecordingBroker:
 class FakeQuotes:
     """Quotes from a dict; `error` is raised by every read while set. Counts reads."""
 
-    def __init__(self, quotes: dict[str, Quote] | None = None, *,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self, quotes: dict[str, Quote] | None = None, *, error: BaseException | None = None
+    ) -> None:
         self.quotes = dict(quotes or {})
         self.error = error
         self.reads: list[str] = []
@@ -377,8 +384,9 @@ class FakeQuotes:
 class FakeRouter:
     """Answers every route with `decision`, or raises `error`; records the quotes it was given."""
 
-    def __init__(self, decision: RouteDecision | None = None, *,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self, decision: RouteDecision | None = None, *, error: BaseException | None = None
+    ) -> None:
         self.decision = decision or RouteDecision(True)
         self.error = error
         self.seen: list[Quote | None] = []
@@ -393,8 +401,9 @@ class FakeRouter:
 class FakeRisk:
     """Answers every validation with `decision`, or raises `error`; records amounts judged."""
 
-    def __init__(self, decision: RiskDecision | None = None, *,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self, decision: RiskDecision | None = None, *, error: BaseException | None = None
+    ) -> None:
         self.decision = decision or RiskDecision(True)
         self.error = error
         self.amounts: list[float] = []
@@ -419,7 +428,12 @@ class FakeAuthority:
         self.account_modes: list[AgentMode | None] = []
 
     def check(
-        self, intent: TradeIntent, *, broker_is_paper: bool, account_mode: AgentMode | None = None
+        self,
+        intent: TradeIntent,
+        *,
+        broker_is_paper: bool,
+        switches: KillSwitchSource,
+        account_mode: AgentMode | None = None,
     ) -> None:
         self.checks.append(broker_is_paper)
         self.account_modes.append(account_mode)
@@ -430,8 +444,13 @@ class FakeAuthority:
 class FakeKillSwitches:
     """Kill switches for `TradingAuthority`: a global one, per-tenant ones, or a read failure."""
 
-    def __init__(self, *, global_on: bool = False, tenants: set[str] | None = None,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        global_on: bool = False,
+        tenants: set[str] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         self.global_on = global_on
         self.tenants = set(tenants or set())
         self.error = error
@@ -449,8 +468,12 @@ class FakeKillSwitches:
 class FakeAccounts:
     """Account settings for the engine from a dict keyed by (tenant, account), or a failure."""
 
-    def __init__(self, accounts: dict[tuple[str, str], AccountSettings] | None = None, *,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        accounts: dict[tuple[str, str], AccountSettings] | None = None,
+        *,
+        error: BaseException | None = None,
+    ) -> None:
         self.accounts = dict(accounts or {})
         self.error = error
 
@@ -502,7 +525,7 @@ def make_engine(**overrides: Any) -> Rig:
     """An engine on fakes that places every order; override any collaborator or setting.
 
     Keywords: `clock`, `reservations`, `quotes`, `router`, `accounts`, `risk`, `authority`,
-    `broker`, `ledger`,
+    `switches`, `broker`, `ledger`,
     `intent_max_age_seconds`, `dry_run`. The default reservation manager is in memory on `clock`.
     """
     clock: FakeClock = overrides.pop("clock", None) or FakeClock(T0)
@@ -516,22 +539,24 @@ def make_engine(**overrides: Any) -> Rig:
     authority: Authority = overrides.pop("authority", None) or FakeAuthority()
     broker: RecordingBroker = overrides.pop("broker", None) or RecordingBroker()
     ledger: RecordingLedger = overrides.pop("ledger", None) or RecordingLedger()
+    switches: KillSwitchSource = overrides.pop("switches", None) or FakeKillSwitches()
     max_age = overrides.pop("intent_max_age_seconds", MAX_AGE_SECONDS)
     dry_run = overrides.pop("dry_run", False)
     if overrides:
         raise TypeError(f"make_engine got unknown overrides: {sorted(overrides)}")
-    source: QuoteSource = quotes
     port: Broker = broker
-    book: Ledger = ledger
     engine = ExecutionEngine(
-        reservations=reservations,
-        quotes=source,
+        store=SeparatePorts(
+            reservations=reservations,
+            quotes=quotes,
+            accounts=accounts,
+            switches=switches,
+            ledger=ledger,
+        ),
         router=router,
-        accounts=accounts,
         risk=risk,
         authority=authority,
         broker=port,
-        ledger=book,
         clock=clock,
         intent_max_age_seconds=max_age,
         dry_run=dry_run,

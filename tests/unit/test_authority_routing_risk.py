@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from execution.accounts import AccountRead, AccountSettings
 from execution.authority import TradingAuthority
 from execution.clock import FakeClock
 from execution.errors import AgentModeError, ExecutionHaltedError, StoreUnavailableError
+from execution.models import TradeIntent
 from execution.risk import RiskDecision, RiskManager
 from execution.routing import Quote, RouteDecision, SmartRouter
 from execution.settings import AgentMode
@@ -19,14 +22,26 @@ from tests.unit.fakes import T0, FakeKillSwitches, logged, make_intent, make_quo
 # --- TradingAuthority ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Gate:
+    """A `TradingAuthority` and the kill switches every check of it is given."""
+
+    authority: TradingAuthority
+    switches: FakeKillSwitches
+
+    def check(self, intent: TradeIntent, **kwargs: Any) -> None:
+        self.authority.check(intent, switches=self.switches, **kwargs)
+
+
 def authority(
     mode: AgentMode = AgentMode.LIVE,
     *,
     env_halted: bool = False,
     switches: FakeKillSwitches | None = None,
-) -> TradingAuthority:
-    return TradingAuthority(
-        agent_mode=mode, env_halted=env_halted, switches=switches or FakeKillSwitches()
+) -> Gate:
+    return Gate(
+        TradingAuthority(agent_mode=mode, env_halted=env_halted),
+        switches or FakeKillSwitches(),
     )
 
 
@@ -168,8 +183,13 @@ def test_quote_prices_are_the_ask_for_a_buy_and_the_bid_for_a_sell() -> None:
 class FakeOrderHistory:
     """Counts for `RiskManager`: orders today, net positions by symbol, or a failure."""
 
-    def __init__(self, *, today: int = 1, positions: dict[str, float] | None = None,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        today: int = 1,
+        positions: dict[str, float] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         self.today = today
         self.positions = dict(positions or {})
         self.error = error
@@ -255,9 +275,7 @@ def test_unreadable_risk_data_is_logged_with_the_fail_open_choice(
 
     risk().validate(make_intent(), 1, AccountRead(error="accounts down"))
 
-    assert [f["fail_open"] for f in logged(caplog.records, "exec.risk.data_unavailable")] == [
-        False
-    ]
+    assert [f["fail_open"] for f in logged(caplog.records, "exec.risk.data_unavailable")] == [False]
 
 
 @pytest.mark.parametrize(("counted", "allowed"), [(3, True), (4, False)])

@@ -109,6 +109,19 @@ def test_a_number_that_is_not_positive_is_refused_naming_the_variable(raw: str) 
     assert "INTENT_MAX_AGE_SECONDS must be a positive number" in str(raised.value)
 
 
+def test_shared_reads_last_a_second_by_default_and_zero_turns_them_off() -> None:
+    assert Settings.from_env({}).shared_read_max_age_seconds == 1.0
+    assert Settings.from_env({"SHARED_READ_MAX_AGE_SECONDS": "0"}).shared_read_max_age_seconds == 0
+
+
+@pytest.mark.parametrize("raw", ["-1", "61"])
+def test_a_shared_read_bound_outside_zero_to_a_minute_is_refused(raw: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"SHARED_READ_MAX_AGE_SECONDS": raw})
+
+    assert "SHARED_READ_MAX_AGE_SECONDS" in str(raised.value)
+
+
 @pytest.mark.parametrize("raw,mode", [("off", AgentMode.OFF), ("Observe", AgentMode.OBSERVE),
                                       (" paper ", AgentMode.PAPER), ("LIVE", AgentMode.LIVE)])
 def test_agent_modes_are_read_case_insensitively(raw: str, mode: AgentMode) -> None:
