@@ -209,9 +209,17 @@ class FirestoreReservationManager:
         (a lost race reads them again); `riders` are written by the handle's release batch.
         """
         lease_id = uuid.uuid4().hex
-        res_doc, acc_doc, inf_doc = acquire_refs(
-            self._db, request.tenant_id, request.broker_account_id, request.client_intent_id
-        )
+        if first_read is not None:
+            _check_read_is_of(first_read, request)
+            res_doc, acc_doc, inf_doc = (
+                first_read.reservation.reference,
+                first_read.account.reference,
+                first_read.inflight.reference,
+            )
+        else:
+            res_doc, acc_doc, inf_doc = acquire_refs(
+                self._db, request.tenant_id, request.broker_account_id, request.client_intent_id
+            )
         read = first_read
         for attempt in range(self._max_attempts):
             if read is None:
@@ -468,6 +476,19 @@ class FirestoreReservationHandle:
             )
             return True
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
+
+
+def _check_read_is_of(read: AcquireRead, request: ReservationRequest) -> None:
+    """Refuse a first read of another intent's documents: the acquire would write to them."""
+    tenant = f"tenants/{request.tenant_id}"
+    expected = (
+        f"{tenant}/{RESERVATIONS}/{request.client_intent_id}",
+        f"{tenant}/{ACCOUNTS}/{request.broker_account_id}",
+        f"{tenant}/{INFLIGHT}/{request.broker_account_id}",
+    )
+    found = tuple(snap.reference.path for snap in (read.reservation, read.account, read.inflight))
+    if found != expected:
+        raise ValueError(f"first_read holds {found}, not the documents of {expected[0]}")
 
 
 def _max_inflight_usd(account: dict[str, Any] | None) -> float | None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -43,8 +44,9 @@ class CallPolicy:
 
     timeout_seconds: float
 
-    def retry(self) -> gretry.Retry:
-        """Retry transport failures within the deadline; never a lost race or a refusal."""
+    @cached_property
+    def _retry(self) -> gretry.Retry:
+        # Built once: a Retry holds no per-call state, and every RPC of an intent passes one.
         return gretry.Retry(
             predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError),
             initial=0.05,
@@ -53,9 +55,13 @@ class CallPolicy:
             timeout=self.timeout_seconds,
         )
 
+    def retry(self) -> gretry.Retry:
+        """Retry transport failures within the deadline; never a lost race or a refusal."""
+        return self._retry
+
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for a client call: `retry` and `timeout`."""
-        return {"retry": self.retry(), "timeout": self.timeout_seconds}
+        return {"retry": self._retry, "timeout": self.timeout_seconds}
 
 
 def snapshot_data(snapshot: Any) -> dict[str, Any] | None:

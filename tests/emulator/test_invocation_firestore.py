@@ -22,7 +22,11 @@ from execution.bootstrap import Service
 from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
 from execution.firestore.invocation import FirestoreInvocationStore
-from execution.firestore.reservations import FirestoreReservationManager
+from execution.firestore.reservations import (
+    AcquireRead,
+    FirestoreReservationManager,
+    acquire_refs,
+)
 from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
 from execution.reservations import (
     Acquired,
@@ -322,3 +326,25 @@ def request_for(intent: TradeIntent) -> ReservationRequest:
 def paper_order(db: firestore.Client, clock: FakeClock, intent: TradeIntent) -> BrokerOrder:
     broker = PaperBroker(db, clock=clock, policy=FAST_POLICY)
     return broker.place_order(OrderRequest.from_intent(intent, None))
+
+
+def test_an_acquire_refuses_a_first_read_of_another_intent_and_writes_nothing(
+    db: firestore.Client, clock: FakeClock
+) -> None:
+    manager = FirestoreReservationManager(db, clock=clock, ttl=TTL, policy=FAST_POLICY)
+    read_for, asked_for = make_intent(), make_intent()
+    refs = acquire_refs(
+        db, read_for.tenant_id, read_for.broker_account_id, read_for.client_intent_id
+    )
+    snaps = {snap.reference.path: snap for snap in db.get_all(list(refs))}
+
+    with pytest.raises(ValueError, match="first_read holds"):
+        manager.acquire(
+            request_for(asked_for), first_read=AcquireRead(*(snaps[ref.path] for ref in refs))
+        )
+
+    for intent in (read_for, asked_for):
+        doc = db.collection("tenants", intent.tenant_id, "execution_reservations").document(
+            intent.client_intent_id
+        )
+        assert not doc.get().exists
