@@ -7,6 +7,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from execution.errors import StoreUnavailableError
 from execution.settings import AgentMode
 
 
@@ -35,6 +36,8 @@ class AccountRead:
     settings: AccountSettings | None = None
     error: str | None = None
     """Why the settings could not be read; risk then fails closed unless configured open."""
+    outage: StoreUnavailableError | None = None
+    """Set where the store did not answer: risk raises it (retry) unless configured open."""
 
 
 class AccountSource(Protocol):

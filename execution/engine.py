@@ -6,7 +6,8 @@ cover (a killed instance, a store outage during release) the lease's expiry and 
 
 Every stage reaches the store through one `Invocation` per intent (a unit of work): the Firestore
 one reads all the stages' documents in one round trip when it opens and writes the ledger entry
-with the release.
+with the release. Stages that pass log at DEBUG; the outcome and its reason are logged once, at
+INFO, as `exec.intent.completed`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from execution.errors import (
     ExecutionHaltedError,
     OutcomeUnrecordedError,
     PriceUnavailableError,
+    StoreUnavailableError,
 )
 from execution.invocation import Invocation, InvocationStore
 from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
@@ -303,6 +305,8 @@ class ExecutionEngine:
         """The account settings, read once for risk and authority; a failure is kept, not raised."""
         try:
             return AccountRead(invocation.accounts.get(intent.tenant_id, intent.broker_account_id))
+        except StoreUnavailableError as exc:
+            return AccountRead(error=f"{type(exc).__name__}: {exc}", outage=exc)
         except Exception as exc:  # risk decides what unreadable limits mean (fail-closed)
             return AccountRead(error=f"{type(exc).__name__}: {exc}")
 

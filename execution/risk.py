@@ -4,6 +4,11 @@ The limits live on `tenants/{tenant_id}/accounts/{broker_account_id}`; the engin
 document once per invocation and hands it here. Counting limits (orders per day, net position)
 read the service's own records of what it sent to the broker, never fills: a limit must hold
 whether or not the broker has filled anything yet.
+
+Limits that cannot be evaluated reject (`risk_data_unavailable`) unless `fail_open`, with one
+exception: a store outage while counting raises `StoreUnavailableError`, so the delivery is
+retried and the intent judged once the store answers, instead of being rejected for good by a
+passing outage.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Protocol
 
 from execution.accounts import AccountRead
 from execution.clock import Clock
+from execution.errors import StoreUnavailableError
 from execution.models import TradeIntent
 from execution.telemetry import emit
 
@@ -75,6 +81,8 @@ class RiskManager:
     ) -> RiskDecision:
         """Reject what breaks a limit; see the module docstring for unreadable data."""
         if account.error is not None:
+            if account.outage is not None and not self._fail_open:
+                raise account.outage
             return self._unavailable(intent, account.error)
         limits = account.settings
         if limits is None:
@@ -93,6 +101,10 @@ class RiskManager:
                     return decision
             if limits.max_position_qty is not None:
                 return self._position(intent, limits.max_position_qty)
+        except StoreUnavailableError as exc:
+            if not self._fail_open:
+                raise
+            return self._unavailable(intent, repr(exc))
         except Exception as exc:  # a limit that cannot be counted is a limit unknown
             return self._unavailable(intent, repr(exc))
         return RiskDecision(True)

@@ -1,11 +1,13 @@
 """`FirestoreInvocationStore`: one read at the start of an invocation, the ledger with its release.
 
-At `open`, one `get_all` fetches the documents the common path reads: the reservation, the account
-and its in-flight document (what the acquire decides on), and, unless this instance read them
+At `open`, one `get_all` fetches the documents the common path reads: the account and its
+in-flight document (what the acquire decides the budget on), and, unless this instance read them
 less than `shared_read_max_age_seconds` ago (`RecentReads`), the symbol's quote and both kill
-switches. The stages answer from that read, and the ledger entry of a placed order rides on the
-release's batch. On the common path an intent costs four round trips (this read, the acquire's
-commit, the broker, the release) where separate ports cost eight.
+switches. The reservation itself is not read: the acquire creates it, which fails only where it
+exists (a redelivery or a duplicate, which then reads it). The stages answer from that read, and
+the ledger entry of a placed order rides on the release's batch. On the common path an intent
+costs four round trips (this read, the acquire's commit, the broker, the release) where separate
+ports cost eight.
 
 Freshness: the account is as of the invocation's start, a few milliseconds before the broker
 call. The quote and the kill switches are at most `shared_read_max_age_seconds` old when read
@@ -28,7 +30,7 @@ from execution.firestore.accounts import FirestoreAccountSource, account_from_do
 from execution.firestore.ledger import ledger_entry, ledger_ref
 from execution.firestore.quotes import FirestoreQuoteSource, quote_from_document, quote_ref
 from execution.firestore.recent_reads import KeptRead, RecentReads
-from execution.firestore.reservations import AcquireRead, FirestoreReservationManager, acquire_refs
+from execution.firestore.reservations import BudgetRead, FirestoreReservationManager, budget_refs
 from execution.firestore.staged_writes import StagedWrites
 from execution.firestore.support import CallPolicy, snapshot_data, store_errors
 from execution.firestore.switches import FirestoreKillSwitches, engaged_switch, switch_refs
@@ -67,9 +69,7 @@ class FirestoreInvocationStore:
 
     def open(self, intent: TradeIntent) -> FirestoreInvocation:
         """Read what `intent`'s path needs in one round trip (see the module docstring)."""
-        reservation, account, inflight = acquire_refs(
-            self._db, intent.tenant_id, intent.broker_account_id, intent.client_intent_id
-        )
+        account, inflight = budget_refs(self._db, intent.tenant_id, intent.broker_account_id)
         quote = quote_ref(self._db, intent.symbol)
         global_switch, tenant_switch = switch_refs(self._db, intent.tenant_id)
         shared = {
@@ -80,9 +80,7 @@ class FirestoreInvocationStore:
         with store_errors("invocation read"):
             snaps = {
                 snap.reference.path: snap
-                for snap in self._db.get_all(
-                    [reservation, account, inflight, *unread], **self._policy.kwargs()
-                )
+                for snap in self._db.get_all([account, inflight, *unread], **self._policy.kwargs())
             }
         for ref in unread:
             shared[ref.path] = self._recent.keep(ref.path, snapshot_data(snaps[ref.path]), read_at)
@@ -91,9 +89,7 @@ class FirestoreInvocationStore:
         )
         staged = StagedWrites()
         reservations: ReservationManager = _FirstReadReservations(
-            self._reservations,
-            AcquireRead(snaps[reservation.path], snaps[account.path], snaps[inflight.path]),
-            staged,
+            self._reservations, BudgetRead(snaps[account.path], snaps[inflight.path]), staged
         )
         if self._wrap_reservations is not None:
             reservations = self._wrap_reservations(reservations)
@@ -145,18 +141,18 @@ class FirestoreInvocation:
 
 
 class _FirstReadReservations:
-    """The acquire decides first on the opening read; a lost race reads again."""
+    """The acquire's first attempt decides on the opening read and creates the reservation."""
 
     def __init__(
-        self, manager: FirestoreReservationManager, first_read: AcquireRead, riders: StagedWrites
+        self, manager: FirestoreReservationManager, budget_read: BudgetRead, riders: StagedWrites
     ) -> None:
         self._manager = manager
-        self._first_read: AcquireRead | None = first_read
+        self._budget_read: BudgetRead | None = budget_read
         self._riders = riders
 
     def acquire(self, request: ReservationRequest) -> Acquisition:
-        first_read, self._first_read = self._first_read, None  # a second call reads afresh
-        return self._manager.acquire(request, first_read=first_read, riders=self._riders)
+        budget_read, self._budget_read = self._budget_read, None  # a second call reads afresh
+        return self._manager.acquire(request, budget_read=budget_read, riders=self._riders)
 
 
 class _ReadQuotes:

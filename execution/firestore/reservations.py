@@ -1,12 +1,15 @@
 """`FirestoreReservationManager`: the reservation state machine on Firestore, without transactions.
 
-Each acquire is one read (`get_all` of the reservation, the account and its in-flight document;
-an invocation passes the ones it read at its start as `first_read`) and one atomic batch guarded
-by preconditions: `create` where the document was absent, an update
+Each acquire is one read (`get_all` of the reservation, the account and its in-flight document)
+and one atomic batch guarded by preconditions: `create` where the document was absent, an update
 conditioned on the `update_time` we read where it existed. A lost race fails the whole batch with
 `AlreadyExists`/`FailedPrecondition`; we read again after a jittered pause, a bounded number of
-times. The emulator's pessimistic transactions livelock under exactly this contention (see
-FEASIBILITY.md); preconditions never hold a lock, so contention is cheap and always ends.
+times. An invocation that read the account and in-flight documents at its start passes them as
+`budget_read`: the first attempt then creates the reservation without reading it, since a fresh
+intent's document does not exist yet; where it does (a redelivery, a duplicate), the `create`
+fails and the next attempt reads all three, at once. The emulator's pessimistic transactions
+livelock under exactly the contention this handles (see FEASIBILITY.md); preconditions never hold
+a lock, so contention is cheap and always ends.
 
 Documents:
   tenants/{tenant_id}/execution_reservations/{client_intent_id}   one per intent (contract)
@@ -77,22 +80,19 @@ def account_ref(
 
 
 @dataclass(frozen=True)
-class AcquireRead:
-    """The three documents an acquire decides on, as one read returned them."""
+class BudgetRead:
+    """An account's settings and in-flight documents, as one read returned them."""
 
-    reservation: Snapshot
     account: Snapshot
     inflight: Snapshot
 
 
-def acquire_refs(
-    db: firestore.Client, tenant_id: str, broker_account_id: str, client_intent_id: str
-) -> tuple[firestore.DocumentReference, firestore.DocumentReference, firestore.DocumentReference]:
-    """The reservation, account and in-flight documents of one intent, in `AcquireRead` order."""
-    return (
-        reservation_ref(db, tenant_id, client_intent_id),
-        account_ref(db, tenant_id, broker_account_id),
-        inflight_ref(db, tenant_id, broker_account_id),
+def budget_refs(
+    db: firestore.Client, tenant_id: str, broker_account_id: str
+) -> tuple[firestore.DocumentReference, firestore.DocumentReference]:
+    """The account and in-flight documents of one account, in `BudgetRead` order."""
+    return account_ref(db, tenant_id, broker_account_id), inflight_ref(
+        db, tenant_id, broker_account_id
     )
 
 
@@ -200,29 +200,29 @@ class FirestoreReservationManager:
         self,
         request: ReservationRequest,
         *,
-        first_read: AcquireRead | None = None,
+        budget_read: BudgetRead | None = None,
         riders: StagedWrites | None = None,
     ) -> Acquisition:
         """Reserve the intent or report it executed; see `ReservationManager.acquire`.
 
-        `first_read` spares the first read where the caller already holds the three documents
-        (a lost race reads them again); `riders` are written by the handle's release batch.
+        `budget_read` spares the first read (see the module docstring); `riders` are written by
+        the handle's release batch.
         """
         lease_id = uuid.uuid4().hex
-        if first_read is not None:
-            _check_read_is_of(first_read, request)
-            res_doc, acc_doc, inf_doc = (
-                first_read.reservation.reference,
-                first_read.account.reference,
-                first_read.inflight.reference,
-            )
+        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+        if budget_read is not None:
+            _check_read_is_of(budget_read, request)
+            acc_doc, inf_doc = budget_read.account.reference, budget_read.inflight.reference
         else:
-            res_doc, acc_doc, inf_doc = acquire_refs(
-                self._db, request.tenant_id, request.broker_account_id, request.client_intent_id
-            )
-        read = first_read
-        for attempt in range(self._max_attempts):
-            if read is None:
+            acc_doc, inf_doc = budget_refs(self._db, request.tenant_id, request.broker_account_id)
+        # The optimistic create is not a race lost: it takes no attempt and no pause.
+        optimistic = budget_read
+        for attempt in range(self._max_attempts + (1 if optimistic is not None else 0)):
+            res_snap: Snapshot | None
+            if optimistic is not None:
+                res_snap, acc_snap, inf_snap = None, optimistic.account, optimistic.inflight
+                optimistic = None
+            else:
                 with store_errors("reservation read"):
                     snapshots = {
                         snap.reference.path: snap
@@ -230,15 +230,16 @@ class FirestoreReservationManager:
                             [res_doc, acc_doc, inf_doc], **self._policy.kwargs()
                         )
                     }
-                read = AcquireRead(
-                    snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[inf_doc.path]
-                )
-            res_snap, acc_snap, inf_snap = read.reservation, read.account, read.inflight
-            read = None  # whatever happens next, another round reads afresh
-            existing = record_from_document(res_snap.to_dict() or {}) if res_snap.exists else None
+                res_snap = snapshots[res_doc.path]
+                acc_snap, inf_snap = snapshots[acc_doc.path], snapshots[inf_doc.path]
+            existing: ReservationRecord | None = None
+            version: Any = None  # the update time the batch's precondition holds the document to
+            if res_snap is not None and res_snap.exists:
+                existing = record_from_document(res_snap.to_dict() or {})
+                version = res_snap.update_time
             if existing is not None and existing.lease_id == lease_id:
                 # An earlier commit of ours landed although its answer was lost.
-                return Acquired(self._handle(existing, res_snap.update_time, riders))
+                return Acquired(self._handle(existing, version, riders))
             now = self._clock()
             action = decide_acquire(existing, request, now)
             if action is AcquireAction.DUPLICATE:
@@ -262,7 +263,7 @@ class FirestoreReservationManager:
                 batch.update(
                     res_doc,
                     record_to_document(record),
-                    option=self._db.write_option(last_update_time=res_snap.update_time),
+                    option=self._db.write_option(last_update_time=version),
                 )
             if counted:
                 assert budget is not None
@@ -300,8 +301,10 @@ class FirestoreReservationManager:
                     client_intent_id=request.client_intent_id,
                     attempt=attempt + 1,
                     error=type(exc).__name__,
+                    read_first=res_snap is not None,
                 )
-                self._pause(attempt)
+                if res_snap is not None:
+                    self._pause(attempt)
                 continue
             emit(
                 logger,
@@ -478,17 +481,16 @@ class FirestoreReservationHandle:
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
 
 
-def _check_read_is_of(read: AcquireRead, request: ReservationRequest) -> None:
-    """Refuse a first read of another intent's documents: the acquire would write to them."""
+def _check_read_is_of(read: BudgetRead, request: ReservationRequest) -> None:
+    """Refuse a read of another account's documents: the acquire would decide and write on them."""
     tenant = f"tenants/{request.tenant_id}"
     expected = (
-        f"{tenant}/{RESERVATIONS}/{request.client_intent_id}",
         f"{tenant}/{ACCOUNTS}/{request.broker_account_id}",
         f"{tenant}/{INFLIGHT}/{request.broker_account_id}",
     )
-    found = tuple(snap.reference.path for snap in (read.reservation, read.account, read.inflight))
+    found = (read.account.reference.path, read.inflight.reference.path)
     if found != expected:
-        raise ValueError(f"first_read holds {found}, not the documents of {expected[0]}")
+        raise ValueError(f"budget_read holds {found}, not the documents of {expected[0]}")
 
 
 def _max_inflight_usd(account: dict[str, Any] | None) -> float | None:

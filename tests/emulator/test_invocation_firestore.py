@@ -23,14 +23,15 @@ from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
 from execution.firestore.invocation import FirestoreInvocationStore
 from execution.firestore.reservations import (
-    AcquireRead,
+    BudgetRead,
     FirestoreReservationManager,
-    acquire_refs,
+    budget_refs,
 )
 from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
 from execution.reservations import (
     Acquired,
     Acquisition,
+    AlreadyExecuted,
     NoopHandle,
     ReservationManager,
     ReservationRequest,
@@ -328,23 +329,42 @@ def paper_order(db: firestore.Client, clock: FakeClock, intent: TradeIntent) -> 
     return broker.place_order(OrderRequest.from_intent(intent, None))
 
 
-def test_an_acquire_refuses_a_first_read_of_another_intent_and_writes_nothing(
+def test_an_acquire_refuses_a_budget_read_of_another_account_and_writes_nothing(
     db: firestore.Client, clock: FakeClock
 ) -> None:
     manager = FirestoreReservationManager(db, clock=clock, ttl=TTL, policy=FAST_POLICY)
     read_for, asked_for = make_intent(), make_intent()
-    refs = acquire_refs(
-        db, read_for.tenant_id, read_for.broker_account_id, read_for.client_intent_id
-    )
+    refs = budget_refs(db, read_for.tenant_id, read_for.broker_account_id)
     snaps = {snap.reference.path: snap for snap in db.get_all(list(refs))}
 
-    with pytest.raises(ValueError, match="first_read holds"):
+    with pytest.raises(ValueError, match="budget_read holds"):
         manager.acquire(
-            request_for(asked_for), first_read=AcquireRead(*(snaps[ref.path] for ref in refs))
+            request_for(asked_for), budget_read=BudgetRead(*(snaps[ref.path] for ref in refs))
         )
 
-    for intent in (read_for, asked_for):
-        doc = db.collection("tenants", intent.tenant_id, "execution_reservations").document(
-            intent.client_intent_id
-        )
-        assert not doc.get().exists
+    doc = db.collection("tenants", asked_for.tenant_id, "execution_reservations").document(
+        asked_for.client_intent_id
+    )
+    assert not doc.get().exists
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2])
+def test_a_redelivery_after_the_create_without_a_read_fails_reads_and_answers(
+    db: firestore.Client, clock: FakeClock, monotonic: FakeMonotonic, max_attempts: int
+) -> None:
+    manager = FirestoreReservationManager(
+        db, clock=clock, ttl=TTL, policy=FAST_POLICY, max_attempts=max_attempts
+    )
+    store = FirestoreInvocationStore(
+        db, reservations=manager, clock=clock, policy=FAST_POLICY, monotonic=monotonic
+    )
+    intent = make_intent()
+    first = store.open(intent).reservations.acquire(request_for(intent))
+    assert isinstance(first, Acquired)
+    first.handle.release(Outcome.PLACED, broker_order_id="order-1")
+
+    # Even with one attempt allowed, the create that found the document is not a lost race.
+    again = store.open(intent).reservations.acquire(request_for(intent))
+
+    assert isinstance(again, AlreadyExecuted)
+    assert (again.record.outcome, again.record.broker_order_id) == (Outcome.PLACED, "order-1")

@@ -268,6 +268,23 @@ def test_unreadable_risk_data_passes_when_configured_fail_open() -> None:
     assert decision == RiskDecision(True, "risk_data_unavailable")
 
 
+def test_an_account_the_store_could_not_read_retries_rather_than_rejects() -> None:
+    outage = StoreUnavailableError("accounts down")
+
+    with pytest.raises(StoreUnavailableError) as raised:
+        risk().validate(make_intent(), 1, AccountRead(error="accounts down", outage=outage))
+
+    assert raised.value is outage
+
+
+def test_an_account_the_store_could_not_read_passes_when_configured_fail_open() -> None:
+    read = AccountRead(error="accounts down", outage=StoreUnavailableError("accounts down"))
+
+    decision = risk(fail_open=True).validate(make_intent(), 1, read)
+
+    assert decision == RiskDecision(True, "risk_data_unavailable")
+
+
 def test_unreadable_risk_data_is_logged_with_the_fail_open_choice(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -291,11 +308,35 @@ def test_the_daily_order_limit_counts_this_intent_with_the_others(
 
 
 def test_an_uncountable_daily_limit_rejects_by_default() -> None:
-    gate = risk(history=FakeOrderHistory(error=StoreUnavailableError("aggregation failed")))
+    gate = risk(history=FakeOrderHistory(error=ValueError("count came back as a string")))
 
     decision = gate.validate(make_intent(), 1, limits(max_daily_orders=3))
 
     assert decision == RiskDecision(False, "risk_data_unavailable")
+
+
+@pytest.mark.parametrize("limit", [{"max_daily_orders": 3}, {"max_position_qty": 10}])
+def test_a_store_outage_while_counting_a_limit_retries_rather_than_rejects(
+    limit: dict[str, float],
+) -> None:
+    outage = StoreUnavailableError("aggregation timed out")
+    gate = risk(history=FakeOrderHistory(error=outage))
+
+    with pytest.raises(StoreUnavailableError) as raised:
+        gate.validate(make_intent(), 1, limits(**limit))
+
+    assert raised.value is outage
+
+
+def test_a_store_outage_while_counting_passes_when_configured_fail_open() -> None:
+    gate = risk(
+        history=FakeOrderHistory(error=StoreUnavailableError("aggregation timed out")),
+        fail_open=True,
+    )
+
+    decision = gate.validate(make_intent(), 1, limits(max_daily_orders=3))
+
+    assert decision == RiskDecision(True, "risk_data_unavailable")
 
 
 @pytest.mark.parametrize(

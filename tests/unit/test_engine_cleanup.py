@@ -842,10 +842,21 @@ def test_the_account_is_read_once_and_shared_by_risk_and_authority() -> None:
 
 
 def test_an_unreadable_account_reaches_risk_as_an_error_not_an_exception() -> None:
-    rig = make_engine(accounts=FakeAccounts(error=StoreUnavailableError("accounts down")))
+    outage = StoreUnavailableError("accounts down")
+    rig = make_engine(accounts=FakeAccounts(error=outage))
 
     rig.engine.execute_intent(make_intent())
 
     [read] = rig.risk.accounts
     assert read.settings is None
     assert read.error is not None and "accounts down" in read.error
+    assert read.outage is outage  # risk decides: retry, or pass when configured fail-open
+
+
+def test_a_malformed_account_reaches_risk_as_an_error_without_an_outage() -> None:
+    rig = make_engine(accounts=FakeAccounts(error=ValueError("max_order_notional_usd: 'a lot'")))
+
+    rig.engine.execute_intent(make_intent())
+
+    [read] = rig.risk.accounts
+    assert read.error is not None and read.outage is None
