@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": [1, 8, 32],
         "accounts": [1, 20, 200],
         "duration": 1.0 if args.quick else 2.0,
-        "repetitions": 1 if args.quick else 2,
+        "repetitions": 1 if args.quick else 3,
         "latency_intents": 100 if args.quick else 300,
         "sweep_documents": 10_000,
         "coldstart_runs": 3 if args.quick else 5,
