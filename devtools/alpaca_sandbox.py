@@ -130,6 +130,16 @@ class AlpacaSandbox:
         with self._state.lock:
             self._state.faults[method.upper()].extend(faults)
 
+    def inject_next(self, method: str, *faults: Fault) -> None:
+        """Queue `faults` ahead of every fault already queued for `method`, in order."""
+        with self._state.lock:
+            self._state.faults[method.upper()].extendleft(reversed(faults))
+
+    def queued(self, method: str) -> list[Fault]:
+        """The faults queued for `method` and not used yet, next first."""
+        with self._state.lock:
+            return list(self._state.faults[method.upper()])
+
     @property
     def orders(self) -> dict[str, dict[str, Any]]:
         """A copy of the stored orders, by `client_order_id`."""

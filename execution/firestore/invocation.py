@@ -88,7 +88,7 @@ class FirestoreInvocationStore:
             _kept(shared, ref) for ref in (quote, global_switch, tenant_switch)
         )
         staged = StagedWrites()
-        reservations: ReservationManager = _FirstReadReservations(
+        reservations: ReservationManager = _OpeningReadReservations(
             self._reservations, BudgetRead(snaps[account.path], snaps[inflight.path]), staged
         )
         if self._wrap_reservations is not None:
@@ -140,7 +140,7 @@ class FirestoreInvocation:
         self._flush()
 
 
-class _FirstReadReservations:
+class _OpeningReadReservations:
     """The acquire's first attempt decides on the opening read and creates the reservation."""
 
     def __init__(

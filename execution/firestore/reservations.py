@@ -30,7 +30,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from execution.clock import Clock
-from execution.errors import ReservationContentionError
+from execution.errors import BudgetWaitError, ReservationContentionError
 from execution.firestore.staged_writes import StagedWrites
 from execution.firestore.support import RACE_ERRORS, CallPolicy, jitter_sleep, store_errors
 from execution.models import Outcome
@@ -267,13 +267,19 @@ class FirestoreReservationManager:
                 )
             if counted:
                 assert budget is not None
-                leases = admit_to_budget(
-                    leases_from_document(inf_snap.to_dict() if inf_snap.exists else None),
-                    now=now,
-                    lease_id=lease_id,
-                    lease=Lease(request.client_intent_id, request.amount_usd, record.expires_at),
-                    max_inflight_usd=budget,
-                )
+                lease = Lease(request.client_intent_id, request.amount_usd, record.expires_at)
+                try:
+                    leases = admit_to_budget(
+                        leases_from_document(inf_snap.to_dict() if inf_snap.exists else None),
+                        now=now,
+                        lease_id=lease_id,
+                        lease=lease,
+                        max_inflight_usd=budget,
+                    )
+                except BudgetWaitError:
+                    if res_snap is None:
+                        continue  # unread: a duplicate needs no budget; read it before waiting
+                    raise
                 inflight_fields = {"leases": leases_to_document(leases), "updated_at": now}
                 if inf_snap.exists:
                     batch.update(

@@ -82,14 +82,8 @@ SWEEP_POLICY = CallPolicy(timeout_seconds=2.0)
 
 
 def pending_faults(sandbox: AlpacaSandbox, method: str) -> int:
-    """Faults queued on the sandbox for `method` and not used yet.
-
-    Reads the sandbox's private state (devtools is not ours to change); a public
-    `AlpacaSandbox.pending_faults(method)` would make this unnecessary.
-    """
-    state = sandbox._state
-    with state.lock:
-        return len(state.faults[method.upper()])
+    """Faults queued on the sandbox for `method` and not used yet."""
+    return len(sandbox.queued(method))
 
 
 def in_threads(actions: list[Callable[[], object]]) -> None:
@@ -111,18 +105,9 @@ def in_threads(actions: list[Callable[[], object]]) -> None:
         raise errors[0]
 
 
-def inject_next(sandbox: AlpacaSandbox, method: str, *faults: Fault) -> None:
-    """Queue `faults` ahead of every fault already queued for `method` (private state, as above)."""
-    state = sandbox._state
-    with state.lock:
-        state.faults[method.upper()].extendleft(reversed(faults))
-
-
 def still_queued(sandbox: AlpacaSandbox, method: str, faults: tuple[Fault, ...]) -> int:
     """How many of these very fault objects the sandbox has not used yet."""
-    state = sandbox._state
-    with state.lock:
-        return sum(1 for queued in state.faults[method.upper()] if any(queued is f for f in faults))
+    return sum(1 for queued in sandbox.queued(method) if any(queued is f for f in faults))
 
 
 class OwnedFirestore:
@@ -494,7 +479,7 @@ class Rig:
         killed, an outage between calls, is part of the storm too).
         """
         faults = tuple(alpaca_sandbox.hang_after_accept(hang) for _ in victims)
-        inject_next(self.sandbox, "POST", *faults)
+        self.sandbox.inject_next("POST", *faults)
         for message in victims:
             self.publish(message)
         with contextlib.suppress(AssertionError):

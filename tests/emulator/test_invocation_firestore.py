@@ -368,3 +368,24 @@ def test_a_redelivery_after_the_create_without_a_read_fails_reads_and_answers(
 
     assert isinstance(again, AlreadyExecuted)
     assert (again.record.outcome, again.record.broker_order_id) == (Outcome.PLACED, "order-1")
+
+
+def test_a_duplicate_on_an_account_whose_budget_is_full_is_answered_not_told_to_wait(
+    db: firestore.Client, clock: FakeClock, monotonic: FakeMonotonic
+) -> None:
+    store = store_for(db, clock, monotonic)
+    account_id = unique("acct")
+    placed, holding = (make_intent(broker_account_id=account_id) for _ in range(2))
+    db.collection("tenants", placed.tenant_id, "accounts").document(account_id).set(
+        {"max_inflight_usd": 150.0}
+    )
+    first = store.open(placed).reservations.acquire(request_for(placed))  # 100 of 150
+    assert isinstance(first, Acquired)
+    first.handle.release(Outcome.PLACED, broker_order_id="order-1")
+    held = store.open(holding).reservations.acquire(request_for(holding))  # 100 of 150, held
+    assert isinstance(held, Acquired)
+
+    again = store.open(placed).reservations.acquire(request_for(placed))
+
+    assert isinstance(again, AlreadyExecuted)
+    assert again.record.outcome is Outcome.PLACED

@@ -567,3 +567,17 @@ def test_the_engine_records_an_alpaca_refusal_as_rejected_with_its_message(
     assert result.reason is not None
     assert "insufficient buying power" in result.reason
     assert alpaca.orders == {}
+
+
+def test_the_sandbox_can_queue_faults_ahead_of_those_already_queued(
+    alpaca: AlpacaSandbox, broker: AlpacaBroker
+) -> None:
+    later, first, second = status(503, "later"), drop_after_accept(), status(500, "second")
+    alpaca.inject("POST", later)
+
+    alpaca.inject_next("POST", first, second)
+
+    assert alpaca.queued("POST") == [first, second, later]
+    with pytest.raises(BrokerTransientError):
+        broker.place_order(order_request())
+    assert alpaca.queued("POST") == [second, later]
