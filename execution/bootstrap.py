@@ -65,6 +65,11 @@ def bootstrap(
     default is Firestore's, and `fail_open_reservations` wraps its reservations in
     `BestEffortReservationManager`.
     """
+    if store is not None and fail_open_reservations:
+        raise ValueError(
+            "fail_open_reservations wraps the default store's reservations; a store passed in "
+            "wraps its own (FirestoreInvocationStore's wrap_reservations)"
+        )
     # Imported here so that `import main` does not pay for the Firestore adapters' imports.
     from execution.firestore.dead_letters import FirestoreDeadLetters
     from execution.firestore.invocation import FirestoreInvocationStore

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from execution.accounts import AccountSettings
+from execution.bootstrap import bootstrap
 from execution.clock import FakeClock
 from execution.errors import (
     AgentModeError,
@@ -28,6 +29,7 @@ from execution.errors import (
     RetryableError,
     StoreUnavailableError,
 )
+from execution.invocation import SeparatePorts
 from execution.models import OrderRequest, Outcome
 from execution.reservations import (
     Acquired,
@@ -38,12 +40,13 @@ from execution.reservations import (
 )
 from execution.risk import RiskDecision
 from execution.routing import RouteDecision
-from execution.settings import AgentMode
+from execution.settings import AgentMode, Settings
 from tests.unit.fakes import (
     MAX_AGE_SECONDS,
     T0,
     FakeAccounts,
     FakeAuthority,
+    FakeKillSwitches,
     FakeQuotes,
     FakeRisk,
     FakeRouter,
@@ -860,3 +863,17 @@ def test_a_malformed_account_reaches_risk_as_an_error_without_an_outage() -> Non
 
     [read] = rig.risk.accounts
     assert read.error is not None and read.outage is None
+
+
+def test_bootstrap_refuses_fail_open_with_a_store_it_did_not_build() -> None:
+    rig = make_engine()
+    store = SeparatePorts(
+        reservations=rig.reservations,
+        quotes=rig.quotes,
+        accounts=FakeAccounts(),
+        switches=FakeKillSwitches(),
+        ledger=rig.ledger,
+    )
+
+    with pytest.raises(ValueError, match="wraps its own"):
+        bootstrap(Settings(), store=store, fail_open_reservations=True)
