@@ -2,9 +2,9 @@
 
 Both engines are the default wiring on the same client; in one, every invocation's reservations
 are a no-op `ReservationManager` (every acquire hands out `Acquired(NoopHandle())`, as fail-open
-does). Both still make the invocation's opening read, which fetches the reservation's documents
-with the others in one round trip; what differs is the acquire's commit and the release (which
-the ledger entry then no longer rides on: it is written on its own). The intents run one at a
+does). Both still make the invocation's opening read (the account and in-flight documents the
+acquire decides on ride on it); what differs is the acquire's commit and the release (which the
+ledger entry then no longer rides on: it is written on its own). The intents run one at a
 time, alternating between the two engines, so both see the same moments of the machine's noise.
 """
 

@@ -37,6 +37,11 @@ class Cell:
         bound = self.rate("bound")
         return self.rate(variant) / bound if bound else float("nan")
 
+    def ratios_by_repetition(self, variant: str = "engine") -> list[float]:
+        """`variant`'s rate over the bound's, repetition by repetition (the runs were adjacent)."""
+        pairs = zip(self.runs.get("bound", []), self.runs.get(variant, []), strict=False)
+        return [run.rate / bound.rate if bound.rate else float("nan") for bound, run in pairs]
+
     def failures(self, variant: str) -> dict[str, int]:
         """Failed operations of `variant`, summed over its runs, by reason."""
         total: dict[str, int] = {}
@@ -52,6 +57,11 @@ class Cell:
             "accounts": self.accounts,
             **{f"{v}_per_s": round(self.rate(v), 1) for v in self.runs},
             **{f"{v}_ratio": round(self.ratio(v), 3) for v in self.runs if v != "bound"},
+            **{
+                f"{v}_ratio_runs": [round(r, 3) for r in self.ratios_by_repetition(v)]
+                for v in self.runs
+                if v != "bound"
+            },
             "cpu_ms_per_op": {v: self.cpu_ms(v) for v in self.runs},
             "failures": {v: self.failures(v) for v in self.runs if self.failures(v)},
         }

@@ -1,16 +1,17 @@
 """One invocation's unit of work on the Firestore emulator: what it reads, when, how it writes.
 
-The engine opens a `FirestoreInvocation` per intent: one `get_all` of every document the stages
-read, the ledger entry riding on the release's commit, and the kill switches and quotes reused
-within `shared_read_max_age_seconds`. These tests pin the round trips, the atomic ledger write and
-every path where the release cannot carry it, and the freshness bound of the kill switches, with a
-fake monotonic clock standing in for the seconds that pass.
+The engine opens a `FirestoreInvocation` per intent: one `get_all` of the account, its in-flight
+document and (unless recently read) the quote and kill switches; the reservation created without
+a read; the ledger entry riding on the release's commit. These tests pin the round trips, the
+atomic ledger write and every path where the release cannot carry it, the redelivery whose
+unread create fails, and the freshness bound of the kill switches, with a fake monotonic clock
+standing in for the seconds that pass.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -147,9 +148,11 @@ def monotonic() -> FakeMonotonic:
 
 
 @pytest.fixture
-def counted_db(db: firestore.Client) -> firestore.Client:
+def counted_db(db: firestore.Client) -> Iterator[firestore.Client]:
     """A client of its own, so that counting its RPCs cannot count another test's."""
-    return firestore.Client(project=db.project)
+    client = firestore.Client(project=db.project)
+    yield client
+    client.close()
 
 
 def test_an_intent_costs_one_read_and_three_commits(
