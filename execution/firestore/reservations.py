@@ -185,7 +185,7 @@ class FirestoreReservationManager:
         ttl: timedelta,
         policy: CallPolicy,
         retention: timedelta = timedelta(days=30),
-        max_attempts: int = 6,
+        max_attempts: int = 12,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._db = db

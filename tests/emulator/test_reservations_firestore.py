@@ -204,6 +204,21 @@ def test_thirty_concurrent_acquires_on_a_budgeted_account_never_commit_more_than
     assert all(isinstance(r, RetryableError) for r in losers), losers
 
 
+def test_a_burst_on_one_budgeted_account_reserves_within_the_invocations_at_default_attempts(
+    db: firestore.Client, manager: FirestoreReservationManager
+) -> None:
+    account = unique("acct")
+    requests = [request_for(broker_account_id=account) for _ in range(48)]
+    set_budget(db, requests[0], 1e9)  # room for all: only the in-flight document is contended
+
+    results = run_concurrently([lambda r=r: manager.acquire(r) for r in requests])
+
+    # Every one reserved now: none left to a redelivery (a minute or more on real Pub/Sub).
+    assert [type(r).__name__ for r in results if not isinstance(r, Acquired)] == []
+    leases = (inflight_ref(db, "tenant-r", account).get().to_dict() or {})["leases"]
+    assert len(leases) == 48
+
+
 def test_waiting_intents_fit_once_the_budget_frees_up(
     db: firestore.Client, manager: FirestoreReservationManager
 ) -> None:
