@@ -5,8 +5,8 @@ and every exception path: a failed trade can never leave its lease behind. What 
 cover (a killed instance, a store outage during release) the lease's expiry and the sweeper do.
 
 Every stage reaches the store through one `Invocation` per intent (a unit of work): the Firestore
-one reads all the stages' documents in one round trip when it opens and writes the ledger entry
-with the release. Stages that pass log at DEBUG; the outcome and its reason are logged once, at
+one reads what the stages need in one round trip when it opens and writes the ledger entry with
+the release. Stages that pass log at DEBUG; the outcome and its reason are logged once, at
 INFO, as `exec.intent.completed`.
 """
 

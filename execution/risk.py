@@ -6,9 +6,9 @@ read the service's own records of what it sent to the broker, never fills: a lim
 whether or not the broker has filled anything yet.
 
 Limits that cannot be evaluated reject (`risk_data_unavailable`) unless `fail_open`, with one
-exception: a store outage while counting raises `StoreUnavailableError`, so the delivery is
-retried and the intent judged once the store answers, instead of being rejected for good by a
-passing outage.
+exception: a store outage (the account unread, a count that timed out) raises
+`StoreUnavailableError`, so the delivery is retried and the intent judged once the store answers,
+instead of being rejected for good by a passing outage.
 """
 
 from __future__ import annotations

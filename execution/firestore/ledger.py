@@ -1,4 +1,8 @@
-"""`FirestoreLedger`: `tenants/{tenant_id}/ledger_trades/{broker_order_id}`, one per order."""
+"""The ledger entry: `tenants/{tenant_id}/ledger_trades/{broker_order_id}`, one per order.
+
+Keyed by the broker's order id, so a repeated write updates, never duplicates. The invocation
+stages it and commits it with the release (`execution.firestore.invocation`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ from typing import Any
 
 from google.cloud import firestore
 
-from execution.clock import Clock
-from execution.firestore.support import CallPolicy, store_errors
 from execution.models import BrokerOrder, TradeIntent
 
 
@@ -35,17 +37,3 @@ def ledger_entry(intent: TradeIntent, order: BrokerOrder, recorded_at: datetime)
         "recorded_at": recorded_at,
     }
 
-
-class FirestoreLedger:
-    """Writes keyed by the broker's order id, so a repeated write updates, never duplicates."""
-
-    def __init__(self, db: firestore.Client, *, clock: Clock, policy: CallPolicy) -> None:
-        self._db = db
-        self._clock = clock
-        self._policy = policy
-
-    def record_trade(self, intent: TradeIntent, order: BrokerOrder) -> None:
-        """Upsert the ledger entry for `order`."""
-        doc = ledger_ref(self._db, intent.tenant_id, order.broker_order_id)
-        with store_errors("ledger write"):
-            doc.set(ledger_entry(intent, order, self._clock()), merge=True, **self._policy.kwargs())

@@ -21,9 +21,6 @@ class StagedWrites:
     def __init__(self) -> None:
         self._writes: list[tuple[firestore.DocumentReference, dict[str, Any]]] = []
 
-    def __bool__(self) -> bool:
-        return bool(self._writes)
-
     def stage_merge(self, doc: firestore.DocumentReference, fields: dict[str, Any]) -> None:
         """Queue `doc.set(fields, merge=True)`."""
         self._writes.append((doc, fields))
