@@ -114,6 +114,7 @@ def bootstrap(
             FirestoreOrderHistory(db, policy=policy),
             clock=clock,
             fail_open=settings.risk_fail_open,
+            require_account=settings.require_account_document,
         ),
         authority=authority
         or TradingAuthority(agent_mode=settings.agent_mode, env_halted=settings.execution_halted),

@@ -69,12 +69,24 @@ class OrderHistory(Protocol):
 
 
 class RiskManager:
-    """Limits from the account document; unreadable data rejects unless `fail_open`."""
+    """Limits from the account document; unreadable data rejects unless `fail_open`.
 
-    def __init__(self, history: OrderHistory, *, clock: Clock, fail_open: bool = False) -> None:
+    Without an account document an intent has no limits, unless `require_account`: then it is
+    rejected (`account_unknown`), so a mistyped account id cannot trade unlimited.
+    """
+
+    def __init__(
+        self,
+        history: OrderHistory,
+        *,
+        clock: Clock,
+        fail_open: bool = False,
+        require_account: bool = False,
+    ) -> None:
         self._history = history
         self._clock = clock
         self._fail_open = fail_open
+        self._require_account = require_account
 
     def validate(
         self, intent: TradeIntent, amount_usd: float, account: AccountRead
@@ -86,6 +98,12 @@ class RiskManager:
             return self._unavailable(intent, account.error)
         limits = account.settings
         if limits is None:
+            if self._require_account:
+                return RiskDecision(
+                    False,
+                    f"account_unknown: no tenants/{intent.tenant_id}/accounts/"
+                    f"{intent.broker_account_id} (REQUIRE_ACCOUNT_DOCUMENT=1)",
+                )
             return RiskDecision(True)
         if limits.allowed_symbols is not None and intent.symbol not in limits.allowed_symbols:
             return RiskDecision(False, f"symbol_not_allowed: {intent.symbol}")

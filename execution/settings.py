@@ -58,6 +58,7 @@ class Settings:
     """Optimistic commits an acquire tries; 12 let a burst of 64 intents on one budgeted account
     all reserve in about 3 s on the emulator, where 6 sent 12 of them to a redelivery (>= 60 s)."""
     risk_fail_open: bool = False
+    require_account_document: bool = False
     router_max_spread_bps: float = 50.0
     router_quote_max_age_seconds: float = 60.0
     router_strict: bool = False
@@ -90,6 +91,7 @@ class Settings:
             firestore_timeout_seconds=_number(env, "FIRESTORE_TIMEOUT_SECONDS", 10.0),
             reservation_max_attempts=_integer(env, "RESERVATION_MAX_ATTEMPTS", 12),
             risk_fail_open=_flag(env, "RISK_FAIL_OPEN"),
+            require_account_document=_flag(env, "REQUIRE_ACCOUNT_DOCUMENT"),
             router_max_spread_bps=_number(env, "ROUTER_MAX_SPREAD_BPS", 50.0),
             router_quote_max_age_seconds=_number(env, "ROUTER_QUOTE_MAX_AGE_SECONDS", 60.0),
             router_strict=_flag(env, "ROUTER_STRICT"),

@@ -74,6 +74,21 @@ def test_an_order_within_the_limits_is_placed(
     assert (result.outcome, broker.place_calls) == (Outcome.PLACED, 1)
 
 
+def test_with_accounts_required_an_intent_for_an_unknown_account_never_reaches_the_broker(
+    db: firestore.Client, clock: FakeClock, broker: CountingBroker
+) -> None:
+    known, typo = make_intent(), make_intent()
+    account(db, known, max_order_notional_usd=1000.0)
+
+    placed = execute(db, clock, broker, known, require_account_document=True)
+    refused = execute(db, clock, broker, typo, require_account_document=True)
+
+    assert placed.outcome is Outcome.PLACED
+    assert (refused.outcome, broker.place_calls) == (Outcome.REJECTED, 1)
+    assert refused.reason is not None and refused.reason.startswith("account_unknown")
+    assert reservation(db, typo.tenant_id, typo.client_intent_id)["outcome"] == "rejected"
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [

@@ -208,8 +208,18 @@ class FakeOrderHistory:
         return self.positions.get(symbol, 0.0)
 
 
-def risk(*, fail_open: bool = False, history: FakeOrderHistory | None = None) -> RiskManager:
-    return RiskManager(history or FakeOrderHistory(), clock=FakeClock(T0), fail_open=fail_open)
+def risk(
+    *,
+    fail_open: bool = False,
+    history: FakeOrderHistory | None = None,
+    require_account: bool = False,
+) -> RiskManager:
+    return RiskManager(
+        history or FakeOrderHistory(),
+        clock=FakeClock(T0),
+        fail_open=fail_open,
+        require_account=require_account,
+    )
 
 
 def limits(**fields: object) -> AccountRead:
@@ -218,6 +228,24 @@ def limits(**fields: object) -> AccountRead:
 
 def test_an_account_without_settings_has_no_limits() -> None:
     assert risk().validate(make_intent(), 1e9, AccountRead(None)) == RiskDecision(True)
+
+
+def test_an_account_without_a_document_is_unknown_when_accounts_are_required() -> None:
+    decision = risk(require_account=True).validate(
+        make_intent(tenant_id="acme", broker_account_id="acct-typo"), 1, AccountRead(None)
+    )
+
+    assert decision.allowed is False
+    assert decision.reason == (
+        "account_unknown: no tenants/acme/accounts/acct-typo (REQUIRE_ACCOUNT_DOCUMENT=1)"
+    )
+
+
+def test_a_required_account_that_exists_is_judged_by_its_limits() -> None:
+    gate = risk(require_account=True)
+
+    assert gate.validate(make_intent(), 1, limits()).allowed is True
+    assert gate.validate(make_intent(), 1e9, limits(max_order_notional_usd=10)).allowed is False
 
 
 def test_an_order_within_the_notional_limit_is_allowed() -> None:

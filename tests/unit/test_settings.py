@@ -109,6 +109,11 @@ def test_a_number_that_is_not_positive_is_refused_naming_the_variable(raw: str) 
     assert "INTENT_MAX_AGE_SECONDS must be a positive number" in str(raised.value)
 
 
+def test_account_documents_are_optional_unless_required() -> None:
+    assert Settings.from_env({}).require_account_document is False
+    assert Settings.from_env({"REQUIRE_ACCOUNT_DOCUMENT": "1"}).require_account_document is True
+
+
 def test_shared_reads_last_a_second_by_default_and_zero_turns_them_off() -> None:
     assert Settings.from_env({}).shared_read_max_age_seconds == 1.0
     assert Settings.from_env({"SHARED_READ_MAX_AGE_SECONDS": "0"}).shared_read_max_age_seconds == 0
