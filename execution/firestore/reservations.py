@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
@@ -418,6 +419,7 @@ class FirestoreReservationHandle:
         rec = self._record
         doc = reservation_ref(self._db, rec.tenant_id, rec.client_intent_id)
         version, counts_against_budget = self._version, rec.counts_against_budget
+        riders = self._riders
         for attempt in range(self._max_attempts):
             if version is None:
                 with store_errors("reservation release read"):
@@ -459,18 +461,33 @@ class FirestoreReservationHandle:
                     inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
                     {FieldPath("leases", rec.lease_id).to_api_repr(): firestore.DELETE_FIELD},
                 )
-            if self._riders is not None:
-                self._riders.add_to(batch)
+            if riders is not None:
+                riders.add_to(batch)
             try:
                 with store_errors("reservation release"):
                     batch.commit(**self._policy.kwargs())
-                if self._riders is not None:
-                    self._riders.committed()
+                if riders is not None:
+                    riders.committed()
             except RACE_ERRORS:
                 # Changed since we knew it (a sweep, a take-over, our own landed retry): read it.
                 if version is not self._version:
                     self._pause(attempt)
                 version = None
+                continue
+            except gexc.GoogleAPICallError as exc:
+                if riders is None:
+                    raise
+                # The store refused the batch (an invalid ledger id, say): a best-effort rider
+                # must never cost the release. Release alone; `flush` tries the riders again.
+                emit(
+                    logger,
+                    "exec.reservation.riders_refused",
+                    logging.WARNING,
+                    client_intent_id=rec.client_intent_id,
+                    lease_id=rec.lease_id,
+                    error=repr(exc),
+                )
+                riders = None
                 continue
             emit(
                 logger,

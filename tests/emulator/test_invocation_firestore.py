@@ -10,6 +10,8 @@ standing in for the seconds that pass.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -90,6 +92,29 @@ class NoLease:
         return Acquired(NoopHandle())
 
 
+class ReservedIdBroker:
+    """Places real paper orders but reports an order id Firestore refuses as a document id."""
+
+    is_paper = True
+
+    def __init__(self, inner: PaperBroker) -> None:
+        self._inner = inner
+
+    def place_order(self, order: OrderRequest) -> BrokerOrder:
+        placed = self._inner.place_order(order)
+        return dataclasses.replace(placed, broker_order_id="__reserved__")
+
+    def get_order_by_client_order_id(
+        self, tenant_id: str, broker_account_id: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        return self._inner.get_order_by_client_order_id(
+            tenant_id, broker_account_id, client_order_id
+        )
+
+    def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
+        return None
+
+
 def store_for(
     db: firestore.Client,
     clock: FakeClock,
@@ -117,11 +142,14 @@ def service_for(
     max_age: float = 1.0,
     risk: RiskGate | None = None,
     wrap: Callable[[ReservationManager], ReservationManager] | None = None,
+    broker: Any = None,
 ) -> Service:
     store = store_for(db, clock, monotonic, max_age=max_age, wrap=wrap)
     overrides: dict[str, Any] = {"store": store}
     if risk is not None:
         overrides["risk"] = risk
+    if broker is not None:
+        overrides["broker"] = broker
     return emulator_service(db, clock, settings=fast_settings(), **overrides)
 
 
@@ -224,6 +252,28 @@ def test_with_no_lease_to_release_the_ledger_entry_is_written_on_its_own(
 
     assert result.outcome is Outcome.PLACED
     assert ledger_entries(db, intent.tenant_id, intent.client_intent_id) == [result.broker_order_id]
+
+
+def test_a_ledger_entry_the_store_refuses_never_costs_the_release(
+    db: firestore.Client,
+    clock: FakeClock,
+    monotonic: FakeMonotonic,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    broker = ReservedIdBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY))
+    service = service_for(db, clock, monotonic, broker=broker)
+    intent = make_intent()
+
+    result = service.engine.execute_intent(intent)
+
+    doc = reservation(db, intent.tenant_id, intent.client_intent_id)
+    events = [getattr(record, "event", None) for record in caplog.records]
+    assert result.outcome is Outcome.PLACED  # acked: not an unrecorded outcome retried forever
+    assert (doc["status"], doc["outcome"]) == ("released", "placed")
+    assert "exec.reservation.riders_refused" in events
+    assert "exec.ledger_write_failed" in events
+    assert ledger_entries(db, intent.tenant_id, intent.client_intent_id) == []
 
 
 def test_a_kill_switch_flipped_on_halts_every_intent_opened_after_the_bound(
