@@ -42,6 +42,7 @@ from execution.reservations import (
 from execution.risk import RiskDecision, RiskGate
 from tests.support.builders import (
     FAST_POLICY,
+    CountingBroker,
     emulator_service,
     fast_settings,
     ledger_entries,
@@ -92,27 +93,12 @@ class NoLease:
         return Acquired(NoopHandle())
 
 
-class ReservedIdBroker:
+class ReservedIdBroker(CountingBroker):
     """Places real paper orders but reports an order id Firestore refuses as a document id."""
 
-    is_paper = True
-
-    def __init__(self, inner: PaperBroker) -> None:
-        self._inner = inner
-
     def place_order(self, order: OrderRequest) -> BrokerOrder:
-        placed = self._inner.place_order(order)
+        placed = super().place_order(order)
         return dataclasses.replace(placed, broker_order_id="__reserved__")
-
-    def get_order_by_client_order_id(
-        self, tenant_id: str, broker_account_id: str, client_order_id: str
-    ) -> BrokerOrder | None:
-        return self._inner.get_order_by_client_order_id(
-            tenant_id, broker_account_id, client_order_id
-        )
-
-    def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
-        return None
 
 
 def store_for(
