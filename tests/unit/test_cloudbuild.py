@@ -438,6 +438,17 @@ def test_the_deployed_settings_pass_start_up_validation(first_deploy: Build, fun
     assert settings.project == PROJECT_ID
 
 
+def test_a_live_deploy_can_require_account_documents_and_bound_the_kill_switch_delay(
+    build_with: Callable[..., Build],
+) -> None:
+    build = build_with(_REQUIRE_ACCOUNT_DOCUMENT="1", _SHARED_READ_MAX_AGE_SECONDS="0")
+
+    settings = Settings.from_env(env_vars(execute_deploy(build)))
+
+    assert settings.require_account_document is True
+    assert settings.shared_read_max_age_seconds == 0
+
+
 def test_both_functions_share_the_timeout_and_ttl_settings(first_deploy: Build) -> None:
     names = ("FUNCTION_TIMEOUT_SECONDS", "RESERVATION_TTL_SECONDS")
 
