@@ -177,14 +177,8 @@ class CliContext:
         return CallPolicy(timeout_seconds=self.timeout_seconds)
 
     def pubsub_retry(self) -> gretry.Retry:
-        """Retry transport failures within the deadline, like `CallPolicy` does for Firestore."""
-        return gretry.Retry(
-            predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError),
-            initial=0.05,
-            maximum=1.0,
-            multiplier=2.0,
-            timeout=self.timeout_seconds,
-        )
+        """Retry transport failures within the deadline: the retry `CallPolicy` gives Firestore."""
+        return self.policy.retry()
 
     # -- clients ----------------------------------------------------------------------------
 
