@@ -17,13 +17,21 @@ from execution.firestore.reservations import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 
 
+def _account_reservations(
+    db: firestore.Client, tenant_id: str, broker_account_id: str
+) -> firestore.Query:
+    """The reservations of one broker account (every query below narrows these)."""
+    return db.collection("tenants", tenant_id, RESERVATIONS).where(
+        filter=FieldFilter("broker_account_id", "==", broker_account_id)
+    )
+
+
 def placed_since_query(
     db: firestore.Client, tenant_id: str, broker_account_id: str, since: datetime
 ) -> firestore.Query:
     """Reservations of the account released as `placed` at or after `since`."""
     return (
-        db.collection("tenants", tenant_id, RESERVATIONS)
-        .where(filter=FieldFilter("broker_account_id", "==", broker_account_id))
+        _account_reservations(db, tenant_id, broker_account_id)
         .where(filter=FieldFilter("outcome", "==", "placed"))
         .where(filter=FieldFilter("released_at", ">=", since))
     )
@@ -34,8 +42,7 @@ def in_flight_query(
 ) -> firestore.Query:
     """Reservations of the account still held by a live lease."""
     return (
-        db.collection("tenants", tenant_id, RESERVATIONS)
-        .where(filter=FieldFilter("broker_account_id", "==", broker_account_id))
+        _account_reservations(db, tenant_id, broker_account_id)
         .where(filter=FieldFilter("status", "==", "reserved"))
         .where(filter=FieldFilter("expires_at", ">", now))
     )
@@ -46,8 +53,7 @@ def placed_side_query(
 ) -> firestore.Query:
     """Placed reservations of the account for one symbol and side."""
     return (
-        db.collection("tenants", tenant_id, RESERVATIONS)
-        .where(filter=FieldFilter("broker_account_id", "==", broker_account_id))
+        _account_reservations(db, tenant_id, broker_account_id)
         .where(filter=FieldFilter("symbol", "==", symbol))
         .where(filter=FieldFilter("side", "==", side))
         .where(filter=FieldFilter("outcome", "==", "placed"))
