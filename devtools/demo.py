@@ -261,7 +261,7 @@ def _print_results(
                 d["status"],
                 d["outcome"] or "",
                 str(d["attempt"]),
-                str(sum(1 for coid in orders if coid == d["client_intent_id"])),
+                str(sum(1 for coid in orders if coid == d.get("client_order_id"))),
             )
             for d in reservations
         ],

@@ -23,6 +23,13 @@ class KillSwitchSource(Protocol):
 class Authority(Protocol):
     """The authority stage's port."""
 
+    def check_mode(self, *, broker_is_paper: bool, account_mode: AgentMode | None = None) -> None:
+        """Raise `AgentModeError` unless the trading mode lets this broker be reached at all.
+
+        Asked before any broker call, lookups included: OFF and OBSERVE never touch a broker.
+        """
+        ...
+
     def check(
         self,
         intent: TradeIntent,
@@ -58,6 +65,15 @@ class TradingAuthority:
         account_mode: AgentMode | None = None,
     ) -> None:
         """Raise unless this intent may reach this broker now."""
+        self.check_mode(broker_is_paper=broker_is_paper, account_mode=account_mode)
+        if self._env_halted:
+            raise ExecutionHaltedError("kill_switch_env")
+        engaged = switches.engaged(intent.tenant_id)
+        if engaged is not None:
+            raise ExecutionHaltedError(f"kill_switch_{engaged}")
+
+    def check_mode(self, *, broker_is_paper: bool, account_mode: AgentMode | None = None) -> None:
+        """Raise `AgentModeError` unless AGENT_MODE (narrowed by the account's) allows it."""
         mode, source = self._agent_mode, "agent_mode"
         if account_mode is not None and _STRICTNESS.index(account_mode) < _STRICTNESS.index(mode):
             mode, source = account_mode, "account_mode"
@@ -65,8 +81,3 @@ class TradingAuthority:
             raise AgentModeError(f"{source}_{mode.value.lower()}")
         if mode is AgentMode.PAPER and not broker_is_paper:
             raise AgentModeError(f"{source}_paper_forbids_live_broker")
-        if self._env_halted:
-            raise ExecutionHaltedError("kill_switch_env")
-        engaged = switches.engaged(intent.tenant_id)
-        if engaged is not None:
-            raise ExecutionHaltedError(f"kill_switch_{engaged}")

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from execution.authority import Authority, TradingAuthority
+from execution.broker_truth import BrokerTruth
 from execution.brokers.base import Broker
 from execution.clock import Clock, system_clock
 from execution.dead_letters import DeadLetters
@@ -74,6 +75,7 @@ def bootstrap(
     from execution.firestore.dead_letters import FirestoreDeadLetters
     from execution.firestore.invocation import FirestoreInvocationStore
     from execution.firestore.order_history import FirestoreOrderHistory
+    from execution.firestore.reservation_records import FirestoreReservationRecords
     from execution.firestore.reservations import FirestoreReservationManager
     from execution.firestore.support import CallPolicy
     from execution.firestore.sweeper_store import FirestoreExpiredLeases
@@ -119,8 +121,19 @@ def bootstrap(
         authority=authority
         or TradingAuthority(agent_mode=settings.agent_mode, env_halted=settings.execution_halted),
         broker=broker,
+        truth=BrokerTruth(
+            FirestoreReservationRecords(
+                db, policy=policy, retention=settings.reservation_retention
+            ),
+            broker,
+            clock=clock,
+        ),
         clock=clock,
         intent_max_age_seconds=settings.intent_max_age_seconds,
+        # The broker's own deadline, or the store's for the paper broker, whichever is longer.
+        broker_call_seconds=max(
+            settings.broker_timeout_seconds, settings.firestore_timeout_seconds
+        ),
         dry_run=settings.execution_dry_run,
     )
     return Service(

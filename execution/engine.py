@@ -13,24 +13,37 @@ INFO, as `exec.intent.completed`.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from execution.accounts import AccountRead
 from execution.authority import Authority
+from execution.broker_truth import BrokerTruth, Settlement
 from execution.brokers.base import Broker
+from execution.client_order_ids import client_order_id_for
 from execution.clock import Clock
 from execution.errors import (
     AgentModeError,
     BrokerRejectedError,
+    BrokerTransientError,
     ExecutionHaltedError,
+    LeaseTooShortError,
+    OrderConflictError,
     OutcomeUnrecordedError,
     PriceUnavailableError,
     StoreUnavailableError,
 )
 from execution.invocation import Invocation, InvocationStore
-from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
+from execution.models import (
+    BrokerOrder,
+    ExecutionResult,
+    OrderRequest,
+    Outcome,
+    TradeIntent,
+    order_mismatch,
+)
 from execution.reservations import (
     AlreadyExecuted,
+    ReleaseResult,
     ReservationHandle,
     ReservationRecord,
     ReservationRequest,
@@ -40,6 +53,9 @@ from execution.routing import Quote, RouteDecision, Router
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
+
+CLOCK_SKEW = timedelta(seconds=5)
+"""How far another instance's clock may be from ours; leases are judged with this much to spare."""
 
 
 class ExecutionEngine:
@@ -53,16 +69,21 @@ class ExecutionEngine:
         risk: RiskGate,
         authority: Authority,
         broker: Broker,
+        truth: BrokerTruth,
         clock: Clock,
         intent_max_age_seconds: float,
+        broker_call_seconds: float,
         dry_run: bool = False,
     ) -> None:
+        """`broker_call_seconds` bounds one broker call, start to end (the broker's deadline)."""
         self._store = store
         self._router = router
         self._risk = risk
         self._authority = authority
         self._broker = broker
+        self._truth = truth
         self._clock = clock
+        self._lease_margin = timedelta(seconds=broker_call_seconds) + CLOCK_SKEW
         self._intent_max_age_seconds = intent_max_age_seconds
         self._dry_run = dry_run
 
@@ -99,6 +120,9 @@ class ExecutionEngine:
                 qty=intent.qty,
                 amount_usd=amount or 0.0,
                 payload_hash=intent.payload_hash(),
+                client_order_id=client_order_id_for(
+                    intent.tenant_id, intent.broker_account_id, intent.client_intent_id
+                ),
                 # A stale intent is only recorded, never executed: it must not wait for budget.
                 enforce_budget=stale_reason is None,
             )
@@ -108,11 +132,12 @@ class ExecutionEngine:
 
         handle = acquisition.handle
         result: ExecutionResult | None = None
+        order: BrokerOrder | None = None
         error: str | None = None
-        recorded = False
+        released = ReleaseResult.UNRECORDED
         try:
-            result = self._execute_held(
-                invocation, intent, handle.attempt, stale_reason, amount, quote
+            result, order = self._execute_held(
+                invocation, intent, handle, stale_reason, amount, quote
             )
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -130,11 +155,13 @@ class ExecutionEngine:
             if result is None:
                 self._release(handle, intent, Outcome.EXCEPTION, error, None)
             else:
-                recorded = self._release(
+                released = self._release(
                     handle, intent, result.outcome, result.reason, result.broker_order_id
                 )
             self._finish(invocation, intent)
-        if not recorded:
+        if released is ReleaseResult.FENCED and order is not None:
+            self._settle_outlived(intent, handle, order)
+        elif released is ReleaseResult.UNRECORDED:
             # Acking now would leave the record to the sweeper (`expired`) while, say, the broker
             # holds the order: redeliver; the next attempt finds the order by its client order id.
             raise OutcomeUnrecordedError(
@@ -143,6 +170,40 @@ class ExecutionEngine:
             )
         return result
 
+    def _settle_outlived(
+        self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder
+    ) -> None:
+        """This attempt holds an order but outlived its lease: the record may say otherwise.
+
+        A newer attempt took the intent over while this one was paused (a GC, a throttled CPU, a
+        VM pause) and may have recorded `stale` or `halted` before this order reached the broker.
+        The broker is the truth: settle the record to the order (see `execution.broker_truth`).
+        """
+        try:
+            settlement = self._truth.settle(
+                intent.tenant_id,
+                intent.client_intent_id,
+                order,
+                found_by=f"outlived_attempt {handle.attempt}",
+            )
+        except StoreUnavailableError as exc:
+            raise OutcomeUnrecordedError(
+                f"intent {intent.client_intent_id!r}: order {order.broker_order_id} was placed "
+                f"after the lease lapsed and the store could not record it ({exc}); retried, "
+                "and the reconciler settles it"
+            ) from exc
+        if settlement is not Settlement.AGREED:
+            emit(
+                logger,
+                "exec.intent.outlived_lease",
+                logging.ERROR,
+                tenant_id=intent.tenant_id,
+                client_intent_id=intent.client_intent_id,
+                attempt=handle.attempt,
+                broker_order_id=order.broker_order_id,
+                settlement=settlement.value,
+            )
+
     @staticmethod
     def _release(
         handle: ReservationHandle,
@@ -150,8 +211,8 @@ class ExecutionEngine:
         outcome: Outcome,
         error: str | None,
         broker_order_id: str | None,
-    ) -> bool:
-        """Release; False where the outcome is not recorded. Contains a handle that raises.
+    ) -> ReleaseResult:
+        """Release, containing a handle that raises (then UNRECORDED).
 
         A raise here would replace the outcome (a placed order would look failed) or mask the
         original exception; the lease then lapses and the redelivery or the sweeper records it.
@@ -169,7 +230,7 @@ class ExecutionEngine:
                 outcome=outcome.value,
                 error=repr(exc),
             )
-            return False
+            return ReleaseResult.UNRECORDED
 
     @staticmethod
     def _finish(invocation: Invocation, intent: TradeIntent) -> None:
@@ -189,18 +250,21 @@ class ExecutionEngine:
         self,
         invocation: Invocation,
         intent: TradeIntent,
-        attempt: int,
+        handle: ReservationHandle,
         stale_reason: str | None,
         amount: float | None,
         quote: Quote | None,
-    ) -> ExecutionResult:
-        """The stages run while the lease is held; business outcomes come back as values."""
+    ) -> tuple[ExecutionResult, BrokerOrder | None]:
+        """The stages run while the lease is held; business outcomes come back as values.
+
+        Returns the result and the broker's order where this attempt placed or found one.
+        """
 
         def finish(
             outcome: Outcome, reason: str | None = None, **fields: object
         ) -> ExecutionResult:
             result = ExecutionResult.for_intent(
-                intent, outcome, reason=reason, attempt=attempt, amount_usd=amount, **fields
+                intent, outcome, reason=reason, attempt=handle.attempt, amount_usd=amount, **fields
             )
             emit(
                 logger,
@@ -208,35 +272,57 @@ class ExecutionEngine:
                 tenant_id=intent.tenant_id,
                 broker_account_id=intent.broker_account_id,
                 client_intent_id=intent.client_intent_id,
-                attempt=attempt,
+                attempt=handle.attempt,
                 outcome=outcome.value,
                 reason=reason,
                 broker_order_id=result.broker_order_id,
             )
             return result
 
-        if attempt > 1:
+        account = self._read_account(invocation, intent)
+        if handle.attempt > 1 and self._may_reach_broker(account):
             # An earlier attempt may have reached the broker and died before recording it: the
             # order, if any, is the outcome, whatever the gates would say now.
-            existing = self._broker.get_order_by_client_order_id(
-                intent.tenant_id, intent.broker_account_id, intent.client_intent_id
-            )
+            existing = self._earlier_order(intent, handle.client_order_id)
             if existing is not None:
                 self._record_ledger(invocation, intent, existing)
-                return finish(Outcome.PLACED, broker_order_id=existing.broker_order_id)
+                return finish(Outcome.PLACED, broker_order_id=existing.broker_order_id), existing
 
         if stale_reason is not None:
-            return finish(Outcome.STALE, stale_reason)
+            return finish(Outcome.STALE, stale_reason), None
         if amount is None:  # a fresh intent is sized before acquire; kept for the type checker
             raise PriceUnavailableError(f"intent {intent.client_intent_id!r} has no size")
-
         if quote is None:
             quote = self._best_effort_quote(invocation, intent)
+        refusal = self._gates(invocation, intent, amount, quote, account)
+        if refusal is not None:
+            return finish(*refusal), None
+
+        reference_price = quote.price_for(intent.side) if quote else None
+        if reference_price is None and intent.notional_usd is not None:
+            reference_price = intent.notional_usd / intent.qty
+        self._check_lease_room(intent, handle)
+        try:
+            order = self._broker.place_order(
+                OrderRequest.from_intent(intent, reference_price, handle.client_order_id)
+            )
+        except BrokerRejectedError as exc:
+            return finish(Outcome.REJECTED, f"broker_rejected: {exc}"), None
+        self._record_ledger(invocation, intent, order)
+        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id), order
+
+    def _gates(
+        self,
+        invocation: Invocation,
+        intent: TradeIntent,
+        amount: float,
+        quote: Quote | None,
+        account: AccountRead,
+    ) -> tuple[Outcome, str | None] | None:
+        """Route, risk, authority and dry run, in that order: the first refusal, or None."""
         route = self._route(intent, quote)
         if not route.allowed:
-            return finish(Outcome.REJECTED, route.reason)
-
-        account = self._read_account(invocation, intent)
+            return Outcome.REJECTED, route.reason
         risk = self._risk.validate(intent, amount, account)
         emit(
             logger,
@@ -247,8 +333,7 @@ class ExecutionEngine:
             reason=risk.reason,
         )
         if not risk.allowed:
-            return finish(Outcome.REJECTED, risk.reason)
-
+            return Outcome.REJECTED, risk.reason
         try:
             self._authority.check(
                 intent,
@@ -257,24 +342,70 @@ class ExecutionEngine:
                 account_mode=account.settings.trading_mode if account.settings else None,
             )
         except (AgentModeError, ExecutionHaltedError) as exc:
-            return finish(Outcome.HALTED, str(exc))
+            return Outcome.HALTED, str(exc)
         emit(
             logger, "exec.stage.authority", logging.DEBUG, client_intent_id=intent.client_intent_id
         )
-
         if intent.dry_run or self._dry_run:
-            return finish(Outcome.DRY_RUN, "intent" if intent.dry_run else "EXECUTION_DRY_RUN")
+            return Outcome.DRY_RUN, "intent" if intent.dry_run else "EXECUTION_DRY_RUN"
+        return None
 
-        reference_price = quote.price_for(intent.side) if quote else None
-        if reference_price is None and intent.notional_usd is not None:
-            reference_price = intent.notional_usd / intent.qty
+    def _may_reach_broker(self, account: AccountRead) -> bool:
+        """Whether the trading mode lets this broker be asked anything (OFF/OBSERVE never)."""
         try:
-            order = self._broker.place_order(OrderRequest.from_intent(intent, reference_price))
-        except BrokerRejectedError as exc:
-            return finish(Outcome.REJECTED, f"broker_rejected: {exc}")
+            self._authority.check_mode(
+                broker_is_paper=self._broker.is_paper,
+                account_mode=account.settings.trading_mode if account.settings else None,
+            )
+        except AgentModeError:
+            return False
+        return True
 
-        self._record_ledger(invocation, intent, order)
-        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id)
+    def _earlier_order(self, intent: TradeIntent, client_order_id: str) -> BrokerOrder | None:
+        """The order an earlier attempt placed under `client_order_id`, if it is this intent's.
+
+        Any refusal of the lookup (401/403/404 pages, garbage, 5xx) is an outage, never an answer:
+        an earlier attempt may have placed the order, so the delivery is retried rather than
+        dead-lettered. An order under our id that is not this intent's is never adopted.
+        """
+        try:
+            found = self._broker.get_order_by_client_order_id(
+                intent.tenant_id, intent.broker_account_id, client_order_id
+            )
+        except BrokerRejectedError as exc:
+            raise BrokerTransientError(
+                f"looking up client_order_id {client_order_id} was refused ({exc}); an earlier "
+                "attempt may have placed the order, so the delivery will be retried"
+            ) from exc
+        if found is None:
+            return None
+        mismatch = order_mismatch(OrderRequest.from_intent(intent, None, client_order_id), found)
+        if mismatch is not None:
+            raise OrderConflictError(
+                f"the broker's order {found.broker_order_id} under client_order_id "
+                f"{client_order_id} is not this intent's ({mismatch}); it is not adopted"
+            )
+        return found
+
+    def _check_lease_room(self, intent: TradeIntent, handle: ReservationHandle) -> None:
+        """Refuse a broker call that might not end before the lease lapses.
+
+        No read is needed to know the lease is still ours: until `expires_at` no other attempt may
+        take the intent over (only a lapsed lease is taken over), the sweeper expires only lapsed
+        leases, and only this lease releases it. Their clocks may differ from ours by up to
+        CLOCK_SKEW, so the call must end that much before `expires_at`. A process paused after
+        this check can still outlive the lease: the fenced release then settles the record.
+        """
+        expires_at = handle.expires_at
+        if expires_at is None:  # fail-open: no lease is held, so none can be outlived
+            return
+        now = self._clock()
+        if now + self._lease_margin >= expires_at:
+            raise LeaseTooShortError(
+                f"lease {handle.lease_id} of intent {intent.client_intent_id!r} ends at "
+                f"{expires_at.isoformat()}; a broker call (up to {self._lease_margin} with clock "
+                "skew) might not end inside it; the delivery will be retried with a fresh lease"
+            )
 
     @staticmethod
     def _record_ledger(invocation: Invocation, intent: TradeIntent, order: BrokerOrder) -> None:

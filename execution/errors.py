@@ -9,10 +9,13 @@ The Pub/Sub entry point decides ack or retry from this tree alone::
     │   ├── ReservationContentionError optimistic writes lost too often; try again
     │   ├── StoreUnavailableError      Firestore unreachable before a terminal outcome
     │   ├── PriceUnavailableError      a share-sized market order has no quote to size it by yet
-    │   └── BrokerTransientError       timeout, connection error, 429/5xx: outcome unknown
+    │   ├── BrokerTransientError       timeout, connection error, 429/5xx: outcome unknown
+    │   ├── LeaseTooShortError         too little lease left to finish a broker call inside it
+    │   └── OutcomeUnrecordedError     the release could not record the outcome
     └── PermanentError            ack (after a dead-letter record where relevant)
         ├── InvalidIntentError         the payload can never be valid
         ├── PayloadConflictError       same client_intent_id, different payload
+        ├── OrderConflictError         the broker's order under our id is not this intent's
         ├── BrokerRejectedError        the broker refused the order for good
         ├── AgentModeError             the trading mode forbids this broker call
         ├── ExecutionHaltedError       a kill switch is on
@@ -67,12 +70,22 @@ class OutcomeUnrecordedError(RetryableError):
     """
 
 
+class LeaseTooShortError(RetryableError):
+    """The lease would lapse before a broker call could end: another attempt could take over
+    while the order is in flight. Released as `exception`; the redelivery gets a fresh lease."""
+
+
 class InvalidIntentError(PermanentError):
     """The payload is not a valid trade intent."""
 
 
 class PayloadConflictError(PermanentError):
     """A client_intent_id was reused with a different payload."""
+
+
+class OrderConflictError(PermanentError):
+    """The order the broker holds under this intent's client order id is not this intent's
+    (another symbol, side, quantity, type or limit): it is never adopted as this intent's."""
 
 
 class BrokerRejectedError(PermanentError):

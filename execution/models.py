@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,7 +126,7 @@ class TradeIntent(BaseModel):
 
 @dataclass(frozen=True)
 class OrderRequest:
-    """What the engine asks a broker to place; `client_order_id` is the intent's id."""
+    """What the engine asks a broker to place, under the intent's tenant-safe client order id."""
 
     tenant_id: str
     broker_account_id: str
@@ -139,12 +140,18 @@ class OrderRequest:
     reference_price: float | None = None
 
     @classmethod
-    def from_intent(cls, intent: TradeIntent, reference_price: float | None) -> OrderRequest:
-        """Build the order for `intent`; the broker dedupes on `client_order_id`."""
+    def from_intent(
+        cls, intent: TradeIntent, reference_price: float | None, client_order_id: str
+    ) -> OrderRequest:
+        """Build the order for `intent`; the broker dedupes on `client_order_id`.
+
+        `client_order_id` is the reservation's (`execution.client_order_ids`), never the intent's
+        own id: one broker account may serve tenants whose intent ids collide.
+        """
         return cls(
             tenant_id=intent.tenant_id,
             broker_account_id=intent.broker_account_id,
-            client_order_id=intent.client_intent_id,
+            client_order_id=client_order_id,
             symbol=intent.symbol,
             side=intent.side,
             qty=intent.qty,
@@ -166,6 +173,25 @@ class BrokerOrder:
     qty: float
     status: str
     filled_avg_price: float | None = None
+
+
+def order_mismatch(request: OrderRequest, order: BrokerOrder) -> str | None:
+    """None where `order` is the order `request` asks for; else what differs.
+
+    Alpaca writes crypto symbols as `BTC/USD` where we send `BTCUSD`.
+    """
+    differences = [
+        f"{name} {found!r} != {wanted!r}"
+        for name, found, wanted in (
+            ("client_order_id", order.client_order_id, request.client_order_id),
+            ("symbol", order.symbol.replace("/", "").upper(), request.symbol.replace("/", "")),
+            ("side", order.side, request.side),
+        )
+        if found != wanted
+    ]
+    if not math.isclose(order.qty, request.qty, rel_tol=1e-9):
+        differences.append(f"qty {order.qty:g} != {request.qty:g}")
+    return "; ".join(differences) or None
 
 
 class ExecutionResult(BaseModel):

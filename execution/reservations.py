@@ -56,6 +56,8 @@ class ReservationRequest:
     enforce_budget: bool = True
     side: str = ""
     qty: float = 0.0
+    client_order_id: str = ""
+    """What the broker is sent (`execution.client_order_ids`); kept by every later attempt."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class ReservationRecord:
     qty: float = 0.0
     counts_against_budget: bool = False
     """True where the lease is also held in the account's in-flight document."""
+    client_order_id: str = ""
+    """The id the broker knows this intent's order by; the first attempt's, kept by later ones."""
+    repair: dict[str, object] | None = None
+    """Set where the record was brought to what the broker holds (`execution.broker_truth`)."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,21 @@ def new_record(
         side=request.side,
         qty=request.qty,
         counts_against_budget=counts_against_budget,
+        # An earlier attempt may have reached the broker under its id: every attempt uses it.
+        client_order_id=(previous.client_order_id if previous else "") or request.client_order_id,
     )
+
+
+class ReleaseResult(StrEnum):
+    """What a release did."""
+
+    RECORDED = "recorded"
+    """The outcome is on the document (now, or by an earlier call of this handle)."""
+    FENCED = "fenced"
+    """A newer attempt held or ended the intent: nothing was written. Where the outcome is an
+    order, the record may contradict the broker: the engine settles it (`BrokerTruth`)."""
+    UNRECORDED = "unrecorded"
+    """The store could not record it; the lease lapses and the sweeper or a redelivery ends it."""
 
 
 class ReservationHandle(Protocol):
@@ -213,18 +233,28 @@ class ReservationHandle(Protocol):
         """1 for the first execution of the intent, +1 per take-over or re-acquire."""
         ...
 
+    @property
+    def client_order_id(self) -> str:
+        """The id this intent's order carries at the broker (the reservation's field)."""
+        ...
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the lease lapses and another attempt may take over; None where none is held."""
+        ...
+
     def release(
         self,
         outcome: Outcome,
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> bool:
-        """End the lease with `outcome`; False where the store could not record it.
+    ) -> ReleaseResult:
+        """End the lease with `outcome`.
 
         Must be idempotent (a second call changes nothing), must never raise (a failure is logged,
-        answered False and left for the sweeper), and must change the document only while it
-        still carries this handle's `lease_id` (a fenced release changes nothing and is True).
+        answered UNRECORDED and left for the sweeper), and must change the document only while it
+        still carries this handle's `lease_id` (a fenced release changes nothing: FENCED).
         """
         ...
 
@@ -263,7 +293,8 @@ class ReservationManager(Protocol):
 class NoopHandle:
     """A handle that holds nothing: what fail-open acquisition hands out."""
 
-    def __init__(self, attempt: int = 0) -> None:
+    def __init__(self, client_order_id: str, attempt: int = 0) -> None:
+        self._client_order_id = client_order_id
         self._attempt = attempt
 
     @property
@@ -274,14 +305,22 @@ class NoopHandle:
     def attempt(self) -> int:
         return self._attempt
 
+    @property
+    def client_order_id(self) -> str:
+        return self._client_order_id
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return None
+
     def release(
         self,
         outcome: Outcome,
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> bool:
-        return True
+    ) -> ReleaseResult:
+        return ReleaseResult.RECORDED
 
 
 class _NeverRaisingHandle:
@@ -298,13 +337,21 @@ class _NeverRaisingHandle:
     def attempt(self) -> int:
         return self._inner.attempt
 
+    @property
+    def client_order_id(self) -> str:
+        return self._inner.client_order_id
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self._inner.expires_at
+
     def release(
         self,
         outcome: Outcome,
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> bool:
+    ) -> ReleaseResult:
         try:
             return self._inner.release(outcome, error=error, broker_order_id=broker_order_id)
         except Exception as exc:  # the contract: release never raises
@@ -315,7 +362,7 @@ class _NeverRaisingHandle:
                 lease_id=self._inner.lease_id,
                 error=repr(exc),
             )
-            return False
+            return ReleaseResult.UNRECORDED
 
 
 class BestEffortReservationManager:
@@ -347,7 +394,7 @@ class BestEffortReservationManager:
                 client_intent_id=request.client_intent_id,
                 error=repr(exc),
             )
-            return Acquired(NoopHandle())
+            return Acquired(NoopHandle(request.client_order_id))
         if isinstance(acquisition, Acquired):
             return Acquired(_NeverRaisingHandle(acquisition.handle))
         return acquisition

@@ -9,9 +9,11 @@ answer maps onto the error tree (`execution/errors.py`)::
     2xx with an unreadable body       → BrokerTransientError  (placed or not: outcome unknown)
     timeout, connection error         → BrokerTransientError  (the request may have landed)
     408, 429, 5xx, any other status   → BrokerTransientError
+    401, 403 refusing our keys        → BrokerTransientError, logged at ERROR (retried until stale)
+    403 for buying power and the like → BrokerRejectedError
     422/409 duplicate client_order_id → look the order up: ours → return it; a different order
                                         under our id → BrokerRejectedError; unreadable → transient
-    other 4xx (400, 401, 403, 422...) → BrokerRejectedError with the broker's message
+    other 4xx (400, 404, 422...)      → BrokerRejectedError with the broker's message
 
 "Outcome unknown" is always a transient error and never a guess: the retry sends the same
 `client_order_id`, and the duplicate answer resolves it to the order that already exists.
@@ -40,7 +42,10 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=5.0, pool=3.0)
 """Bounds on every request: well inside the function timeout, so a hung broker is a retry."""
 
 DUPLICATE_MESSAGE = "client_order_id must be unique"
+ORDER_NOT_FOUND = "order not found"
 _TRANSIENT_STATUSES = frozenset({408, 429})
+_ACCOUNT_REFUSALS = ("buying power", "insufficient", "pattern day", "not enough")
+"""Words of a 403 that refuses the order for the account's state, not our keys."""
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _MAX_MESSAGE_CHARS = 300
 
@@ -113,7 +118,7 @@ class AlpacaBroker:
     def get_order_by_client_order_id(
         self, tenant_id: str, broker_account_id: str, client_order_id: str
     ) -> BrokerOrder | None:
-        """The order placed under `client_order_id`, or None where Alpaca answers 404."""
+        """The order placed under `client_order_id`, or None where Alpaca says it has none."""
         what = "GET /v2/orders:by_client_order_id"
         response = self._send(
             "GET",
@@ -121,11 +126,14 @@ class AlpacaBroker:
             client_order_id,
             params={"client_order_id": client_order_id},
         )
-        if response.status_code == 404:
-            return None
         if response.is_success:
             return self._order_from(response, client_order_id, what)
-        self._raise_for(response, self._message(response), client_order_id, what)
+        message = self._message(response)
+        # Only Alpaca's own "order not found" means none: a 404 from a wrong base URL or a proxy
+        # must not let a retry conclude that an earlier attempt placed nothing.
+        if response.status_code == 404 and ORDER_NOT_FOUND in message.lower():
+            return None
+        self._raise_for(response, message, client_order_id, what)
 
     def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
         """Ask Alpaca to cancel an open order (404 and 422 "not cancelable" are rejections)."""
@@ -224,11 +232,16 @@ class AlpacaBroker:
         self, response: httpx.Response, message: str, client_order_id: str | None, what: str
     ) -> NoReturn:
         status = response.status_code
-        transient = status in _TRANSIENT_STATUSES or not 400 <= status < 500
+        # 401/403 say our keys or base URL are wrong (a rotation, a typo), not that the order
+        # is: retried, and logged at ERROR for a person, until the fix lands or the intent is
+        # stale, rather than rejecting every intent of that window for good.
+        refused_keys = _refuses_keys(status, message)
+        transient = refused_keys or status in _TRANSIENT_STATUSES or not 400 <= status < 500
+        event = "keys_refused" if refused_keys else "error_answer"
         emit(
             logger,
-            "exec.broker.alpaca.error_answer",
-            logging.WARNING,
+            f"exec.broker.alpaca.{event}",
+            logging.ERROR if refused_keys else logging.WARNING,
             what=what,
             status=status,
             client_order_id=client_order_id,
@@ -297,6 +310,13 @@ def _text(data: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"field {key!r} must be a non-empty string")
     return value
+
+
+def _refuses_keys(status: int, message: str) -> bool:
+    """401, or a 403 that does not name the account's state (Alpaca's buying-power refusals)."""
+    if status == 401:
+        return True
+    return status == 403 and not any(word in message.lower() for word in _ACCOUNT_REFUSALS)
 
 
 def _is_duplicate(status: int, message: str) -> bool:

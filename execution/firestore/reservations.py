@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -42,6 +42,7 @@ from execution.reservations import (
     AlreadyExecuted,
     InflightLeases,
     Lease,
+    ReleaseResult,
     ReservationRecord,
     ReservationRequest,
     ReservationStatus,
@@ -118,6 +119,7 @@ def record_to_document(record: ReservationRecord) -> dict[str, Any]:
         "side": record.side,
         "qty": record.qty,
         "counts_against_budget": record.counts_against_budget,
+        "client_order_id": record.client_order_id,
         # Only finished reservations are purged (TTL policy on this field); a live one has none.
         "purge_at": None,
     }
@@ -145,6 +147,9 @@ def record_from_document(data: dict[str, Any]) -> ReservationRecord:
         side=str(data.get("side") or ""),
         qty=float(data.get("qty") or 0.0),
         counts_against_budget=bool(data.get("counts_against_budget", False)),
+        # Before tenant-safe ids, the broker was sent the intent's own id.
+        client_order_id=data.get("client_order_id") or data["client_intent_id"],
+        repair=data.get("repair"),
     )
 
 
@@ -380,7 +385,7 @@ class FirestoreReservationHandle:
         self._retention = retention
         self._max_attempts = max_attempts
         self._pause = pause
-        self._released = False
+        self._released: ReleaseResult | None = None
 
     @property
     def lease_id(self) -> str:
@@ -390,16 +395,24 @@ class FirestoreReservationHandle:
     def attempt(self) -> int:
         return self._record.attempt
 
+    @property
+    def client_order_id(self) -> str:
+        return self._record.client_order_id
+
+    @property
+    def expires_at(self) -> datetime:
+        return self._record.expires_at
+
     def release(
         self,
         outcome: Outcome,
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> bool:
+    ) -> ReleaseResult:
         """Record `outcome` and end the lease, if the document still carries it."""
-        if self._released:
-            return True
+        if self._released is not None:
+            return self._released
         try:
             self._released = self._release(outcome, error, broker_order_id)
         except Exception as exc:  # the contract: release never raises; the sweeper is the net
@@ -413,9 +426,12 @@ class FirestoreReservationHandle:
                 outcome=outcome.value,
                 error=repr(exc),
             )
+            return ReleaseResult.UNRECORDED
         return self._released
 
-    def _release(self, outcome: Outcome, error: str | None, broker_order_id: str | None) -> bool:
+    def _release(
+        self, outcome: Outcome, error: str | None, broker_order_id: str | None
+    ) -> ReleaseResult:
         rec = self._record
         doc = reservation_ref(self._db, rec.tenant_id, rec.client_intent_id)
         version, counts_against_budget = self._version, rec.counts_against_budget
@@ -436,9 +452,9 @@ class FirestoreReservationHandle:
                         current_lease_id=current.lease_id if current else None,
                         outcome=outcome.value,
                     )
-                    return True
+                    return ReleaseResult.FENCED
                 if current.status is ReservationStatus.RELEASED:
-                    return True
+                    return ReleaseResult.RECORDED
                 # `reserved`, or `expired` by the sweeper while this lease still held it: the
                 # outcome we know beats the sweeper's guess, and no newer attempt exists.
                 version, counts_against_budget = snap.update_time, current.counts_against_budget
@@ -500,7 +516,7 @@ class FirestoreReservationHandle:
                 outcome=outcome.value,
                 held_seconds=round((now - rec.created_at).total_seconds(), 3),
             )
-            return True
+            return ReleaseResult.RECORDED
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
 
 

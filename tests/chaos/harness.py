@@ -53,6 +53,7 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from devtools import alpaca_sandbox
 from devtools.alpaca_sandbox import AlpacaSandbox, Fault
 from devtools.functions_server import FunctionsServer
+from execution.client_order_ids import client_order_id_for
 from execution.clock import system_clock
 from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
@@ -521,7 +522,12 @@ class Rig:
         self.sandbox.inject("POST", alpaca_sandbox.hang_after_accept(zombie.first_hang))
         began = time.monotonic()
         self.publish(message)
-        wait_until(lambda: coid in self.sandbox.orders, timeout=30, what="A's order at the broker")
+        at_broker = client_order_id_for(
+            zombie.payload["tenant_id"], zombie.payload["broker_account_id"], coid
+        )
+        wait_until(
+            lambda: at_broker in self.sandbox.orders, timeout=30, what="A's order at the broker"
+        )
         in_call = time.monotonic() - began
         jump = self.jump_clock(self.plan.timing.ttl * 2, at=-1.0)
         doc = self.direct.collection("tenants", zombie.account.tenant_id, "execution_reservations")

@@ -44,6 +44,7 @@ from tests.chaos.invariants import (
     zombie_staged,
 )
 from tests.chaos.workload import Plan, build_plan
+from tests.support.builders import intent_id_at_broker
 
 CHAOS_N = int(os.environ.get("CHAOS_N") or 40)
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 1_000_000))
@@ -131,8 +132,9 @@ def collect(rig: Rig, monitor: Monitor) -> Evidence:
         dead_letters=dead_letters,
         reserved_after_sweep=reserved,
         inflight=inflight,
-        orders=rig.sandbox.orders,
-        posted=rig.sandbox.posted_client_order_ids(),
+        # Keyed by intent id: the chaos plan's intents all fit the plain client order id form.
+        orders={intent_id_at_broker(c): order for c, order in rig.sandbox.orders.items()},
+        posted=[intent_id_at_broker(c) for c in rig.sandbox.posted_client_order_ids()],
         monitor=monitor,
         audit=audit_leases(list(rig.lives()), release_grace(rig.plan)),
         checked_at=system_clock(),

@@ -18,7 +18,7 @@ from devtools import alpaca_sandbox
 from devtools.alpaca_sandbox import AlpacaSandbox
 from devtools.functions_server import FunctionsServer
 from devtools.pubsub import PushChannel
-from tests.support.builders import unique
+from tests.support.builders import payload_client_order_id, unique
 from tests.support.waiting import wait_until
 
 TTL_SECONDS = 6.0
@@ -98,7 +98,7 @@ def placed(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any] | No
 
 
 def orders_for(broker: AlpacaSandbox, payload: dict[str, Any]) -> int:
-    return sum(1 for coid in broker.orders if coid == payload["client_intent_id"])
+    return sum(1 for coid in broker.orders if coid == payload_client_order_id(payload))
 
 
 def test_a_transient_broker_error_is_redelivered_and_places_exactly_one_order(
@@ -112,7 +112,7 @@ def test_a_transient_broker_error_is_redelivered_and_places_exactly_one_order(
     doc = wait_until(lambda: placed(db, payload), timeout=WAIT, what="the order to be placed")
     assert doc["attempt"] == 2
     assert orders_for(broker, payload) == 1
-    assert broker.posted_client_order_ids().count(payload["client_intent_id"]) == 2
+    assert broker.posted_client_order_ids().count(payload_client_order_id(payload)) == 2
 
 
 def test_a_broker_timeout_after_accepting_is_resolved_through_the_same_client_order_id(
@@ -125,7 +125,7 @@ def test_a_broker_timeout_after_accepting_is_resolved_through_the_same_client_or
 
     doc = wait_until(lambda: placed(db, payload), timeout=WAIT, what="the order to be placed")
     assert doc["attempt"] == 2
-    assert doc["broker_order_id"] == broker.orders[payload["client_intent_id"]]["id"]
+    assert doc["broker_order_id"] == broker.orders[payload_client_order_id(payload)]["id"]
     assert orders_for(broker, payload) == 1
 
 
@@ -139,7 +139,7 @@ def test_a_killed_instance_mid_broker_call_never_places_twice_and_never_blocks_t
     broker.inject("POST", alpaca_sandbox.hang_after_accept(seconds=WAIT))
     channel.publish(doomed)
     wait_until(
-        lambda: doomed["client_intent_id"] in broker.orders,
+        lambda: payload_client_order_id(doomed) in broker.orders,
         timeout=WAIT,
         what="the order to reach the broker",
     )
@@ -155,7 +155,7 @@ def test_a_killed_instance_mid_broker_call_never_places_twice_and_never_blocks_t
     doc = wait_until(lambda: placed(db, doomed), timeout=WAIT, what="the redelivered intent")
     assert left_behind["status"] == "reserved"
     assert doc["attempt"] == 2
-    assert doc["broker_order_id"] == broker.orders[doomed["client_intent_id"]]["id"]
+    assert doc["broker_order_id"] == broker.orders[payload_client_order_id(doomed)]["id"]
     assert orders_for(broker, doomed) == 1
     # The dead lease blocks the account for at most one TTL, plus the retry backoff.
     assert unblocked_after < TTL_SECONDS + 3 * channel.redelivery_interval_seconds

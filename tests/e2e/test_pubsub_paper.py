@@ -18,7 +18,7 @@ from google.cloud import firestore
 
 from devtools.functions_server import FunctionsServer
 from devtools.pubsub import PushChannel
-from tests.support.builders import ledger_entries, unique
+from tests.support.builders import ledger_entries, payload_client_order_id, unique
 from tests.support.waiting import wait_until
 
 WAIT = 60.0  # a bound against a hang; each wait returns as soon as its state is reached
@@ -63,7 +63,7 @@ def intent(**overrides: Any) -> dict[str, Any]:
 def reservation_doc(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any] | None:
     snap = (
         db.collection("tenants", payload["tenant_id"], "execution_reservations")
-        .document(payload["client_intent_id"])
+        .document(payload_client_order_id(payload))
         .get()
     )
     return snap.to_dict() if snap.exists else None

@@ -22,6 +22,7 @@ from tests.support.builders import (
     FAST_POLICY,
     CountingBroker,
     client_at,
+    client_order_id_of,
     emulator_service,
     fast_settings,
     ledger_entries,
@@ -154,7 +155,7 @@ def test_after_a_lost_release_the_redelivery_records_the_order_without_placing_a
     doc = reservation(db, intent.tenant_id, intent.client_intent_id)
     paper = (
         db.collection("tenants", intent.tenant_id, "paper_orders")
-        .document(intent.client_intent_id)
+        .document(client_order_id_of(intent))
         .get()
         .to_dict()
         or {}

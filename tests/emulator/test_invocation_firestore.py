@@ -43,6 +43,7 @@ from execution.risk import RiskDecision, RiskGate
 from tests.support.builders import (
     FAST_POLICY,
     CountingBroker,
+    client_order_id_of,
     emulator_service,
     fast_settings,
     ledger_entries,
@@ -90,7 +91,7 @@ class NoLease:
     """Hands out no Firestore lease, as fail-open does when the store refuses the acquire."""
 
     def acquire(self, request: ReservationRequest) -> Acquisition:
-        return Acquired(NoopHandle())
+        return Acquired(NoopHandle(request.client_order_id))
 
 
 class ReservedIdBroker(CountingBroker):
@@ -365,7 +366,7 @@ def request_for(intent: TradeIntent) -> ReservationRequest:
 
 def paper_order(db: firestore.Client, clock: FakeClock, intent: TradeIntent) -> BrokerOrder:
     broker = PaperBroker(db, clock=clock, policy=FAST_POLICY)
-    return broker.place_order(OrderRequest.from_intent(intent, None))
+    return broker.place_order(OrderRequest.from_intent(intent, None, client_order_id_of(intent)))
 
 
 def test_an_acquire_refuses_a_budget_read_of_another_account_and_writes_nothing(

@@ -12,6 +12,7 @@ from google.cloud import firestore
 
 from execution.bootstrap import Service, bootstrap
 from execution.brokers.paper import PaperBroker
+from execution.client_order_ids import client_order_id_for, parse_plain
 from execution.clock import Clock
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, TradeIntent
@@ -40,6 +41,24 @@ def make_intent(**overrides: Any) -> TradeIntent:
     }
     fields.update(overrides)
     return TradeIntent.model_validate(fields)
+
+
+def client_order_id_of(intent: TradeIntent) -> str:
+    """The client order id the engine sends the broker for `intent`."""
+    return client_order_id_for(intent.tenant_id, intent.broker_account_id, intent.client_intent_id)
+
+
+def payload_client_order_id(payload: dict[str, Any]) -> str:
+    """The client order id the engine sends the broker for an intent given as a JSON payload."""
+    return client_order_id_for(
+        payload["tenant_id"], payload["broker_account_id"], payload["client_intent_id"]
+    )
+
+
+def intent_id_at_broker(client_order_id: str) -> str:
+    """The intent id a (plain-form) client order id carries; a foreign id is returned as is."""
+    parsed = parse_plain(client_order_id)
+    return parsed[2] if parsed else client_order_id
 
 
 def fast_settings(**overrides: Any) -> Settings:

@@ -16,9 +16,12 @@ from typing import Any
 
 from execution.accounts import AccountRead, AccountSettings, AccountSource
 from execution.authority import Authority, KillSwitchSource
+from execution.broker_truth import BrokerTruth, VersionedRecord
 from execution.brokers.base import Broker
+from execution.client_order_ids import client_order_id_for
 from execution.clock import FakeClock
 from execution.engine import ExecutionEngine
+from execution.errors import AgentModeError
 from execution.invocation import SeparatePorts
 from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
 from execution.reservations import (
@@ -28,6 +31,7 @@ from execution.reservations import (
     AlreadyExecuted,
     InflightLeases,
     Lease,
+    ReleaseResult,
     ReservationManager,
     ReservationRecord,
     ReservationRequest,
@@ -79,6 +83,11 @@ def make_intent(**overrides: Any) -> TradeIntent:
     }
     fields.update(overrides)
     return TradeIntent.model_validate({k: v for k, v in fields.items() if v is not None})
+
+
+def client_order_id_of(intent: TradeIntent) -> str:
+    """The client order id the engine sends the broker for `intent`."""
+    return client_order_id_for(intent.tenant_id, intent.broker_account_id, intent.client_intent_id)
 
 
 def market_intent(**overrides: Any) -> TradeIntent:
@@ -183,7 +192,7 @@ class InMemoryReservationManager:
         outcome: Outcome,
         error: str | None,
         broker_order_id: str | None,
-    ) -> None:
+    ) -> ReleaseResult:
         held = handle.record
         self.releases.append((held.lease_id, outcome, error, broker_order_id))
         if self.fail_release_with is not None:
@@ -192,9 +201,9 @@ class InMemoryReservationManager:
         current = self.records.get(key)
         # Fenced and idempotent, as the Firestore handle is: only our lease, only once.
         if current is None or current.lease_id != held.lease_id:
-            return
+            return ReleaseResult.FENCED
         if current.status is ReservationStatus.RELEASED:
-            return
+            return ReleaseResult.RECORDED
         self.records[key] = replace(
             current,
             status=ReservationStatus.RELEASED,
@@ -206,6 +215,30 @@ class InMemoryReservationManager:
         leases = self.inflight.get((held.tenant_id, held.broker_account_id))
         if leases is not None:
             leases.leases.pop(held.lease_id, None)
+        return ReleaseResult.RECORDED
+
+    # The `ReservationRecords` port, for `BrokerTruth`: the record's version is the record itself.
+
+    def read(self, tenant_id: str, client_intent_id: str) -> VersionedRecord | None:
+        record = self.records.get((tenant_id, client_intent_id))
+        return None if record is None else VersionedRecord(record, record)
+
+    def record_order(
+        self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
+    ) -> bool:
+        key = (current.record.tenant_id, current.record.client_intent_id)
+        if self.records.get(key) is not current.version:
+            return False
+        self.records[key] = replace(
+            current.record,
+            status=ReservationStatus.RELEASED,
+            outcome=Outcome.PLACED,
+            broker_order_id=order.broker_order_id,
+            error=None,
+            released_at=current.record.released_at or now,
+            repair=repair,
+        )
+        return True
 
 
 class InMemoryHandle:
@@ -223,15 +256,22 @@ class InMemoryHandle:
     def attempt(self) -> int:
         return self.record.attempt
 
+    @property
+    def client_order_id(self) -> str:
+        return self.record.client_order_id
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.record.expires_at
+
     def release(
         self,
         outcome: Outcome,
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> bool:
-        self._manager._release(self, outcome, error, broker_order_id)
-        return True
+    ) -> ReleaseResult:
+        return self._manager._release(self, outcome, error, broker_order_id)
 
 
 def make_record(**overrides: Any) -> ReservationRecord:
@@ -303,13 +343,21 @@ class RaisingHandle:
     def attempt(self) -> int:
         return self._attempt
 
+    @property
+    def client_order_id(self) -> str:
+        return "ex1-raising"
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return None
+
     def release(
         self,
         outcome: Outcome,
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
-    ) -> bool:
+    ) -> ReleaseResult:
         self.calls.append(outcome)
         raise self._error
 
@@ -440,6 +488,10 @@ class FakeAuthority:
         if self.error is not None:
             raise self.error
 
+    def check_mode(self, *, broker_is_paper: bool, account_mode: AgentMode | None = None) -> None:
+        if isinstance(self.error, AgentModeError):
+            raise self.error
+
 
 class FakeKillSwitches:
     """Kill switches for `TradingAuthority`: a global one, per-tenant ones, or a read failure."""
@@ -521,6 +573,21 @@ class Rig:
         return self.reservations
 
 
+BROKER_CALL_SECONDS = 10.0
+
+
+class NoRecords:
+    """A `ReservationRecords` that holds nothing (for reservation managers of other kinds)."""
+
+    def read(self, tenant_id: str, client_intent_id: str) -> VersionedRecord | None:
+        return None
+
+    def record_order(
+        self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
+    ) -> bool:
+        return False
+
+
 def make_engine(**overrides: Any) -> Rig:
     """An engine on fakes that places every order; override any collaborator or setting.
 
@@ -557,8 +624,14 @@ def make_engine(**overrides: Any) -> Rig:
         risk=risk,
         authority=authority,
         broker=port,
+        truth=BrokerTruth(
+            reservations if isinstance(reservations, InMemoryReservationManager) else NoRecords(),
+            port,
+            clock=clock,
+        ),
         clock=clock,
         intent_max_age_seconds=max_age,
+        broker_call_seconds=BROKER_CALL_SECONDS,
         dry_run=dry_run,
     )
     return Rig(engine, clock, reservations, quotes, router, risk, authority, broker, ledger)

@@ -40,7 +40,7 @@ from execution.errors import (
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, Outcome
 from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
-from tests.unit.fakes import make_engine, make_intent
+from tests.unit.fakes import client_order_id_of, make_engine, make_intent
 
 READ_TIMEOUT_S = 0.3
 TEST_TIMEOUT = httpx.Timeout(connect=1.0, read=READ_TIMEOUT_S, write=1.0, pool=1.0)
@@ -290,8 +290,8 @@ def test_an_invalid_order_is_rejected_with_alpacas_422_message(
     assert alpaca.orders == {}
 
 
-def test_wrong_keys_are_a_rejection_that_places_no_order(
-    alpaca: AlpacaSandbox, client: httpx.Client
+def test_wrong_keys_are_retried_not_rejected_and_place_no_order(
+    alpaca: AlpacaSandbox, client: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = AlpacaBroker(
         key_id=KEY_ID,
@@ -301,9 +301,23 @@ def test_wrong_keys_are_a_rejection_that_places_no_order(
         timeout=TEST_TIMEOUT,
     )
 
-    error = place_expecting(broker, order_request(), BrokerRejectedError)
+    with caplog.at_level(logging.ERROR):
+        error = place_expecting(broker, order_request(), BrokerTransientError)
 
     assert "401" in str(error)
+    assert alpaca.orders == {}
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "exec.broker.alpaca.keys_refused"
+    ]
+
+
+def test_a_bare_403_refuses_the_keys_and_is_retried(
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
+) -> None:
+    alpaca.inject("POST", status(403, "forbidden"))
+
+    place_expecting(broker, order_request(), BrokerTransientError)
+
     assert alpaca.orders == {}
 
 
@@ -548,7 +562,7 @@ def test_the_engine_retries_a_timed_out_placement_into_the_one_order_alpaca_took
     redelivered = rig.engine.execute_intent(make_intent())
 
     assert redelivered.outcome is Outcome.PLACED
-    assert redelivered.broker_order_id == alpaca.orders["intent-1"]["id"]
+    assert redelivered.broker_order_id == alpaca.orders[client_order_id_of(make_intent())]["id"]
     assert [outcome for _, outcome, _, _ in rig.manager.releases] == [
         Outcome.EXCEPTION,
         Outcome.PLACED,
@@ -581,3 +595,16 @@ def test_the_sandbox_can_queue_faults_ahead_of_those_already_queued(
     with pytest.raises(BrokerTransientError):
         broker.place_order(order_request())
     assert alpaca.queued("POST") == [second, later]
+
+
+def test_a_lookup_of_an_unknown_client_order_id_is_none(broker: AlpacaBroker) -> None:
+    assert broker.get_order_by_client_order_id("tenant-a", "acct-1", "ex1-unknown") is None
+
+
+def test_a_404_that_is_not_alpacas_order_not_found_is_an_error_not_none(
+    broker: AlpacaBroker, alpaca: AlpacaSandbox
+) -> None:
+    alpaca.inject("GET", status(404, "endpoint not found"))
+
+    with pytest.raises(BrokerRejectedError):
+        broker.get_order_by_client_order_id("tenant-a", "acct-1", "ex1-unknown")

@@ -14,6 +14,7 @@ import pytest
 
 from execution.accounts import AccountSettings
 from execution.bootstrap import bootstrap
+from execution.client_order_ids import client_order_id_for
 from execution.clock import FakeClock
 from execution.errors import (
     AgentModeError,
@@ -56,6 +57,7 @@ from tests.unit.fakes import (
     RecordingLedger,
     Rig,
     ScriptedReservationManager,
+    client_order_id_of,
     logged,
     make_engine,
     make_intent,
@@ -189,12 +191,14 @@ def test_a_placed_order_releases_once_with_its_broker_order_id() -> None:
     assert rig.manager.releases == [("lease-1", Outcome.PLACED, None, "order-1")]
 
 
-def test_a_placed_order_uses_the_intent_id_as_the_client_order_id() -> None:
+def test_a_placed_order_carries_the_tenant_safe_client_order_id() -> None:
     rig = make_engine()
+    intent = make_intent(client_intent_id="intent-42")
 
-    rig.engine.execute_intent(make_intent(client_intent_id="intent-42"))
+    rig.engine.execute_intent(intent)
 
-    assert [call.client_order_id for call in rig.broker.calls] == ["intent-42"]
+    expected = client_order_id_for(intent.tenant_id, intent.broker_account_id, "intent-42")
+    assert [call.client_order_id for call in rig.broker.calls] == [expected]
 
 
 def test_a_placed_order_is_written_to_the_ledger() -> None:
@@ -416,7 +420,9 @@ def test_a_payload_conflict_propagates_without_a_broker_call_or_release() -> Non
 
 
 def best_effort_rig(
-    *, acquire_error: Exception | None = None, release_error: Exception | None = None,
+    *,
+    acquire_error: Exception | None = None,
+    release_error: Exception | None = None,
     **overrides: Any,
 ) -> tuple[Rig, InMemoryReservationManager]:
     """An engine on `BestEffortReservationManager` around a faulty in-memory manager."""
@@ -520,7 +526,9 @@ def test_a_placed_order_whose_release_failed_is_recorded_by_the_redelivery_witho
     result = rig.engine.execute_intent(make_intent())
 
     assert (result.outcome, result.attempt, result.broker_order_id) == (
-        Outcome.PLACED, 2, "order-1",
+        Outcome.PLACED,
+        2,
+        "order-1",
     )
     assert len(rig.broker.orders) == 1
     assert len(rig.broker.calls) == 1
@@ -528,7 +536,10 @@ def test_a_placed_order_whose_release_failed_is_recorded_by_the_redelivery_witho
 
 def test_a_later_attempt_records_an_order_the_broker_already_has_whatever_the_gates_say() -> None:
     rig = make_engine(authority=FakeAuthority(ExecutionHaltedError("kill_switch_global")))
-    placed_before = rig.broker.place_order(OrderRequest.from_intent(make_intent(), 100.0))
+    intent = make_intent()
+    placed_before = rig.broker.place_order(
+        OrderRequest.from_intent(intent, 100.0, client_order_id_of(intent))
+    )
     rig.manager.seed(make_record(expires_at=T0 - timedelta(seconds=1)))  # a lapsed first attempt
 
     result = rig.engine.execute_intent(make_intent())
@@ -632,8 +643,12 @@ def test_an_intent_with_no_time_at_all_is_never_stale() -> None:
 def test_an_already_executed_intent_returns_duplicate_with_the_recorded_result() -> None:
     rig = make_engine()
     rig.manager.seed(
-        make_record(status=ReservationStatus.RELEASED, outcome=Outcome.PLACED,
-                    broker_order_id="order-77", attempt=2)
+        make_record(
+            status=ReservationStatus.RELEASED,
+            outcome=Outcome.PLACED,
+            broker_order_id="order-77",
+            attempt=2,
+        )
     )
 
     result = rig.engine.execute_intent(make_intent())
@@ -826,8 +841,6 @@ def test_the_authority_is_told_whether_the_broker_is_paper() -> None:
     rig.engine.execute_intent(make_intent())
 
     assert rig.authority.checks == [False]
-
-
 
 
 # --- the account, read once ----------------------------------------------------------------

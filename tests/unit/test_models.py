@@ -271,7 +271,7 @@ def test_the_payload_hash_is_a_sha256_hex_digest() -> None:
 # --- order request -------------------------------------------------------------------------
 
 
-def test_the_order_request_carries_the_intent_id_as_client_order_id() -> None:
-    order = OrderRequest.from_intent(make_intent(client_intent_id="intent-9"), 101.0)
+def test_the_order_request_carries_the_client_order_id_it_is_given() -> None:
+    order = OrderRequest.from_intent(make_intent(client_intent_id="intent-9"), 101.0, "ex1-9")
 
-    assert (order.client_order_id, order.reference_price) == ("intent-9", 101.0)
+    assert (order.client_order_id, order.reference_price) == ("ex1-9", 101.0)

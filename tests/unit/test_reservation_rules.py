@@ -352,7 +352,7 @@ def test_best_effort_keeps_the_wrapped_handles_lease_and_attempt() -> None:
 
 
 def test_a_noop_handle_release_does_nothing_and_never_raises() -> None:
-    handle = NoopHandle()
+    handle = NoopHandle("ex1-x")
 
     handle.release(Outcome.EXCEPTION, error="x")
 

@@ -1,0 +1,190 @@
+"""The broker is the truth: bring an intent's record to the order the broker holds.
+
+Two callers find an order the record may not know:
+- an invocation whose release was fenced (it outlived its lease; a newer attempt held or ended the
+  intent) although it placed or found the intent's order — the second of the three layers in
+  ARCHITECTURE.md ("The broker is the truth");
+- the reconciler, which compares the broker's recent orders with the records — the third.
+
+Both call `BrokerTruth.settle`. It reads the record and, unless it already names the order, makes
+the record say what the broker holds: released, outcome `placed`, the order's id, and a `repair`
+map telling what the record said before and who found the order. An order the recorded outcome
+forbade (`stale`, `halted`, `rejected`, `dry_run`) is cancelled first where it is still open; the
+record stays `placed` whatever the cancel achieves, because an order that reached the broker may
+have filled in part, and limits must count it. Every repair and every contradiction that cannot be
+repaired is logged at ERROR under a stable event name, for alerting.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from execution.brokers.base import Broker
+from execution.clock import Clock
+from execution.errors import BrokerRejectedError, ExecutionError
+from execution.models import BrokerOrder, Outcome
+from execution.reservations import ReservationRecord, ReservationStatus
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
+
+FORBIDDING_OUTCOMES = frozenset({Outcome.STALE, Outcome.HALTED, Outcome.REJECTED, Outcome.DRY_RUN})
+"""Recorded outcomes under which the intent must have no order: a late one is cancelled."""
+
+FINAL_ORDER_STATUSES = frozenset(
+    {"filled", "canceled", "cancelled", "expired", "rejected", "done_for_day", "replaced"}
+)
+"""Broker order statuses with nothing left to cancel (Alpaca's names)."""
+
+
+@dataclass(frozen=True)
+class VersionedRecord:
+    """A reservation record and the store's version of it (a precondition for the repair)."""
+
+    record: ReservationRecord
+    version: Any
+
+
+class ReservationRecords(Protocol):
+    """Reads one intent's reservation and writes what the broker holds onto it."""
+
+    def read(self, tenant_id: str, client_intent_id: str) -> VersionedRecord | None:
+        """The record, or None. Raises `StoreUnavailableError`."""
+        ...
+
+    def record_order(
+        self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
+    ) -> bool:
+        """Record `order` as the intent's placed order, if the record is still `current`.
+
+        False where it changed since it was read (read again and decide again). Releases the
+        lease the record holds, in its account's in-flight document too. Raises
+        `StoreUnavailableError`.
+        """
+        ...
+
+
+class Settlement(StrEnum):
+    """What `BrokerTruth.settle` found and did."""
+
+    AGREED = "agreed"
+    """The record already names the order."""
+    REPAIRED = "repaired"
+    """The record now names the order (cancelled first where its outcome forbade one)."""
+    PENDING = "pending"
+    """A live lease holds the intent: its attempt will find the order at the broker itself
+    (same client order id), or the reconciler settles it once the lease ends."""
+    CONFLICT = "conflict"
+    """The record names another order, or no record exists: an operator must look."""
+
+
+_MAX_SETTLE_ATTEMPTS = 5
+
+
+class BrokerTruth:
+    """Settles one order against its intent's record; see the module docstring."""
+
+    def __init__(self, records: ReservationRecords, broker: Broker, *, clock: Clock) -> None:
+        self._records = records
+        self._broker = broker
+        self._clock = clock
+
+    def settle(
+        self, tenant_id: str, client_intent_id: str, order: BrokerOrder, *, found_by: str
+    ) -> Settlement:
+        """Make the record of (`tenant_id`, `client_intent_id`) name `order`, where it can.
+
+        `found_by` names the caller for the record and the logs (`outlived_attempt N`,
+        `reconciler`). Raises `StoreUnavailableError`.
+        """
+        cancel: str | None = None  # asked of the broker once, however often the write races
+        for _ in range(_MAX_SETTLE_ATTEMPTS):
+            current = self._records.read(tenant_id, client_intent_id)
+            settlement = _judge(current, order, self._clock())
+            if settlement is not None:
+                self._report(settlement, tenant_id, client_intent_id, order, current, found_by)
+                return settlement
+            assert current is not None
+            if cancel is None:
+                cancel = self._cancel_if_forbidden(current.record, order)
+            repair = self._repair_fields(current.record, cancel, found_by)
+            if self._records.record_order(current, order, repair, self._clock()):
+                self._report(
+                    Settlement.REPAIRED, tenant_id, client_intent_id, order, current, found_by
+                )
+                return Settlement.REPAIRED
+        self._report(Settlement.PENDING, tenant_id, client_intent_id, order, None, found_by)
+        return Settlement.PENDING
+
+    def _repair_fields(
+        self, record: ReservationRecord, cancel: str, found_by: str
+    ) -> dict[str, Any]:
+        return {
+            "found_by": found_by,
+            "previous_status": record.status.value,
+            "previous_outcome": record.outcome.value if record.outcome else None,
+            "previous_error": record.error,
+            "cancel": cancel,
+            "repaired_at": self._clock(),
+        }
+
+    def _cancel_if_forbidden(self, record: ReservationRecord, order: BrokerOrder) -> str:
+        """Cancel an order its record forbade; what happened, for the record."""
+        if record.outcome not in FORBIDDING_OUTCOMES:
+            return "not_required"
+        if order.status.lower() in FINAL_ORDER_STATUSES:
+            return f"not_cancelable: {order.status}"
+        try:
+            self._broker.cancel_order(
+                record.tenant_id, record.broker_account_id, order.broker_order_id
+            )
+        except BrokerRejectedError as exc:
+            return f"refused: {exc}"[:300]
+        except ExecutionError as exc:
+            return f"failed: {exc}"[:300]
+        return "requested"
+
+    @staticmethod
+    def _report(
+        settlement: Settlement,
+        tenant_id: str,
+        client_intent_id: str,
+        order: BrokerOrder,
+        current: VersionedRecord | None,
+        found_by: str,
+    ) -> None:
+        if settlement is Settlement.AGREED:
+            return
+        record = current.record if current else None
+        emit(
+            logger,
+            f"exec.contradiction.{settlement.value}",
+            logging.ERROR,
+            tenant_id=tenant_id,
+            client_intent_id=client_intent_id,
+            broker_order_id=order.broker_order_id,
+            client_order_id=order.client_order_id,
+            order_status=order.status,
+            found_by=found_by,
+            recorded_status=record.status.value if record else None,
+            recorded_outcome=record.outcome.value if record and record.outcome else None,
+            recorded_broker_order_id=record.broker_order_id if record else None,
+        )
+
+
+def _judge(current: VersionedRecord | None, order: BrokerOrder, now: datetime) -> Settlement | None:
+    """The settlement where nothing is to be written; None where the record must be repaired."""
+    if current is None:
+        return Settlement.CONFLICT
+    record = current.record
+    if record.broker_order_id == order.broker_order_id and record.outcome is Outcome.PLACED:
+        return Settlement.AGREED
+    if record.broker_order_id not in (None, order.broker_order_id):
+        return Settlement.CONFLICT
+    if record.status is ReservationStatus.RESERVED and record.expires_at > now:
+        return Settlement.PENDING
+    return None

@@ -1,0 +1,73 @@
+"""`FirestoreReservationRecords`: one intent's reservation, read and repaired to the broker's truth.
+
+The repair is one batch conditioned on the `update_time` read, so it never overwrites a record
+that changed meanwhile (a newer attempt's release, the sweeper): the caller reads and decides again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
+
+from execution.broker_truth import VersionedRecord
+from execution.firestore.reservations import (
+    inflight_ref,
+    record_from_document,
+    reservation_ref,
+)
+from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
+from execution.models import BrokerOrder, Outcome
+from execution.reservations import ReservationStatus
+
+
+class FirestoreReservationRecords:
+    """The `ReservationRecords` port on Firestore."""
+
+    def __init__(self, db: firestore.Client, *, policy: CallPolicy, retention: timedelta) -> None:
+        self._db = db
+        self._policy = policy
+        self._retention = retention
+
+    def read(self, tenant_id: str, client_intent_id: str) -> VersionedRecord | None:
+        """The record and its update time, or None."""
+        with store_errors("reservation record read"):
+            snap = reservation_ref(self._db, tenant_id, client_intent_id).get(
+                **self._policy.kwargs()
+            )
+        if not snap.exists:
+            return None
+        return VersionedRecord(record_from_document(snap.to_dict() or {}), snap.update_time)
+
+    def record_order(
+        self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
+    ) -> bool:
+        """Released, `placed`, the order's id and `repair`, if the record is still `current`."""
+        rec = current.record
+        batch = self._db.batch()
+        batch.update(
+            reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
+            {
+                "status": ReservationStatus.RELEASED.value,
+                "outcome": Outcome.PLACED.value,
+                "broker_order_id": order.broker_order_id,
+                "error": None,
+                "released_at": rec.released_at or now,
+                "purge_at": now + self._retention,
+                "repair": repair,
+            },
+            option=self._db.write_option(last_update_time=current.version),
+        )
+        if rec.status is ReservationStatus.RESERVED and rec.counts_against_budget:
+            batch.update(
+                inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
+                {FieldPath("leases", rec.lease_id).to_api_repr(): firestore.DELETE_FIELD},
+            )
+        try:
+            with store_errors("reservation repair"):
+                batch.commit(**self._policy.kwargs())
+        except RACE_ERRORS:
+            return False
+        return True
