@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import flask
@@ -84,8 +85,20 @@ def execute_intent(cloud_event: CloudEvent) -> None:
 @functions_framework.http
 def sweep_reservations(request: flask.Request) -> tuple[str, int, dict[str, Any]]:
     """Expire lapsed reservations (Cloud Scheduler, HTTP POST); answers the JSON report."""
+    return _scheduled(request, lambda service: service.sweeper.sweep().as_dict())
+
+
+@functions_framework.http
+def reconcile_orders(request: flask.Request) -> tuple[str, int, dict[str, Any]]:
+    """Compare the broker's recent orders with the records (Cloud Scheduler, HTTP POST)."""
+    return _scheduled(request, lambda service: service.reconciler.reconcile().as_dict())
+
+
+def _scheduled(
+    request: flask.Request, run: Callable[[Service], dict[str, Any]]
+) -> tuple[str, int, dict[str, Any]]:
+    """A scheduled job: POST only; answers its JSON report."""
     headers = {"Content-Type": "application/json"}
     if request.method != "POST":
         return json.dumps({"error": "use POST"}), 405, {**headers, "Allow": "POST"}
-    report = _get_service().sweeper.sweep()
-    return json.dumps(report.as_dict()), 200, headers
+    return json.dumps(run(_get_service())), 200, headers

@@ -22,6 +22,7 @@ from execution.reservations import BestEffortReservationManager
 from execution.risk import RiskGate, RiskManager
 from execution.routing import Router, SmartRouter
 from execution.settings import Settings
+from execution.reconciler import Reconciler
 from execution.sweeper import Sweeper
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Service:
     settings: Settings
     engine: ExecutionEngine
     sweeper: Sweeper
+    reconciler: Reconciler
     dead_letters: DeadLetters
 
 
@@ -75,6 +77,7 @@ def bootstrap(
     from execution.firestore.dead_letters import FirestoreDeadLetters
     from execution.firestore.invocation import FirestoreInvocationStore
     from execution.firestore.order_history import FirestoreOrderHistory
+    from execution.firestore.placed_records import FirestorePlacedRecords
     from execution.firestore.reservation_records import FirestoreReservationRecords
     from execution.firestore.reservations import FirestoreReservationManager
     from execution.firestore.support import CallPolicy
@@ -102,6 +105,11 @@ def bootstrap(
         )
     if broker is None:
         broker = _broker(settings, db, clock, policy)
+    truth = BrokerTruth(
+        FirestoreReservationRecords(db, policy=policy, retention=settings.reservation_retention),
+        broker,
+        clock=clock,
+    )
     engine = ExecutionEngine(
         store=store,
         router=router
@@ -121,13 +129,7 @@ def bootstrap(
         authority=authority
         or TradingAuthority(agent_mode=settings.agent_mode, env_halted=settings.execution_halted),
         broker=broker,
-        truth=BrokerTruth(
-            FirestoreReservationRecords(
-                db, policy=policy, retention=settings.reservation_retention
-            ),
-            broker,
-            clock=clock,
-        ),
+        truth=truth,
         clock=clock,
         intent_max_age_seconds=settings.intent_max_age_seconds,
         # The broker's own deadline, or the store's for the paper broker, whichever is longer.
@@ -142,6 +144,14 @@ def bootstrap(
         sweeper=Sweeper(
             FirestoreExpiredLeases(db, policy=policy, retention=settings.reservation_retention),
             clock=clock,
+            deadline_seconds=settings.sweep_deadline_seconds,
+        ),
+        reconciler=Reconciler(
+            broker,
+            truth,
+            FirestorePlacedRecords(db, policy=policy),
+            clock=clock,
+            lookback_seconds=settings.reconcile_lookback_seconds,
             deadline_seconds=settings.sweep_deadline_seconds,
         ),
         dead_letters=dead_letters or FirestoreDeadLetters(db, clock=clock, policy=policy),

@@ -65,6 +65,8 @@ class Settings:
     sweep_deadline_seconds: float = 60.0
     reservation_retention_days: float = 30.0
     shared_read_max_age_seconds: float = 1.0
+    reconcile_lookback_seconds: float = 86400.0
+    """How far back the reconciler lists the broker's orders (a day: Pub/Sub's redelivery window)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -100,6 +102,7 @@ class Settings:
             shared_read_max_age_seconds=_number(
                 env, "SHARED_READ_MAX_AGE_SECONDS", 1.0, allow_zero=True
             ),
+            reconcile_lookback_seconds=_number(env, "RECONCILE_LOOKBACK_SECONDS", 86400.0),
         )
 
     def validate(self) -> None:

@@ -19,6 +19,7 @@ import typer
 from execution.cli import kill_switch
 from execution.cli.context import CliContext
 from execution.cli.publish import publish
+from execution.cli.reconcile import reconcile
 from execution.cli.reservations import reservations
 from execution.cli.status import status
 from execution.cli.sweep import sweep
@@ -96,6 +97,7 @@ def _route_logs(verbose: bool) -> Callable[[], None]:
 app.command("publish")(publish)
 app.command("reservations")(reservations)
 app.command("sweep")(sweep)
+app.command("reconcile")(reconcile)
 app.add_typer(kill_switch.app, name="kill-switch")
 app.command("status")(status)
 

@@ -1,0 +1,207 @@
+"""The reconciler: the third safety net, after the `finally` release and the sweeper.
+
+Scheduled (and run by `python -m execution reconcile`), it compares the broker's recent orders with
+the records, in both directions:
+- every broker order carrying one of our client order ids (`execution.client_order_ids`) must be
+  recorded `placed` with its order id: `BrokerTruth.settle` repairs the record where the truth is
+  certain (the record ended without an order, or its lease lapsed) and reports what it cannot
+  (a live lease still holds the intent; the record names another order; no record at all);
+- every record `placed` in the window must name an order the broker has.
+
+Nothing is concluded from an order's absence unless the broker answered for it: a listing that
+fails midway makes the report incomplete (`complete: false`), never a finding. The run is bounded
+by a deadline, like the sweeper's, and safe to run twice at once (every repair is conditioned on
+the record as read).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from execution.broker_truth import BrokerTruth, Settlement
+from execution.brokers.base import Broker
+from execution.client_order_ids import is_ours, parse_plain
+from execution.clock import Clock
+from execution.errors import ExecutionError
+from execution.models import BrokerOrder
+from execution.reservations import ReservationRecord
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
+
+
+class PlacedRecords(Protocol):
+    """What the reconciler reads of the records."""
+
+    def placed_since(self, since: datetime) -> Iterable[ReservationRecord]:
+        """Records released `placed` at or after `since`. Raises `StoreUnavailableError`."""
+        ...
+
+    def locate(self, client_order_id: str) -> tuple[str, str] | None:
+        """(tenant_id, client_intent_id) of the record carrying `client_order_id`, or None."""
+        ...
+
+
+@dataclass
+class ReconcileReport:
+    """What one run compared and found (answered as JSON by the entry point)."""
+
+    since: str
+    listed: int = 0
+    ours: int = 0
+    agreed: int = 0
+    repaired: int = 0
+    pending: int = 0
+    placed_records: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    missing_at_broker: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    complete: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Reconciler:
+    """Compares the broker's recent orders with the records; see the module docstring."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        truth: BrokerTruth,
+        records: PlacedRecords,
+        *,
+        clock: Clock,
+        lookback_seconds: float,
+        deadline_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._broker = broker
+        self._truth = truth
+        self._records = records
+        self._clock = clock
+        self._lookback = timedelta(seconds=lookback_seconds)
+        self._deadline_seconds = deadline_seconds
+        self._monotonic = monotonic
+
+    def reconcile(self) -> ReconcileReport:
+        """One pass over the last `lookback_seconds`, both directions."""
+        since = self._clock() - self._lookback
+        report = ReconcileReport(since=since.isoformat())
+        deadline = self._monotonic() + self._deadline_seconds
+        seen = self._settle_broker_orders(since, report, deadline)
+        if report.complete:
+            self._check_placed_records(since, seen, report, deadline)
+        emit(
+            logger,
+            "exec.reconcile.completed",
+            logging.ERROR if report.conflicts or report.missing_at_broker else logging.INFO,
+            **{k: v for k, v in report.as_dict().items() if not isinstance(v, list)},
+            conflicts=len(report.conflicts),
+            missing_at_broker=len(report.missing_at_broker),
+            errors=len(report.errors),
+        )
+        return report
+
+    def _settle_broker_orders(
+        self, since: datetime, report: ReconcileReport, deadline: float
+    ) -> set[str]:
+        """Settle each of our broker orders with its record; the ids of every order listed."""
+        seen: set[str] = set()
+        try:
+            for order in self._broker.list_orders(after=since):
+                report.listed += 1
+                seen.add(order.broker_order_id)
+                if is_ours(order.client_order_id):
+                    report.ours += 1
+                    self._settle(order, report)
+                if self._monotonic() > deadline:
+                    return self._incomplete(report, "deadline reached while listing orders", seen)
+        except ExecutionError as exc:
+            return self._incomplete(report, f"listing orders failed: {exc}", seen)
+        return seen
+
+    def _settle(self, order: BrokerOrder, report: ReconcileReport) -> None:
+        located = self._locate(order.client_order_id)
+        if located is None:
+            report.conflicts.append(
+                f"order {order.broker_order_id} ({order.client_order_id}) has no record"
+            )
+            emit(
+                logger,
+                "exec.contradiction.unrecorded_order",
+                logging.ERROR,
+                broker_order_id=order.broker_order_id,
+                client_order_id=order.client_order_id,
+            )
+            return
+        try:
+            settlement = self._truth.settle(*located, order, found_by="reconciler")
+        except ExecutionError as exc:
+            report.errors.append(f"{order.client_order_id}: {type(exc).__name__}: {exc}")
+            report.complete = False
+            return
+        if settlement is Settlement.CONFLICT:
+            report.conflicts.append(
+                f"{located[0]}/{located[1]}: broker order {order.broker_order_id} "
+                "is not the one recorded"
+            )
+        else:
+            counted = {Settlement.AGREED: "agreed", Settlement.REPAIRED: "repaired"}
+            name = counted.get(settlement, "pending")
+            setattr(report, name, getattr(report, name) + 1)
+
+    def _locate(self, client_order_id: str) -> tuple[str, str] | None:
+        parsed = parse_plain(client_order_id)
+        if parsed is not None:
+            return parsed[0], parsed[2]
+        return self._records.locate(client_order_id)
+
+    def _check_placed_records(
+        self, since: datetime, seen: set[str], report: ReconcileReport, deadline: float
+    ) -> None:
+        """Every record placed since `since` must name an order the broker has."""
+        try:
+            for record in self._records.placed_since(since):
+                report.placed_records += 1
+                order_id = record.broker_order_id
+                if order_id is None or (order_id not in seen and not self._broker_has(record)):
+                    report.missing_at_broker.append(
+                        f"{record.tenant_id}/{record.client_intent_id}: order {order_id}"
+                    )
+                    emit(
+                        logger,
+                        "exec.contradiction.missing_at_broker",
+                        logging.ERROR,
+                        tenant_id=record.tenant_id,
+                        client_intent_id=record.client_intent_id,
+                        broker_order_id=order_id,
+                    )
+                if self._monotonic() > deadline:
+                    self._incomplete(report, "deadline reached while checking placed records")
+                    return
+        except ExecutionError as exc:
+            self._incomplete(report, f"checking placed records failed: {exc}")
+
+    def _broker_has(self, record: ReservationRecord) -> bool:
+        assert record.broker_order_id is not None
+        return (
+            self._broker.get_order(
+                record.tenant_id, record.broker_account_id, record.broker_order_id
+            )
+            is not None
+        )
+
+    @staticmethod
+    def _incomplete(
+        report: ReconcileReport, why: str, seen: set[str] | None = None
+    ) -> set[str]:
+        report.errors.append(why)
+        report.complete = False
+        emit(logger, "exec.reconcile.incomplete", logging.WARNING, reason=why)
+        return seen or set()
