@@ -703,7 +703,7 @@ def test_importing_main_loads_neither_typer_nor_rich() -> None:
     code = (
         "import sys, main; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'typer', 'rich'} "
-        "or m.startswith('execution.cli')))"
+        "or m == 'execution.cli' or m.startswith('execution.cli.')))"
     )
 
     run = subprocess.run(
