@@ -110,6 +110,9 @@ def bootstrap(
         broker,
         clock=clock,
     )
+    authority = authority or TradingAuthority(
+        agent_mode=settings.agent_mode, env_halted=settings.execution_halted
+    )
     engine = ExecutionEngine(
         store=store,
         router=router
@@ -126,8 +129,7 @@ def bootstrap(
             fail_open=settings.risk_fail_open,
             require_account=settings.require_account_document,
         ),
-        authority=authority
-        or TradingAuthority(agent_mode=settings.agent_mode, env_halted=settings.execution_halted),
+        authority=authority,
         broker=broker,
         truth=truth,
         clock=clock,
@@ -150,6 +152,7 @@ def bootstrap(
             broker,
             truth,
             FirestorePlacedRecords(db, policy=policy),
+            authority=authority,
             clock=clock,
             lookback_seconds=settings.reconcile_lookback_seconds,
             deadline_seconds=settings.sweep_deadline_seconds,

@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from execution.authority import Authority
 from execution.broker_truth import BrokerTruth, Settlement
 from execution.brokers.base import Broker
 from execution.client_order_ids import is_ours, parse_plain
 from execution.clock import Clock
-from execution.errors import ExecutionError
+from execution.errors import AgentModeError, ExecutionError
 from execution.models import BrokerOrder
 from execution.reservations import ReservationRecord
 from execution.telemetry import emit
@@ -62,6 +63,8 @@ class ReconcileReport:
     missing_at_broker: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     complete: bool = True
+    skipped: str | None = None
+    """Why nothing was compared (the trading mode forbids asking the broker)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,12 +79,14 @@ class Reconciler:
         truth: BrokerTruth,
         records: PlacedRecords,
         *,
+        authority: Authority,
         clock: Clock,
         lookback_seconds: float,
         deadline_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._broker = broker
+        self._authority = authority
         self._truth = truth
         self._records = records
         self._clock = clock
@@ -93,6 +98,12 @@ class Reconciler:
         """One pass over the last `lookback_seconds`, both directions."""
         since = self._clock() - self._lookback
         report = ReconcileReport(since=since.isoformat())
+        try:
+            self._authority.check_mode(broker_is_paper=self._broker.is_paper)
+        except AgentModeError as exc:  # OFF and OBSERVE never touch a broker, this one included
+            report.skipped = f"the broker is never asked under {exc}"
+            emit(logger, "exec.reconcile.skipped", logging.INFO, reason=report.skipped)
+            return report
         deadline = self._monotonic() + self._deadline_seconds
         seen = self._settle_broker_orders(since, report, deadline)
         if report.complete:
