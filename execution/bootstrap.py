@@ -18,11 +18,11 @@ from execution.dead_letters import DeadLetters
 from execution.engine import ExecutionEngine
 from execution.errors import SettingsError
 from execution.invocation import InvocationStore
+from execution.reconciler import Reconciler
 from execution.reservations import BestEffortReservationManager
 from execution.risk import RiskGate, RiskManager
 from execution.routing import Router, SmartRouter
 from execution.settings import Settings
-from execution.reconciler import Reconciler
 from execution.sweeper import Sweeper
 
 if TYPE_CHECKING:

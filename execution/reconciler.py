@@ -209,9 +209,7 @@ class Reconciler:
         )
 
     @staticmethod
-    def _incomplete(
-        report: ReconcileReport, why: str, seen: set[str] | None = None
-    ) -> set[str]:
+    def _incomplete(report: ReconcileReport, why: str, seen: set[str] | None = None) -> set[str]:
         report.errors.append(why)
         report.complete = False
         emit(logger, "exec.reconcile.incomplete", logging.WARNING, reason=why)

@@ -66,7 +66,7 @@ class Settings:
     reservation_retention_days: float = 30.0
     shared_read_max_age_seconds: float = 1.0
     reconcile_lookback_seconds: float = 86400.0
-    """How far back the reconciler lists the broker's orders (a day: Pub/Sub's redelivery window)."""
+    """How far back the reconciler compares the broker's orders (a day: Pub/Sub's redelivery)."""
 
     def __post_init__(self) -> None:
         self.validate()

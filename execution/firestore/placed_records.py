@@ -67,9 +67,7 @@ class FirestorePlacedRecords:
         """(tenant_id, client_intent_id) of the record with `client_order_id`, or None."""
         with store_errors("client order id lookup"):
             snaps = list(
-                by_client_order_id_query(self._db, client_order_id).stream(
-                    **self._policy.kwargs()
-                )
+                by_client_order_id_query(self._db, client_order_id).stream(**self._policy.kwargs())
             )
         if not snaps:
             return None
