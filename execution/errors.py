@@ -14,6 +14,7 @@ The Pub/Sub entry point decides ack or retry from this tree alone::
         ├── InvalidIntentError         the payload can never be valid
         ├── PayloadConflictError       same client_intent_id, different payload
         ├── BrokerRejectedError        the broker refused the order for good
+        │   └── OrderNotCancelableError    a cancel of an order already closed (filled, canceled...)
         ├── AgentModeError             the trading mode forbids this broker call
         ├── ExecutionHaltedError       a kill switch is on
         └── SettingsError              unsafe or incomplete configuration
@@ -77,6 +78,14 @@ class PayloadConflictError(PermanentError):
 
 class BrokerRejectedError(PermanentError):
     """The broker refused the order; sending it again would be refused again."""
+
+
+class OrderNotCancelableError(BrokerRejectedError):
+    """The order cannot be cancelled any more: it is filled, canceled, expired or rejected.
+
+    Alpaca answers a cancel of such an order with 422 "order is not cancelable"; the paper broker
+    fills at once, so it refuses every cancel of a known order the same way.
+    """
 
 
 class AgentModeError(PermanentError):

@@ -157,15 +157,47 @@ class OrderRequest:
 
 @dataclass(frozen=True)
 class BrokerOrder:
-    """An order as the broker knows it."""
+    """An order as the broker knows it: enough to tell whether it is a given request."""
 
     broker_order_id: str
     client_order_id: str
     symbol: str
     side: str
     qty: float
+    """Shares ordered; 0.0 for an order placed by notional amount (ours never are)."""
     status: str
+    """The broker's order status as it writes it (Alpaca: `accepted`, `filled`, `canceled`...)."""
     filled_avg_price: float | None = None
+    order_type: str = "market"
+    limit_price: float | None = None
+    time_in_force: str = "day"
+    submitted_at: datetime | None = None
+    """When the broker took the order (aware, UTC); None where it does not say."""
+
+    @classmethod
+    def for_request(
+        cls,
+        request: OrderRequest,
+        *,
+        broker_order_id: str,
+        status: str,
+        submitted_at: datetime | None,
+        filled_avg_price: float | None = None,
+    ) -> BrokerOrder:
+        """The order a broker holds for `request` as sent (simulated brokers build theirs so)."""
+        return cls(
+            broker_order_id=broker_order_id,
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side,
+            qty=request.qty,
+            status=status,
+            filled_avg_price=filled_avg_price,
+            order_type=request.order_type,
+            limit_price=request.limit_price,
+            time_in_force=request.time_in_force,
+            submitted_at=submitted_at,
+        )
 
 
 class ExecutionResult(BaseModel):

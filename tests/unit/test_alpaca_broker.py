@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, cast
 
 import httpx
@@ -126,6 +127,10 @@ def test_an_order_is_placed_and_returned_as_alpaca_knows_it(
         qty=10.0,
         status="accepted",
         filled_avg_price=None,
+        order_type="limit",
+        limit_price=100.5,
+        time_in_force="day",
+        submitted_at=datetime.fromisoformat(stored["submitted_at"]),
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
+from execution.brokers.paper import paper_order_by_id_query, paper_orders_listing_query
 from execution.cli.queries import query_shapes
 from execution.firestore.order_history import (
     in_flight_query,
@@ -31,6 +32,11 @@ NOW = datetime(2026, 1, 5, tzinfo=UTC)
 QUERY_BUILDERS: dict[str, Callable[[firestore.Client], list[Any]]] = {
     "execution/firestore/sweeper_store.py": lambda db: [expired_leases_query(db, NOW)],
     "execution/cli/queries.py": lambda db: list(query_shapes(db, NOW).values()),
+    "execution/brokers/paper.py": lambda db: [
+        paper_order_by_id_query(db, "t", "paper-1"),
+        paper_orders_listing_query(db, NOW, None),
+        paper_orders_listing_query(db, NOW, NOW),
+    ],
     "execution/firestore/order_history.py": lambda db: [
         placed_since_query(db, "t", "a", NOW),
         in_flight_query(db, "t", "a", NOW),
@@ -106,7 +112,8 @@ def declared_field_overrides() -> list[dict[str, Any]]:
 
 def overrides_cover(override: dict[str, Any], need: dict[str, Any]) -> bool:
     if (override["collectionGroup"], override["fieldPath"]) != (
-        need["collectionGroup"], need["fieldPath"]
+        need["collectionGroup"],
+        need["fieldPath"],
     ):
         return False
     return any(
