@@ -164,7 +164,9 @@ class AlpacaBroker:
 
         Alpaca pages by time, not by cursor: each next page asks for orders after the last one
         seen, less one microsecond, because `after` is exclusive and several orders may share
-        that timestamp; the orders seen again are skipped by id.
+        that timestamp; the orders seen again are skipped by id. A full page whose orders all
+        share one timestamp cannot be paged past (more than `list_page_size` orders within one
+        microsecond): that raises `BrokerTransientError` rather than end the listing short.
         """
         seen: set[str] = set()
         cursor = after

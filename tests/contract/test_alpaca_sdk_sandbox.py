@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
+from execution.clock import FakeClock
 
 with warnings.catch_warnings():
     # alpaca-py 0.44 imports websockets' deprecated legacy client for its streams, which this
@@ -34,27 +35,13 @@ with warnings.catch_warnings():
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
-class SteppingClock:
-    """Each read returns the current time; `step` moves it (orders get distinct submitted_at)."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def step(self, seconds: float = 1.0) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def clock() -> SteppingClock:
-    return SteppingClock(T0)
-
-
-@pytest.fixture
-def sandbox(clock: SteppingClock) -> Iterator[AlpacaSandbox]:
+def sandbox(clock: FakeClock) -> Iterator[AlpacaSandbox]:
     with AlpacaSandbox(clock=clock) as server:
         yield server
 
@@ -201,18 +188,18 @@ def test_unknown_orders_answer_404(sdk: TradingClient) -> None:
 # --- listing ------------------------------------------------------------------------------------
 
 
-def place_three(sdk: TradingClient, clock: SteppingClock) -> list[datetime]:
+def place_three(sdk: TradingClient, clock: FakeClock) -> list[datetime]:
     """Orders c-a, c-b, c-c submitted one second apart; returns their submission times."""
     times = []
     for coid in ("c-a", "c-b", "c-c"):
-        times.append(clock.now)
+        times.append(clock())
         submit(sdk, market(coid))
-        clock.step()
+        clock.advance(1)
     return times
 
 
 def test_the_listing_defaults_to_open_orders_newest_first(
-    sandbox: AlpacaSandbox, sdk: TradingClient, clock: SteppingClock
+    sandbox: AlpacaSandbox, sdk: TradingClient, clock: FakeClock
 ) -> None:
     place_three(sdk, clock)
     sandbox.fill("c-b", "101")
@@ -223,7 +210,7 @@ def test_the_listing_defaults_to_open_orders_newest_first(
 
 
 def test_the_listing_runs_oldest_first_with_direction_asc_and_stops_at_limit(
-    sdk: TradingClient, clock: SteppingClock
+    sdk: TradingClient, clock: FakeClock
 ) -> None:
     place_three(sdk, clock)
 
@@ -232,7 +219,7 @@ def test_the_listing_runs_oldest_first_with_direction_asc_and_stops_at_limit(
 
 
 def test_after_and_until_are_exclusive_bounds_on_the_submission_time(
-    sdk: TradingClient, clock: SteppingClock
+    sdk: TradingClient, clock: FakeClock
 ) -> None:
     first, second, third = place_three(sdk, clock)
 
