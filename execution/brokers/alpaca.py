@@ -154,7 +154,7 @@ class AlpacaBroker:
         if response.status_code == 404:
             return None
         if response.is_success:
-            return self._order_from(response, broker_order_id, what)
+            return self._order_from(response, None, what)
         self._raise_for(response, self._message(response), None, what)
 
     def list_orders(
@@ -279,7 +279,9 @@ class AlpacaBroker:
                 raise TypeError(f"expected a JSON array, got {type(data).__name__}")
             return [_broker_order(_object(item)) for item in data]
 
-    def _order_from(self, response: httpx.Response, client_order_id: str, what: str) -> BrokerOrder:
+    def _order_from(
+        self, response: httpx.Response, client_order_id: str | None, what: str
+    ) -> BrokerOrder:
         """Read an order from a 2xx answer; an unreadable one is outcome unknown."""
         with self._readable(response, client_order_id, what):
             return _broker_order(_object(response.json()))
