@@ -11,8 +11,7 @@ account. Every answer is parsed by the SDK's own models, so a missing or mistype
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,19 +30,6 @@ with warnings.catch_warnings():
     from alpaca.trading.enums import OrderSide, OrderStatus, QueryOrderStatus, TimeInForce
     from alpaca.trading.models import Order
     from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
-
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def sandbox(clock: FakeClock) -> Iterator[AlpacaSandbox]:
-    with AlpacaSandbox(clock=clock) as server:
-        yield server
 
 
 @pytest.fixture

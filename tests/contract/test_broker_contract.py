@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -30,9 +30,10 @@ from execution.clock import FakeClock
 from execution.errors import BrokerRejectedError, BrokerTransientError, OrderNotCancelableError
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest
+from tests.contract.conftest import T0
 from tests.simulation.sim_broker import SimBroker, SimFault
+from tests.support.builders import make_order_request
 
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
 PAGE_SIZE = 3
 KNOWN_STATUSES = {"accepted", "new", "pending_new", "filled"}
@@ -53,18 +54,8 @@ class World:
     tenant: str = field(default_factory=lambda: f"tenant-{uuid.uuid4().hex[:8]}")
 
     def request(self, name: str, **overrides: Any) -> OrderRequest:
-        fields: dict[str, Any] = {
-            "tenant_id": self.tenant,
-            "broker_account_id": "acct-1",
-            "client_order_id": self.prefix + name,
-            "symbol": "AAPL",
-            "side": "buy",
-            "qty": 10.0,
-            "order_type": "limit",
-            "limit_price": 100.5,
-            "time_in_force": "day",
-        }
-        return OrderRequest(**{**fields, **overrides})
+        fields = {"tenant_id": self.tenant, "client_order_id": self.prefix + name}
+        return make_order_request(**{**fields, **overrides})
 
     def place(self, name: str, **overrides: Any) -> BrokerOrder:
         return self.broker.place_order(self.request(name, **overrides))
@@ -84,8 +75,7 @@ class World:
         self.broker.cancel_order(self.tenant, "acct-1", order_id)
 
 
-def sim_world() -> Iterator[World]:
-    clock = FakeClock(T0)
+def sim_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[World]:
     broker = SimBroker(clock=clock)
     kinds = {
         "5xx": SimFault.SERVER_ERROR,
@@ -100,8 +90,8 @@ def sim_world() -> Iterator[World]:
     )
 
 
-def alpaca_world() -> Iterator[World]:
-    clock = FakeClock(T0)
+def alpaca_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[World]:
+    sandbox: AlpacaSandbox = request.getfixturevalue("sandbox")
     faults = {
         "5xx": lambda: alpaca_sandbox.status(503, "service unavailable"),
         "timeout after accept": lambda: alpaca_sandbox.hang_after_accept(3.0),
@@ -109,7 +99,7 @@ def alpaca_world() -> Iterator[World]:
     }
     methods = {"place": "POST", "lookup": "GET", "list": "GET"}
     timeout = httpx.Timeout(connect=1.0, read=0.3, write=1.0, pool=1.0)
-    with AlpacaSandbox(clock=clock) as sandbox, httpx.Client() as client:
+    with httpx.Client() as client:
         broker = AlpacaBroker(
             key_id=alpaca_sandbox.KEY_ID,
             secret_key=alpaca_sandbox.SECRET_KEY,
@@ -126,29 +116,26 @@ def alpaca_world() -> Iterator[World]:
         )
 
 
-def paper_world(request: pytest.FixtureRequest) -> Iterator[World]:
-    clock = FakeClock(T0)
+def paper_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[World]:
     db = request.getfixturevalue("db")
     broker = PaperBroker(
-        db, clock=clock, policy=CallPolicy(timeout_seconds=10), list_page_size=PAGE_SIZE
+        db, clock=clock, policy=CallPolicy(timeout_seconds=30), list_page_size=PAGE_SIZE
     )
     # Paper orders fill as they are placed: there is nothing left to fill.
     yield World(broker=broker, clock=clock, fill=lambda coid: None)
 
 
-@pytest.fixture(params=["sim", "alpaca", "paper"])
-def world(request: pytest.FixtureRequest) -> Iterator[World]:
-    if request.param == "sim":
-        yield from sim_world()
-    elif request.param == "alpaca":
-        yield from alpaca_world()
-    else:
-        yield from paper_world(request)
+WORLDS = {"sim": sim_world, "alpaca": alpaca_world, "paper": paper_world}
+
+
+@pytest.fixture(params=sorted(WORLDS))
+def world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[World]:
+    yield from WORLDS[request.param](request, clock)
 
 
 @pytest.fixture(params=FAULTY)
-def faulty(request: pytest.FixtureRequest) -> Iterator[World]:
-    yield from sim_world() if request.param == "sim" else alpaca_world()
+def faulty(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[World]:
+    yield from WORLDS[request.param](request, clock)
 
 
 def raised(call: Callable[[], object], error: type[Exception]) -> Exception:

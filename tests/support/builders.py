@@ -42,6 +42,22 @@ def make_intent(**overrides: Any) -> TradeIntent:
     return TradeIntent.model_validate(fields)
 
 
+def make_order_request(**overrides: Any) -> OrderRequest:
+    """A limit buy of 10 AAPL at 100.5 under client order id `intent-1`; override any field."""
+    fields: dict[str, Any] = {
+        "tenant_id": "tenant-a",
+        "broker_account_id": "acct-1",
+        "client_order_id": "intent-1",
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 10.0,
+        "order_type": "limit",
+        "limit_price": 100.5,
+        "time_in_force": "day",
+    }
+    return OrderRequest(**{**fields, **overrides})
+
+
 def fast_settings(**overrides: Any) -> Settings:
     """Settings with short timings for tests; TTL still above the timeout."""
     fields: dict[str, Any] = {

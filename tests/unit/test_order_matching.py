@@ -8,21 +8,11 @@ import pytest
 
 from execution.brokers.matching import order_mismatch
 from execution.models import BrokerOrder, OrderRequest
+from tests.support.builders import make_order_request
 
 
 def request(**overrides: Any) -> OrderRequest:
-    fields: dict[str, Any] = {
-        "tenant_id": "tenant-a",
-        "broker_account_id": "acct-1",
-        "client_order_id": "ex1-abc",
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 10.0,
-        "order_type": "limit",
-        "limit_price": 100.5,
-        "time_in_force": "day",
-    }
-    return OrderRequest(**{**fields, **overrides})
+    return make_order_request(client_order_id="ex1-abc", **overrides)
 
 
 def found_for(wanted: OrderRequest, **overrides: Any) -> BrokerOrder:

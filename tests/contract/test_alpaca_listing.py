@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -18,21 +19,11 @@ from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox, malformed
 from execution.brokers.alpaca import AlpacaBroker
 from execution.clock import FakeClock
 from execution.errors import BrokerTransientError
-from execution.models import OrderRequest
+from execution.models import BrokerOrder
+from tests.contract.conftest import T0
+from tests.support.builders import make_order_request
 
-T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 PAGE_SIZE = 2
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def sandbox(clock: FakeClock) -> Iterator[AlpacaSandbox]:
-    with AlpacaSandbox(clock=clock) as server:
-        yield server
 
 
 @pytest.fixture
@@ -45,19 +36,7 @@ def broker(sandbox: AlpacaSandbox) -> Iterator[AlpacaBroker]:
 
 
 def place(broker: AlpacaBroker, coid: str) -> None:
-    broker.place_order(
-        OrderRequest(
-            tenant_id="tenant-a",
-            broker_account_id="acct-1",
-            client_order_id=coid,
-            symbol="AAPL",
-            side="buy",
-            qty=1.0,
-            order_type="market",
-            limit_price=None,
-            time_in_force="day",
-        )
-    )
+    broker.place_order(make_order_request(client_order_id=coid))
 
 
 def listing_queries(sandbox: AlpacaSandbox) -> list[dict[str, list[str]]]:
@@ -122,31 +101,9 @@ def test_naive_listing_bounds_are_refused(broker: AlpacaBroker) -> None:
         list(broker.list_orders(after=datetime(2026, 1, 5)))
 
 
-@pytest.mark.parametrize("qty", ["NaN", "Infinity", "-1"])
-def test_an_order_with_a_non_finite_or_negative_amount_is_unreadable(qty: str) -> None:
-    order = {
-        "id": "o-1",
-        "client_order_id": "c-1",
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": qty,
-        "type": "market",
-        "time_in_force": "day",
-        "status": "accepted",
-        "submitted_at": "2026-01-05T14:30:00.123456789Z",
-    }
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=order))
-    with httpx.Client(transport=transport) as client:
-        broker = AlpacaBroker(
-            key_id=KEY_ID, secret_key=SECRET_KEY, base_url="http://127.0.0.1:1", client=client
-        )
-
-        with pytest.raises(BrokerTransientError):
-            broker.get_order("tenant-a", "acct-1", "o-1")
-
-
-def test_alpacas_nanosecond_timestamps_read_as_aware_utc() -> None:
-    order = {
+def order_json(**overrides: Any) -> dict[str, Any]:
+    """An order as Alpaca writes it: decimals as strings, nanosecond timestamps."""
+    return {
         "id": "o-1",
         "client_order_id": "c-1",
         "symbol": "BTC/USD",
@@ -157,13 +114,28 @@ def test_alpacas_nanosecond_timestamps_read_as_aware_utc() -> None:
         "time_in_force": "gtc",
         "status": "new",
         "submitted_at": "2026-01-05T14:30:00.123456789Z",
+        **overrides,
     }
+
+
+def get_order_answered(order: dict[str, Any]) -> BrokerOrder | None:
+    """`get_order` where Alpaca answers 200 with `order`."""
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json=order))
     with httpx.Client(transport=transport) as client:
         broker = AlpacaBroker(
             key_id=KEY_ID, secret_key=SECRET_KEY, base_url="http://127.0.0.1:1", client=client
         )
-        found = broker.get_order("tenant-a", "acct-1", "o-1")
+        return broker.get_order("tenant-a", "acct-1", "o-1")
+
+
+@pytest.mark.parametrize("qty", ["NaN", "Infinity", "-1"])
+def test_an_order_with_a_non_finite_or_negative_amount_is_unreadable(qty: str) -> None:
+    with pytest.raises(BrokerTransientError):
+        get_order_answered(order_json(qty=qty))
+
+
+def test_alpacas_nanosecond_timestamps_read_as_aware_utc() -> None:
+    found = get_order_answered(order_json())
 
     assert found is not None
     assert found.submitted_at == datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)
