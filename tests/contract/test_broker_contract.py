@@ -49,7 +49,7 @@ class World:
     clock: FakeClock
     fill: Callable[[str], None]
     fail_next: Callable[[str, str], None] = field(default=lambda op, kind: None)
-    """`fail_next("place" | "lookup" | "list", "5xx" | "timeout after accept" | "refused")`."""
+    """`fail_next("place" | "lookup" | "list", kind)`, kind one of the keys of `sim_world`'s."""
     prefix: str = field(default_factory=lambda: f"c{uuid.uuid4().hex[:8]}-")
     tenant: str = field(default_factory=lambda: f"tenant-{uuid.uuid4().hex[:8]}")
 
@@ -80,6 +80,7 @@ def sim_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Worl
     kinds = {
         "5xx": SimFault.SERVER_ERROR,
         "timeout after accept": SimFault.TIMEOUT_AFTER_ACCEPT,
+        "garbage after accept": SimFault.GARBAGE_AFTER_ACCEPT,
         "refused": SimFault.REFUSED,
     }
     yield World(
@@ -95,6 +96,7 @@ def alpaca_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[W
     faults = {
         "5xx": lambda: alpaca_sandbox.status(503, "service unavailable"),
         "timeout after accept": lambda: alpaca_sandbox.hang_after_accept(3.0),
+        "garbage after accept": alpaca_sandbox.malformed_json_after_accept,
         "refused": lambda: alpaca_sandbox.status(403, "forbidden"),
     }
     methods = {"place": "POST", "lookup": "GET", "list": "GET"}
@@ -284,10 +286,11 @@ def test_a_5xx_before_accepting_is_transient_and_places_nothing(faulty: World) -
     assert faulty.listed(after=T0 - TICK) == []
 
 
-def test_a_timeout_after_accepting_is_transient_and_the_retry_returns_the_one_order(
-    faulty: World,
+@pytest.mark.parametrize("fault", ["timeout after accept", "garbage after accept"])
+def test_an_answer_lost_after_accepting_is_transient_and_the_retry_returns_the_one_order(
+    faulty: World, fault: str
 ) -> None:
-    faulty.fail_next("place", "timeout after accept")
+    faulty.fail_next("place", fault)
 
     raised(lambda: faulty.place("a"), BrokerTransientError)
     retried = faulty.place("a")

@@ -41,6 +41,7 @@ from execution.errors import (
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, Outcome
 from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
+from tests.support.builders import make_order_request
 from tests.unit.fakes import make_engine, make_intent
 
 READ_TIMEOUT_S = 0.3
@@ -81,19 +82,7 @@ def broker(alpaca: AlpacaSandbox, client: httpx.Client) -> AlpacaBroker:
 
 def order_request(**overrides: Any) -> OrderRequest:
     """A limit buy of 10 AAPL at 100.5 under client order id `intent-1`."""
-    fields: dict[str, Any] = {
-        "tenant_id": "tenant-a",
-        "broker_account_id": "acct-1",
-        "client_order_id": "intent-1",
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 10.0,
-        "order_type": "limit",
-        "limit_price": 100.5,
-        "time_in_force": "day",
-    }
-    fields.update(overrides)
-    return OrderRequest(**fields)
+    return make_order_request(**overrides)
 
 
 def closed_loopback_port() -> int:
