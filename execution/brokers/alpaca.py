@@ -302,10 +302,14 @@ class AlpacaBroker:
                 status=response.status_code,
                 error=repr(exc),
             )
+            remedy = (
+                "outcome unknown, a retry with the same client_order_id resolves it"
+                if client_order_id is not None
+                else "ask again"
+            )
             raise BrokerTransientError(
                 f"alpaca {what} answered {response.status_code} with an unreadable order "
-                f"({type(exc).__name__}); outcome unknown, a retry with the same "
-                "client_order_id resolves it"
+                f"({type(exc).__name__}); {remedy}"
             ) from exc
 
     def _raise_for(

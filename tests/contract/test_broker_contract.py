@@ -179,6 +179,17 @@ def test_a_different_order_under_a_used_client_order_id_is_refused(world: World)
     assert world.listed(after=T0 - TICK) == ["a"]
 
 
+def test_a_crypto_pair_placed_twice_is_one_order_however_the_broker_writes_it(
+    world: World,
+) -> None:
+    first = world.place("a", symbol="BTCUSD", qty=0.5)
+
+    second = world.place("a", symbol="BTCUSD", qty=0.5)
+
+    assert second.broker_order_id == first.broker_order_id
+    assert first.symbol in {"BTCUSD", "BTC/USD"}
+
+
 @pytest.mark.parametrize(
     "change",
     [{"limit_price": 101.0}, {"order_type": "market", "limit_price": None}, {"side": "sell"}],
