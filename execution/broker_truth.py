@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from execution.brokers.base import Broker
 from execution.clock import Clock
-from execution.errors import BrokerRejectedError, ExecutionError
+from execution.errors import BrokerRejectedError, ExecutionError, OrderNotCancelableError
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationRecord, ReservationStatus
 from execution.telemetry import emit
@@ -142,6 +142,8 @@ class BrokerTruth:
             self._broker.cancel_order(
                 record.tenant_id, record.broker_account_id, order.broker_order_id
             )
+        except OrderNotCancelableError as exc:
+            return f"not_cancelable: {exc}"[:300]
         except BrokerRejectedError as exc:
             return f"refused: {exc}"[:300]
         except ExecutionError as exc:

@@ -19,6 +19,7 @@ from execution.accounts import AccountRead
 from execution.authority import Authority
 from execution.broker_truth import BrokerTruth, Settlement
 from execution.brokers.base import Broker
+from execution.brokers.matching import order_mismatch
 from execution.client_order_ids import client_order_id_for
 from execution.clock import Clock
 from execution.errors import (
@@ -39,7 +40,6 @@ from execution.models import (
     OrderRequest,
     Outcome,
     TradeIntent,
-    order_mismatch,
 )
 from execution.reservations import (
     AlreadyExecuted,

@@ -17,6 +17,7 @@ The Pub/Sub entry point decides ack or retry from this tree alone::
         ├── PayloadConflictError       same client_intent_id, different payload
         ├── OrderConflictError         the broker's order under our id is not this intent's
         ├── BrokerRejectedError        the broker refused the order for good
+        │   └── OrderNotCancelableError    a cancel of an order already closed (filled, canceled...)
         ├── AgentModeError             the trading mode forbids this broker call
         ├── ExecutionHaltedError       a kill switch is on
         └── SettingsError              unsafe or incomplete configuration
@@ -90,6 +91,14 @@ class OrderConflictError(PermanentError):
 
 class BrokerRejectedError(PermanentError):
     """The broker refused the order; sending it again would be refused again."""
+
+
+class OrderNotCancelableError(BrokerRejectedError):
+    """The order cannot be cancelled any more: it is filled, canceled, expired or rejected.
+
+    Alpaca answers a cancel of such an order with 422 "order is not cancelable"; the paper broker
+    fills at once, so it refuses every cancel of a known order the same way.
+    """
 
 
 class AgentModeError(PermanentError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,34 +163,47 @@ class OrderRequest:
 
 @dataclass(frozen=True)
 class BrokerOrder:
-    """An order as the broker knows it."""
+    """An order as the broker knows it: enough to tell whether it is a given request."""
 
     broker_order_id: str
     client_order_id: str
     symbol: str
     side: str
     qty: float
+    """Shares ordered; 0.0 for an order placed by notional amount (ours never are)."""
     status: str
+    """The broker's order status as it writes it (Alpaca: `accepted`, `filled`, `canceled`...)."""
     filled_avg_price: float | None = None
+    order_type: str = "market"
+    limit_price: float | None = None
+    time_in_force: str = "day"
+    submitted_at: datetime | None = None
+    """When the broker took the order (aware, UTC); None where it does not say."""
 
-
-def order_mismatch(request: OrderRequest, order: BrokerOrder) -> str | None:
-    """None where `order` is the order `request` asks for; else what differs.
-
-    Alpaca writes crypto symbols as `BTC/USD` where we send `BTCUSD`.
-    """
-    differences = [
-        f"{name} {found!r} != {wanted!r}"
-        for name, found, wanted in (
-            ("client_order_id", order.client_order_id, request.client_order_id),
-            ("symbol", order.symbol.replace("/", "").upper(), request.symbol.replace("/", "")),
-            ("side", order.side, request.side),
+    @classmethod
+    def for_request(
+        cls,
+        request: OrderRequest,
+        *,
+        broker_order_id: str,
+        status: str,
+        submitted_at: datetime | None,
+        filled_avg_price: float | None = None,
+    ) -> BrokerOrder:
+        """The order a broker holds for `request` as sent (simulated brokers build theirs so)."""
+        return cls(
+            broker_order_id=broker_order_id,
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side,
+            qty=request.qty,
+            status=status,
+            filled_avg_price=filled_avg_price,
+            order_type=request.order_type,
+            limit_price=request.limit_price,
+            time_in_force=request.time_in_force,
+            submitted_at=submitted_at,
         )
-        if found != wanted
-    ]
-    if not math.isclose(order.qty, request.qty, rel_tol=1e-9):
-        differences.append(f"qty {order.qty:g} != {request.qty:g}")
-    return "; ".join(differences) or None
 
 
 class ExecutionResult(BaseModel):

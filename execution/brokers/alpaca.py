@@ -1,9 +1,10 @@
 """`AlpacaBroker`: the `Broker` port over Alpaca's Trading API v2 (HTTP, JSON).
 
-Three endpoints: `POST /v2/orders`, `GET /v2/orders:by_client_order_id`, `DELETE /v2/orders/{id}`.
-Every order carries `client_order_id` = the intent's id, and Alpaca refuses a second order with the
-same id (422 "client_order_id must be unique"), so a retry can never place a duplicate. How each
-answer maps onto the error tree (`execution/errors.py`)::
+Endpoints: `POST /v2/orders`, `GET /v2/orders:by_client_order_id`, `GET /v2/orders/{id}`,
+`GET /v2/orders` (the listing, for the reconciler) and `DELETE /v2/orders/{id}`. Every order carries
+the request's `client_order_id`, and Alpaca refuses a second order with the same id (422
+"client_order_id must be unique"), so a retry can never place a duplicate. How each answer maps
+onto the error tree (`execution/errors.py`)::
 
     2xx with a well-formed order      → the order
     2xx with an unreadable body       → BrokerTransientError  (placed or not: outcome unknown)
@@ -14,6 +15,7 @@ answer maps onto the error tree (`execution/errors.py`)::
     422/409 duplicate client_order_id → look the order up: ours → return it; a different order
                                         under our id → BrokerRejectedError; unreadable → transient
     other 4xx (400, 404, 422...)      → BrokerRejectedError with the broker's message
+    422 on a cancel                   → OrderNotCancelableError (the order is already closed)
 
 "Outcome unknown" is always a transient error and never a guess: the retry sends the same
 `client_order_id`, and the duplicate answer resolves it to the order that already exists.
@@ -25,13 +27,22 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from execution.errors import BrokerRejectedError, BrokerTransientError, SettingsError
+from execution.brokers.matching import order_mismatch
+from execution.errors import (
+    BrokerRejectedError,
+    BrokerTransientError,
+    OrderNotCancelableError,
+    SettingsError,
+)
 from execution.models import BrokerOrder, OrderRequest
 from execution.settings import ALPACA_PAPER_URL, Settings, alpaca_url_is_paper
 from execution.telemetry import emit
@@ -48,6 +59,9 @@ _ACCOUNT_REFUSALS = ("buying power", "insufficient", "pattern day", "not enough"
 """Words of a 403 that refuses the order for the account's state, not our keys."""
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _MAX_MESSAGE_CHARS = 300
+LIST_PAGE_SIZE = 500
+"""Alpaca's largest `limit` for `GET /v2/orders`: the fewest requests per listing."""
+_ONE_TICK = timedelta(microseconds=1)
 
 
 class AlpacaBroker:
@@ -61,6 +75,7 @@ class AlpacaBroker:
         base_url: str = ALPACA_PAPER_URL,
         client: httpx.Client | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        list_page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         if not key_id or not secret_key:
             raise SettingsError("AlpacaBroker needs APCA_API_KEY_ID and APCA_API_SECRET_KEY.")
@@ -72,6 +87,9 @@ class AlpacaBroker:
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
         self._is_paper = alpaca_url_is_paper(self._base_url)
+        if not 1 <= list_page_size <= LIST_PAGE_SIZE:
+            raise SettingsError(f"list_page_size must be 1..{LIST_PAGE_SIZE}")
+        self._page_size = list_page_size
 
     @classmethod
     def from_settings(
@@ -135,12 +153,55 @@ class AlpacaBroker:
             return None
         self._raise_for(response, message, client_order_id, what)
 
+    def get_order(
+        self, tenant_id: str, broker_account_id: str, broker_order_id: str
+    ) -> BrokerOrder | None:
+        """The order with Alpaca's id `broker_order_id`, or None where Alpaca answers 404."""
+        what = "GET /v2/orders/{id}"
+        response = self._send("GET", f"/v2/orders/{quote(broker_order_id, safe='')}", None)
+        if response.status_code == 404:
+            return None
+        if response.is_success:
+            return self._order_from(response, None, what)
+        self._raise_for(response, self._message(response), None, what)
+
+    def list_orders(
+        self, *, after: datetime, until: datetime | None = None
+    ) -> Iterator[BrokerOrder]:
+        """Every order submitted after `after` (and before `until`), any status, oldest first.
+
+        Alpaca pages by time, not by cursor: each next page asks for orders after the last one
+        seen, less one microsecond, because `after` is exclusive and several orders may share
+        that timestamp; the orders seen again are skipped by id. A full page whose orders all
+        share one timestamp cannot be paged past (more than `list_page_size` orders within one
+        microsecond): that raises `BrokerTransientError` rather than end the listing short.
+        """
+        seen: set[str] = set()
+        cursor = after
+        while True:
+            page = self._orders_page(cursor, until)
+            fresh = [order for order in page if order.broker_order_id not in seen]
+            yield from fresh
+            seen.update(order.broker_order_id for order in fresh)
+            if len(page) < self._page_size:
+                return
+            last = page[-1].submitted_at
+            if not fresh or last is None:
+                raise BrokerTransientError(
+                    f"alpaca GET /v2/orders: a full page of {len(page)} orders cannot be paged "
+                    "past (one submission time or none); the listing is incomplete"
+                )
+            cursor = last - _ONE_TICK
+
     def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
-        """Ask Alpaca to cancel an open order (404 and 422 "not cancelable" are rejections)."""
+        """Ask Alpaca to cancel an open order (404 rejected; 422 "not cancelable")."""
         response = self._send("DELETE", f"/v2/orders/{quote(broker_order_id, safe='')}", None)
         if response.is_success:
             return
-        self._raise_for(response, self._message(response), None, "DELETE /v2/orders/{id}")
+        refusal = OrderNotCancelableError if response.status_code == 422 else BrokerRejectedError
+        self._raise_for(
+            response, self._message(response), None, "DELETE /v2/orders/{id}", rejected=refusal
+        )
 
     # -- internals -------------------------------------------------------------------------
 
@@ -191,11 +252,11 @@ class AlpacaBroker:
                 f"alpaca reports client_order_id {order.client_order_id} in use but cannot find "
                 "it yet; a retry looks again"
             )
-        if not _same_order(order, existing):
+        mismatch = order_mismatch(order, existing)
+        if mismatch is not None:
             raise BrokerRejectedError(
                 f"client_order_id {order.client_order_id} is already used at alpaca by a "
-                f"different order ({existing.side} {existing.qty:g} {existing.symbol}, "
-                f"id {existing.broker_order_id})"
+                f"different order (id {existing.broker_order_id}: {mismatch})"
             )
         emit(
             logger,
@@ -206,13 +267,40 @@ class AlpacaBroker:
         )
         return existing
 
-    def _order_from(self, response: httpx.Response, client_order_id: str, what: str) -> BrokerOrder:
-        """Read an order from a 2xx answer; an unreadable one is outcome unknown."""
-        try:
+    def _orders_page(self, after: datetime, until: datetime | None) -> list[BrokerOrder]:
+        """One page of the listing: every status, oldest first, submitted after `after`."""
+        what = "GET /v2/orders"
+        params = {
+            "status": "all",
+            "direction": "asc",
+            "limit": str(self._page_size),
+            "after": _rfc3339(after),
+        }
+        if until is not None:
+            params["until"] = _rfc3339(until)
+        response = self._send("GET", "/v2/orders", None, params=params)
+        if not response.is_success:
+            self._raise_for(response, self._message(response), None, what)
+        with self._readable(response, None, what):
             data = response.json()
-            if not isinstance(data, dict):
-                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-            return _broker_order(data)
+            if not isinstance(data, list):
+                raise TypeError(f"expected a JSON array, got {type(data).__name__}")
+            return [_broker_order(_object(item)) for item in data]
+
+    def _order_from(
+        self, response: httpx.Response, client_order_id: str | None, what: str
+    ) -> BrokerOrder:
+        """Read an order from a 2xx answer; an unreadable one is outcome unknown."""
+        with self._readable(response, client_order_id, what):
+            return _broker_order(_object(response.json()))
+
+    @contextmanager
+    def _readable(
+        self, response: httpx.Response, client_order_id: str | None, what: str
+    ) -> Iterator[None]:
+        """An answer that cannot be read is outcome unknown: transient, never a guess."""
+        try:
+            yield
         except (ValueError, TypeError, KeyError) as exc:
             emit(
                 logger,
@@ -222,14 +310,24 @@ class AlpacaBroker:
                 status=response.status_code,
                 error=repr(exc),
             )
+            remedy = (
+                "outcome unknown, a retry with the same client_order_id resolves it"
+                if client_order_id is not None
+                else "ask again"
+            )
             raise BrokerTransientError(
                 f"alpaca {what} answered {response.status_code} with an unreadable order "
-                f"({type(exc).__name__}); outcome unknown, a retry with the same "
-                "client_order_id resolves it"
+                f"({type(exc).__name__}); {remedy}"
             ) from exc
 
     def _raise_for(
-        self, response: httpx.Response, message: str, client_order_id: str | None, what: str
+        self,
+        response: httpx.Response,
+        message: str,
+        client_order_id: str | None,
+        what: str,
+        *,
+        rejected: type[BrokerRejectedError] = BrokerRejectedError,
     ) -> NoReturn:
         status = response.status_code
         # 401/403 say our keys or base URL are wrong (a rotation, a typo), not that the order
@@ -251,7 +349,7 @@ class AlpacaBroker:
         text = f"alpaca {what} answered {status}: {message}"
         if transient:
             raise BrokerTransientError(text)
-        raise BrokerRejectedError(text)
+        raise rejected(text)
 
     def _message(self, response: httpx.Response) -> str:
         """The broker's own words: `message` from its JSON error body, else the raw text."""
@@ -290,19 +388,57 @@ def _decimal(value: float) -> str:
     return format(Decimal(repr(value)).normalize(), "f")
 
 
+def _object(data: object) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _broker_order(data: dict[str, Any]) -> BrokerOrder:
-    filled = data.get("filled_avg_price")
-    qty = data.get("qty")
+    submitted = data.get("submitted_at")
     return BrokerOrder(
         broker_order_id=_text(data, "id"),
         client_order_id=_text(data, "client_order_id"),
         symbol=_text(data, "symbol"),
         side=_text(data, "side"),
         # A notional order has no share quantity until it fills; ours always send qty.
-        qty=float(qty) if qty is not None else 0.0,
+        qty=_amount(data, "qty") or 0.0,
         status=_text(data, "status"),
-        filled_avg_price=float(filled) if filled is not None else None,
+        filled_avg_price=_amount(data, "filled_avg_price"),
+        order_type=_text(data, "type" if data.get("type") is not None else "order_type"),
+        limit_price=_amount(data, "limit_price"),
+        time_in_force=_text(data, "time_in_force"),
+        submitted_at=_parse_timestamp(submitted) if submitted is not None else None,
     )
+
+
+def _amount(data: dict[str, Any], key: str) -> float | None:
+    """A decimal Alpaca writes as a string (or a number): finite and not negative, or None."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"field {key!r} must be a decimal")
+    amount = float(value)
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"field {key!r} must be finite and not negative")
+    return amount
+
+
+def _parse_timestamp(value: object) -> datetime:
+    """Alpaca's RFC 3339 timestamps (`...Z`, up to nanoseconds) as aware UTC datetimes."""
+    if not isinstance(value, str):
+        raise TypeError("a timestamp must be a string")
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no time zone")
+    return moment.astimezone(UTC)
+
+
+def _rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("listing bounds must be aware datetimes")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -323,16 +459,6 @@ def _is_duplicate(status: int, message: str) -> bool:
     # Alpaca answers 422 with this message; a 409 can only mean a conflict on the one unique key
     # the body carries, so it gets the same lookup (which proves or disproves it).
     return status == 409 or (status == 422 and DUPLICATE_MESSAGE in message.lower())
-
-
-def _same_order(order: OrderRequest, existing: BrokerOrder) -> bool:
-    """Whether the order found under our id is this request (Alpaca writes crypto as `BTC/USD`)."""
-    return (
-        existing.client_order_id == order.client_order_id
-        and existing.symbol.replace("/", "").upper() == order.symbol.replace("/", "").upper()
-        and existing.side == order.side
-        and math.isclose(existing.qty, order.qty, rel_tol=1e-9)
-    )
 
 
 def _normalise_base_url(base_url: str) -> str:

@@ -2,22 +2,51 @@
 
 Orders live at `tenants/{tenant_id}/paper_orders/{client_order_id}`: the document id is the client
 order id, so an atomic `create` makes a second order for the same intent impossible, as a real
-broker's `client_order_id` uniqueness does.
+broker's `client_order_id` uniqueness does. Every paper order fills at once, so a cancel is refused
+as Alpaca refuses one of a filled order (`OrderNotCancelableError`). The listing is a query over
+every tenant's `paper_orders` by `submitted_at` (the collection-group index is declared in
+`firestore.indexes.json`), paged with a document cursor, so orders sharing a timestamp are each
+listed once.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
+from execution.brokers.matching import order_mismatch
 from execution.clock import Clock
-from execution.errors import BrokerRejectedError, BrokerTransientError
-from execution.firestore.support import UNAVAILABLE_ERRORS, CallPolicy
+from execution.errors import BrokerRejectedError, BrokerTransientError, OrderNotCancelableError
+from execution.firestore.support import UNAVAILABLE_ERRORS, CallPolicy, snapshot_data
 from execution.models import BrokerOrder, OrderRequest
 
 PAPER_ORDERS = "paper_orders"
+LIST_PAGE_SIZE = 500
+"""Documents read per page of the listing."""
+
+
+def paper_order_by_id_query(
+    db: firestore.Client, tenant_id: str, broker_order_id: str
+) -> firestore.Query:
+    """The tenant's paper order with `broker_order_id` (an equality: the built-in index serves)."""
+    orders = db.collection("tenants", tenant_id, PAPER_ORDERS)
+    return orders.where(filter=FieldFilter("broker_order_id", "==", broker_order_id)).limit(1)
+
+
+def paper_orders_listing_query(
+    db: firestore.Client, after: datetime, until: datetime | None
+) -> firestore.Query:
+    """Every tenant's paper orders submitted after `after` (and before `until`), oldest first."""
+    query = db.collection_group(PAPER_ORDERS).where(filter=FieldFilter("submitted_at", ">", after))
+    if until is not None:
+        query = query.where(filter=FieldFilter("submitted_at", "<", until))
+    return query.order_by("submitted_at")
 
 
 class PaperBroker:
@@ -25,51 +54,39 @@ class PaperBroker:
 
     is_paper = True
 
-    def __init__(self, db: firestore.Client, *, clock: Clock, policy: CallPolicy) -> None:
+    def __init__(
+        self,
+        db: firestore.Client,
+        *,
+        clock: Clock,
+        policy: CallPolicy,
+        list_page_size: int = LIST_PAGE_SIZE,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._policy = policy
+        self._page_size = list_page_size
 
     def place_order(self, order: OrderRequest) -> BrokerOrder:
         """Record a filled order, or return the one already recorded for its client order id."""
         price = order.limit_price or order.reference_price
         if price is None:
             raise BrokerRejectedError("paper broker needs a limit price or a quote to fill at")
-        doc = self._orders(order.tenant_id).document(order.client_order_id)
-        filled = BrokerOrder(
+        filled = BrokerOrder.for_request(
+            order,
             broker_order_id=f"paper-{uuid.uuid4().hex}",
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            qty=order.qty,
             status="filled",
+            submitted_at=self._clock(),
             filled_avg_price=price,
         )
+        doc = self._orders(order.tenant_id).document(order.client_order_id)
         try:
             doc.create(
-                {
-                    "broker_order_id": filled.broker_order_id,
-                    "client_order_id": order.client_order_id,
-                    "broker_account_id": order.broker_account_id,
-                    "symbol": order.symbol,
-                    "side": order.side,
-                    "qty": order.qty,
-                    "order_type": order.order_type,
-                    "limit_price": order.limit_price,
-                    "time_in_force": order.time_in_force,
-                    "status": filled.status,
-                    "filled_avg_price": price,
-                    "submitted_at": self._clock(),
-                },
+                {**_document(filled), "broker_account_id": order.broker_account_id},
                 **self._policy.kwargs(),
             )
         except gexc.AlreadyExists:
-            existing = self.get_order_by_client_order_id(
-                order.tenant_id, order.broker_account_id, order.client_order_id
-            )
-            if existing is None:
-                raise BrokerTransientError("paper order exists but could not be read") from None
-            return existing
+            return self._existing(order)
         except UNAVAILABLE_ERRORS as exc:
             # The create may have landed: the retry resolves it through the same client order id.
             raise BrokerTransientError(f"paper broker store unavailable: {exc}") from exc
@@ -83,22 +100,94 @@ class PaperBroker:
             snap = self._orders(tenant_id).document(client_order_id).get(**self._policy.kwargs())
         except UNAVAILABLE_ERRORS as exc:
             raise BrokerTransientError(f"paper broker store unavailable: {exc}") from exc
-        if not snap.exists:
-            return None
-        data = snap.to_dict() or {}
-        return BrokerOrder(
-            broker_order_id=data["broker_order_id"],
-            client_order_id=data["client_order_id"],
-            symbol=data["symbol"],
-            side=data["side"],
-            qty=float(data["qty"]),
-            status=data["status"],
-            filled_avg_price=data.get("filled_avg_price"),
-        )
+        data = snapshot_data(snap)
+        return None if data is None else _order(data)
+
+    def get_order(
+        self, tenant_id: str, broker_account_id: str, broker_order_id: str
+    ) -> BrokerOrder | None:
+        """The tenant's paper order with `broker_order_id`, or None."""
+        query = paper_order_by_id_query(self._db, tenant_id, broker_order_id)
+        try:
+            snaps = list(query.stream(**self._policy.kwargs()))
+        except UNAVAILABLE_ERRORS as exc:
+            raise BrokerTransientError(f"paper broker store unavailable: {exc}") from exc
+        return _order(snaps[0].to_dict() or {}) if snaps else None
+
+    def list_orders(
+        self, *, after: datetime, until: datetime | None = None
+    ) -> Iterator[BrokerOrder]:
+        """Every paper order (all tenants) submitted after `after` and before `until`."""
+        query = paper_orders_listing_query(self._db, after, until).limit(self._page_size)
+        cursor: Any = None
+        while True:
+            page = query if cursor is None else query.start_after(cursor)
+            try:
+                snaps = list(page.stream(**self._policy.kwargs()))
+            except UNAVAILABLE_ERRORS as exc:
+                raise BrokerTransientError(f"paper broker store unavailable: {exc}") from exc
+            yield from (_order(snap.to_dict() or {}) for snap in snaps)
+            if len(snaps) < self._page_size:
+                return
+            cursor = snaps[-1]
 
     def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
-        """Paper orders fill at once; there is never anything left to cancel."""
-        return None
+        """Refuse: paper orders fill at once, and a filled one is not cancelable (as at Alpaca)."""
+        order = self.get_order(tenant_id, broker_account_id, broker_order_id)
+        if order is None:
+            raise BrokerRejectedError(f"paper order {broker_order_id} not found")
+        raise OrderNotCancelableError(
+            f"paper order {broker_order_id} is {order.status}: order is not cancelable"
+        )
+
+    def _existing(self, order: OrderRequest) -> BrokerOrder:
+        """The order already recorded under the request's client order id, if it is this one."""
+        existing = self.get_order_by_client_order_id(
+            order.tenant_id, order.broker_account_id, order.client_order_id
+        )
+        if existing is None:
+            raise BrokerTransientError("paper order exists but could not be read")
+        mismatch = order_mismatch(order, existing)
+        if mismatch is not None:
+            raise BrokerRejectedError(
+                f"client_order_id {order.client_order_id} is already used by a different paper "
+                f"order (id {existing.broker_order_id}: {mismatch})"
+            )
+        return existing
 
     def _orders(self, tenant_id: str) -> firestore.CollectionReference:
         return self._db.collection("tenants", tenant_id, PAPER_ORDERS)
+
+
+def _document(order: BrokerOrder) -> dict[str, Any]:
+    return {
+        "broker_order_id": order.broker_order_id,
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "qty": order.qty,
+        "order_type": order.order_type,
+        "limit_price": order.limit_price,
+        "time_in_force": order.time_in_force,
+        "status": order.status,
+        "filled_avg_price": order.filled_avg_price,
+        "submitted_at": order.submitted_at,
+    }
+
+
+def _order(data: dict[str, Any]) -> BrokerOrder:
+    limit = data.get("limit_price")
+    filled = data.get("filled_avg_price")
+    return BrokerOrder(
+        broker_order_id=data["broker_order_id"],
+        client_order_id=data["client_order_id"],
+        symbol=data["symbol"],
+        side=data["side"],
+        qty=float(data["qty"]),
+        status=data["status"],
+        filled_avg_price=None if filled is None else float(filled),
+        order_type=data.get("order_type", "market"),
+        limit_price=None if limit is None else float(limit),
+        time_in_force=data.get("time_in_force", "day"),
+        submitted_at=data.get("submitted_at"),
+    )

@@ -61,6 +61,22 @@ def intent_id_at_broker(client_order_id: str) -> str:
     return parsed[2] if parsed else client_order_id
 
 
+def make_order_request(**overrides: Any) -> OrderRequest:
+    """A limit buy of 10 AAPL at 100.5 under client order id `intent-1`; override any field."""
+    fields: dict[str, Any] = {
+        "tenant_id": "tenant-a",
+        "broker_account_id": "acct-1",
+        "client_order_id": "intent-1",
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 10.0,
+        "order_type": "limit",
+        "limit_price": 100.5,
+        "time_in_force": "day",
+    }
+    return OrderRequest(**{**fields, **overrides})
+
+
 def fast_settings(**overrides: Any) -> Settings:
     """Settings with short timings for tests; TTL still above the timeout."""
     fields: dict[str, Any] = {

@@ -391,13 +391,11 @@ class RecordingBroker:
         existing = self.orders.get(order.client_order_id)
         if existing is not None:
             return existing
-        placed = BrokerOrder(
+        placed = BrokerOrder.for_request(
+            order,
             broker_order_id=next(self._ids),
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            qty=order.qty,
             status="filled",
+            submitted_at=None,
             filled_avg_price=order.limit_price or order.reference_price,
         )
         self.orders[order.client_order_id] = placed
@@ -407,6 +405,11 @@ class RecordingBroker:
         self, tenant_id: str, broker_account_id: str, client_order_id: str
     ) -> BrokerOrder | None:
         return self.orders.get(client_order_id)
+
+    def get_order(
+        self, tenant_id: str, broker_account_id: str, broker_order_id: str
+    ) -> BrokerOrder | None:
+        return next((o for o in self.orders.values() if o.broker_order_id == broker_order_id), None)
 
     def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
         self.cancelled.append(broker_order_id)

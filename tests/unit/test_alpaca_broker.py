@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, cast
 
 import httpx
@@ -40,6 +41,7 @@ from execution.errors import (
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, Outcome
 from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
+from tests.support.builders import make_order_request
 from tests.unit.fakes import client_order_id_of, make_engine, make_intent
 
 READ_TIMEOUT_S = 0.3
@@ -80,19 +82,7 @@ def broker(alpaca: AlpacaSandbox, client: httpx.Client) -> AlpacaBroker:
 
 def order_request(**overrides: Any) -> OrderRequest:
     """A limit buy of 10 AAPL at 100.5 under client order id `intent-1`."""
-    fields: dict[str, Any] = {
-        "tenant_id": "tenant-a",
-        "broker_account_id": "acct-1",
-        "client_order_id": "intent-1",
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 10.0,
-        "order_type": "limit",
-        "limit_price": 100.5,
-        "time_in_force": "day",
-    }
-    fields.update(overrides)
-    return OrderRequest(**fields)
+    return make_order_request(**overrides)
 
 
 def closed_loopback_port() -> int:
@@ -126,6 +116,10 @@ def test_an_order_is_placed_and_returned_as_alpaca_knows_it(
         qty=10.0,
         status="accepted",
         filled_avg_price=None,
+        order_type="limit",
+        limit_price=100.5,
+        time_in_force="day",
+        submitted_at=datetime.fromisoformat(stored["submitted_at"]),
     )
 
 

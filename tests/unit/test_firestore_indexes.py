@@ -17,6 +17,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
+from execution.brokers.paper import paper_order_by_id_query, paper_orders_listing_query
 from execution.cli.queries import query_shapes
 from execution.firestore.order_history import (
     in_flight_query,
@@ -38,6 +39,11 @@ QUERY_BUILDERS: dict[str, Callable[[firestore.Client], list[Any]]] = {
     "execution/firestore/placed_records.py": lambda db: [
         placed_since_all_tenants_query(db, NOW),
         by_client_order_id_query(db, "ex1h-x"),
+    ],
+    "execution/brokers/paper.py": lambda db: [
+        paper_order_by_id_query(db, "t", "paper-1"),
+        paper_orders_listing_query(db, NOW, None),
+        paper_orders_listing_query(db, NOW, NOW),
     ],
     "execution/firestore/order_history.py": lambda db: [
         placed_since_query(db, "t", "a", NOW),
