@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
@@ -128,6 +129,16 @@ class CountingBroker:
         return self._inner.get_order_by_client_order_id(
             tenant_id, broker_account_id, client_order_id
         )
+
+    def get_order(
+        self, tenant_id: str, broker_account_id: str, broker_order_id: str
+    ) -> BrokerOrder | None:
+        return self._inner.get_order(tenant_id, broker_account_id, broker_order_id)
+
+    def list_orders(
+        self, *, after: datetime, until: datetime | None = None
+    ) -> Iterator[BrokerOrder]:
+        return self._inner.list_orders(after=after, until=until)
 
     def cancel_order(self, tenant_id: str, broker_account_id: str, broker_order_id: str) -> None:
         self._inner.cancel_order(tenant_id, broker_account_id, broker_order_id)
