@@ -98,6 +98,7 @@ SCHEDULED = {"sweep": "_SCHEDULER_JOB", "reconcile": "_RECONCILE_SCHEDULER_JOB"}
 """The functions Cloud Scheduler calls, and the substitution naming each one's job."""
 
 SERVICE_ACCOUNTS = {name for name in SUBSTITUTIONS if name.endswith("_SA")}
+"""The substitutions naming a service account the build deploys with or grants."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ def secret_flags(call: Call) -> dict[str, str | bool]:
 
 
 def account_id(email: str | bool) -> str:
+    """The account id of a service account e-mail of the project."""
     assert isinstance(email, str) and email.endswith(f"@{PROJECT_ID}.iam.gserviceaccount.com")
     return email.partition("@")[0]
 
