@@ -34,11 +34,14 @@ TRIGGER = f"projects/{PROJECT_ID}/locations/europe-west1/triggers/execute-intent
 SUBSCRIPTION = (
     f"projects/{PROJECT_ID}/subscriptions/eventarc-europe-west1-execute-intent-123-sub-456"
 )
-SWEEP_URL = "https://sweep-reservations-abc123-ew.a.run.app"
+# The fake answers `gcloud functions describe NAME --format=value(serviceConfig.uri)` with
+# https://NAME + this suffix, so a scheduler job aimed at the wrong function shows.
+URL_SUFFIX = "-abc123-ew.a.run.app"
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 TEST_STEPS = ("install", "lint", "emulator-suite")
 
 PUBSUB_MAX_ACK_DEADLINE_S = 600
+SCHEDULER_MAX_ATTEMPT_DEADLINE_S = 1800
 PUBSUB_MAX_RETRY_DELAY_S = 600
 GEN2_EVENT_FUNCTION_MAX_TIMEOUT_S = 540
 
@@ -56,7 +59,7 @@ case "$1 $2 $3" in
   "functions describe "*)
     case "$format" in
       *eventTrigger.trigger*) echo "$STUB_TRIGGER" ;;
-      *serviceConfig.uri*) echo "$STUB_URL" ;;
+      *serviceConfig.uri*) echo "https://$3$STUB_URL_SUFFIX" ;;
     esac ;;
   "eventarc triggers describe") echo "$STUB_SUBSCRIPTION" ;;
   "pubsub topics describe"|"pubsub subscriptions describe"|"scheduler jobs describe")
@@ -78,6 +81,24 @@ SUBSTITUTIONS: dict[str, str] = {k: str(v) for k, v in CONFIG["substitutions"].i
 
 def sa_email(substitution: str) -> str:
     return f"{SUBSTITUTIONS[substitution]}@{PROJECT_ID}.iam.gserviceaccount.com"
+
+
+def function_url(function_substitution: str) -> str:
+    return f"https://{SUBSTITUTIONS[function_substitution]}{URL_SUFFIX}"
+
+
+FUNCTIONS = {
+    "execute": "_EXECUTE_FUNCTION",
+    "sweep": "_SWEEP_FUNCTION",
+    "reconcile": "_RECONCILE_FUNCTION",
+}
+"""The functions the build deploys, by a short name, and the substitution naming each."""
+
+SCHEDULED = {"sweep": "_SCHEDULER_JOB", "reconcile": "_RECONCILE_SCHEDULER_JOB"}
+"""The functions Cloud Scheduler calls, and the substitution naming each one's job."""
+
+SERVICE_ACCOUNTS = {name for name in SUBSTITUTIONS if name.endswith("_SA")}
+"""The substitutions naming a service account the build deploys with or grants."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +166,7 @@ def run_build(tmp: Path, *, existing: bool, **overrides: str) -> Build:
         "STUB_EXISTING": "1" if existing else "0",
         "STUB_TRIGGER": TRIGGER,
         "STUB_SUBSCRIPTION": SUBSCRIPTION,
-        "STUB_URL": SWEEP_URL,
+        "STUB_URL_SUFFIX": URL_SUFFIX,
     }
     bash = shutil.which("bash")
     assert bash is not None, "these tests run the steps' scripts with bash"
@@ -204,12 +225,46 @@ def seconds(value: str | bool) -> float:
     return float(value.removesuffix("s"))
 
 
+def deploy_of(build: Build, function: str) -> Call:
+    """The `gcloud functions deploy` of one function (a key of FUNCTIONS)."""
+    return build.one("gcloud", "functions", "deploy", positional=SUBSTITUTIONS[FUNCTIONS[function]])
+
+
 def execute_deploy(build: Build) -> Call:
-    return build.one("gcloud", "functions", "deploy", positional=SUBSTITUTIONS["_EXECUTE_FUNCTION"])
+    return deploy_of(build, "execute")
 
 
 def sweep_deploy(build: Build) -> Call:
-    return build.one("gcloud", "functions", "deploy", positional=SUBSTITUTIONS["_SWEEP_FUNCTION"])
+    return deploy_of(build, "sweep")
+
+
+def reconcile_deploy(build: Build) -> Call:
+    return deploy_of(build, "reconcile")
+
+
+def scheduler_job(build: Build, function: str, verb: str) -> Call:
+    """The `gcloud scheduler jobs create|update http` of a scheduled function's job."""
+    job = SUBSTITUTIONS[SCHEDULED[function]]
+    return build.one("gcloud", "scheduler", "jobs", verb, "http", positional=job)
+
+
+def secret_flags(call: Call) -> dict[str, str | bool]:
+    """`--set-secrets=...` or `--clear-secrets`: what reaches the function from Secret Manager."""
+    return {name: value for name, value in call.flags.items() if name.endswith("-secrets")}
+
+
+def account_id(email: str | bool) -> str:
+    """The account id of a service account e-mail of the project."""
+    assert isinstance(email, str) and email.endswith(f"@{PROJECT_ID}.iam.gserviceaccount.com")
+    return email.partition("@")[0]
+
+
+def guide_accounts(marker: str) -> set[str]:
+    """Accounts of the guide's `for sa in A B ...; do ... done` loops whose body holds `marker`."""
+    loops = re.findall(
+        r"^for sa in ([^;\n]+); do\n(.*?)^done$", GUIDE_PATH.read_text(), re.M | re.S
+    )
+    return {sa for names, body in loops if marker in body for sa in names.split()}
 
 
 def subscription_update(build: Build) -> Call:
@@ -426,14 +481,12 @@ def test_only_the_trigger_service_account_may_invoke_execute_intent(first_deploy
     assert execute_deploy(first_deploy).flags["trigger-service-account"] == sa_email("_TRIGGER_SA")
 
 
-# ---------------------------------------------------------------- settings of both functions
+# ---------------------------------------------------------------- settings of every function
 
 
-@pytest.mark.parametrize("function", ["execute", "sweep"])
+@pytest.mark.parametrize("function", list(FUNCTIONS))
 def test_the_deployed_settings_pass_start_up_validation(first_deploy: Build, function: str) -> None:
-    call = execute_deploy(first_deploy) if function == "execute" else sweep_deploy(first_deploy)
-
-    settings = Settings.from_env(env_vars(call))
+    settings = Settings.from_env(env_vars(deploy_of(first_deploy, function)))
 
     assert settings.project == PROJECT_ID
 
@@ -449,12 +502,18 @@ def test_a_live_deploy_can_require_account_documents_and_bound_the_kill_switch_d
     assert settings.shared_read_max_age_seconds == 0
 
 
-def test_both_functions_share_the_timeout_and_ttl_settings(first_deploy: Build) -> None:
+@pytest.mark.parametrize("function", ["sweep", "reconcile"])
+def test_every_function_shares_the_timeout_and_ttl_settings_of_execute_intent(
+    first_deploy: Build, function: str
+) -> None:
     names = ("FUNCTION_TIMEOUT_SECONDS", "RESERVATION_TTL_SECONDS")
 
-    execute, sweep = env_vars(execute_deploy(first_deploy)), env_vars(sweep_deploy(first_deploy))
+    execute, other = (
+        env_vars(execute_deploy(first_deploy)),
+        env_vars(deploy_of(first_deploy, function)),
+    )
 
-    assert [execute[n] for n in names] == [sweep[n] for n in names]
+    assert [other[n] for n in names] == [execute[n] for n in names]
 
 
 def test_broker_keys_never_travel_as_plain_environment_variables(
@@ -488,59 +547,81 @@ def test_the_sweeper_can_never_reach_a_broker(first_deploy: Build) -> None:
     assert settings.agent_mode.value == "OFF"
 
 
-@pytest.mark.parametrize("function", ["execute", "sweep"])
+@pytest.mark.parametrize("function", list(FUNCTIONS))
 def test_the_functions_get_the_runtime_files_only(first_deploy: Build, function: str) -> None:
-    call = execute_deploy(first_deploy) if function == "execute" else sweep_deploy(first_deploy)
+    call = deploy_of(first_deploy, function)
     [copy] = first_deploy.find("cp")
 
     assert call.flags["source"] == ".build/function"
     assert copy.args == ("-r", "main.py", "requirements.txt", "execution", ".build/function/")
 
 
-# ---------------------------------------------------------------- sweep_reservations
+# ---------------------------------------------------------------- scheduled functions
 
 
-def test_sweep_reservations_refuses_unauthenticated_calls(first_deploy: Build) -> None:
-    flags = sweep_deploy(first_deploy).flags
+@pytest.mark.parametrize("function", list(SCHEDULED))
+def test_a_scheduled_function_refuses_unauthenticated_and_outside_calls(
+    first_deploy: Build, function: str
+) -> None:
+    flags = deploy_of(first_deploy, function).flags
 
     assert flags["trigger-http"] is True
     assert flags["no-allow-unauthenticated"] is True
     assert "allow-unauthenticated" not in flags
+    assert flags["ingress-settings"] == "internal-only"
 
 
-def test_only_the_scheduler_service_account_may_invoke_the_sweeper(first_deploy: Build) -> None:
-    sweep = SUBSTITUTIONS["_SWEEP_FUNCTION"]
+def test_reconcile_orders_runs_the_reconciler_entry_point(first_deploy: Build) -> None:
+    call = reconcile_deploy(first_deploy)
+
+    assert call.flags["gen2"] is True
+    assert call.flags["entry-point"] == "reconcile_orders"
+
+
+@pytest.mark.parametrize("function", list(SCHEDULED))
+def test_only_the_scheduler_service_account_may_invoke_a_scheduled_function(
+    first_deploy: Build, function: str
+) -> None:
+    name = SUBSTITUTIONS[FUNCTIONS[function]]
 
     bindings = first_deploy.find(
-        "gcloud", "functions", "add-invoker-policy-binding", positional=sweep
+        "gcloud", "functions", "add-invoker-policy-binding", positional=name
     )
 
     assert [b.flags["member"] for b in bindings] == [f"serviceAccount:{sa_email('_SCHEDULER_SA')}"]
 
 
+@pytest.mark.parametrize("function", list(SCHEDULED))
 @pytest.mark.parametrize(
     ("build_name", "verb"), [("first_deploy", "create"), ("redeploy", "update")]
 )
-def test_the_scheduler_posts_to_the_sweeper_with_an_oidc_token(
-    request: pytest.FixtureRequest, build_name: str, verb: str
+def test_the_scheduler_posts_to_each_scheduled_function_with_an_oidc_token(
+    request: pytest.FixtureRequest, build_name: str, verb: str, function: str
 ) -> None:
     build: Build = request.getfixturevalue(build_name)
+    url = function_url(FUNCTIONS[function])
 
-    flags = build.one("gcloud", "scheduler", "jobs", verb, "http").flags
+    flags = scheduler_job(build, function, verb).flags
 
-    assert (flags["http-method"], flags["uri"], flags["oidc-token-audience"]) == (
-        "POST",
-        SWEEP_URL,
-        SWEEP_URL,
-    )
+    assert (flags["http-method"], flags["uri"], flags["oidc-token-audience"]) == ("POST", url, url)
     assert flags["oidc-service-account-email"] == sa_email("_SCHEDULER_SA")
+
+
+def test_a_redeploy_updates_the_scheduler_jobs_instead_of_creating_them(redeploy: Build) -> None:
+    jobs = {SUBSTITUTIONS[job] for job in SCHEDULED.values()}
+
+    creates = redeploy.find("gcloud", "scheduler", "jobs", "create")
+    updated = {c.args[4] for c in redeploy.find("gcloud", "scheduler", "jobs", "update", "http")}
+
+    assert creates == []
+    assert updated == jobs
 
 
 def test_the_scheduler_waits_for_the_sweep_and_the_sweep_for_its_deadline(
     first_deploy: Build,
 ) -> None:
     deploy = sweep_deploy(first_deploy)
-    job = first_deploy.one("gcloud", "scheduler", "jobs", "create", "http")
+    job = scheduler_job(first_deploy, "sweep", "create")
 
     timeout = seconds(deploy.flags["timeout"])
     deadline = Settings.from_env(env_vars(deploy)).sweep_deadline_seconds
@@ -548,15 +629,149 @@ def test_the_scheduler_waits_for_the_sweep_and_the_sweep_for_its_deadline(
     assert deadline < timeout <= seconds(job.flags["attempt-deadline"])
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"_RECONCILE_TIMEOUT_SECONDS": "1200", "_RECONCILE_DEADLINE_SECONDS": "900"}],
+    ids=["defaults", "longer-run"],
+)
+def test_the_scheduler_waits_for_the_reconciler_and_the_reconciler_for_its_deadline(
+    build_with: Callable[..., Build], overrides: dict[str, str]
+) -> None:
+    build = build_with(**overrides)
+    deploy = reconcile_deploy(build)
+    job = scheduler_job(build, "reconcile", "create")
+
+    timeout = seconds(deploy.flags["timeout"])
+    deadline = Settings.from_env(env_vars(deploy)).sweep_deadline_seconds
+    attempt_deadline = seconds(job.flags["attempt-deadline"])
+
+    assert deadline < timeout < attempt_deadline <= SCHEDULER_MAX_ATTEMPT_DEADLINE_S
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"_RECONCILE_DEADLINE_SECONDS": "420", "_RECONCILE_TIMEOUT_SECONDS": "420"},
+        {"_RECONCILE_DEADLINE_SECONDS": "1700", "_RECONCILE_TIMEOUT_SECONDS": "1790"},
+    ],
+    ids=["deadline-not-below-timeout", "timeout-beyond-the-scheduler"],
+)
+def test_a_reconciler_that_would_be_cut_off_is_never_deployed(
+    build_with: Callable[..., Build], overrides: dict[str, str]
+) -> None:
+    build = build_with(**overrides)
+
+    deployed = build.find(
+        "gcloud", "functions", "deploy", positional=SUBSTITUTIONS["_RECONCILE_FUNCTION"]
+    )
+
+    assert build.returncodes["deploy-reconcile-orders"] != 0
+    assert deployed == []
+
+
+def test_the_reconciler_looks_back_as_far_as_its_substitution_says(
+    build_with: Callable[..., Build],
+) -> None:
+    build = build_with(_RECONCILE_LOOKBACK_SECONDS="3600")
+
+    settings = Settings.from_env(env_vars(reconcile_deploy(build)))
+
+    assert settings.reconcile_lookback_seconds == 3600
+
+
+def test_the_reconciler_looks_back_a_day_by_default(first_deploy: Build) -> None:
+    settings = Settings.from_env(env_vars(reconcile_deploy(first_deploy)))
+
+    assert settings.reconcile_lookback_seconds == 86400
+
+
+def test_the_reconciler_runs_every_ten_minutes_by_default(first_deploy: Build) -> None:
+    assert scheduler_job(first_deploy, "reconcile", "create").flags["schedule"] == "*/10 * * * *"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"_BROKER": "alpaca"},
+        {
+            "_BROKER": "alpaca",
+            "_AGENT_MODE": "LIVE",
+            "_APCA_API_BASE_URL": "https://api.alpaca.markets",
+        },
+    ],
+    ids=["paper", "alpaca-paper", "alpaca-live"],
+)
+def test_the_reconciler_reaches_the_broker_execute_intent_trades_with(
+    build_with: Callable[..., Build], overrides: dict[str, str]
+) -> None:
+    build = build_with(**overrides)
+    execute, reconcile = execute_deploy(build), reconcile_deploy(build)
+    mounted = {"APCA_API_KEY_ID": "key-from-secret", "APCA_API_SECRET_KEY": "secret"}
+    fields = ("project", "broker", "agent_mode", "alpaca_base_url", "broker_timeout_seconds")
+
+    executes, reconciles = (
+        [getattr(Settings.from_env({**env_vars(c), **mounted}), f) for f in fields]
+        for c in (execute, reconcile)
+    )
+
+    assert reconciles == executes
+    assert secret_flags(reconcile) == secret_flags(execute)
+    assert not {"APCA_API_KEY_ID", "APCA_API_SECRET_KEY"} & set(env_vars(reconcile))
+
+
 def test_each_function_runs_as_its_own_service_account(first_deploy: Build) -> None:
-    identities = [
-        execute_deploy(first_deploy).flags["service-account"],
-        sweep_deploy(first_deploy).flags["service-account"],
+    identities = [deploy_of(first_deploy, f).flags["service-account"] for f in FUNCTIONS] + [
         sa_email("_TRIGGER_SA"),
         sa_email("_SCHEDULER_SA"),
     ]
 
     assert len(set(identities)) == len(identities)
+
+
+def test_the_reconciler_runs_as_its_own_runtime_account(first_deploy: Build) -> None:
+    identity = reconcile_deploy(first_deploy).flags["service-account"]
+
+    assert identity == sa_email("_RECONCILE_RUNTIME_SA")
+    assert SUBSTITUTIONS["_RECONCILE_RUNTIME_SA"] == "trade-reconcile-runtime"
+
+
+# ---------------------------------------------------------------- service accounts in the guide
+
+
+def test_the_guide_creates_every_service_account_the_build_names() -> None:
+    accounts = {SUBSTITUTIONS[name] for name in SERVICE_ACCOUNTS}
+
+    assert accounts <= guide_accounts("gcloud iam service-accounts create")
+
+
+def test_the_deployer_may_act_as_exactly_the_accounts_the_build_names() -> None:
+    accounts = {SUBSTITUTIONS[name] for name in SERVICE_ACCOUNTS}
+
+    assert guide_accounts("roles/iam.serviceAccountUser") == accounts
+
+
+def test_every_function_runtime_account_may_use_firestore(first_deploy: Build) -> None:
+    runtimes = {account_id(deploy_of(first_deploy, f).flags["service-account"]) for f in FUNCTIONS}
+
+    assert runtimes <= guide_accounts("roles/datastore.user")
+
+
+def test_exactly_the_functions_that_mount_broker_keys_may_read_their_secrets(
+    build_with: Callable[..., Build],
+) -> None:
+    build = build_with(_BROKER="alpaca")
+    mounting = {
+        account_id(call.flags["service-account"])
+        for call in (deploy_of(build, f) for f in FUNCTIONS)
+        if "set-secrets" in call.flags
+    }
+
+    assert mounting == guide_accounts("roles/secretmanager.secretAccessor")
+    assert mounting == {
+        SUBSTITUTIONS["_EXECUTE_RUNTIME_SA"],
+        SUBSTITUTIONS["_RECONCILE_RUNTIME_SA"],
+    }
 
 
 # ---------------------------------------------------------------- Firestore
@@ -581,8 +796,11 @@ def test_the_ttl_policy_is_on_the_purge_field_never_on_expires_at(first_deploy: 
 def test_firestore_is_configured_before_the_functions_deploy() -> None:
     ids = [s["id"] for s in CONFIG["steps"]]
 
+    deploys = [i for i in ids if i.startswith("deploy-")]
+
+    assert len(deploys) == len(FUNCTIONS)
     assert max(ids.index("firestore-rules-indexes"), ids.index("firestore-ttl")) < min(
-        ids.index("deploy-execute-intent"), ids.index("deploy-sweep-reservations")
+        ids.index(d) for d in deploys
     )
 
 
