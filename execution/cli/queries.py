@@ -55,6 +55,10 @@ class ReservationRow:
     error: str | None
     broker_order_id: str | None
     lease_id: str
+    client_order_id: str
+    """What the broker knows the order by (the intent's id on records older than the field)."""
+    repair: dict[str, Any] | None
+    """Set where the record was brought to what the broker holds."""
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> ReservationRow:
@@ -77,6 +81,8 @@ class ReservationRow:
             error=data.get("error"),
             broker_order_id=data.get("broker_order_id"),
             lease_id=str(data.get("lease_id") or ""),
+            client_order_id=str(data.get("client_order_id") or data.get("client_intent_id") or ""),
+            repair=data.get("repair") if isinstance(data.get("repair"), dict) else None,
         )
 
     def is_stuck(self, now: datetime) -> bool:
@@ -275,4 +281,6 @@ def _time(value: Any) -> datetime | None:
 
 
 def _json_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
     return value.isoformat() if isinstance(value, datetime) else value

@@ -149,10 +149,14 @@ def reservations(
 
 
 def _state(row: ReservationRow, now: datetime) -> Text:
-    """`reserved`, `STUCK`, or `released: placed` / `expired: expired`."""
+    """`reserved`, `STUCK`, or `released: placed` / `expired: expired`; `(repaired)` where the
+    record was brought to what the broker holds (see `repair` in --json)."""
     if row.is_stuck(now):
         return Text("STUCK", style="bold red")
-    return Text(f"{row.status}: {row.outcome}" if row.outcome else row.status)
+    state = f"{row.status}: {row.outcome}" if row.outcome else row.status
+    if row.repair is not None:
+        return Text(f"{state} (repaired)", style="bold yellow")
+    return Text(state)
 
 
 def _lease(row: ReservationRow, now: datetime) -> str:
