@@ -36,6 +36,7 @@ from tests.simulation.simstore.writes import (
     StagedWrite,
     StoredDocument,
     apply_write,
+    refuse_collapsed_writes,
 )
 
 MAX_ID_BYTES = 1500
@@ -166,7 +167,8 @@ class SimClient:
         """Apply `writes` atomically at a new commit time (see `writes`)."""
         fault = self._call("commit", tuple(w.ref.path for w in writes), apply_first=True)
         for write in writes:
-            self._check_path(write.ref.path)
+            self._check_path(write.ref.path, writing=True)
+        refuse_collapsed_writes(writes)
         commit_time = self._commit_time()
         working: dict[str, StoredDocument | None] = {}
         results = []
@@ -226,8 +228,9 @@ class SimClient:
     def _new_document_id(self) -> str:
         return "".join(self._random.choice(_ID_ALPHABET) for _ in range(20))
 
-    def _check_path(self, path: str) -> None:
-        """Refuse, as the server does, ids that are reserved, empty, `.`/`..` or too long."""
+    def _check_path(self, path: str, *, writing: bool = False) -> None:
+        """Refuse, as the server does, ids that are reserved, empty, `.`/`..` (or too long to
+        write: a read of one answers "missing")."""
         if path in self._valid_paths:
             return
         segments = path.split("/")
@@ -237,9 +240,10 @@ class SimClient:
                 raise gexc.InvalidArgument(f'{kind} "{segment}" is invalid because it is reserved.')
             if segment in ("", ".", ".."):
                 raise gexc.InvalidArgument(f'Document name "{path}" contains an invalid id.')
-            if len(segment.encode("utf-8")) > MAX_ID_BYTES:
+            if writing and len(segment.encode("utf-8")) > MAX_ID_BYTES:
                 raise gexc.InvalidArgument("The key path element name is longer than 1500 bytes.")
-        self._valid_paths.add(path)
+        if writing or len(path) <= MAX_ID_BYTES:
+            self._valid_paths.add(path)
 
     # -- for the simulation's invariants: no hook, no call counted -------------------------
 

@@ -141,6 +141,23 @@ def _refuse_overlaps(paths: list[Path]) -> None:
             raise ValueError(f"Field paths {shorter} and {longer} conflict")
 
 
+def refuse_collapsed_writes(writes: list[StagedWrite]) -> None:
+    """The emulator's refusals for one document written twice in a batch (it merges them)."""
+    written: set[str] = set()
+    versions: dict[str, int] = {}
+    for write in writes:
+        path = write.ref.path
+        if write.kind == "create" and path in written:
+            raise gexc.InvalidArgument("Cannot update then insert an entity in the same request.")
+        written.add(path)
+        if isinstance(write.option, _helpers.LastUpdateOption):
+            version = _version(write.option._last_update_time)
+            if versions.setdefault(path, version) != version:
+                raise gexc.InvalidArgument(
+                    "Cannot collapse mutations with different version preconditions"
+                )
+
+
 def apply_write(
     write: StagedWrite, current: StoredDocument | None, commit_time: datetime
 ) -> tuple[StoredDocument | None, SimWriteResult]:
