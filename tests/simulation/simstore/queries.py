@@ -44,6 +44,12 @@ ASCENDING, DESCENDING = "ASCENDING", "DESCENDING"
 _RANGE = {"<", "<=", ">", ">="}
 _INEQUALITY = _RANGE | {"!=", "not-in"}
 _NAME: Path = ("__name__",)
+_UNARY = {
+    "IS_NULL": ("==", None),
+    "IS_NAN": ("==", math.nan),
+    "IS_NOT_NULL": ("!=", None),
+    "IS_NOT_NAN": ("!=", math.nan),
+}
 
 
 @dataclass(frozen=True)
@@ -152,10 +158,12 @@ class SimQuery:
             filter = FieldFilter(field_path_, op_string, value)
         if not isinstance(filter, FieldFilter):
             raise NotImplementedError("the simulated store filters with FieldFilter only")
-        op = filter.op_string
-        if op in ("in", "not-in", "array_contains_any") and not isinstance(filter.value, list):
+        op, value = filter.op_string, filter.value
+        if not isinstance(op, str):  # the library turns == / != of None and NaN into unary ops
+            op, value = _UNARY[op.name]
+        if op in ("in", "not-in", "array_contains_any") and not isinstance(value, list):
             raise ValueError(f"A '{op}' filter needs a list value")
-        new = _Filter(field_path(filter.field_path), op, filter.value)
+        new = _Filter(field_path(filter.field_path), op, value)
         return self._with(filters=(*self._filters, new))
 
     def order_by(self, field_path_: str, direction: str = ASCENDING) -> SimQuery:
@@ -219,9 +227,8 @@ class SimQuery:
     ) -> bool:
         assert self._cursor is not None
         for (path, direction), value in zip(orders, start, strict=False):
-            mine, theirs = _sort_key(snapshot, path), order_key(value)
-            if path == _NAME:
-                theirs = value
+            mine = _sort_key(snapshot, path)
+            theirs = value if path == _NAME else order_key(value)
             if mine != theirs:
                 return (mine > theirs) == (direction == ASCENDING)
         return self._cursor.inclusive
@@ -287,7 +294,7 @@ class SimAggregationQuery:
         for index, aggregation in enumerate(self._aggregations, start=1):
             alias = aggregation.alias or f"field_{index}"
             if aggregation.kind == "count":
-                value: Any = len(snapshots)
+                value: Any = len(snapshots) or 0.0  # the emulator counts nothing as 0.0
             else:
                 assert aggregation.path is not None
                 value = _sum(lookup(s._data or {}, aggregation.path)[1] for s in snapshots)
