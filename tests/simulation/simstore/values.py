@@ -32,21 +32,45 @@ _RESERVED = re.compile(r"^__.*__$")
 Path = tuple[str, ...]
 
 
+_SIMPLE_PATH = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*(\.[_a-zA-Z][_a-zA-Z0-9]*)*$")
+
+
 @functools.lru_cache(maxsize=4096)
 def field_path(api_repr: str) -> Path:
     """`a.b.`c-d`` as its names; raises `ValueError` for a malformed path."""
+    if _SIMPLE_PATH.match(api_repr):
+        return tuple(api_repr.split("."))
     return tuple(parse_field_path(api_repr))
 
 
+@functools.lru_cache(maxsize=65536)
 def reserved(name: str) -> bool:
     """Whether `name` is reserved (`__x__`) as a field name or a resource id."""
     return _RESERVED.match(name) is not None
+
+
+_SCALARS = frozenset({bool, float, type(None)})
+_SENTINELS = (transforms.Sentinel, transforms._NumericValue, transforms._ValueList)
+_TIMES: dict[tuple[datetime, type[datetime]], datetime] = {}
+"""Converted timestamps: a simulation writes the same few clock readings many times."""
+_MAX_TIMES = 4096
 
 
 def stored_time(value: datetime, kind: type[datetime] = DatetimeWithNanoseconds) -> datetime:
     """`value` as the emulator returns a timestamp: aware UTC, microseconds, of class `kind`."""
     if type(value) is kind and value.tzinfo is UTC:
         return value
+    key = (value, kind)
+    known = _TIMES.get(key)
+    if known is not None:
+        return known
+    if len(_TIMES) >= _MAX_TIMES:
+        _TIMES.clear()
+    _TIMES[key] = converted = _convert_time(value, kind)
+    return converted
+
+
+def _convert_time(value: datetime, kind: type[datetime]) -> datetime:
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return kind(
@@ -78,7 +102,7 @@ class Staging:
             self.invalid = gexc.InvalidArgument(message)
 
     def check_name(self, name: Any) -> None:
-        if not isinstance(name, str) or not name:
+        if type(name) is not str or not name:
             raise ValueError("One or more components is not a string or is empty.")
         if reserved(name):
             self.refuse(f"field name '{name}' is reserved.")
@@ -91,23 +115,26 @@ class Staging:
         out: dict[str, Any] = {}
         for name, value in data.items():
             self.check_name(name)
+            if type(value) in _SCALARS:  # the common case, without building a path
+                self.size += 8
+                out[name] = value
+                continue
             path = (*at, name)
-            if value is transforms.DELETE_FIELD:
+            if not isinstance(value, _SENTINELS):
+                if self.merging and isinstance(value, dict) and value:
+                    inner = self.map(value, path, allow_delete=True)
+                    if inner:  # a map of sentinels only sets nothing itself in a merge
+                        out[name] = inner
+                else:
+                    out[name] = self.value(value, path, allow_delete=allow_delete)
+            elif value is transforms.DELETE_FIELD:
                 if not allow_delete:
                     raise ValueError(f"Cannot apply DELETE_FIELD at {path}.")
                 self.deletes.append(path)
             elif value is transforms.SERVER_TIMESTAMP or isinstance(value, transforms.Increment):
                 self.transforms.append((path, value))
-            elif isinstance(value, transforms.Sentinel | transforms._ValueList):
-                raise NotImplementedError(f"the simulated store has no {value!r} yet")
-            elif isinstance(value, transforms._NumericValue):
-                raise NotImplementedError(f"the simulated store has no {type(value).__name__} yet")
-            elif isinstance(value, dict) and value and self.merging:
-                inner = self.map(value, path, allow_delete=True)
-                if inner:  # a map of sentinels only sets nothing itself in a merge
-                    out[name] = inner
             else:
-                out[name] = self.value(value, path, allow_delete=allow_delete)
+                raise NotImplementedError(f"the simulated store has no {value!r} yet")
         return out
 
     def value(self, value: Any, at: Path, *, allow_delete: bool = False) -> Any:

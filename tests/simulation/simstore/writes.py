@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
@@ -143,6 +143,8 @@ def _refuse_overlaps(paths: list[Path]) -> None:
 
 def refuse_collapsed_writes(writes: list[StagedWrite]) -> None:
     """The emulator's refusals for one document written twice in a batch (it merges them)."""
+    if len({write.ref.path for write in writes}) == len(writes):
+        return
     written: set[str] = set()
     versions: dict[str, int] = {}
     for write in writes:
@@ -177,7 +179,7 @@ def apply_write(
         data = with_field(data, at, value)
         results.append(value)
     size_bound = _size_bound(write, current, data)
-    if current is not None and identical(current.data, data):
+    if current is not None and _unchanged(write, current.data, data):
         return current, SimWriteResult(current.update_time, results)
     created = current.create_time if current is not None else commit_time
     document = StoredDocument(data, created, commit_time, size_bound)
@@ -218,7 +220,9 @@ def _check_preconditions(write: StagedWrite, current: StoredDocument | None) -> 
         if any(reserved(name) for name in at):
             raise gexc.InvalidArgument(f"Invalid reserved name in field path {'.'.join(at)}")
     option = write.option
-    if isinstance(option, _helpers.LastUpdateOption):
+    if isinstance(option, _helpers.LastUpdateOption) and (
+        current is None or _as_time(option._last_update_time) != current.update_time
+    ):
         stored = 0 if current is None else _version(current.update_time)
         required = _version(option._last_update_time)
         if stored != required:
@@ -237,12 +241,31 @@ def _check_preconditions(write: StagedWrite, current: StoredDocument | None) -> 
         raise gexc.NotFound(f"no entity to update: {path}")
 
 
+def _as_time(when: Any) -> datetime:
+    """A precondition's update time as the store keeps update times (UTC, microseconds)."""
+    if not isinstance(when, datetime):
+        when = when.ToDatetime()  # a protobuf Timestamp, naive UTC
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def _version(when: Any) -> int:
     """An update time in microseconds since the epoch (the emulator's version number)."""
-    if not isinstance(when, datetime):
-        when = when.ToDatetime()  # a protobuf Timestamp
-    moment = stored_time(when)
+    moment = stored_time(_as_time(when))
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _unchanged(write: StagedWrite, before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether `write` left the document as it was (an update: only its paths can differ)."""
+    if write.kind != "update":
+        return identical(before, after)
+    assert isinstance(write.fields, list)
+    touched = [p for p, _ in write.fields] + write.staging.deletes
+    touched += [p for p, _ in write.staging.transforms]
+    for path in touched:
+        (had, old), (has, new) = lookup(before, path), lookup(after, path)
+        if had != has or not identical(old, new):
+            return False
+    return True
 
 
 def identical(a: Any, b: Any) -> bool:
