@@ -54,6 +54,10 @@ _SENTINELS = (transforms.Sentinel, transforms._NumericValue, transforms._ValueLi
 _TIMES: dict[tuple[datetime, type[datetime]], datetime] = {}
 """Converted timestamps: a simulation writes the same few clock readings many times."""
 _MAX_TIMES = 4096
+_GOOD_NAMES: set[str] = set()
+"""Field names already checked and not reserved."""
+_MAX_GOOD_NAMES = 65536
+_SHORT = 1024
 
 
 def stored_time(value: datetime, kind: type[datetime] = DatetimeWithNanoseconds) -> datetime:
@@ -102,21 +106,32 @@ class Staging:
             self.invalid = gexc.InvalidArgument(message)
 
     def check_name(self, name: Any) -> None:
+        if name in _GOOD_NAMES:
+            return
         if type(name) is not str or not name:
             raise ValueError("One or more components is not a string or is empty.")
         if reserved(name):
             self.refuse(f"field name '{name}' is reserved.")
-        self.size += 4 * len(name) + 1
+        elif len(_GOOD_NAMES) < _MAX_GOOD_NAMES:
+            _GOOD_NAMES.add(name)
 
     def map(self, data: dict[str, Any], at: Path, *, allow_delete: bool) -> dict[str, Any]:
         """Convert a map's entries; sentinels are taken out into transforms / deletes."""
         if len(at) > MAX_DEPTH:
             self.refuse(f"Property {at[0]} contains an invalid nested entity.")
         out: dict[str, Any] = {}
+        size = 0
         for name, value in data.items():
-            self.check_name(name)
-            if type(value) in _SCALARS:  # the common case, without building a path
-                self.size += 8
+            if name not in _GOOD_NAMES:
+                self.check_name(name)
+            size += 4 * len(name) + 9
+            kind = type(value)
+            # The common cases first, without building a path or calling out.
+            if kind in _SCALARS or (kind is int and INT64_MIN <= value <= INT64_MAX):
+                out[name] = value
+                continue
+            if kind is str and len(value) < _SHORT:
+                size += 4 * len(value)
                 out[name] = value
                 continue
             path = (*at, name)
@@ -135,6 +150,7 @@ class Staging:
                 self.transforms.append((path, value))
             else:
                 raise NotImplementedError(f"the simulated store has no {value!r} yet")
+        self.size += size
         return out
 
     def value(self, value: Any, at: Path, *, allow_delete: bool = False) -> Any:

@@ -109,6 +109,7 @@ class SimWriteBatch:
         for path, value in zip(keys, field_updates.values(), strict=True):
             for name in path:
                 staging.check_name(name)
+                staging.size += 4 * len(name) + 1
             if value is transforms.DELETE_FIELD:
                 staging.deletes.append(path)
             elif value is transforms.SERVER_TIMESTAMP or isinstance(value, transforms.Increment):
