@@ -177,3 +177,14 @@ def test_aggregations_default_aliases_and_sum_excludes_documents_without_the_fie
     both = {alias: value for alias, value, _ in aggregate(corpus.count(alias="c").sum("v", "s"))}
     assert both["c"] == 11  # d4 has no `v`
     assert both["s"] != both["s"]  # NaN among the addends
+
+
+def test_start_at_a_snapshot_includes_it(corpus: Any) -> None:
+    at = corpus.document("d2").get()
+    assert ids(corpus.order_by("g").limit(2).start_at(at)) == ["d2", "d5"]
+
+
+def test_positional_where_warns_as_the_library_does(corpus: Any) -> None:
+    with pytest.warns(UserWarning):
+        query = corpus.where("v", "==", 1)
+    assert ids(query) == ["d1"]
