@@ -30,7 +30,7 @@ from tests.simulation.simstore.documents import (
 )
 from tests.simulation.simstore.faults import FaultHook, StoreCall
 from tests.simulation.simstore.queries import SimQuery
-from tests.simulation.simstore.values import reserved, stored_time
+from tests.simulation.simstore.values import copy_value, reserved, stored_time
 from tests.simulation.simstore.writes import (
     SimWriteBatch,
     StagedWrite,
@@ -127,16 +127,7 @@ class SimClient:
         return self._snapshot(ref, self._read_time())
 
     def _snapshot(self, ref: SimDocumentReference, read_time: datetime) -> SimSnapshot:
-        stored = self._documents.get(ref.path)
-        if stored is None:
-            return SimSnapshot(ref, None, read_time=read_time, create_time=None, update_time=None)
-        return SimSnapshot(
-            ref,
-            stored.data,
-            read_time=read_time,
-            create_time=stored.create_time,
-            update_time=stored.update_time,
-        )
+        return _snapshot_of(ref, self._documents.get(ref.path), read_time)
 
     def _run_query(self, query: SimQuery, kind: str) -> tuple[list[SimSnapshot], datetime]:
         """The documents `query` selects (the caller orders and cuts them); one store call."""
@@ -146,22 +137,13 @@ class SimClient:
             collections = list(self._collection_ids.get(query.collection_id, ()))
         else:
             collections = ["/".join((*query.parent, query.collection_id))]
-        snapshots = []
-        for collection in collections:
-            for path in self._collections.get(collection, ()):
-                stored = self._documents[path]
-                if query.matches(stored.data):
-                    ref = SimDocumentReference(self, tuple(path.split("/")))
-                    snapshots.append(
-                        SimSnapshot(
-                            ref,
-                            stored.data,
-                            read_time=read_time,
-                            create_time=stored.create_time,
-                            update_time=stored.update_time,
-                        )
-                    )
-        return snapshots, read_time
+        return [
+            _snapshot_of(SimDocumentReference(self, tuple(path.split("/"))), stored, read_time)
+            for collection in collections
+            for path in self._collections.get(collection, ())
+            for stored in [self._documents[path]]
+            if query.matches(stored.data)
+        ], read_time
 
     def _commit(self, writes: list[StagedWrite]) -> tuple[datetime, list[SimWriteResult]]:
         """Apply `writes` atomically at a new commit time (see `writes`)."""
@@ -250,17 +232,7 @@ class SimClient:
     def peek(self, path: str) -> dict[str, Any] | None:
         """A copy of the document at `path` now, None where absent."""
         stored = self._documents.get(path)
-        return (
-            None
-            if stored is None
-            else SimSnapshot(
-                self.document(path),
-                stored.data,
-                read_time=stored.update_time,
-                create_time=stored.create_time,
-                update_time=stored.update_time,
-            ).to_dict()
-        )
+        return None if stored is None else copy_value(stored.data)
 
     def dump(self, collection_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Every document (of collections named `collection_id`), by path, copied."""
@@ -271,6 +243,20 @@ class SimClient:
             for data in [self.peek(path)]
             if data is not None
         }
+
+
+def _snapshot_of(
+    ref: SimDocumentReference, stored: StoredDocument | None, read_time: datetime
+) -> SimSnapshot:
+    if stored is None:
+        return SimSnapshot(ref, None, read_time=read_time, create_time=None, update_time=None)
+    return SimSnapshot(
+        ref,
+        stored.data,
+        read_time=read_time,
+        create_time=stored.create_time,
+        update_time=stored.update_time,
+    )
 
 
 def _server_time(moment: datetime) -> datetime:

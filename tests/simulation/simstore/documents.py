@@ -7,7 +7,7 @@ shares them and copies only what `to_dict`/`get` hand out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from tests.simulation.simstore.values import copy_value
 if TYPE_CHECKING:
     from tests.simulation.simstore.client import SimClient
     from tests.simulation.simstore.queries import SimAggregationQuery, SimQuery
+    from tests.simulation.simstore.writes import SimWriteBatch
 
 
 def split_path(parts: tuple[str, ...]) -> tuple[str, ...]:
@@ -69,9 +70,7 @@ class SimDocumentReference:
     def create(
         self, document_data: dict[str, Any], retry: Any = None, timeout: Any = None
     ) -> SimWriteResult:
-        batch = self._client.batch()
-        batch.create(self, document_data)
-        return batch.commit()[0]
+        return self._commit_one(lambda batch: batch.create(self, document_data))
 
     def set(
         self,
@@ -80,9 +79,7 @@ class SimDocumentReference:
         retry: Any = None,
         timeout: Any = None,
     ) -> SimWriteResult:
-        batch = self._client.batch()
-        batch.set(self, document_data, merge=merge)
-        return batch.commit()[0]
+        return self._commit_one(lambda batch: batch.set(self, document_data, merge=merge))
 
     def update(
         self,
@@ -91,8 +88,12 @@ class SimDocumentReference:
         retry: Any = None,
         timeout: Any = None,
     ) -> SimWriteResult:
+        return self._commit_one(lambda batch: batch.update(self, field_updates, option=option))
+
+    def _commit_one(self, stage: Callable[[SimWriteBatch], None]) -> SimWriteResult:
+        """A single write is a batch of one, as the library sends it."""
         batch = self._client.batch()
-        batch.update(self, field_updates, option=option)
+        stage(batch)
         return batch.commit()[0]
 
     def delete(self, option: Any = None, retry: Any = None, timeout: Any = None) -> datetime:
