@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
 
 from tests.support.builders import unique
 
@@ -97,6 +99,20 @@ def test_a_batch_may_not_hold_two_update_times_for_one_document(store: Any) -> N
     with pytest.raises(gexc.InvalidArgument):
         batch.commit()
     assert doc.get().to_dict() == {"n": 1}
+
+
+def test_write_results_of_deletes_and_transforms(store: Any) -> None:
+    col = collection(store)
+    col.document("a").set({"n": 1})
+    batch = store.batch()
+    batch.delete(col.document("a"))
+    batch.delete(col.document("missing"))
+    batch.set(col.document("b"), {"n": firestore.Increment(2), "m": 1})
+    deleted, missing, incremented = batch.commit()
+    assert (deleted.update_time, missing.update_time) == (None, None)
+    assert incremented.update_time == batch.commit_time
+    decoded = [_helpers.decode_value(v, None) for v in incremented.transform_results]
+    assert decoded == [2]
 
 
 def test_empty_batch_commits_nothing(store: Any) -> None:

@@ -178,7 +178,7 @@ def apply_write(
         else:
             value = incremented(lookup(data, at)[1], transform.value)
         data = with_field(data, at, value)
-        results.append(value)
+        results.append(_helpers.encode_value(value))  # the library hands out `Value` messages
     size_bound = _size_bound(write, current, data)
     if current is not None and _unchanged(write, current.data, data):
         return current, SimWriteResult(current.update_time, results)
