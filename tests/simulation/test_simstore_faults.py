@@ -8,7 +8,7 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from execution.clock import FakeClock
-from execution.errors import StoreUnavailableError
+from execution.errors import BrokerTransientError, StoreUnavailableError
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.models import Outcome
@@ -16,7 +16,7 @@ from execution.reservations import Acquired, ReservationRequest
 from execution.sweeper import Sweeper
 from tests.simulation.simstore import Fault, SimClient, StoreCall
 from tests.simulation.simstore.faults import deadline_exceeded, unavailable
-from tests.support.builders import FAST_POLICY
+from tests.support.builders import FAST_POLICY, emulator_service, make_intent
 
 TTL = timedelta(seconds=30)
 RESERVATION = "tenants/t/execution_reservations/i-1"
@@ -151,3 +151,29 @@ def test_the_same_seed_gives_the_same_generated_ids(sim_clock: FakeClock) -> Non
     assert generated(7) == generated(7)
     assert generated(7) != generated(8)
     assert len(set(generated(7))) == 3
+
+
+def test_a_paper_order_accepted_unanswered_is_found_again_by_the_redelivery(
+    sim_db: SimClient, sim_clock: FakeClock
+) -> None:
+    def lose_the_paper_answer(call: StoreCall) -> Fault | None:
+        if call.kind == "commit" and any("/paper_orders/" in p for p in call.paths):
+            sim_db.faults = None  # once
+            return deadline_exceeded(after_commit=True)
+        return None
+
+    sim_db.faults = lose_the_paper_answer
+    service = emulator_service(sim_db, sim_clock)
+    intent = make_intent(tenant_id="t")
+
+    with pytest.raises(BrokerTransientError):  # the delivery is retried
+        service.engine.execute_intent(intent)
+    second = service.engine.execute_intent(intent)
+
+    orders = sim_db.dump("paper_orders")
+    assert len(orders) == 1
+    [order] = orders.values()
+    assert (second.outcome, second.broker_order_id) == (Outcome.PLACED, order["broker_order_id"])
+    assert list(sim_db.dump("ledger_trades")) == [
+        f"tenants/t/ledger_trades/{order['broker_order_id']}"
+    ]
