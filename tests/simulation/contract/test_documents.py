@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -58,6 +59,26 @@ def test_values_come_back_typed_as_the_emulator_stores_them(store: Any) -> None:
     assert data["offset"] == datetime(2026, 1, 1, 10, tzinfo=UTC)
     assert data["naive"].tzinfo is UTC and data["offset"].tzinfo is UTC
     assert data["nan"] != data["nan"]
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+def test_enum_values_come_back_as_their_base_type(store: Any) -> None:
+    doc = new_doc(store)
+    doc.create({"side": Side.BUY, "level": Level.HIGH, "nested": {"side": Side.BUY}})
+    data = doc.get().to_dict()
+    assert data == {"side": "buy", "level": 3, "nested": {"side": "buy"}}
+    assert (type(data["side"]), type(data["level"]), type(data["nested"]["side"])) == (
+        str,
+        int,
+        str,
+    )
 
 
 def test_to_dict_hands_out_a_copy(store: Any) -> None:

@@ -154,18 +154,27 @@ class Staging:
         return out
 
     def value(self, value: Any, at: Path, *, allow_delete: bool = False) -> Any:
-        """One value as stored; raises what the client library raises for it."""
-        if value is None or isinstance(value, bool | float):
+        """One value as stored; raises what the client library raises for it.
+
+        Subclasses (enums, say) are stored as their base type, as the library encodes them.
+        """
+        if value is None or isinstance(value, bool):
             self.size += 8
             return value
+        if isinstance(value, float):
+            self.size += 8
+            return float(value)
         if isinstance(value, int):
             if not INT64_MIN <= value <= INT64_MAX:
                 raise ValueError(f"Value out of range: {value}")
             self.size += 8
-            return value
-        if isinstance(value, str | bytes):
+            return int(value)
+        if isinstance(value, str):
             self._check_length(value, at)
-            return value
+            return str.__str__(value)
+        if isinstance(value, bytes):
+            self._check_length(value, at)
+            return bytes(value)
         if isinstance(value, datetime):
             self.size += 8
             return stored_time(value)
