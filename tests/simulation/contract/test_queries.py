@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from tests.support.builders import unique
 
@@ -91,6 +93,17 @@ def test_equal_values_order_by_document_id(corpus: Any) -> None:
     assert ids(where(corpus, "g", "==", "a").order_by("g")) == ["d1", "d10", "d2", "d5"]
     descending = where(corpus, "g", "==", "a").order_by("g", direction="DESCENDING")
     assert ids(descending) == ["d5", "d2", "d10", "d1"]
+
+
+def test_order_by_document_id(corpus: Any) -> None:
+    by_id = corpus.order_by(FieldPath.document_id())
+    assert ids(by_id) == sorted(CORPUS)
+    assert ids(by_id.limit(2).start_after(corpus.document("d3").get())) == ["d4", "d5"]
+
+
+def test_a_descending_scan_of_document_ids_alone_is_refused(corpus: Any) -> None:
+    with pytest.raises(gexc.FailedPrecondition):
+        ids(corpus.order_by(FieldPath.document_id(), direction="DESCENDING"))
 
 
 def test_limit_and_start_after_a_snapshot(corpus: Any) -> None:

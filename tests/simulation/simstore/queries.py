@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.base_aggregation import AggregationResult
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -164,6 +165,8 @@ class SimQuery:
         if op in ("in", "not-in", "array_contains_any") and not isinstance(value, list):
             raise ValueError(f"A '{op}' filter needs a list value")
         new = _Filter(field_path(filter.field_path), op, value)
+        if new.path == _NAME:
+            raise NotImplementedError("the simulated store does not filter on document ids")
         return self._with(filters=(*self._filters, new))
 
     def order_by(self, field_path_: str, direction: str = ASCENDING) -> SimQuery:
@@ -192,7 +195,7 @@ class SimQuery:
         """Whether a document passes every filter and has every ordered field."""
         if not all(f.matches(data) for f in self._filters):
             return False
-        return all(lookup(data, path)[0] for path, _ in self._orders)
+        return all(path == _NAME or lookup(data, path)[0] for path, _ in self._orders)
 
     def _normalized_orders(self) -> list[tuple[Path, str]]:
         orders = list(self._orders)
@@ -200,11 +203,14 @@ class SimQuery:
         ordered = {path for path, _ in orders}
         unordered = sorted({f.path for f in self._filters if f.op in _INEQUALITY} - ordered)
         orders += [(path, direction) for path in unordered]
-        return [*orders, (_NAME, direction)]
+        return orders if _NAME in ordered else [*orders, (_NAME, direction)]
 
     def _results(self, kind: str) -> tuple[list[SimSnapshot], datetime]:
-        snapshots, read_time = self._client._run_query(self, kind)
         orders = self._normalized_orders()
+        if orders == [(_NAME, DESCENDING)] and not self._filters:
+            self._client._call(kind, (self.scope,))
+            raise gexc.FailedPrecondition("Firestore does not support descending key scans")
+        snapshots, read_time = self._client._run_query(self, kind)
         for path, direction in reversed(orders):  # stable sorts, least significant first
             snapshots.sort(key=lambda s, p=path: _sort_key(s, p), reverse=direction == DESCENDING)
         if self._cursor is not None:
