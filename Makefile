@@ -73,6 +73,14 @@ chaos: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 	@echo "==> chaos suite ($(N) intents) inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(CHAOS_ENV) $(PYTEST) tests/chaos $(PYTEST_ARGS)" || $(EMULATOR_HINT)
 
+# The deterministic-simulation tier without emulators (placeholder: the simulated store and its
+# tests; the seeded scheduler and SEEDS=/SEED= come with it). The store's contract against the
+# emulator runs in `make test`.
+.PHONY: simulate
+simulate: $(VENV_STAMP)
+	@echo "==> simulation tier (simulated store)"
+	@$(PYTEST) tests/simulation -m "not emulator" $(PYTEST_ARGS)
+
 test-fast: $(VENV_STAMP)
 	@echo "==> running the unit tests"
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
