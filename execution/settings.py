@@ -65,6 +65,9 @@ class Settings:
     sweep_deadline_seconds: float = 60.0
     reservation_retention_days: float = 30.0
     shared_read_max_age_seconds: float = 1.0
+    clock_skew_seconds: float = 5.0
+    """How far instances' clocks may disagree: a broker call must end this long before the lease
+    lapses (see `ExecutionEngine._check_lease_room`)."""
     reconcile_lookback_seconds: float = 86400.0
     """How far back the reconciler compares the broker's orders (a day: Pub/Sub's redelivery)."""
 
@@ -102,6 +105,7 @@ class Settings:
             shared_read_max_age_seconds=_number(
                 env, "SHARED_READ_MAX_AGE_SECONDS", 1.0, allow_zero=True
             ),
+            clock_skew_seconds=_number(env, "CLOCK_SKEW_SECONDS", 5.0, allow_zero=True),
             reconcile_lookback_seconds=_number(env, "RECONCILE_LOOKBACK_SECONDS", 86400.0),
         )
 
@@ -147,6 +151,12 @@ class Settings:
                 "AGENT_MODE=LIVE with Alpaca's paper URL places no live orders; set "
                 "APCA_API_BASE_URL=https://api.alpaca.markets or AGENT_MODE=PAPER."
             )
+        if self.broker_call_seconds + self.clock_skew_seconds >= self.reservation_ttl_seconds:
+            raise SettingsError(
+                f"RESERVATION_TTL_SECONDS ({self.reservation_ttl_seconds:g}) leaves no room for a "
+                f"broker call ({self.broker_call_seconds:g} s) plus CLOCK_SKEW_SECONDS "
+                f"({self.clock_skew_seconds:g}): no intent could ever reach the broker."
+            )
         if self.reservation_max_attempts < 1:
             raise SettingsError("RESERVATION_MAX_ATTEMPTS must be at least 1.")
         if not 0 <= self.shared_read_max_age_seconds <= MAX_SHARED_READ_AGE_SECONDS:
@@ -155,6 +165,13 @@ class Settings:
                 f"between 0 and {MAX_SHARED_READ_AGE_SECONDS:g}: it is how long a kill switch "
                 "may take to halt trading."
             )
+
+    @property
+    def broker_call_seconds(self) -> float:
+        """The longest one broker call may take: the Alpaca deadline, or the paper broker's store."""
+        if self.broker == "alpaca":
+            return self.broker_timeout_seconds
+        return self.firestore_timeout_seconds
 
     @property
     def reservation_retention(self) -> timedelta:

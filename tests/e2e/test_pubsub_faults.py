@@ -44,6 +44,7 @@ def function_env(project: str, emulator: str, broker: AlpacaSandbox) -> dict[str
         "AGENT_MODE": "LIVE",
         "FUNCTION_TIMEOUT_SECONDS": "4",
         "RESERVATION_TTL_SECONDS": str(TTL_SECONDS),
+        "CLOCK_SKEW_SECONDS": "0.5",
         "BROKER_TIMEOUT_SECONDS": "1",
         "FIRESTORE_TIMEOUT_SECONDS": "2",
     }

@@ -36,6 +36,7 @@ def server(
             "FIRESTORE_EMULATOR_HOST": firestore_emulator_host,
             "FUNCTION_TIMEOUT_SECONDS": "4",
             "RESERVATION_TTL_SECONDS": "6",
+            "CLOCK_SKEW_SECONDS": "0.5",
             "FIRESTORE_TIMEOUT_SECONDS": "2",
         },
         log_path=Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log",
