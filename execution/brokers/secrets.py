@@ -1,10 +1,11 @@
 """Keeping broker keys out of every text an error can carry: messages, causes, logs.
 
-An error can quote a key in more forms than the one we sent: h11 quotes a refused header value as
-`repr` of its bytes, a URL or a query string carries it percent-encoded, a JSON body escaped, and
-a broker may echo it back in any of these in a body, a reason phrase or a header line. So a
-`SecretScrubber` replaces every such form (case-insensitively: percent-encoding comes in both
-cases), and is used on three paths:
+An error can quote a key in more forms than the one we sent: h11 quotes a refused header value or
+a broker's illegal status line as `repr` of its bytes (and httpcore's log repr's that again), a
+URL or a query string carries it percent-encoded, a JSON body escaped, and a broker may echo it
+back in any of these in a body, a reason phrase or a header line. So a `SecretScrubber` replaces
+each key raw or URL-encoded, under any depth of repr or JSON escaping, and is used on three
+paths:
 
 - the text of every error an adapter raises or logs (`scrub`);
 - the cause chained to it (`scrubbed_cause`): a copy carrying the scrubbed text, because the
@@ -15,7 +16,6 @@ cases), and is used on three paths:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -36,19 +36,20 @@ HTTP_LOGGERS = (
 
 
 def secret_forms(secret: str) -> set[str]:
-    """The ways an error may quote `secret`: raw, repr'd, bytes-repr'd, URL- or JSON-escaped."""
-    forms = {
-        secret,
-        secret.strip(),
-        repr(secret)[1:-1],
-        repr(secret.encode("utf-8", "backslashreplace"))[2:-1],
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
-        json.dumps(secret)[1:-1],
-        secret.encode("unicode_escape").decode("ascii"),
+    """The encodings an error may quote `secret` in: as it is, or URL-encoded (three ways)."""
+    return {
+        form for form in (secret, quote(secret, safe=""), quote(secret), quote_plus(secret)) if form
     }
-    return {form for form in forms if form}
+
+
+def _escaped(form: str) -> str:
+    """An expression matching `form` however many times it was repr'd or JSON-escaped.
+
+    Keys hold printable ASCII only (`check_broker_secret`), so escaping can only put
+    backslashes before a character (`'`, `"`, `/`) or double the backslashes a key holds: any
+    run of backslashes is allowed before each character.
+    """
+    return "".join(r"\\*" + (r"\\+" if char == "\\" else re.escape(char)) for char in form)
 
 
 class SecretScrubber:
@@ -56,13 +57,10 @@ class SecretScrubber:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms = set().union(*(secret_forms(secret) for secret in secrets if secret))
-        # Longest first, so that a form containing another is replaced whole.
-        alternatives = sorted(forms, key=len, reverse=True)
-        self._pattern = (
-            re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE)
-            if alternatives
-            else None
-        )
+        # Longest first, so that a form containing another is replaced whole; case-insensitive,
+        # since percent-encoding comes in both cases (%2F, %2f).
+        alternatives = [_escaped(form) for form in sorted(forms, key=len, reverse=True)]
+        self._pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
     @property
     def pattern(self) -> str | None:
