@@ -232,10 +232,13 @@ class AlpacaBroker:
                 "it yet; a retry looks again"
             )
         if not _same_order(order, existing):
+            # The order's fields are the broker's words: scrubbed like any message of theirs.
             raise BrokerRejectedError(
-                f"client_order_id {order.client_order_id} is already used at alpaca by a "
-                f"different order ({existing.side} {existing.qty:g} {existing.symbol}, "
-                f"id {existing.broker_order_id})"
+                self._scrub(
+                    f"client_order_id {order.client_order_id} is already used at alpaca by a "
+                    f"different order ({existing.side} {existing.qty:g} {existing.symbol}, "
+                    f"id {existing.broker_order_id})"
+                )
             )
         emit(
             logger,

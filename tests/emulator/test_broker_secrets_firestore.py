@@ -75,7 +75,7 @@ def order_json(client_order_id: str, **fields: Any) -> bytes:
 
 
 def storm(client_order_ids: list[str]) -> list[Script]:
-    """One fault per order (the i-th script answers the i-th order's POST)."""
+    """One fault per order, in order (the last takes two: its POST and its lookup)."""
     key, secret = KEY_ID.encode(), SECRET_KEY.encode()
     text = f"key {KEY_ID} secret {SECRET_KEY}"
     faults: list[Script] = [
@@ -100,6 +100,11 @@ def storm(client_order_ids: list[str]) -> list[Script]:
             b"Content-Type: application/json",
             b"X-Api-Key: " + key,
         ),
+        # A duplicate answer, then a lookup finding a different order that echoes the secret.
+        http_answer(
+            b"HTTP/1.1 422 Unprocessable", b'{"message": "client_order_id must be unique"}'
+        ),
+        http_answer(b"HTTP/1.1 200 OK", order_json(client_order_ids[15], symbol=SECRET_KEY)),
     ]
     return faults
 
@@ -195,7 +200,7 @@ def test_no_form_of_either_key_reaches_a_log_a_record_or_a_traceback_in_a_fault_
     # main.configure_logging stops `execution` records at its own handler; capture them anyway.
     monkeypatch.setattr(logging.getLogger("execution"), "propagate", True)
     caplog.set_level(logging.DEBUG)
-    intents = [make_intent(tenant_id=TENANT, qty=1, limit_price=100.0) for _ in range(15)]
+    intents = [make_intent(tenant_id=TENANT, qty=1, limit_price=100.0) for _ in range(16)]
     wire.script(*storm([intent.client_intent_id for intent in intents]))
 
     tracebacks = [deliver_to_the_broker(intent, wire) for intent in intents]
@@ -206,9 +211,9 @@ def test_no_form_of_either_key_reaches_a_log_a_record_or_a_traceback_in_a_fault_
     # The storm was real: every order reached the server with the stripped keys, each fault
     # became a retry or a rejection, one order was placed, the bad payload was dead-lettered.
     headers = f"\r\nAPCA-API-KEY-ID: {KEY_ID}\r\nAPCA-API-SECRET-KEY: {SECRET_KEY}\r\n"
-    assert [headers.encode() in request for request in wire.requests] == [True] * 15
+    assert [headers.encode() in request for request in wire.requests] == [True] * 17
     outcomes = sorted(document.get("outcome") for document in documents["reservation"])
-    assert outcomes == ["exception"] * 11 + ["placed"] + ["rejected"] * 3
+    assert outcomes == ["exception"] * 11 + ["placed"] + ["rejected"] * 4
     assert sum(text is not None for text in tracebacks) == 11
     assert (len(documents["ledger entry"]), len(documents["dead letter"])) == (1, 1)
     assert dead_lettered is None
