@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -419,3 +420,13 @@ def test_the_settings_repr_shows_neither_key() -> None:
 
     assert "s3cr3t-value" not in repr(settings)
     assert "'key'" not in repr(settings)
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_the_readme_settings_table_shows_each_range_as_checked(name: str) -> None:
+    bound = BOUNDS[name]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith(f"| `{bound.variable}`")]
+
+    opening = "[" if bound.low_inclusive else "("
+    assert f"{opening}{bound.low:g}, {bound.high:g}]" in row
