@@ -168,8 +168,7 @@ class Sweeper:
             report.skipped += 1
             return
         report.expired += 1
-        if len(report.expired_ids) < MAX_REPORTED_IDS:
-            report.expired_ids.append(found.path)
+        _list_path(report.expired_ids, found.path)
         emit(
             logger,
             "exec.reservation.expired",
@@ -185,5 +184,10 @@ class Sweeper:
 
 def _count_error(report: SweepReport, path: str) -> None:
     report.errors += 1
-    if len(report.error_ids) < MAX_REPORTED_IDS:
-        report.error_ids.append(path)
+    _list_path(report.error_ids, path)
+
+
+def _list_path(paths: list[str], path: str) -> None:
+    """Keep the report's lists short: an outage's aftermath may touch thousands of documents."""
+    if len(paths) < MAX_REPORTED_IDS:
+        paths.append(path)
