@@ -13,7 +13,8 @@ time, each byte inside the read timeout, holds the call for as long as it likes 
   larger than any order or error (`MAX_ANSWER_BYTES`).
 
 Either way the call ends with an exception that the adapter turns into "outcome unknown" (a
-retry), and the connection is closed, so the broker sees the call end.
+retry), and the connection is closed, so the broker sees the call end. (A proxy taken from the
+environment, `HTTPS_PROXY`, gets httpx's own transport: there only `read_within` applies.)
 """
 
 from __future__ import annotations
