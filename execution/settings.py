@@ -225,7 +225,7 @@ class Settings:
 
     @property
     def broker_call_seconds(self) -> float:
-        """The longest one broker call may take: the Alpaca deadline, or the paper broker's store."""
+        """The longest one broker call may take: Alpaca's deadline, or the paper broker's store."""
         if self.broker == "alpaca":
             return self.broker_timeout_seconds
         return self.firestore_timeout_seconds
