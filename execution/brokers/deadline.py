@@ -82,6 +82,14 @@ def bounded_timeout(timeout: httpx.Timeout) -> httpx.Timeout:
 
 def read_within(response: httpx.Response, deadline: float) -> bytes:
     """The raw body of a streamed `response`, if it is complete by `deadline` and not too large."""
+    try:
+        whole = response.content  # built in memory (an injected mock transport): already read
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        if len(whole) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(f"the answer exceeds {MAX_ANSWER_BYTES} bytes")
+        return whole
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_raw():

@@ -216,8 +216,9 @@ def test_no_form_of_either_key_reaches_a_log_a_record_or_a_traceback_in_a_fault_
     headers = f"\r\nAPCA-API-KEY-ID: {KEY_ID}\r\nAPCA-API-SECRET-KEY: {SECRET_KEY}\r\n"
     assert [headers.encode() in request for request in wire.requests] == [True] * 17
     outcomes = sorted(document.get("outcome") for document in documents["reservation"])
-    assert outcomes == ["exception"] * 11 + ["placed"] + ["rejected"] * 4
-    assert sum(text is not None for text in tracebacks) == 11
+    # 401 and a 403 refusing the keys are retried (exception), never rejected for good.
+    assert outcomes == ["exception"] * 13 + ["placed"] + ["rejected"] * 2
+    assert sum(text is not None for text in tracebacks) == 13
     assert (len(documents["ledger entry"]), len(documents["dead letter"])) == (1, 1)
     assert dead_lettered is None
     assert {r.name.split(".")[0] for r in caplog.records} >= {"execution", "httpx", "httpcore"}
