@@ -73,7 +73,6 @@ def bootstrap(
     # Imported here so that `import main` does not pay for the Firestore adapters' imports.
     from execution.firestore.dead_letters import FirestoreDeadLetters
     from execution.firestore.invocation import FirestoreInvocationStore
-    from execution.firestore.order_history import FirestoreOrderHistory
     from execution.firestore.reservations import FirestoreReservationManager
     from execution.firestore.support import CallPolicy
     from execution.firestore.sweeper_store import FirestoreExpiredLeases
@@ -111,8 +110,6 @@ def bootstrap(
         ),
         risk=risk
         or RiskManager(
-            FirestoreOrderHistory(db, policy=policy),
-            clock=clock,
             fail_open=settings.risk_fail_open,
             require_account=settings.require_account_document,
         ),

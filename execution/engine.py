@@ -13,6 +13,7 @@ INFO, as `exec.intent.completed`.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 
 from execution.accounts import AccountRead
@@ -77,17 +78,11 @@ class ExecutionEngine:
         stale_reason = self._stale_reason(intent, published_at)
         invocation = self._store.open(intent)  # a store outage here retries: nothing is held
         quote: Quote | None = None
-        amount = intent.known_notional_usd()
-        if amount is None and stale_reason is None:
-            # A market order sized in shares: its reservation is priced from the quote, so a
-            # store outage here must retry (nothing is held yet) rather than reserve blind.
-            quote = invocation.quotes.latest(intent.symbol)
-            if quote is None:
-                raise PriceUnavailableError(
-                    f"no quote at market_quotes/{intent.symbol} to size a market order in shares; "
-                    "publish one, or give the intent notional_usd"
-                )
-            amount = intent.qty * quote.price_for(intent.side)
+        amount: float | None
+        if stale_reason is None:
+            amount, quote = self._reserved_amount(invocation, intent)
+        else:
+            amount = intent.known_notional_usd()  # only recorded: never executed, never counted
 
         acquisition = invocation.reservations.acquire(
             ReservationRequest(
@@ -107,12 +102,13 @@ class ExecutionEngine:
             return self._duplicate(intent, acquisition.record)
 
         handle = acquisition.handle
+        refused = acquisition.refused
         result: ExecutionResult | None = None
         error: str | None = None
         recorded = False
         try:
             result = self._execute_held(
-                invocation, intent, handle.attempt, stale_reason, amount, quote
+                invocation, intent, handle.attempt, stale_reason, amount, quote, refused
             )
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -193,8 +189,12 @@ class ExecutionEngine:
         stale_reason: str | None,
         amount: float | None,
         quote: Quote | None,
+        refused: str | None = None,
     ) -> ExecutionResult:
-        """The stages run while the lease is held; business outcomes come back as values."""
+        """The stages run while the lease is held; business outcomes come back as values.
+
+        `refused` names an account limit the acquire found this intent can never pass.
+        """
 
         def finish(
             outcome: Outcome, reason: str | None = None, **fields: object
@@ -248,6 +248,8 @@ class ExecutionEngine:
         )
         if not risk.allowed:
             return finish(Outcome.REJECTED, risk.reason)
+        if refused is not None:
+            return finish(Outcome.REJECTED, refused)
 
         try:
             self._authority.check(
@@ -289,6 +291,27 @@ class ExecutionEngine:
                 broker_order_id=order.broker_order_id,
                 error=repr(exc),
             )
+
+    @staticmethod
+    def _reserved_amount(invocation: Invocation, intent: TradeIntent) -> tuple[float, Quote | None]:
+        """The amount to reserve and cap: the largest of the declared `notional_usd` and what the
+        order is worth at its limit price or, for a market order, the quote (also returned).
+
+        A declared notional may raise the amount, never lower it below the order's worth. A
+        market order needs a usable quote to be valued: without one the delivery retries (nothing
+        is held yet) rather than reserve blind.
+        """
+        declared = intent.notional_usd or 0.0
+        if intent.limit_price is not None:
+            return max(declared, intent.qty * intent.limit_price), None
+        quote = invocation.quotes.latest(intent.symbol)
+        price = quote.price_for(intent.side) if quote is not None else None
+        if price is None or not math.isfinite(price) or price <= 0:
+            raise PriceUnavailableError(
+                f"no usable quote at market_quotes/{intent.symbol} (price {price!r}) to value a "
+                "market order; publish one"
+            )
+        return max(declared, intent.qty * price), quote
 
     def _stale_reason(self, intent: TradeIntent, published_at: datetime | None) -> str | None:
         born = intent.created_at or published_at

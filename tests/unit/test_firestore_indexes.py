@@ -18,11 +18,6 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
 from execution.cli.queries import query_shapes
-from execution.firestore.order_history import (
-    in_flight_query,
-    placed_side_query,
-    placed_since_query,
-)
 from execution.firestore.sweeper_store import expired_leases_query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +26,6 @@ NOW = datetime(2026, 1, 5, tzinfo=UTC)
 QUERY_BUILDERS: dict[str, Callable[[firestore.Client], list[Any]]] = {
     "execution/firestore/sweeper_store.py": lambda db: [expired_leases_query(db, NOW)],
     "execution/cli/queries.py": lambda db: list(query_shapes(db, NOW).values()),
-    "execution/firestore/order_history.py": lambda db: [
-        placed_since_query(db, "t", "a", NOW),
-        in_flight_query(db, "t", "a", NOW),
-        placed_side_query(db, "t", "a", "AAPL", "buy"),
-    ],
 }
 
 
