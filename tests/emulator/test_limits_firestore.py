@@ -8,6 +8,7 @@ document, a position forgotten when old reservations are purged, a non-finite am
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from google.cloud import firestore
 
 from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
-from execution.errors import InvalidIntentError, LimitWaitError
+from execution.errors import InvalidIntentError, LimitWaitError, PriceUnavailableError
 from execution.firestore.reservations import FirestoreReservationManager, inflight_ref
 from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
 from execution.reservations import Acquired, ReservationRequest
@@ -251,3 +252,30 @@ def request_of(intent: TradeIntent, **overrides: Any) -> ReservationRequest:
     }
     fields.update(overrides)
     return ReservationRequest(**fields)
+
+
+@pytest.mark.parametrize(
+    ("quote", "declared"),
+    [(None, 1.0), ({"bid": math.nan, "ask": 100.0}, None), ({"bid": -1.0, "ask": 100.0}, None)],
+)
+def test_a_market_order_without_a_usable_quote_waits_and_reserves_nothing(
+    db: firestore.Client,
+    clock: FakeClock,
+    broker: InterleavingBroker,
+    quote: dict[str, float] | None,
+    declared: float | None,
+) -> None:
+    symbol = f"Q{uuid.uuid4().hex[:8].upper()}"
+    intent = make_intent(
+        order_type="market", limit_price=None, side="sell", symbol=symbol, notional_usd=declared
+    )
+    if quote is not None:
+        db.collection("market_quotes").document(symbol).set({**quote, "ts": clock()})
+    account(db, intent, max_inflight_usd=1000.0)
+
+    with pytest.raises(PriceUnavailableError):
+        execute(db, clock, broker, intent)
+
+    reservations = db.collection("tenants", intent.tenant_id, "execution_reservations")
+    assert not reservations.document(intent.client_intent_id).get().exists
+    assert broker.place_calls == 0
