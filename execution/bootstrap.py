@@ -76,7 +76,6 @@ def bootstrap(
     # Imported here so that `import main` does not pay for the Firestore adapters' imports.
     from execution.firestore.dead_letters import FirestoreDeadLetters
     from execution.firestore.invocation import FirestoreInvocationStore
-    from execution.firestore.order_history import FirestoreOrderHistory
     from execution.firestore.placed_records import FirestorePlacedRecords
     from execution.firestore.reservation_records import FirestoreReservationRecords
     from execution.firestore.reservations import FirestoreReservationManager
@@ -124,8 +123,6 @@ def bootstrap(
         ),
         risk=risk
         or RiskManager(
-            FirestoreOrderHistory(db, policy=policy),
-            clock=clock,
             fail_open=settings.risk_fail_open,
             require_account=settings.require_account_document,
         ),
