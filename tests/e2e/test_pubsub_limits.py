@@ -34,8 +34,10 @@ def server(
             "GOOGLE_CLOUD_PROJECT": firestore_project,
             "FIRESTORE_EMULATOR_HOST": firestore_emulator_host,
             "FUNCTION_TIMEOUT_SECONDS": "4",
-            "RESERVATION_TTL_SECONDS": "6",
+            # A paper broker call may take FIRESTORE_TIMEOUT_SECONDS: the lease leaves room for it.
+            "RESERVATION_TTL_SECONDS": "12",
             "FIRESTORE_TIMEOUT_SECONDS": "5",
+            "CLOCK_SKEW_SECONDS": "0.5",
         },
         log_path=Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log",
     )

@@ -26,6 +26,7 @@ from tests.support.builders import (
     FAST_POLICY,
     CountingBroker,
     emulator_service,
+    intent_id_at_broker,
     make_intent,
     reservation,
 )
@@ -39,7 +40,8 @@ def clock() -> FakeClock:
 
 
 class InterleavingBroker(CountingBroker):
-    """A paper broker that, inside one intent's broker call, runs `during` first."""
+    """A paper broker that, inside one intent's broker call, runs `during` first (keyed by the
+    intent id the client order id carries)."""
 
     def __init__(self, inner: PaperBroker) -> None:
         super().__init__(inner)
@@ -47,12 +49,13 @@ class InterleavingBroker(CountingBroker):
         self.seen: dict[str, object] = {}
 
     def place_order(self, order: OrderRequest) -> BrokerOrder:
-        hook = self.during.pop(order.client_order_id, None)
+        intent_id = intent_id_at_broker(order.client_order_id)
+        hook = self.during.pop(intent_id, None)
         if hook is not None:
             try:
-                self.seen[order.client_order_id] = hook()
+                self.seen[intent_id] = hook()
             except Exception as exc:  # kept for the test to assert on
-                self.seen[order.client_order_id] = exc
+                self.seen[intent_id] = exc
         return super().place_order(order)
 
 
