@@ -4,7 +4,7 @@ One `CliContext` is made per invocation (in the Typer callback, or handed in by 
 `obj=`). Clients are built on first use, so `--help` and argument errors need no network.
 Every store or topic call goes through `firestore_call` / `pubsub_call`, which turn "could not
 reach it", "no credentials" and "no index" into a `CliError` whose message names the fix; the
-`reports_errors` decorator prints it and exits with `EXIT_UNREACHABLE` (2).
+`reports_errors` decorator prints it and exits with `EXIT_UNREACHABLE` (3).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
 EXIT_PROBLEMS = 1
 """The command ran but found problems (invalid intents, failed publishes, sweep errors)."""
-EXIT_UNREACHABLE = 2
+EXIT_USAGE = 2
+"""Click's own code for a usage error (unknown option, bad value): never used for anything else."""
+EXIT_UNREACHABLE = 3
 """The command could not run: store or topic unreachable, no credentials, bad settings."""
 
 EMULATOR_PROJECT = "demo-execution"
@@ -77,8 +79,9 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def fail(message: str, exit_code: int) -> NoReturn:
     """Print `message` as an error on stderr and exit with `exit_code`."""
-    Console(stderr=True, soft_wrap=True).print(f"Error: {message}", style="red", markup=False,
-                                               highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        f"Error: {message}", style="red", markup=False, highlight=False
+    )
     raise typer.Exit(exit_code)
 
 
@@ -89,7 +92,10 @@ def default_operator(environ: Mapping[str, str]) -> str:
         return user
     try:
         email = subprocess.run(
-            ["git", "config", "user.email"], capture_output=True, text=True, timeout=5,
+            ["git", "config", "user.email"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -219,8 +225,9 @@ class CliContext:
         # the client would retry until its deadline before saying so.
         host, _, port = host_port.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
-                                          timeout=PROBE_SECONDS):
+            with socket.create_connection(
+                (host.strip("[]") or "localhost", int(port)), timeout=PROBE_SECONDS
+            ):
                 pass
         except (OSError, ValueError):
             raise error from None
@@ -344,8 +351,7 @@ def is_missing_index(exc: BaseException) -> bool:
 
 def _emulator_hint() -> str:
     return (
-        "`firebase emulators:start --only firestore,pubsub`; see the README's command-line "
-        "section"
+        "`firebase emulators:start --only firestore,pubsub`; see the README's command-line section"
     )
 
 

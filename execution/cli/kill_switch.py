@@ -26,7 +26,7 @@ TenantOption = Annotated[
     str | None,
     typer.Option(help="The tenant's switch (default: the global one).", callback=document_id),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ByOption = Annotated[
     str | None, typer.Option("--by", help="Who is acting (default: $USER, else git user.email).")
 ]
@@ -39,12 +39,16 @@ def switch_on(
     reason: Annotated[str, typer.Option(help="Why execution is halted (stored on the document).")],
     tenant: TenantOption = None,
     by: ByOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Halt execution: intents reaching the broker stage end as `halted`."""
     cli: CliContext = ctx.obj
     if not reason.strip():
         raise typer.BadParameter("say why execution is halted", param_hint="--reason")
     row = _write(cli, tenant, enabled=True, reason=reason, by=by)
+    if json_output:
+        print_json(row.as_dict())
+        return
     out = console()
     out.print(
         f"Kill switch ON for {row.scope} ({row.path}) by {row.updated_by}: {reason}", markup=False
@@ -65,10 +69,14 @@ def switch_off(
     ] = None,
     tenant: TenantOption = None,
     by: ByOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Resume execution (the other switches, and EXECUTION_HALTED, still apply)."""
     cli: CliContext = ctx.obj
     row = _write(cli, tenant, enabled=False, reason=reason, by=by)
+    if json_output:
+        print_json(row.as_dict())
+        return
     console().print(
         f"Kill switch off for {row.scope} ({row.path}) by {row.updated_by}"
         + (f": {reason}" if reason else "."),
@@ -120,8 +128,13 @@ def switches_table(rows: list[KillSwitchRow], cli: CliContext) -> Table:
         "Kill switches",
         ("scope", "state", "reason", "updated_by", "updated"),
         (
-            (row.scope, on_off(row.enabled), row.reason, row.updated_by,
-             relative(row.updated_at, now))
+            (
+                row.scope,
+                on_off(row.enabled),
+                row.reason,
+                row.updated_by,
+                relative(row.updated_at, now),
+            )
             for row in rows
         ),
     )
