@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from google.cloud import firestore
     from google.cloud.pubsub_v1 import PublisherClient
 
+    from execution.brokers.base import Broker
+
 EXIT_PROBLEMS = 1
 """The command ran but found problems (invalid intents, failed publishes, sweep errors)."""
 EXIT_USAGE = 2
@@ -117,6 +119,7 @@ class CliContext:
     clock: Clock = system_clock
     db_client: firestore.Client | None = None
     publisher_client: PublisherClient | None = None
+    broker_client: Broker | None = None
     _settings: Settings | None = None
     _owned: list[Callable[[], None]] = field(default_factory=list)
 
@@ -200,6 +203,19 @@ class CliContext:
             self.db_client = client
             self._owned.append(client.close)
         return self.db_client
+
+    def broker(self) -> Broker:
+        """The broker the settings name (BROKER, APCA_API_*), as the function builds it, on
+        first use; closed with this context. Raises `SettingsError` where it cannot be built."""
+        if self.broker_client is None:
+            from execution.bootstrap import broker_from_settings
+
+            broker = broker_from_settings(self.settings, self.db(), clock=self.clock)
+            close = getattr(broker, "close", None)  # an HTTP broker holds a connection pool
+            if callable(close):
+                self._owned.append(close)
+            self.broker_client = broker
+        return self.broker_client
 
     def publisher(self) -> PublisherClient:
         """The Pub/Sub publisher, built on first use (after a quick probe of an emulator)."""

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from execution.bootstrap import broker_from_settings
 from execution.broker_truth import FINAL_ORDER_STATUSES, FORBIDDING_OUTCOMES
 from execution.cli.context import EXIT_PROBLEMS, CliContext, document_id, reports_errors
 from execution.cli.queries import (
@@ -175,7 +174,7 @@ def _ask_broker(cli: CliContext, story: IntentStory, account: str) -> BrokerLook
     assert story.client_order_id is not None
     recorded_id = (story.reservation or {}).get("broker_order_id")
     try:
-        broker = broker_from_settings(cli.settings, cli.db(), clock=cli.clock)
+        broker = cli.broker()
         order: BrokerOrder | None = broker.get_order_by_client_order_id(
             story.tenant_id, account, story.client_order_id
         )

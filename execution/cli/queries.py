@@ -110,6 +110,8 @@ class KillSwitchRow:
     reason: str | None
     updated_by: str | None
     updated_at: datetime | None
+    broker_account_id: str | None = None
+    """Set for an account's halt (its settings document's `trading_mode: OFF`)."""
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> KillSwitchRow:
@@ -127,8 +129,16 @@ class KillSwitchRow:
 
     @property
     def scope(self) -> str:
-        """`global` or `tenant <id>`."""
-        return "global" if self.tenant_id is None else f"tenant {self.tenant_id}"
+        """`global`, `tenant <id>` or `account <tenant>/<account>`."""
+        if self.tenant_id is None:
+            return "global"
+        if self.broker_account_id is not None:
+            return f"account {self.tenant_id}/{self.broker_account_id}"
+        return f"tenant {self.tenant_id}"
+
+    def as_fields(self) -> dict[str, Any]:
+        """The fields as they are (for a copy with one changed)."""
+        return asdict(self)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""

@@ -727,7 +727,9 @@ def test_kill_switch_on_and_off_answer_json_with_the_document_they_wrote(
     off = cli("kill-switch", "off", "--tenant", "tenant-j", "--by", "ops", "--json")
 
     assert on.exit_code == 0 and off.exit_code == 0, on.output + off.output
-    on_row, off_row = json.loads(on.stdout), json.loads(off.stdout)
+    on_answer, off_answer = json.loads(on.stdout), json.loads(off.stdout)
+    on_row, off_row = on_answer["switch"], off_answer["switch"]
+    assert on_answer["cancel_open"] is None
     assert on_row["path"] == off_row["path"] == "tenants/tenant-j/ops/execution_kill_switch"
     assert (on_row["enabled"], on_row["reason"], on_row["updated_by"]) == (True, "drill", "ops")
     assert off_row["enabled"] is False
