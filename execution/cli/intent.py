@@ -124,7 +124,7 @@ def read_story(
     elif account is not None:
         story.client_order_id = client_order_id_for(tenant_id, account, client_intent_id)
     if ask_broker and account is not None and story.client_order_id is not None:
-        story.broker = _ask_broker(cli, story, account)
+        story.broker = _ask_broker(cli, story, account, story.client_order_id)
     story.next_steps = next_steps(story, cli.clock())
     return story
 
@@ -169,14 +169,15 @@ def _account_of(story: IntentStory) -> str | None:
     return None
 
 
-def _ask_broker(cli: CliContext, story: IntentStory, account: str) -> BrokerLookup:
+def _ask_broker(
+    cli: CliContext, story: IntentStory, account: str, client_order_id: str
+) -> BrokerLookup:
     """The order by client order id, else by the recorded order id; failures are reported."""
-    assert story.client_order_id is not None
     recorded_id = (story.reservation or {}).get("broker_order_id")
     try:
         broker = cli.broker()
         order: BrokerOrder | None = broker.get_order_by_client_order_id(
-            story.tenant_id, account, story.client_order_id
+            story.tenant_id, account, client_order_id
         )
         if order is None and isinstance(recorded_id, str) and recorded_id:
             order = broker.get_order(story.tenant_id, account, recorded_id)

@@ -16,6 +16,7 @@ import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner, Result
 
+from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox, status
 from execution.brokers.paper import PaperBroker
 from execution.cli import app
 from execution.cli.context import EXIT_PROBLEMS
@@ -158,3 +159,38 @@ def test_the_table_shows_the_record_the_order_and_the_next_step(
     assert client_order_id_of(intent) in result.stdout
     assert "Broker order, asked live" in result.stdout
     assert "Next: Placed. Nothing to do." in result.stdout
+
+
+def test_a_broker_that_does_not_answer_is_reported_and_the_records_are_still_told(
+    firestore_project: str, db: firestore.Client
+) -> None:
+    intent = executed(db)
+    with AlpacaSandbox() as alpaca:
+        alpaca.inject("GET", *[status(503, "service unavailable")] * 10)
+        env = {
+            **WIDE,
+            "BROKER": "alpaca",
+            "AGENT_MODE": "LIVE",  # a loopback URL is not Alpaca's paper endpoint
+            "APCA_API_KEY_ID": KEY_ID,
+            "APCA_API_SECRET_KEY": SECRET_KEY,
+            "APCA_API_BASE_URL": alpaca.base_url,
+        }
+        result = CliRunner().invoke(
+            app,
+            [
+                "--project",
+                firestore_project,
+                "intent",
+                intent.tenant_id,
+                intent.client_intent_id,
+                "--json",
+            ],
+            env=env,
+        )
+
+    assert result.exit_code == 0, result.output
+    told = json.loads(result.stdout)
+    assert told["reservation"]["outcome"] == "placed"
+    assert told["broker"]["order"] is None
+    assert told["broker"]["error"].startswith("BrokerTransientError")
+    assert told["next_steps"][-1].startswith("The broker could not be asked")
