@@ -48,7 +48,7 @@ ERROR_EVENT_TYPE = (
 
 INTENT_ID_FIELDS = ("tenant_id", "broker_account_id", "client_intent_id")
 """The intent's ids bound on every line of its invocation (with `message_id`)."""
-MAX_BOUND_ID = 128  # ids are at most 128 characters; a longer raw value is not an id
+_BOUND_ID = r"[A-Za-z0-9_.-]{1,128}"  # the contract's id alphabet: anything else is not an id
 
 _context: ContextVar[Mapping[str, Any]] = ContextVar(
     "execution_log_context", default=MappingProxyType({})
@@ -135,7 +135,7 @@ def intent_ids_of(event_data: Any) -> dict[str, str]:
     """The Pub/Sub message id and the intent's ids from a CloudEvent's `data`, best effort.
 
     Read before validation, so even a payload that is later dead-lettered is found by its ids;
-    only short strings are taken, and anything unreadable is simply left out.
+    only values in the ids' alphabet are taken, and anything unreadable is simply left out.
     """
     message = event_data.get("message") if isinstance(event_data, dict) else None
     if not isinstance(message, dict):
@@ -150,7 +150,7 @@ def intent_ids_of(event_data: Any) -> dict[str, str]:
     return {
         name: value
         for name, value in ids.items()
-        if isinstance(value, str) and 0 < len(value) <= MAX_BOUND_ID
+        if isinstance(value, str) and re.fullmatch(_BOUND_ID, value)
     }
 
 

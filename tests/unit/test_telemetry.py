@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -15,6 +16,7 @@ from execution.telemetry import (
     SOURCE_FIELD,
     JsonFormatter,
     emit,
+    intent_ids_of,
     log_context,
     parse_cloud_trace_context,
     parse_traceparent,
@@ -145,3 +147,14 @@ def test_trace_headers_are_read_in_both_forms_and_malformed_ones_are_ignored() -
     assert parse_traceparent(f"00-{'0' * 32}-00f067aa0ba902b7-01") is None
     assert parse_traceparent("garbage") is None
     assert parse_cloud_trace_context("not/a;trace") is None
+
+
+def test_only_values_in_the_ids_alphabet_are_bound_from_a_raw_payload() -> None:
+    document = {
+        "tenant_id": "tenant-1",
+        "broker_account_id": "acct\nforged",
+        "client_intent_id": "x" * 129,
+    }
+    data = {"message": {"messageId": "42", "data": base64.b64encode(json.dumps(document).encode())}}
+
+    assert intent_ids_of(data) == {"message_id": "42", "tenant_id": "tenant-1"}
