@@ -156,6 +156,16 @@ def bootstrap(
     )
 
 
+def broker_from_settings(
+    settings: Settings, db: firestore.Client, *, clock: Clock | None = None
+) -> Broker:
+    """The broker the settings name, as `bootstrap` builds it (the command line's lookups)."""
+    from execution.firestore.support import CallPolicy
+
+    policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
+    return _broker(settings, db, clock or system_clock, policy)
+
+
 def _broker(
     settings: Settings, store: firestore.Client, clock: Clock, policy: CallPolicy
 ) -> Broker:
