@@ -497,8 +497,10 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
     zombie = Zombie(
         account=zombie_account,
         payload=zombie_payload,
-        first_hang=timing.broker_timeout * 0.5,
-        second_hang=timing.broker_timeout * 0.85,
+        # The take-over must acquire while the first attempt is in its call: on a busy machine
+        # the second delivery takes seconds to arrive, so the first call lasts most of its bound.
+        first_hang=timing.broker_timeout * 0.75,
+        second_hang=timing.broker_timeout * 0.9,
     )
     return Plan(
         seed=seed,
