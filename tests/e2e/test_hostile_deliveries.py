@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,45 @@ def test_a_valid_intent_still_executes_through_a_raw_push(
     )
     assert status == 200
     assert (snap.get("status"), snap.get("outcome")) == ("released", "placed")
+
+
+# -- #12.6: a publisher's clock cannot make an old or a future intent fresh ---------------------
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def paper_order_exists(db: firestore.Client, payload: dict[str, Any]) -> bool:
+    ref = db.collection("tenants", payload["tenant_id"], "paper_orders")
+    return bool(ref.document(payload["client_intent_id"]).get().exists)
+
+
+@pytest.mark.parametrize(
+    ("created_offset", "published_offset"),
+    [
+        pytest.param(timedelta(0), timedelta(hours=-1), id="created now, published an hour ago"),
+        pytest.param(timedelta(hours=1), timedelta(0), id="created an hour from now"),
+    ],
+)
+def test_an_intent_whose_created_at_defeats_its_publish_time_ends_stale_without_an_order(
+    server: FunctionsServer,
+    db: firestore.Client,
+    created_offset: timedelta,
+    published_offset: timedelta,
+) -> None:
+    now = datetime.now(UTC)
+    payload = intent(created_at=rfc3339(now + created_offset))
+    published = rfc3339(now + published_offset)
+    body = message(payload, unique("m"), publishTime=published, publish_time=published)
+
+    status = push(server, body)
+
+    snap = (
+        db.collection("tenants", payload["tenant_id"], "execution_reservations")
+        .document(payload["client_intent_id"])
+        .get()
+    )
+    assert status == 200
+    assert (snap.get("status"), snap.get("outcome")) == ("released", "stale")
+    assert not paper_order_exists(db, payload)
