@@ -39,10 +39,12 @@ from execution.bootstrap import Service
 from execution.brokers.paper import PaperBroker
 from execution.clock import system_clock
 from execution.dead_letters import MAX_REASON_CHARS
-from execution.errors import PriceUnavailableError, RetryableError
+from execution.errors import PriceUnavailableError, RetryableError, StoreUnavailableError
 from execution.intake import PUBSUB_MESSAGE_PUBLISHED, delivery_from_cloud_event
 from execution.models import MAX_NOTIONAL_USD, MAX_PRICE_USD, MAX_QTY, TERMINAL_OUTCOMES
-from tests.support.builders import FAST_POLICY, emulator_service, fast_settings
+from tests.support.builders import FAST_POLICY, client_at, emulator_service, fast_settings
+from tests.support.tcp_proxy import CuttableProxy
+from tests.support.waiting import wait_until
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
 QUOTED = ("AAPL", "MSFT", "SPY", "BRK.B")
@@ -138,6 +140,9 @@ class Raw:
     def __init__(self, token: str) -> None:
         self.token = token
 
+    def __repr__(self) -> str:
+        return f"Raw({self.token[:20]!r}... {len(self.token)} characters)"
+
 
 def too_deep(levels: int) -> Raw:
     return Raw('{"a": ' * levels + "1" + "}" * levels)
@@ -176,7 +181,7 @@ def mutations() -> st.SearchStrategy[tuple[str, Any]]:
         st.tuples(hostile_text.filter(lambda k: k not in FIELDS), json_leaves),
         st.tuples(st.just("metadata"), st.sampled_from([[], "m", 5, too_deep(17)])),
         st.tuples(st.just("metadata"), st.just(too_deep(3000))),
-        st.tuples(st.just("metadata"), st.just({"big": "x" * 5000})),
+        st.tuples(st.just("metadata"), st.just(Raw('{"big": "' + "x" * 5000 + '"}'))),
         st.tuples(st.just("strategy_id"), st.sampled_from(["s" * 129, 5, True])),
         st.tuples(st.just("dry_run"), st.sampled_from(["true", 1, "yes", None])),
         st.tuples(st.just("order_type"), st.just(MISMATCH)),
@@ -201,9 +206,13 @@ class PayloadSpec:
 
 
 junk = st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
-junk_json = st.recursive(
-    json_leaves, lambda inner: st.lists(inner) | st.dictionaries(hostile_text, inner), max_leaves=10
-)
+
+
+def json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner) | st.dictionaries(hostile_text, inner)
+
+
+junk_json = st.recursive(json_leaves, json_containers, max_leaves=10)
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
@@ -432,3 +441,41 @@ def test_every_delivery_is_answered_and_only_valid_intents_reach_the_broker(rig:
     assert {"acked: placed", "acked: stale", "dead letter: payload", "dead letter: message"} <= set(
         became
     ), "the generator no longer reaches every kind of ending"
+
+
+# -- the one retry a bad delivery may cause: the store is down while it is recorded -------------
+
+
+@pytest.fixture
+def proxy(db: firestore.Client) -> Iterator[CuttableProxy]:
+    cuttable = CuttableProxy(os.environ["FIRESTORE_EMULATOR_HOST"])
+    yield cuttable
+    cuttable.close()
+
+
+def acked(service: Service, event: CloudEvent) -> bool:
+    try:
+        main.answer_delivery(service, event)
+    except StoreUnavailableError:
+        return False
+    return True
+
+
+def test_a_bad_delivery_is_retried_while_the_store_is_down_and_dead_lettered_after(
+    db: firestore.Client, proxy: CuttableProxy
+) -> None:
+    unique_id = uuid.uuid4().hex[:12]
+    event = cloud_event(EnvelopeSpec(), b"{not json", datetime.now(UTC), unique_id)
+    with client_at(proxy.address, db.project) as proxied:
+        service = emulator_service(proxied, system_clock, settings=fast_settings())
+        proxy.cut()
+        with pytest.raises(StoreUnavailableError):
+            main.answer_delivery(service, event)
+        proxy.restore()
+
+        # As Pub/Sub would: deliver again until acked (the client reconnects with a backoff).
+        wait_until(lambda: acked(service, event), timeout=60, what="the redelivery's ack")
+
+    letter = db.collection("execution_dead_letters").document(unique_id).get()
+    assert letter.exists
+    assert "not JSON" in letter.get("reason")
