@@ -23,9 +23,11 @@ from tests.support.events import (
     ABSENT,
     binary_headers,
     cloud_event,
+    intent_payload,
     message,
     push_body,
 )
+from tests.support.servers import paper_intent_server
 from tests.support.waiting import wait_until
 
 DEAD_LETTERS = "execution_dead_letters"
@@ -36,18 +38,8 @@ REASON_MAX_CHARS = 2000
 def server(
     firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FunctionsServer]:
-    functions = FunctionsServer(
-        "execute_intent",
-        "cloudevent",
-        env={
-            "GOOGLE_CLOUD_PROJECT": firestore_project,
-            "FIRESTORE_EMULATOR_HOST": firestore_emulator_host,
-            "FUNCTION_TIMEOUT_SECONDS": "4",
-            "RESERVATION_TTL_SECONDS": "6",
-            "FIRESTORE_TIMEOUT_SECONDS": "2",
-        },
-        log_path=Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log",
-    )
+    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log"
+    functions = paper_intent_server(firestore_project, firestore_emulator_host, log_path)
     functions.start()
     warm_up(functions)
     yield functions
@@ -66,18 +58,7 @@ def warm_up(server: FunctionsServer) -> None:
 
 
 def intent(**overrides: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "tenant_id": "tenant-hostile",
-        "broker_account_id": "acct-1",
-        "client_intent_id": unique("intent"),
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 3,
-        "order_type": "limit",
-        "limit_price": 150.0,
-    }
-    payload.update(overrides)
-    return payload
+    return intent_payload("tenant-hostile", **overrides)
 
 
 def push(server: FunctionsServer, message_body: Any) -> int:
@@ -107,9 +88,13 @@ def dead_letters_holding(db: firestore.Client, marker: str) -> list[dict[str, An
     return found
 
 
-def reservation_exists(db: firestore.Client, payload: dict[str, Any]) -> bool:
+def reservation(db: firestore.Client, payload: dict[str, Any]) -> firestore.DocumentSnapshot:
     ref = db.collection("tenants", payload["tenant_id"], "execution_reservations")
-    return bool(ref.document(payload["client_intent_id"]).get().exists)
+    return ref.document(payload["client_intent_id"]).get()
+
+
+def reservation_exists(db: firestore.Client, payload: dict[str, Any]) -> bool:
+    return bool(reservation(db, payload).exists)
 
 
 def assert_bounded_and_printable(letter: dict[str, Any]) -> None:
@@ -283,11 +268,7 @@ def test_a_valid_intent_still_executes_through_a_raw_push(
 
     status = push(server, message(payload, unique("m")))
 
-    snap = (
-        db.collection("tenants", payload["tenant_id"], "execution_reservations")
-        .document(payload["client_intent_id"])
-        .get()
-    )
+    snap = reservation(db, payload)
     assert status == 200
     assert (snap.get("status"), snap.get("outcome")) == ("released", "placed")
 
@@ -324,11 +305,7 @@ def test_an_intent_whose_created_at_defeats_its_publish_time_ends_stale_without_
 
     status = push(server, body)
 
-    snap = (
-        db.collection("tenants", payload["tenant_id"], "execution_reservations")
-        .document(payload["client_intent_id"])
-        .get()
-    )
+    snap = reservation(db, payload)
     assert status == 200
     assert (snap.get("status"), snap.get("outcome")) == ("released", "stale")
     assert not paper_order_exists(db, payload)

@@ -285,45 +285,32 @@ good_envelopes = st.builds(
     | st.dictionaries(hostile_text | st.sampled_from(["__meta__", ""]), hostile_text, max_size=5),
     encoding=st.sampled_from(["base64", "base64", "text"]),
 )
+
+
+def broken(where: str, replacement: st.SearchStrategy[Any]) -> st.SearchStrategy[EnvelopeSpec]:
+    """An envelope whose `where` (the CloudEvent data, or a message field) holds `replacement`."""
+    return st.builds(EnvelopeSpec, broken=st.just(where), replacement=replacement)
+
+
+not_an_object = st.none() | st.integers() | st.text(max_size=20) | st.lists(st.integers())
 broken_envelopes = st.one_of(
-    st.builds(
-        EnvelopeSpec,
-        broken=st.just("data"),
-        replacement=st.none()
-        | st.integers()
-        | st.text(max_size=20)
-        | st.lists(st.integers(), max_size=3),
-    ),
-    st.builds(
-        EnvelopeSpec,
-        broken=st.just("message"),
-        replacement=st.none()
-        | st.integers()
-        | st.text(max_size=20)
-        | st.lists(st.integers(), max_size=3),
-    ),
-    st.builds(
-        EnvelopeSpec,
-        broken=st.just("message.data"),
-        replacement=st.integers() | st.lists(st.integers(), max_size=3) | st.booleans(),
-    ),
-    st.builds(
-        EnvelopeSpec,
-        broken=st.just("message.attributes"),
-        replacement=st.text(max_size=20)
+    broken("data", not_an_object),
+    broken("message", not_an_object),
+    broken("message.data", st.integers() | st.lists(st.integers(), max_size=3) | st.booleans()),
+    broken(
+        "message.attributes",
+        st.text(max_size=20)
         | st.lists(st.text(max_size=3), max_size=3)
         | st.dictionaries(st.text(max_size=5), st.integers(), min_size=1, max_size=3),
     ),
-    st.builds(
-        EnvelopeSpec,
-        broken=st.just("message.publishTime"),
-        replacement=st.sampled_from(["2026-01-05T14:30:00", "soon", "0001-01-01T00:00:00+23:59"])
+    broken(
+        "message.publishTime",
+        st.sampled_from(["2026-01-05T14:30:00", "soon", "0001-01-01T00:00:00+23:59"])
         | st.integers(),
     ),
-    st.builds(
-        EnvelopeSpec,
-        broken=st.just("message.messageId"),
-        replacement=st.lists(st.integers(), max_size=2)
+    broken(
+        "message.messageId",
+        st.lists(st.integers(), max_size=2)
         | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
         | st.floats(allow_nan=False),
     ),
@@ -333,6 +320,7 @@ broken_envelopes = st.one_of(
         event_type=hostile_text.filter(lambda t: t not in {"", PUBSUB_MESSAGE_PUBLISHED}),
     ),
 )
+
 envelope_specs = weighted((4, good_envelopes), (1, broken_envelopes))
 
 PUBLISH_OFFSETS = {"now": timedelta(0), "old": timedelta(hours=-1), "future": timedelta(hours=1)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,19 @@ def binary_headers(event: CloudEvent) -> dict[str, str]:
 
 ABSENT: Any = _ABSENT
 """Pass as a field of `message` to leave that field out."""
+
+
+def intent_payload(tenant_id: str, **overrides: Any) -> dict[str, Any]:
+    """A valid limit-buy intent as its publisher sends it (JSON-ready), with a unique id."""
+    payload: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "broker_account_id": "acct-1",
+        "client_intent_id": f"intent-{uuid.uuid4().hex[:12]}",
+        "symbol": "AAPL",
+        "side": "buy",
+        "qty": 3,
+        "order_type": "limit",
+        "limit_price": 150.0,
+    }
+    payload.update(overrides)
+    return payload
