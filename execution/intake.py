@@ -152,6 +152,11 @@ def _json_document(data: bytes) -> Any:
         raise InvalidIntentError(
             f"JSON nested too deeply: a trade intent has at most {MAX_INTENT_NESTING} levels"
         )
+    try:
+        # JSON may escape a lone surrogate (\ud800) that no store or log accepts as text.
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidIntentError("text with a lone surrogate escape is not Unicode") from exc
     return document
 
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from execution.dead_letters import dead_letter_fields, stored_attribute_name
+from execution.errors import InvalidIntentError
 from execution.freshness import MAX_CLOCK_SKEW_SECONDS, stale_reason
-from execution.intake import Delivery, delivery_from_cloud_event
+from execution.intake import Delivery, delivery_from_cloud_event, parse_intent
 from execution.text import bounded_printable
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -137,3 +138,12 @@ def test_a_publish_time_in_the_future_is_refused() -> None:
 def test_without_a_publish_time_created_at_is_checked_against_now() -> None:
     assert reason(timedelta(hours=1), None) is not None
     assert reason(None, None) is None
+
+
+def test_a_lone_surrogate_in_any_text_of_an_intent_is_refused() -> None:
+    data = b'{"strategy_id": "\\ud800"}'
+
+    with pytest.raises(InvalidIntentError) as refused:
+        parse_intent(data)
+
+    assert "surrogate" in str(refused.value)
