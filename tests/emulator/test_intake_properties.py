@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -39,10 +40,17 @@ from execution.bootstrap import Service
 from execution.brokers.paper import PaperBroker
 from execution.clock import system_clock
 from execution.dead_letters import MAX_REASON_CHARS
-from execution.errors import PriceUnavailableError, RetryableError, StoreUnavailableError
+from execution.errors import (
+    OutcomeUnrecordedError,
+    PriceUnavailableError,
+    ReservationInFlightError,
+    RetryableError,
+    StoreUnavailableError,
+)
+from execution.firestore.support import CallPolicy
 from execution.intake import PUBSUB_MESSAGE_PUBLISHED, delivery_from_cloud_event
 from execution.models import MAX_NOTIONAL_USD, MAX_PRICE_USD, MAX_QTY, TERMINAL_OUTCOMES
-from tests.support.builders import FAST_POLICY, client_at, emulator_service, fast_settings
+from tests.support.builders import client_at, emulator_service, fast_settings
 from tests.support.tcp_proxy import CuttableProxy
 from tests.support.waiting import wait_until
 
@@ -50,6 +58,8 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
 QUOTED = ("AAPL", "MSFT", "SPY", "BRK.B")
 TENANT = "tenant-fuzz"
 MAX_AGE_SECONDS = 300.0
+STORE_DEADLINE_SECONDS = 10.0
+REDELIVERY_SECONDS = 90.0  # above the reservation TTL of fast_settings (30 s)
 REQUIRED = ("tenant_id", "broker_account_id", "client_intent_id", "symbol", "side", "qty")
 
 
@@ -81,8 +91,13 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(db: firestore.Client) -> Iterator[Rig]:
-    broker = RecordingBroker(PaperBroker(db, clock=system_clock, policy=FAST_POLICY))
-    settings_ = fast_settings(intent_max_age_seconds=MAX_AGE_SECONDS)
+    # Deadlines for a busy shared machine: the property is about answers, not latency (a store
+    # that still misses one is an outage, and the delivery is redelivered as Pub/Sub would).
+    policy = CallPolicy(timeout_seconds=STORE_DEADLINE_SECONDS)
+    broker = RecordingBroker(PaperBroker(db, clock=system_clock, policy=policy))
+    settings_ = fast_settings(
+        intent_max_age_seconds=MAX_AGE_SECONDS, firestore_timeout_seconds=STORE_DEADLINE_SECONDS
+    )
     service = emulator_service(db, system_clock, settings=settings_, broker=broker)
     for symbol in QUOTED:
         db.collection("market_quotes").document(symbol).set(
@@ -368,6 +383,25 @@ def reservation(db: firestore.Client, data: bytes) -> dict[str, Any] | None:
     return snap.to_dict() if snap.exists else None
 
 
+def deliver(service: Service, event: CloudEvent) -> RetryableError | None:
+    """Deliver `event` as Pub/Sub would, again while the store does not answer; the retry left.
+
+    A store outage (here: a deadline missed on a busy machine) is the one reason a retry is
+    always right; while the lease its failed release left runs out, the intent is in flight.
+    """
+    deadline = time.monotonic() + REDELIVERY_SECONDS
+    while True:
+        try:
+            main.answer_delivery(service, event)
+            return None
+        except (StoreUnavailableError, OutcomeUnrecordedError, ReservationInFlightError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        except RetryableError as exc:
+            return exc
+
+
 def check_one(rig: Rig, payload: PayloadSpec, envelope: EnvelopeSpec) -> str:
     """Deliver one generated message and check the properties; returns what became of it."""
     now = datetime.now(UTC)
@@ -378,10 +412,10 @@ def check_one(rig: Rig, payload: PayloadSpec, envelope: EnvelopeSpec) -> str:
     valid = payload.valid and envelope.broken is None
     fresh = envelope.publish in {"now", "absent"}
 
-    try:
-        main.answer_delivery(rig.service, event)
-    except RetryableError as exc:
-        assert valid and fresh and isinstance(exc, PriceUnavailableError), repr(exc)
+    retried = deliver(rig.service, event)
+
+    if retried is not None:
+        assert valid and fresh and isinstance(retried, PriceUnavailableError), repr(retried)
         assert payload.intent and payload.intent["symbol"] not in QUOTED
         assert rig.broker.calls == []
         return "retried: no quote"
@@ -426,9 +460,10 @@ def test_every_delivery_is_answered_and_only_valid_intents_reach_the_broker(rig:
 
     print(dict(became))  # with -s: how the run's deliveries ended
     assert sum(became.values()) >= EXAMPLES
-    assert {"acked: placed", "acked: stale", "dead letter: payload", "dead letter: message"} <= set(
-        became
-    ), "the generator no longer reaches every kind of ending"
+    if EXAMPLES >= 500:  # a run this size reaches each ending many times over
+        reached = set(became)
+        expected = {"acked: placed", "acked: stale", "dead letter: payload", "dead letter: message"}
+        assert expected <= reached, "the generator no longer reaches every kind of ending"
 
 
 # -- the one retry a bad delivery may cause: the store is down while it is recorded -------------
