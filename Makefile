@@ -28,11 +28,13 @@ IN_EMULATORS := . $(EMULATOR_ENV) && $(PY) scripts/emulator_env.py --check \
 EMULATOR_HINT := { status=$$?; echo "==> failed (exit $$status); if the emulators did not start,\
  see firebase-debug.log, firestore-debug.log and pubsub-debug.log" >&2; exit $$status; }
 
-.PHONY: help venv node_modules emulators-setup test test-fast demo dev lint bench clean distclean chaos
+.PHONY: help venv node_modules emulators-setup test test-fast demo dev lint bench clean distclean chaos \
+	fuzz
 
 help:
 	@echo "make test        whole suite inside the Firestore and Pub/Sub emulators (sets up all)"
 	@echo "make test-fast   unit tests only, no emulators"
+	@echo "make fuzz        the intake property test with 20,000 generated deliveries (FUZZ=N)"
 	@echo "make demo        the demo inside the emulators"
 	@echo "make dev         the service on the emulators until Ctrl-C (for the command line)"
 	@echo "make lint        ruff and mypy --strict"
@@ -81,6 +83,15 @@ simulate: $(VENV_STAMP)
 	@echo "==> simulation tier (simulated store)"
 	@$(PYTEST) tests/simulation -m "not emulator" $(PYTEST_ARGS)
 
+# The intake property test (tests/emulator/test_intake_properties.py) with a large run: `make fuzz`
+# tries FUZZ deliveries (default 20,000; `make test` tries 500). Failing examples are kept in
+# .hypothesis/ (git-ignored) and replayed first by the next run.
+FUZZ ?= 20000
+FUZZ_TESTS := tests/emulator/test_intake_properties.py
+fuzz: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+	@echo "==> intake property test ($(FUZZ) deliveries) inside the Firestore emulator"
+	@$(IN_EMULATORS) "FUZZ_EXAMPLES=$(FUZZ) $(PYTEST) $(FUZZ_TESTS) $(PYTEST_ARGS)" || $(EMULATOR_HINT)
+
 test-fast: $(VENV_STAMP)
 	@echo "==> running the unit tests"
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
@@ -116,7 +127,7 @@ lint: $(VENV_STAMP)
 
 # Generated files and caches; `distclean` also removes the installed venv and node_modules.
 clean:
-	rm -rf .emulators .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .emulators .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	rm -f firebase-debug.log firestore-debug.log pubsub-debug.log
 	find . \( -path ./$(VENV) -o -path ./node_modules \) -prune -o \
 		-name __pycache__ -type d -prune -exec rm -rf {} +

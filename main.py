@@ -1,4 +1,5 @@
-"""Cloud Functions entry points (contract): `execute_intent` (Pub/Sub) and `sweep_reservations`.
+"""Cloud Functions entry points (contract): `execute_intent` (Pub/Sub), `sweep_reservations` and
+`reconcile_orders` (Cloud Scheduler).
 
 Thin by design: decode, validate, call the service built once per instance, and map the answer to
 ack (return) or retry (raise). `import main` needs no network, credentials or emulator.
@@ -17,10 +18,12 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from execution.bootstrap import Service, bootstrap
+from execution.dead_letters import MAX_REASON_CHARS
 from execution.errors import PermanentError, RetryableError
-from execution.intake import delivery_from_cloud_event, parse_intent
+from execution.intake import delivery_from_cloud_event, intent_from_delivery
 from execution.settings import Settings
 from execution.telemetry import configure_logging, emit, invocation_logging
+from execution.text import bounded_printable
 
 logger = logging.getLogger("execution.main")
 
@@ -43,37 +46,48 @@ def _get_service() -> Service:
 @invocation_logging
 def execute_intent(cloud_event: CloudEvent) -> None:
     """Execute one trade intent; return to ack, raise to have Pub/Sub deliver it again."""
-    service = _get_service()
-    delivery = delivery_from_cloud_event(cloud_event.data)
-    emit(logger, "exec.delivery.received", message_id=delivery.message_id)
+    answer_delivery(_get_service(), cloud_event)
+
+
+def answer_delivery(service: Service, cloud_event: CloudEvent) -> None:
+    """Execute the event's intent or dead-letter it; raises only `RetryableError` on purpose.
+
+    Any input is answered: what can never be an intent (a broken envelope, another event type, a
+    bad payload) is recorded with its reason and acked; only a store outage while recording it,
+    or a retryable stage of the engine, asks Pub/Sub for another delivery.
+    """
+    delivery = delivery_from_cloud_event(cloud_event.data, cloud_event.get("type"))
+    emit(logger, "exec.delivery.received", message_id=delivery.message_label)
     try:
-        intent = parse_intent(delivery.data)
+        intent = intent_from_delivery(delivery)
         result = service.engine.execute_intent(intent, published_at=delivery.published_at)
     except RetryableError as exc:
         emit(
             logger,
             "exec.delivery.retry",
             logging.WARNING,
-            message_id=delivery.message_id,
+            message_id=delivery.message_label,
             error=f"{type(exc).__name__}: {exc}",
         )
         raise
     except PermanentError as exc:
         # Never valid however often delivered: record why (a store outage here raises, so
         # the message is retried rather than lost), then ack.
-        service.dead_letters.record(delivery, f"{type(exc).__name__}: {exc}")
+        reason = bounded_printable(f"{type(exc).__name__}: {exc}", MAX_REASON_CHARS)
+        service.dead_letters.record(delivery, reason)
         emit(
             logger,
             "exec.delivery.dead_lettered",
             logging.WARNING,
-            message_id=delivery.message_id,
-            reason=str(exc),
+            message_id=delivery.message_label,
+            dead_letter_id=delivery.dead_letter_id,
+            reason=reason,
         )
         return
     emit(
         logger,
         "exec.delivery.acked",
-        message_id=delivery.message_id,
+        message_id=delivery.message_label,
         client_intent_id=result.client_intent_id,
         outcome=result.outcome.value,
         recorded_outcome=result.recorded_outcome.value if result.recorded_outcome else None,

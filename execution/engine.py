@@ -34,6 +34,7 @@ from execution.errors import (
     PriceUnavailableError,
     StoreUnavailableError,
 )
+from execution.freshness import stale_reason
 from execution.invocation import Invocation, InvocationStore
 from execution.models import (
     BrokerOrder,
@@ -443,14 +444,12 @@ class ExecutionEngine:
         return max(declared, intent.qty * price), quote
 
     def _stale_reason(self, intent: TradeIntent, published_at: datetime | None) -> str | None:
-        born = intent.created_at or published_at
-        if born is None:
-            return None
-        age = (self._clock() - born).total_seconds()
-        if age <= self._intent_max_age_seconds:
-            return None
-        limit = self._intent_max_age_seconds
-        return f"intent_stale: {age:.0f}s old > INTENT_MAX_AGE_SECONDS={limit:g}"
+        return stale_reason(
+            created_at=intent.created_at,
+            published_at=published_at,
+            now=self._clock(),
+            max_age_seconds=self._intent_max_age_seconds,
+        )
 
     @staticmethod
     def _read_account(invocation: Invocation, intent: TradeIntent) -> AccountRead:

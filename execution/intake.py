@@ -1,4 +1,13 @@
-"""Turning a Pub/Sub delivery into a trade intent, or into the reason it can never be one."""
+"""Turning a Pub/Sub delivery into a trade intent, or into the reason it can never be one.
+
+Every input gets an answer. `delivery_from_cloud_event` never raises, whatever the CloudEvent
+holds: where the envelope cannot carry an intent (another event type, `message` not an object,
+`data` not base64 text, `attributes` not strings, `publishTime` without a zone) it says why in
+`Delivery.problem`. `intent_from_delivery` raises only `InvalidIntentError`, for that problem or
+for a payload that is not a valid intent (too large, nested too deeply, numbers Python cannot
+read, any validation error): each is the same on every delivery, so the entry point records a
+dead letter and acks instead of having Pub/Sub deliver it again.
+"""
 
 from __future__ import annotations
 
@@ -6,72 +15,247 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass
-from datetime import datetime
+import reprlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from execution.errors import InvalidIntentError
 from execution.models import TradeIntent, validate_document_id
+from execution.text import bounded_printable
+
+PUBSUB_MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
+"""The only CloudEvent type `execute_intent` executes (a Pub/Sub trigger's)."""
+
+MAX_INTENT_BYTES = 64 * 1024
+"""A trade intent is a few hundred bytes (metadata at most 4 KiB): more is never an intent."""
+
+MAX_INTENT_NESTING = 16
+"""JSON levels an intent may have, metadata included (Firestore maps stop at 20)."""
+
+_MAX_LABEL_CHARS = 256
+_MAX_LOC_PART_CHARS = 64
+_MAX_PROBLEM_VALUE_CHARS = 64
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One Pub/Sub message as delivered: its id, publish time, and raw data."""
+    """One Pub/Sub message as delivered: its id, publish time, raw data and attributes.
+
+    `data` is the message data; where the envelope had none to give, the envelope itself as
+    JSON, so a dead letter always keeps what arrived. `problem` says why the envelope can never
+    carry an intent (None when it can).
+    """
 
     message_id: str
     published_at: datetime | None
     data: bytes
     attributes: dict[str, str]
+    problem: str | None = field(default=None)
 
     @property
     def dead_letter_id(self) -> str:
-        """A safe document id for this message (Pub/Sub ids are digits; never trust that)."""
+        """A document id of this message's own: its id where safe, else a hash of it or the data.
+
+        Pub/Sub ids are digits, but nothing checks that a pushed body's are; a message without
+        an id is named by its data, so two different bad messages never share a dead letter.
+        """
+        if not self.message_id:
+            return "payload-" + hashlib.sha256(self.data).hexdigest()
         try:
             return validate_document_id(self.message_id)
         except ValueError:
-            return "msg-" + hashlib.sha256(self.message_id.encode()).hexdigest()[:32]
+            raw = self.message_id.encode("utf-8", "surrogatepass")
+            return "msg-" + hashlib.sha256(raw).hexdigest()
+
+    @property
+    def message_label(self) -> str:
+        """The message id, bounded and printable, for logs and records."""
+        return bounded_printable(self.message_id, _MAX_LABEL_CHARS)
 
 
-def delivery_from_cloud_event(data: Any) -> Delivery:
-    """Read the Pub/Sub message out of a CloudEvent's `data` (`{"message": {...}}`)."""
-    message = data.get("message", {}) if isinstance(data, dict) else {}
-    raw = message.get("data") or ""
-    try:
-        payload = base64.b64decode(raw, validate=True) if raw else b""
-    except (binascii.Error, ValueError):
-        payload = raw.encode() if isinstance(raw, str) else b""
-    published_at = None
-    publish_time = message.get("publishTime") or message.get("publish_time")
-    if isinstance(publish_time, str):
-        try:
-            published_at = datetime.fromisoformat(publish_time.replace("Z", "+00:00"))
-        except ValueError:
-            published_at = None
+def delivery_from_cloud_event(data: Any, event_type: Any = PUBSUB_MESSAGE_PUBLISHED) -> Delivery:
+    """The Pub/Sub message in a CloudEvent's `data` (`{"message": {...}}`); never raises."""
+    message = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(message, dict):
+        return Delivery(
+            message_id="",
+            published_at=None,
+            data=_as_json_bytes(data),
+            attributes={},
+            problem=(
+                'the CloudEvent data must be {"message": {...}}; '
+                f"its message is {_kind(message)}"
+            ),
+        )
+    problems: list[str] = []
+    if event_type != PUBSUB_MESSAGE_PUBLISHED:
+        shown = bounded_printable(str(event_type), _MAX_LABEL_CHARS)
+        problems.append(
+            f"CloudEvent type {shown!r} is not {PUBSUB_MESSAGE_PUBLISHED!r}: "
+            "execute_intent takes Pub/Sub messages only (check the function's trigger)"
+        )
+    payload = _message_data(message.get("data"), problems)
     return Delivery(
-        message_id=str(message.get("messageId") or message.get("message_id") or ""),
-        published_at=published_at,
-        data=payload,
-        attributes=dict(message.get("attributes") or {}),
+        message_id=_message_id(message, problems),
+        published_at=_publish_time(_first(message, "publishTime", "publish_time"), problems),
+        data=_as_json_bytes(message) if payload is None else payload,
+        attributes=_attributes(message.get("attributes"), problems),
+        problem="; ".join(problems) or None,
     )
+
+
+def intent_from_delivery(delivery: Delivery) -> TradeIntent:
+    """The delivery's trade intent; `InvalidIntentError` says why there can never be one."""
+    if delivery.problem:
+        raise InvalidIntentError(delivery.problem)
+    return parse_intent(delivery.data)
 
 
 def parse_intent(data: bytes) -> TradeIntent:
     """Validate the message data as a trade intent; `InvalidIntentError` names what is wrong."""
     if not data:
         raise InvalidIntentError("empty message: publish a JSON trade intent")
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidIntentError(f"not JSON: {exc}") from exc
+    if len(data) > MAX_INTENT_BYTES:
+        raise InvalidIntentError(
+            f"message data is {len(data)} bytes; a trade intent has at most {MAX_INTENT_BYTES}"
+        )
+    document = _json_document(data)
     if not isinstance(document, dict):
         raise InvalidIntentError(f"expected a JSON object, got {type(document).__name__}")
     try:
         return TradeIntent.model_validate(document)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'intent'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise InvalidIntentError(f"invalid trade intent: {problems}") from exc
+    except Exception as exc:
+        # Validation is pure: whatever it raises, it raises on every delivery. A bug of ours
+        # surfaces in the dead letter's reason instead of looping through Pub/Sub.
+        raise InvalidIntentError(f"unvalidatable trade intent: {type(exc).__name__}") from exc
+
+
+def _json_document(data: bytes) -> Any:
+    try:
+        document = json.loads(data)
+    except RecursionError as exc:
+        raise InvalidIntentError(
+            f"JSON nested too deeply: a trade intent has at most {MAX_INTENT_NESTING} levels"
+        ) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidIntentError(f"not JSON: {exc}") from exc
+    except ValueError as exc:  # e.g. an integer past Python's 4300-digit conversion limit
+        raise InvalidIntentError(f"unreadable JSON value: {exc}") from exc
+    if _nesting(document) > MAX_INTENT_NESTING:
+        raise InvalidIntentError(
+            f"JSON nested too deeply: a trade intent has at most {MAX_INTENT_NESTING} levels"
+        )
+    try:
+        # JSON may escape a lone surrogate (\ud800) that no store or log accepts as text.
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidIntentError("text with a lone surrogate escape is not Unicode") from exc
+    return document
+
+
+def _nesting(document: Any) -> int:
+    """How many levels of objects and arrays `document` has, counted up to one past the bound.
+
+    Iterative, so no depth can exhaust the interpreter's recursion limit.
+    """
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_INTENT_NESTING:
+                stack.extend((child, depth + 1) for child in value)
+    return deepest
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as `field: message`, naming what was sent where the type is wrong."""
+    parts = (bounded_printable(str(part), _MAX_LOC_PART_CHARS) for part in error["loc"])
+    problem = f"{'.'.join(parts) or 'intent'}: {error['msg']}"
+    if error["type"].endswith("_type"):  # e.g. qty "7": say that a string was sent
+        problem += f" (got {_kind(error.get('input'))})"
+    return problem
+
+
+def _message_data(raw: Any, problems: list[str]) -> bytes | None:
+    """The message's data bytes; None (and a problem) when `data` is not text."""
+    if raw is None or raw == "":
+        return b""
+    if not isinstance(raw, str):
+        problems.append(f"message.data must be base64 text, not {_kind(raw)}")
+        return None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        # Not base64: keep the text as sent, which then fails (or passes) as a payload.
+        return raw.encode("utf-8", "surrogatepass")
+
+
+def _message_id(message: dict[str, Any], problems: list[str]) -> str:
+    raw = _first(message, "messageId", "message_id")
+    if raw is None or isinstance(raw, str):
+        return raw or ""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    problems.append(f"messageId must be a string, not {_kind(raw)}")
+    return ""
+
+
+def _publish_time(raw: Any, problems: list[str]) -> datetime | None:
+    if raw is None or raw == "":
+        return None
+    shown = bounded_printable(str(raw), _MAX_PROBLEM_VALUE_CHARS)
+    try:
+        parsed = (
+            datetime.fromisoformat(raw.replace("Z", "+00:00")) if isinstance(raw, str) else None
+        )
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    problems.append(f"publishTime {shown!r} is not an RFC 3339 time with a zone")
+    return None
+
+
+def _attributes(raw: Any, problems: list[str]) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if isinstance(raw, dict) and all(isinstance(v, str) for v in raw.values()):
+        return {str(k): v for k, v in raw.items()}
+    problems.append(f"message.attributes must map names to strings, not {_kind(raw)}")
+    return {}
+
+
+def _first(message: dict[str, Any], *names: str) -> Any:
+    return next((message[name] for name in names if message.get(name) is not None), None)
+
+
+_JSON_KINDS = {str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _kind(value: Any) -> str:
+    """How a JSON value reads to the publisher: `absent`, `a string`, `an array`, ..."""
+    if value is None:
+        return "absent"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return _JSON_KINDS.get(type(value), f"a {type(value).__name__}")
+
+
+def _as_json_bytes(value: Any) -> bytes:
+    """`value` as JSON (what arrived, for the dead letter); a bounded repr if it cannot be."""
+    try:
+        return json.dumps(value, default=repr).encode()
+    except (RecursionError, ValueError, TypeError):
+        return reprlib.repr(value).encode("utf-8", "backslashreplace")

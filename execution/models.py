@@ -17,6 +17,17 @@ _RESERVED_ID = re.compile(r"__.*__")
 _SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,31}")
 _MAX_METADATA_BYTES = 4096
 
+MAX_QTY = 1_000_000_000.0
+"""Shares (or units) one intent may ask for: far above any real order, far below overflow."""
+MAX_PRICE_USD = 10_000_000.0
+"""A limit price per share in USD: above any listed share, and finite when multiplied."""
+MAX_NOTIONAL_USD = 1_000_000_000_000.0
+"""A declared notional in USD: bounded so every sum of them stays exact enough and finite."""
+
+# Money fields take JSON numbers only: strict mode refuses `true` (lax: 1 share) and strings
+# such as "7" or "1e2" (lax: coerced), so what the publisher meant is never guessed.
+_POSITIVE_NUMBER = Field(strict=True, gt=0, allow_inf_nan=False)
+
 
 def validate_document_id(value: str) -> str:
     """Return `value` if it is safe as a Firestore document id and a broker client order id.
@@ -67,24 +78,34 @@ class TradeIntent(BaseModel):
     client_intent_id: DocumentId
     symbol: str
     side: Literal["buy", "sell"]
-    qty: float = Field(gt=0, allow_inf_nan=False)
+    qty: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_QTY)]
     order_type: Literal["market", "limit"]
-    limit_price: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    limit_price: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_PRICE_USD)] | None = None
     time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] = "day"
-    notional_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    notional_usd: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_NOTIONAL_USD)] | None = None
     strategy_id: str | None = Field(default=None, max_length=128)
     created_at: datetime | None = None
-    dry_run: bool = False
+    dry_run: bool = Field(default=False, strict=True)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("symbol")
     @classmethod
     def _symbol_is_a_ticker(cls, value: str) -> str:
-        value = value.upper()
-        if not _SYMBOL_PATTERN.fullmatch(value):
+        # ASCII first: str.upper() maps the long s (U+017F) to 'S', the dotless i (U+0131) to
+        # 'I' and the ligature U+FB00 to 'FF', which would turn a look-alike into a real ticker.
+        if not value.isascii() or not _SYMBOL_PATTERN.fullmatch(value := value.upper()):
             raise ValueError(
-                "must be 1-32 characters of A-Z, 0-9, '.', '-', starting with a letter or digit"
+                "must be 1-32 ASCII characters of A-Z, 0-9, '.', '-', starting with a letter or"
+                " digit"
             )
+        return value
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _created_at_is_text(cls, value: Any) -> Any:
+        # Lax mode would read a number as a Unix time, in seconds or milliseconds as it guesses.
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an ISO-8601 string, e.g. 2026-01-05T14:30:00Z")
         return value
 
     @field_validator("created_at")
@@ -92,12 +113,19 @@ class TradeIntent(BaseModel):
     def _created_at_is_aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("must carry a time zone, e.g. 2026-01-05T14:30:00Z")
-        return value.astimezone(UTC) if value is not None else None
+        try:
+            return value.astimezone(UTC) if value is not None else None
+        except OverflowError:  # e.g. year 1 at +23:59 or year 9999 at -23:59
+            raise ValueError("is outside the range of UTC times") from None
 
     @field_validator("metadata")
     @classmethod
     def _metadata_is_small(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value, default=str)) > _MAX_METADATA_BYTES:
+        try:
+            size = len(json.dumps(value, default=str))
+        except RecursionError:
+            raise ValueError("is nested too deeply") from None
+        if size > _MAX_METADATA_BYTES:
             raise ValueError(f"must serialise to at most {_MAX_METADATA_BYTES} bytes of JSON")
         return value
 

@@ -1,18 +1,19 @@
-"""`FirestoreDeadLetters`: `execution_dead_letters/{message_id}` (contract)."""
+"""`FirestoreDeadLetters`: `execution_dead_letters/{dead_letter_id}` (contract)."""
 
 from __future__ import annotations
 
 from google.cloud import firestore
 
 from execution.clock import Clock
+from execution.dead_letters import dead_letter_fields
 from execution.firestore.support import CallPolicy, store_errors
 from execution.intake import Delivery
 
-_MAX_STORED_BYTES = 100_000
+DEAD_LETTERS = "execution_dead_letters"
 
 
 class FirestoreDeadLetters:
-    """One document per message id, so a redelivered bad message is recorded once."""
+    """One document per message, so a redelivered bad message is recorded once."""
 
     def __init__(self, db: firestore.Client, *, clock: Clock, policy: CallPolicy) -> None:
         self._db = db
@@ -21,17 +22,6 @@ class FirestoreDeadLetters:
 
     def record(self, delivery: Delivery, reason: str) -> None:
         """Upsert the dead letter for `delivery`."""
-        doc = self._db.collection("execution_dead_letters").document(delivery.dead_letter_id)
+        doc = self._db.collection(DEAD_LETTERS).document(delivery.dead_letter_id)
         with store_errors("dead letter write"):
-            doc.set(
-                {
-                    "message_id": delivery.message_id,
-                    "reason": reason,
-                    "data": delivery.data[:_MAX_STORED_BYTES].decode("utf-8", "replace"),
-                    "truncated": len(delivery.data) > _MAX_STORED_BYTES,
-                    "attributes": delivery.attributes,
-                    "published_at": delivery.published_at,
-                    "recorded_at": self._clock(),
-                },
-                **self._policy.kwargs(),
-            )
+            doc.set(dead_letter_fields(delivery, reason, self._clock()), **self._policy.kwargs())

@@ -18,7 +18,9 @@ from google.cloud import firestore
 
 from devtools.functions_server import FunctionsServer
 from devtools.pubsub import PushChannel
-from tests.support.builders import ledger_entries, payload_client_order_id, unique
+from tests.support.builders import ledger_entries, payload_client_order_id
+from tests.support.events import intent_payload
+from tests.support.servers import paper_intent_server
 from tests.support.waiting import wait_until
 
 WAIT = 60.0  # a bound against a hang; each wait returns as soon as its state is reached
@@ -28,37 +30,15 @@ WAIT = 60.0  # a bound against a hang; each wait returns as soon as its state is
 def server(
     firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FunctionsServer]:
-    functions = FunctionsServer(
-        "execute_intent",
-        "cloudevent",
-        env={
-            "GOOGLE_CLOUD_PROJECT": firestore_project,
-            "FIRESTORE_EMULATOR_HOST": firestore_emulator_host,
-            "FUNCTION_TIMEOUT_SECONDS": "4",
-            "RESERVATION_TTL_SECONDS": "6",
-            "CLOCK_SKEW_SECONDS": "0.5",
-            "FIRESTORE_TIMEOUT_SECONDS": "2",
-        },
-        log_path=Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log",
-    )
+    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log"
+    functions = paper_intent_server(firestore_project, firestore_emulator_host, log_path)
     functions.start()
     yield functions
     functions.kill()
 
 
 def intent(**overrides: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "tenant_id": "tenant-e2e",
-        "broker_account_id": "acct-1",
-        "client_intent_id": unique("intent"),
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 3,
-        "order_type": "limit",
-        "limit_price": 150.0,
-    }
-    payload.update(overrides)
-    return payload
+    return intent_payload("tenant-e2e", **overrides)
 
 
 def reservation_doc(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any] | None:

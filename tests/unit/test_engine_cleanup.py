@@ -619,13 +619,22 @@ def test_without_created_at_freshness_is_measured_from_the_publish_time() -> Non
     assert result.outcome is Outcome.STALE
 
 
-def test_created_at_wins_over_the_publish_time() -> None:
+def test_a_created_at_later_than_the_publish_time_cannot_make_an_old_message_fresh() -> None:
     rig = make_engine()
     published = T0 - timedelta(seconds=MAX_AGE_SECONDS + 1)
 
     result = rig.engine.execute_intent(make_intent(created_at=T0), published_at=published)
 
-    assert result.outcome is Outcome.PLACED
+    assert result.outcome is Outcome.STALE
+
+
+def test_a_created_at_earlier_than_the_publish_time_is_what_ages_the_intent() -> None:
+    rig = make_engine()
+    created = T0 - timedelta(seconds=MAX_AGE_SECONDS + 1)
+
+    result = rig.engine.execute_intent(make_intent(created_at=created), published_at=T0)
+
+    assert result.outcome is Outcome.STALE
 
 
 def test_an_intent_with_no_time_at_all_is_never_stale() -> None:
