@@ -131,6 +131,10 @@ def trace_of(headers: Mapping[str, str], extensions: Mapping[str, Any]) -> Trace
     )
 
 
+_MAX_ID_SCAN_CHARS = 96 * 1024
+"""Base64 of the intake's largest intent (64 KiB): a larger payload is dead-lettered anyway."""
+
+
 def intent_ids_of(event_data: Any) -> dict[str, str]:
     """The Pub/Sub message id and the intent's ids from a CloudEvent's `data`, best effort.
 
@@ -141,9 +145,12 @@ def intent_ids_of(event_data: Any) -> dict[str, str]:
     if not isinstance(message, dict):
         return {}
     ids = {"message_id": message.get("messageId") or message.get("message_id")}
+    data = message.get("data") or ""
     try:
-        document = json.loads(base64.b64decode(message.get("data") or "", validate=True))
-    except (binascii.Error, ValueError, TypeError):
+        # Bounded, like the intake: a huge or deeply nested payload is not parsed here at all.
+        raw = base64.b64decode(data, validate=True) if len(data) <= _MAX_ID_SCAN_CHARS else b""
+        document = json.loads(raw) if raw else None
+    except (binascii.Error, ValueError, TypeError, RecursionError):
         document = None
     if isinstance(document, dict):
         ids.update({name: document.get(name) for name in INTENT_ID_FIELDS})
@@ -166,7 +173,11 @@ def invocation_logging(entry_point: F) -> F:
 
     @functools.wraps(entry_point)
     def wrapper(request_or_event: Any) -> Any:
-        with log_context(**invocation_fields(request_or_event)):
+        try:
+            fields = invocation_fields(request_or_event)
+        except Exception:  # hostile input must reach the entry point, which answers all input
+            fields = {}
+        with log_context(**fields):
             return entry_point(request_or_event)
 
     return wrapper  # type: ignore[return-value]

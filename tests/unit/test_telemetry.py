@@ -158,3 +158,11 @@ def test_only_values_in_the_ids_alphabet_are_bound_from_a_raw_payload() -> None:
     data = {"message": {"messageId": "42", "data": base64.b64encode(json.dumps(document).encode())}}
 
     assert intent_ids_of(data) == {"message_id": "42", "tenant_id": "tenant-1"}
+
+
+def test_reading_the_ids_of_a_deeply_nested_or_huge_payload_never_raises() -> None:
+    deep = base64.b64encode(b'{"metadata": ' + b"[" * 3000 + b"]" * 3000 + b"}").decode()
+    huge = base64.b64encode(b'{"tenant_id": "t", "x": "' + b"y" * 200_000 + b'"}').decode()
+
+    for data in (deep, huge):
+        assert intent_ids_of({"message": {"messageId": "1", "data": data}}) == {"message_id": "1"}
