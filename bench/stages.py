@@ -15,6 +15,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from google.cloud import firestore
@@ -119,6 +120,10 @@ class _Timed:
         return acquire
 
 
+_PLAIN_VALUES = (bool, int, float, str, type(None), timedelta)
+"""Settings the engine keeps as values (its lease margin is a timedelta), not collaborators."""
+
+
 def instrument(engine: Any, timer: StageTimer) -> list[str]:
     """Put every collaborator object of `engine` behind `_Timed`; the names wrapped.
 
@@ -127,7 +132,7 @@ def instrument(engine: Any, timer: StageTimer) -> list[str]:
     """
     wrapped = []
     for attr, value in list(vars(engine).items()):
-        if isinstance(value, (bool, int, float, str, type(None))) or inspect.isroutine(value):
+        if isinstance(value, _PLAIN_VALUES) or inspect.isroutine(value):
             continue
         name = attr.lstrip("_")
         setattr(engine, attr, _Timed(name, value, timer))

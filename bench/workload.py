@@ -32,7 +32,7 @@ BUDGET_USD = 1e12
 """Budgeted accounts get a budget no run can fill: the cost measured is the in-flight document's."""
 ALL_LIMITS: dict[str, Any] = {
     "max_inflight_usd": BUDGET_USD,
-    "max_daily_orders": 1_000_000_000,
+    "max_daily_orders": 1_000_000,  # the largest an account document may set
     "max_position_qty": 1e12,
 }
 """Fully limited accounts: every limit the acquire counts, none that a run can fill."""
