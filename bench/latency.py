@@ -35,7 +35,7 @@ class NoReservations:
     """Holds nothing: the engine's path without the reservation's store work."""
 
     def acquire(self, request: ReservationRequest) -> Acquisition:
-        return Acquired(NoopHandle())
+        return Acquired(NoopHandle(request.client_order_id))
 
 
 def without_reservations(db: Any, project: str) -> FirestoreInvocationStore:
