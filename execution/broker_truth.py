@@ -83,6 +83,7 @@ class Settlement(StrEnum):
 
 
 _MAX_SETTLE_ATTEMPTS = 5
+NOT_REQUIRED = "not_required"
 
 
 class BrokerTruth:
@@ -109,7 +110,9 @@ class BrokerTruth:
                 self._report(settlement, tenant_id, client_intent_id, order, current, found_by)
                 return settlement
             assert current is not None
-            if cancel is None:
+            if cancel is None or cancel == NOT_REQUIRED:
+                # Decided again on every read: a race lost to a release of `stale` or `halted`
+                # turns "not required" into a cancel; a cancel asked for is never asked twice.
                 cancel = self._cancel_if_forbidden(current.record, order)
             repair = self._repair_fields(current.record, cancel, found_by)
             if self._records.record_order(current, order, repair, self._clock()):
@@ -135,7 +138,7 @@ class BrokerTruth:
     def _cancel_if_forbidden(self, record: ReservationRecord, order: BrokerOrder) -> str:
         """Cancel an order its record forbade; what happened, for the record."""
         if record.outcome not in FORBIDDING_OUTCOMES:
-            return "not_required"
+            return NOT_REQUIRED
         if order.status.lower() in FINAL_ORDER_STATUSES:
             return f"not_cancelable: {order.status}"
         try:

@@ -141,3 +141,32 @@ def test_a_repair_that_loses_a_race_reads_again_and_cancels_only_once() -> None:
 
     assert settle(BrokerTruth(records, broker, clock=clock)) is Settlement.REPAIRED
     assert broker.cancelled == ["order-9"]
+
+
+class StaleAfterFirstRead(InMemoryReservationManager):
+    """The first repair write loses to the taker's release of `stale`, as in simulation seed
+    55143: the record read first (a lapsed lease) forbade nothing; the one read next does."""
+
+    raced = False
+
+    def record_order(self, current: VersionedRecord, *args: Any) -> bool:
+        if not self.raced:
+            self.raced = True
+            key = (current.record.tenant_id, current.record.client_intent_id)
+            self.records[key] = replace(
+                current.record, status=ReservationStatus.RELEASED, outcome=Outcome.STALE
+            )
+            return False
+        return super().record_order(current, *args)
+
+
+def test_a_cancel_is_decided_again_when_a_lost_race_reveals_a_forbidding_outcome() -> None:
+    clock = FakeClock(T0 + TTL + timedelta(seconds=1))
+    records = StaleAfterFirstRead(clock)
+    records.seed(make_record())  # reserved, lapsed: nothing forbids an order yet
+    broker = RecordingBroker()
+
+    assert settle(BrokerTruth(records, broker, clock=clock)) is Settlement.REPAIRED
+    assert broker.cancelled == ["order-9"]
+    assert stored(records).repair is not None
+    assert stored(records).repair["cancel"] == "requested"  # type: ignore[index]
