@@ -20,6 +20,8 @@ Documents:
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,7 +195,11 @@ class FirestoreReservationManager:
         retention: timedelta = timedelta(days=30),
         max_attempts: int = 12,
         sleep: Callable[[float], None] | None = None,
+        lease_ids: Callable[[], str] | None = None,
+        uniform: Callable[[float, float], float] | None = None,
     ) -> None:
+        """`sleep`, `lease_ids` and `uniform` (the jitter's randomness) default to the system's;
+        a simulation injects its own so that a seed decides them."""
         self._db = db
         self._clock = clock
         self._ttl = ttl
@@ -201,6 +207,8 @@ class FirestoreReservationManager:
         self._policy = policy
         self._max_attempts = max_attempts
         self._sleep = sleep
+        self._lease_ids = lease_ids or _new_lease_id
+        self._uniform = uniform
 
     def acquire(
         self,
@@ -214,7 +222,7 @@ class FirestoreReservationManager:
         `budget_read` spares the first read (see the module docstring); `riders` are written by
         the handle's release batch.
         """
-        lease_id = uuid.uuid4().hex
+        lease_id = self._lease_ids()
         res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
         if budget_read is not None:
             _check_read_is_of(budget_read, request)
@@ -351,10 +359,9 @@ class FirestoreReservationManager:
         )
 
     def _pause(self, attempt: int) -> None:
-        if self._sleep is None:
-            jitter_sleep(attempt)
-        else:
-            jitter_sleep(attempt, sleep=self._sleep)
+        jitter_sleep(
+            attempt, sleep=self._sleep or time.sleep, uniform=self._uniform or random.uniform
+        )
 
 
 class FirestoreReservationHandle:
@@ -518,6 +525,10 @@ class FirestoreReservationHandle:
             )
             return ReleaseResult.RECORDED
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
+
+
+def _new_lease_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _check_read_is_of(read: BudgetRead, request: ReservationRequest) -> None:
