@@ -181,7 +181,7 @@ def _broker(
     store: firestore.Client,
     clock: Clock,
     policy: CallPolicy,
-    ids: Callable[[], str] | None,
+    ids: Callable[[], str] | None = None,
 ) -> Broker:
     from execution.brokers.paper import PaperBroker
 
