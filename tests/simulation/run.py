@@ -1,0 +1,115 @@
+"""Run schedules by seed: `python -m tests.simulation.run --seeds N [--first S]` or `--seed S`.
+
+Prints one line per run: the seeds, the steps taken, the distinct schedules explored and the
+faults injected by kind. On a violation it prints the replay command and the failing schedule's
+trace (its steps, the failing intent's and the world's), and exits 1. `make simulate SEEDS=N`
+and `make simulate SEED=s` call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from tests.simulation.invariants import Violation
+from tests.simulation.world import World
+
+TRACE_TAIL = 80
+"""Trace lines shown of a failing schedule (its last ones, where the violation is)."""
+
+
+@dataclass
+class Summary:
+    """What a run of many seeds did."""
+
+    first: int
+    seeds: int = 0
+    steps: int = 0
+    schedules: set[int] = field(default_factory=set)
+    faults: Counter[str] = field(default_factory=Counter)
+    failure: tuple[int, str, list[str]] | None = None
+    """(seed, violation, trace) of the first failing schedule."""
+
+    def line(self, seconds: float) -> str:
+        faults = " ".join(f"{kind}={n}" for kind, n in sorted(self.faults.items()))
+        verdict = "FAILED" if self.failure else "ok"
+        return (
+            f"simulate {verdict}: seeds {self.first}..{self.first + self.seeds - 1} "
+            f"({self.seeds}), steps {self.steps}, schedules explored {len(self.schedules)}, "
+            f"{seconds:.1f}s; faults: {faults}"
+        )
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """The service logs every stage; a simulation of thousands of schedules reads none of it."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def run_seeds(first: int, count: int, *, stop_on_failure: bool = True) -> Summary:
+    """Play seeds `first` .. `first + count - 1`; stops at the first violation."""
+    summary = Summary(first=first)
+    with quiet_logs():
+        for seed in range(first, first + count):
+            world = World(seed)
+            summary.seeds += 1
+            try:
+                world.run()
+            except Violation as exc:
+                summary.failure = (seed, str(exc), world.trace)
+            summary.steps += world.step
+            summary.faults.update(world.injected)
+            summary.schedules.add(world.fingerprint)
+            if summary.failure and stop_on_failure:
+                break
+    return summary
+
+
+def report(summary: Summary, seconds: float) -> str:
+    """The one line, and on failure the replay command and the failing schedule's trace."""
+    lines = [summary.line(seconds)]
+    if summary.failure is not None:
+        seed, violation, trace = summary.failure
+        lines += [
+            f"VIOLATION at seed {seed}: {violation}",
+            f"replay: make simulate SEED={seed}",
+            f"trace (last {min(TRACE_TAIL, len(trace))} of {len(trace)} steps):",
+            *trace[-TRACE_TAIL:],
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=1000, help="how many seeds to run")
+    parser.add_argument("--first", type=int, default=0, help="the first seed")
+    parser.add_argument("--seed", type=int, help="replay this one seed (full trace)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if args.seed is not None:
+        summary = run_seeds(args.seed, 1)
+        print(report(summary, time.perf_counter() - started))
+        if summary.failure is None:
+            world = World(args.seed)
+            with quiet_logs():
+                world.run()
+            print("\n".join(world.trace))
+    else:
+        summary = run_seeds(args.first, args.seeds)
+        print(report(summary, time.perf_counter() - started))
+    return 1 if summary.failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
