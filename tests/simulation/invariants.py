@@ -39,10 +39,12 @@ CONTRADICTING = frozenset({Outcome.STALE, Outcome.HALTED, Outcome.REJECTED, Outc
 
 
 FENCED_ACKS_ALLOWED = True
-"""Known gap (reported to the lead, issue #11): an attempt whose release is fenced while a newer
-attempt holds the lease acks its own outcome without an order; if that newer attempt then dies,
-the acked message's record ends `expired`, never terminal. While True, such acks are exempt from
-"acked means recorded"; set False to see the schedules (e.g. seed 0) that show it."""
+"""A known gap, reported to the lead (issue #14's "every acked message has a terminal record"):
+an attempt whose release is fenced, holding no order, acks its own outcome although a newer
+attempt now holds the record; if that newer attempt then dies, or answers "retry" after its
+acquire landed, the message is acked and its record ends `expired`, never terminal (and a later
+redelivery would execute it anew). While True, such acks are exempt from "acked means recorded";
+set False and run `make simulate SEED=1278` to watch one."""
 
 
 class Violation(AssertionError):
@@ -148,7 +150,8 @@ class Invariants:
     def at_ack(self, actor: Actor, message: Message, result: ExecutionResult) -> None:
         """An ack never contradicts an order the broker held when the attempt took its lease."""
         doc = self._world.db.peek(reservation_path(message.key)) or {}
-        if result.outcome is not Outcome.DUPLICATE and doc.get("lease_id") != actor.lease_id:
+        fenced = result.outcome is not Outcome.DUPLICATE and doc.get("lease_id") != actor.lease_id
+        if fenced and result.broker_order_id is None:
             self.fenced_acks.add(message.message_id)
         if result.outcome is Outcome.DUPLICATE:
             recorded = result.recorded_outcome.value if result.recorded_outcome else None
@@ -293,8 +296,9 @@ class Invariants:
             held = doc.get("status") == "reserved" and (
                 doc["expires_at"] > world.now or (holder is not None and holder.alive)
             )
-            if held and not final:
-                continue  # a live attempt still holds it: the window the design allows
+            ordered = any(origin.key == message.key for origin in self.origins.values())
+            if (held or ordered) and not final:
+                continue  # a live attempt holds it, or the reconciler will: the design's windows
             raise Violation(
                 f"message {message.message_id} ({message.key}) was acked but its record is "
                 f"{doc.get('status')}/{doc.get('outcome')}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from tests.simulation.invariants import Violation
 from tests.simulation.world import World
 
-TRACE_TAIL = 80
-"""Trace lines shown of a failing schedule (its last ones, where the violation is)."""
+WORLD_EVENTS = ("CLOCK", "time passes", "OPERATOR", "sweep", "reconcile")
+_INTENT = re.compile(r"\(?'?(t\d)'?(?:, '|/|/execution_reservations/)(i\d)")
 
 
 @dataclass
@@ -76,18 +77,32 @@ def run_seeds(first: int, count: int, *, stop_on_failure: bool = True) -> Summar
     return summary
 
 
-def report(summary: Summary, seconds: float) -> str:
-    """The one line, and on failure the replay command and the failing schedule's trace."""
+def report(summary: Summary, seconds: float, *, whole: bool = False) -> str:
+    """The one line, and on failure the replay command and the failing schedule's trace: the
+    steps of the intents the violation names and the world's events (`whole`: every step)."""
     lines = [summary.line(seconds)]
     if summary.failure is not None:
         seed, violation, trace = summary.failure
+        kept = trace if whole else minimal_trace(violation, trace)
         lines += [
             f"VIOLATION at seed {seed}: {violation}",
             f"replay: make simulate SEED={seed}",
-            f"trace (last {min(TRACE_TAIL, len(trace))} of {len(trace)} steps):",
-            *trace[-TRACE_TAIL:],
+            f"trace ({len(kept)} of {len(trace)} lines: the intents named and the world):",
+            *kept,
         ]
     return "\n".join(lines)
+
+
+def minimal_trace(violation: str, trace: list[str]) -> list[str]:
+    """The lines of `trace` about the intents `violation` names, and the world's events."""
+    intents = {f"({tenant}/{intent})" for tenant, intent in _INTENT.findall(violation)}
+    if not intents:
+        return trace
+    return [
+        line
+        for line in trace
+        if any(intent in line for intent in intents) or any(e in line for e in WORLD_EVENTS)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.seed is not None:
         summary = run_seeds(args.seed, 1)
-        print(report(summary, time.perf_counter() - started))
+        print(report(summary, time.perf_counter() - started, whole=True))
         if summary.failure is None:
             world = World(args.seed)
             with quiet_logs():
