@@ -147,10 +147,8 @@ def bootstrap(
         truth=truth,
         clock=clock,
         intent_max_age_seconds=settings.intent_max_age_seconds,
-        # The broker's own deadline, or the store's for the paper broker, whichever is longer.
-        broker_call_seconds=max(
-            settings.broker_timeout_seconds, settings.firestore_timeout_seconds
-        ),
+        broker_call_seconds=settings.broker_call_seconds,
+        clock_skew_seconds=settings.clock_skew_seconds,
         dry_run=settings.execution_dry_run,
     )
     return Service(

@@ -54,10 +54,6 @@ from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
 
-CLOCK_SKEW = timedelta(seconds=5)
-"""How far another instance's clock may be from ours; leases are judged with this much to spare."""
-
-
 class ExecutionEngine:
     """Executes one trade intent per call; safe to call again for the same intent."""
 
@@ -73,9 +69,11 @@ class ExecutionEngine:
         clock: Clock,
         intent_max_age_seconds: float,
         broker_call_seconds: float,
+        clock_skew_seconds: float,
         dry_run: bool = False,
     ) -> None:
-        """`broker_call_seconds` bounds one broker call, start to end (the broker's deadline)."""
+        """`broker_call_seconds` bounds one broker call, start to end (the broker's deadline);
+        `clock_skew_seconds` is how far another instance's clock may be from ours."""
         self._store = store
         self._router = router
         self._risk = risk
@@ -83,7 +81,7 @@ class ExecutionEngine:
         self._broker = broker
         self._truth = truth
         self._clock = clock
-        self._lease_margin = timedelta(seconds=broker_call_seconds) + CLOCK_SKEW
+        self._lease_margin = timedelta(seconds=broker_call_seconds + clock_skew_seconds)
         self._intent_max_age_seconds = intent_max_age_seconds
         self._dry_run = dry_run
 
@@ -392,8 +390,8 @@ class ExecutionEngine:
 
         No read is needed to know the lease is still ours: until `expires_at` no other attempt may
         take the intent over (only a lapsed lease is taken over), the sweeper expires only lapsed
-        leases, and only this lease releases it. Their clocks may differ from ours by up to
-        CLOCK_SKEW, so the call must end that much before `expires_at`. A process paused after
+        leases, and only this lease releases it. Their clocks may differ from ours by up to the
+        clock skew, so the call must end that much before `expires_at`. A process paused after
         this check can still outlive the lease: the fenced release then settles the record.
         """
         expires_at = handle.expires_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -12,15 +13,37 @@ from execution.models import TradeIntent
 
 logger = logging.getLogger(__name__)
 
+MAX_QUOTE_PRICE = 1e9
+"""The highest price a quote may carry: above any listed share, far below overflow."""
+
+
+def quote_problem(bid: float, ask: float) -> str | None:
+    """Why `bid`/`ask` cannot price an order (None: they can): finite, positive, bid <= ask."""
+    for name, price in (("bid", bid), ("ask", ask)):
+        if not (math.isfinite(price) and 0 < price <= MAX_QUOTE_PRICE):
+            return f"{name} {price!r} is not a price in (0, {MAX_QUOTE_PRICE:g}]"
+    if bid > ask:
+        return f"bid {bid!r} is above ask {ask!r}"
+    return None
+
 
 @dataclass(frozen=True)
 class Quote:
-    """The latest bid/ask for a symbol (`market_quotes/{symbol}`)."""
+    """The latest bid/ask for a symbol (`market_quotes/{symbol}`); always a usable price.
+
+    A quote that is not finite, not positive or crossed cannot be built (`ValueError`): the
+    store's adapter turns such a document into "no quote", so routing and sizing never see NaN.
+    """
 
     symbol: str
     bid: float
     ask: float
     ts: datetime
+
+    def __post_init__(self) -> None:
+        problem = quote_problem(self.bid, self.ask)
+        if problem is not None:
+            raise ValueError(f"quote for {self.symbol}: {problem}")
 
     @property
     def mid(self) -> float:
@@ -30,7 +53,7 @@ class Quote:
     @property
     def spread_bps(self) -> float:
         """The spread in basis points of the midpoint."""
-        return (self.ask - self.bid) / self.mid * 10_000 if self.mid > 0 else float("inf")
+        return (self.ask - self.bid) / self.mid * 10_000
 
     def price_for(self, side: str) -> float:
         """The price a market order on `side` would likely pay."""
@@ -83,8 +106,6 @@ class SmartRouter:
             if self._strict:
                 return RouteDecision(False, "quote_unavailable")
             return RouteDecision(True, "quote_unavailable")
-        if quote.bid <= 0 or quote.ask < quote.bid:
-            return RouteDecision(False, f"quote_invalid: bid {quote.bid:g} ask {quote.ask:g}")
         age = (self._clock() - quote.ts).total_seconds()
         if age > self._quote_max_age_seconds:
             return RouteDecision(False, f"quote_stale: {age:.0f}s old")

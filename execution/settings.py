@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -27,6 +28,77 @@ def alpaca_url_is_paper(url: str) -> bool:
     return urlsplit(url).hostname == ALPACA_PAPER_HOST
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The range a numeric setting must fall in, and the variable that sets it."""
+
+    variable: str
+    low: float
+    high: float
+    unit: str
+    low_inclusive: bool = False
+
+    def holds(self, value: float) -> bool:
+        """Whether `value` is inside the range (NaN never is)."""
+        above = value >= self.low if self.low_inclusive else value > self.low
+        return above and value <= self.high
+
+    def describe(self) -> str:
+        """The range in words, for the refusal message and the README."""
+        lower = f"at least {self.low:g}" if self.low_inclusive else f"above {self.low:g}"
+        return f"{lower} and at most {self.high:g} {self.unit}"
+
+
+BOUNDS: dict[str, Bound] = {
+    "broker_timeout_seconds": Bound("BROKER_TIMEOUT_SECONDS", 0, 120, "seconds"),
+    "function_timeout_seconds": Bound(
+        "FUNCTION_TIMEOUT_SECONDS",
+        0,
+        MAX_EVENT_FUNCTION_TIMEOUT_SECONDS,
+        "seconds (the longest an event-driven Cloud Function may run)",
+    ),
+    "reservation_ttl_seconds": Bound("RESERVATION_TTL_SECONDS", 0, 3600, "seconds"),
+    "intent_max_age_seconds": Bound("INTENT_MAX_AGE_SECONDS", 0, 86_400, "seconds"),
+    "firestore_timeout_seconds": Bound("FIRESTORE_TIMEOUT_SECONDS", 0, 60, "seconds"),
+    "reservation_max_attempts": Bound(
+        "RESERVATION_MAX_ATTEMPTS", 1, 100, "attempts", low_inclusive=True
+    ),
+    "router_max_spread_bps": Bound("ROUTER_MAX_SPREAD_BPS", 0, 10_000, "basis points"),
+    "router_quote_max_age_seconds": Bound("ROUTER_QUOTE_MAX_AGE_SECONDS", 0, 86_400, "seconds"),
+    "sweep_deadline_seconds": Bound("SWEEP_DEADLINE_SECONDS", 0, 3600, "seconds"),
+    # At least 2: a finished reservation must outlive Pub/Sub's redelivery window (1 day) to
+    # answer duplicates; at most about 10 years, far inside what a timestamp can hold.
+    "reservation_retention_days": Bound(
+        "RESERVATION_RETENTION_DAYS", 2, 3650, "days", low_inclusive=True
+    ),
+    "clock_skew_seconds": Bound(
+        "CLOCK_SKEW_SECONDS", 0, 60, "seconds (how far instances' clocks may disagree)",
+        low_inclusive=True,
+    ),
+    "reconcile_lookback_seconds": Bound("RECONCILE_LOOKBACK_SECONDS", 0, 604_800, "seconds"),
+    "shared_read_max_age_seconds": Bound(
+        "SHARED_READ_MAX_AGE_SECONDS",
+        0,
+        MAX_SHARED_READ_AGE_SECONDS,
+        "seconds (how long a kill switch may take to halt trading)",
+        low_inclusive=True,
+    ),
+}
+"""Every duration, count and size, bounded on both sides (the README's settings table)."""
+
+_BROKER_SECRET = re.compile(r"[\x21-\x7e]+")
+"""Printable ASCII without spaces: anything else cannot travel in an HTTP header unquoted."""
+
+
+def check_broker_secret(variable: str, value: str | None) -> None:
+    """Refuse a key that holds a space, a control or a non-ASCII character, never quoting it."""
+    if value is not None and not _BROKER_SECRET.fullmatch(value):
+        raise SettingsError(
+            f"{variable} holds a space, a control character or a non-ASCII character "
+            "(value not shown); set it to the key exactly as Alpaca issued it."
+        )
+
+
 class AgentMode(StrEnum):
     """How far execution may go (contract): OFF and OBSERVE never reach a broker."""
 
@@ -42,8 +114,8 @@ class Settings:
 
     project: str | None = None
     broker: str = "paper"
-    alpaca_key_id: str | None = None
-    alpaca_secret_key: str | None = None
+    alpaca_key_id: str | None = field(default=None, repr=False)
+    alpaca_secret_key: str | None = field(default=None, repr=False)
     alpaca_base_url: str = ALPACA_PAPER_URL
     broker_timeout_seconds: float = 10.0
     agent_mode: AgentMode = AgentMode.PAPER
@@ -65,6 +137,9 @@ class Settings:
     sweep_deadline_seconds: float = 60.0
     reservation_retention_days: float = 30.0
     shared_read_max_age_seconds: float = 1.0
+    clock_skew_seconds: float = 5.0
+    """How far instances' clocks may disagree: a broker call must end this long before the lease
+    lapses (see `ExecutionEngine._check_lease_room`)."""
     reconcile_lookback_seconds: float = 86400.0
     """How far back the reconciler compares the broker's orders (a day: Pub/Sub's redelivery)."""
 
@@ -79,8 +154,8 @@ class Settings:
         return cls(
             project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or None,
             broker=env.get("BROKER", "paper").strip().lower(),
-            alpaca_key_id=env.get("APCA_API_KEY_ID") or None,
-            alpaca_secret_key=env.get("APCA_API_SECRET_KEY") or None,
+            alpaca_key_id=_secret(env, "APCA_API_KEY_ID"),
+            alpaca_secret_key=_secret(env, "APCA_API_SECRET_KEY"),
             alpaca_base_url=env.get("APCA_API_BASE_URL", ALPACA_PAPER_URL).rstrip("/"),
             broker_timeout_seconds=_number(env, "BROKER_TIMEOUT_SECONDS", min(10.0, timeout / 2)),
             agent_mode=_agent_mode(env.get("AGENT_MODE") or "PAPER"),
@@ -99,25 +174,19 @@ class Settings:
             router_strict=_flag(env, "ROUTER_STRICT"),
             sweep_deadline_seconds=_number(env, "SWEEP_DEADLINE_SECONDS", 60.0),
             reservation_retention_days=_number(env, "RESERVATION_RETENTION_DAYS", 30.0),
-            shared_read_max_age_seconds=_number(
-                env, "SHARED_READ_MAX_AGE_SECONDS", 1.0, allow_zero=True
-            ),
+            shared_read_max_age_seconds=_number(env, "SHARED_READ_MAX_AGE_SECONDS", 1.0),
+            clock_skew_seconds=_number(env, "CLOCK_SKEW_SECONDS", 5.0),
             reconcile_lookback_seconds=_number(env, "RECONCILE_LOOKBACK_SECONDS", 86400.0),
         )
 
     def validate(self) -> None:
         """Refuse settings that would let a failed trade poison the system."""
-        if self.function_timeout_seconds > MAX_EVENT_FUNCTION_TIMEOUT_SECONDS:
-            raise SettingsError(
-                f"FUNCTION_TIMEOUT_SECONDS ({self.function_timeout_seconds:g}) exceeds the "
-                f"{MAX_EVENT_FUNCTION_TIMEOUT_SECONDS} s an event-driven Cloud Function may run; "
-                "set it to the deployed timeout (at most 540)."
-            )
-        if self.reservation_retention_days < 2:
-            raise SettingsError(
-                "RESERVATION_RETENTION_DAYS must be at least 2: a finished reservation must "
-                "outlive Pub/Sub's redelivery window (1 day) to answer duplicates."
-            )
+        for name, bound in BOUNDS.items():
+            value = getattr(self, name)
+            if not bound.holds(value):
+                raise SettingsError(f"{bound.variable} must be {bound.describe()}, got {value:g}.")
+        check_broker_secret("APCA_API_KEY_ID", self.alpaca_key_id)
+        check_broker_secret("APCA_API_SECRET_KEY", self.alpaca_secret_key)
         if self.reservation_ttl_seconds <= self.function_timeout_seconds:
             raise SettingsError(
                 f"RESERVATION_TTL_SECONDS ({self.reservation_ttl_seconds:g}) must exceed "
@@ -147,14 +216,19 @@ class Settings:
                 "AGENT_MODE=LIVE with Alpaca's paper URL places no live orders; set "
                 "APCA_API_BASE_URL=https://api.alpaca.markets or AGENT_MODE=PAPER."
             )
-        if self.reservation_max_attempts < 1:
-            raise SettingsError("RESERVATION_MAX_ATTEMPTS must be at least 1.")
-        if not 0 <= self.shared_read_max_age_seconds <= MAX_SHARED_READ_AGE_SECONDS:
+        if self.broker_call_seconds + self.clock_skew_seconds >= self.reservation_ttl_seconds:
             raise SettingsError(
-                f"SHARED_READ_MAX_AGE_SECONDS ({self.shared_read_max_age_seconds:g}) must be "
-                f"between 0 and {MAX_SHARED_READ_AGE_SECONDS:g}: it is how long a kill switch "
-                "may take to halt trading."
+                f"RESERVATION_TTL_SECONDS ({self.reservation_ttl_seconds:g}) leaves no room for a "
+                f"broker call ({self.broker_call_seconds:g} s) plus CLOCK_SKEW_SECONDS "
+                f"({self.clock_skew_seconds:g}): no intent could ever reach the broker."
             )
+
+    @property
+    def broker_call_seconds(self) -> float:
+        """The longest one broker call may take: Alpaca's deadline, or the paper broker's store."""
+        if self.broker == "alpaca":
+            return self.broker_timeout_seconds
+        return self.firestore_timeout_seconds
 
     @property
     def reservation_retention(self) -> timedelta:
@@ -176,19 +250,23 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0.")
 
 
-def _number(
-    env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False
-) -> float:
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    # A console paste or `echo` into Secret Manager adds a newline: surrounding whitespace is
+    # never part of a key. What is left is checked (without quoting it) by `validate`.
+    return env.get(name, "").strip() or None
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    """A finite number; its range is checked by `Settings.validate` against `BOUNDS`."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number.") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        kind = "a number of 0 or more" if allow_zero else "a positive number"
-        raise SettingsError(f"{name} must be {kind}, got {raw}.")
+        raise SettingsError(f"{name}={raw[:40]!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw[:40]}.")
     return value
 
 

@@ -41,15 +41,34 @@ class ExpiredLease:
     """Opaque to the sweeper: the store's record of the document as read (Firestore: snapshot)."""
 
 
+@dataclass(frozen=True)
+class UnreadableLease:
+    """A lapsed `reserved` document the query found but that cannot be read as a lease.
+
+    (`attempt: null`, a missing or mistyped field.) The sweeper reports, logs and skips it: it
+    must never stop the page or the pages after it, since being old it would head every page.
+    """
+
+    path: str
+    problem: str
+    token: object
+    """The position in the query, so the next page starts after it."""
+
+
+FoundLease = ExpiredLease | UnreadableLease
+"""One document of a page of `find_expired`, readable or not."""
+
+
 class ExpiredLeaseStore(Protocol):
     """The storage primitives the sweeper needs."""
 
     def find_expired(
-        self, now: datetime, *, limit: int, after: ExpiredLease | None
-    ) -> list[ExpiredLease]:
-        """Up to `limit` `reserved` leases with `expires_at <= now`, oldest first, after `after`.
+        self, now: datetime, *, limit: int, after: FoundLease | None
+    ) -> list[FoundLease]:
+        """Up to `limit` `reserved` documents with `expires_at <= now`, oldest first, after `after`.
 
-        Raises `StoreUnavailableError`.
+        A document that cannot be read as a lease is an `UnreadableLease` in its place: one bad
+        document never fails the page. Raises `StoreUnavailableError`.
         """
         ...
 
@@ -69,11 +88,14 @@ class SweepReport:
     expired: int = 0
     skipped: int = 0
     errors: int = 0
+    """Documents this sweep could not expire: unreadable ones and failed writes."""
     oldest_age_seconds: float | None = None
     complete: bool = True
     """False where the deadline stopped the sweep before it had seen every expired lease."""
     expired_ids: list[str] = field(default_factory=list)
     """Paths of the documents this sweep expired (the first `MAX_REPORTED_IDS`)."""
+    error_ids: list[str] = field(default_factory=list)
+    """Paths of the documents counted in `errors` (the first `MAX_REPORTED_IDS`)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
@@ -103,47 +125,69 @@ class Sweeper:
         now = now or self._clock()
         stop_at = self._monotonic() + self._deadline_seconds
         report = SweepReport()
-        after: ExpiredLease | None = None
+        after: FoundLease | None = None
         while True:
             if self._monotonic() >= stop_at:
                 report.complete = False
                 break
             page = self._store.find_expired(now, limit=self._page_size, after=after)
-            for lease in page:
+            for found in page:
                 report.scanned += 1
-                age = (now - lease.expires_at).total_seconds()
-                report.oldest_age_seconds = max(report.oldest_age_seconds or 0.0, age)
-                try:
-                    changed = self._store.expire(lease, now)
-                except Exception as exc:  # one bad document must not stop the sweep
-                    report.errors += 1
-                    emit(
-                        logger, "exec.sweep.error", logging.ERROR, path=lease.path, error=repr(exc)
-                    )
-                    continue
-                if changed:
-                    report.expired += 1
-                    if len(report.expired_ids) < MAX_REPORTED_IDS:
-                        report.expired_ids.append(lease.path)
-                    emit(
-                        logger,
-                        "exec.reservation.expired",
-                        logging.WARNING,
-                        tenant_id=lease.tenant_id,
-                        broker_account_id=lease.broker_account_id,
-                        client_intent_id=lease.client_intent_id,
-                        lease_id=lease.lease_id,
-                        attempt=lease.attempt,
-                        expired_for_seconds=round(age, 3),
-                    )
-                else:
-                    report.skipped += 1
+                self._sweep_one(found, now, report)
             if len(page) < self._page_size:
                 break
             after = page[-1]
         emit(
             logger,
             "exec.sweep.completed",
-            **{k: v for k, v in report.as_dict().items() if k != "expired_ids"},
+            **{k: v for k, v in report.as_dict().items() if k not in {"expired_ids", "error_ids"}},
         )
         return report
+
+    def _sweep_one(self, found: FoundLease, now: datetime, report: SweepReport) -> None:
+        """Expire one document, or count it in `errors`: one bad document never stops a sweep."""
+        if isinstance(found, UnreadableLease):
+            _count_error(report, found.path)
+            emit(
+                logger,
+                "exec.sweep.malformed",
+                logging.ERROR,
+                path=found.path,
+                problem=found.problem,
+            )
+            return
+        age = (now - found.expires_at).total_seconds()
+        report.oldest_age_seconds = max(report.oldest_age_seconds or 0.0, age)
+        try:
+            changed = self._store.expire(found, now)
+        except Exception as exc:  # one bad document must not stop the sweep
+            _count_error(report, found.path)
+            emit(logger, "exec.sweep.error", logging.ERROR, path=found.path, error=repr(exc))
+            return
+        if not changed:
+            report.skipped += 1
+            return
+        report.expired += 1
+        _list_path(report.expired_ids, found.path)
+        emit(
+            logger,
+            "exec.reservation.expired",
+            logging.WARNING,
+            tenant_id=found.tenant_id,
+            broker_account_id=found.broker_account_id,
+            client_intent_id=found.client_intent_id,
+            lease_id=found.lease_id,
+            attempt=found.attempt,
+            expired_for_seconds=round(age, 3),
+        )
+
+
+def _count_error(report: SweepReport, path: str) -> None:
+    report.errors += 1
+    _list_path(report.error_ids, path)
+
+
+def _list_path(paths: list[str], path: str) -> None:
+    """Keep the report's lists short: an outage's aftermath may touch thousands of documents."""
+    if len(paths) < MAX_REPORTED_IDS:
+        paths.append(path)

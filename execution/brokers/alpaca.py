@@ -9,6 +9,7 @@ onto the error tree (`execution/errors.py`)::
     2xx with a well-formed order      → the order
     2xx with an unreadable body       → BrokerTransientError  (placed or not: outcome unknown)
     timeout, connection error         → BrokerTransientError  (the request may have landed)
+    past the call's overall deadline  → BrokerTransientError  (`execution/brokers/deadline.py`)
     408, 429, 5xx, any other status   → BrokerTransientError
     401, 403 refusing our keys        → BrokerTransientError, logged at ERROR (retried until stale)
     403 for buying power and the like → BrokerRejectedError
@@ -19,24 +20,32 @@ onto the error tree (`execution/errors.py`)::
 
 "Outcome unknown" is always a transient error and never a guess: the retry sends the same
 `client_order_id`, and the duplicate answer resolves it to the order that already exists.
-The API keys travel only in request headers; they are never logged and are scrubbed from every
-message this module builds.
+The API keys travel only in request headers. They are checked at construction (printable ASCII,
+no spaces) and scrubbed, in every form an error may quote them, from every message this module
+builds or logs, from the causes it chains, and from httpx's own log records
+(`execution/brokers/secrets.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
+from execution.brokers.deadline import (
+    DeadlineTransport,
+    bounded_timeout,
+    call_deadline,
+    read_within,
+)
 from execution.brokers.matching import order_mismatch
+from execution.brokers.secrets import SecretScrubber
 from execution.errors import (
     BrokerRejectedError,
     BrokerTransientError,
@@ -44,13 +53,22 @@ from execution.errors import (
     SettingsError,
 )
 from execution.models import BrokerOrder, OrderRequest
-from execution.settings import ALPACA_PAPER_URL, Settings, alpaca_url_is_paper
+from execution.settings import (
+    ALPACA_PAPER_URL,
+    Settings,
+    alpaca_url_is_paper,
+    check_broker_secret,
+)
 from execution.telemetry import emit
+
+_Read = TypeVar("_Read")
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=5.0, pool=3.0)
 """Bounds on every request: well inside the function timeout, so a hung broker is a retry."""
+DEFAULT_DEADLINE_SECONDS = 10.0
+"""The overall deadline of one call (`BROKER_TIMEOUT_SECONDS`): connect, send and whole answer."""
 
 DUPLICATE_MESSAGE = "client_order_id must be unique"
 ORDER_NOT_FOUND = "order not found"
@@ -76,16 +94,27 @@ class AlpacaBroker:
         client: httpx.Client | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         list_page_size: int = LIST_PAGE_SIZE,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
     ) -> None:
+        """`client`: an injected one keeps its transport, so only `read_within` bounds a trickle
+        (between chunks); the client built here bounds every socket operation exactly."""
         if not key_id or not secret_key:
             raise SettingsError("AlpacaBroker needs APCA_API_KEY_ID and APCA_API_SECRET_KEY.")
+        check_broker_secret("APCA_API_KEY_ID", key_id)
+        check_broker_secret("APCA_API_SECRET_KEY", secret_key)
         self._base_url = _normalise_base_url(base_url)
-        self._secrets = (key_id, secret_key)
+        self._scrubber = SecretScrubber((key_id, secret_key))
+        self._scrubber.scrub_http_logs()
         self._headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret_key}
         # Passed on every request, so the bounds hold whatever the injected client's defaults.
         self._timeout = timeout
+        self._deadline_seconds = deadline_seconds
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._client = (
+            client
+            if client is not None
+            else httpx.Client(timeout=timeout, transport=DeadlineTransport())
+        )
         self._is_paper = alpaca_url_is_paper(self._base_url)
         if not 1 <= list_page_size <= LIST_PAGE_SIZE:
             raise SettingsError(f"list_page_size must be 1..{LIST_PAGE_SIZE}")
@@ -111,6 +140,7 @@ class AlpacaBroker:
                 write=min(5.0, settings.broker_timeout_seconds),
                 pool=min(3.0, settings.broker_timeout_seconds),
             ),
+            deadline_seconds=settings.broker_timeout_seconds,
         )
 
     @property
@@ -125,13 +155,16 @@ class AlpacaBroker:
 
     def place_order(self, order: OrderRequest) -> BrokerOrder:
         """Place `order`, or return the existing order with the same `client_order_id`."""
-        response = self._send("POST", "/v2/orders", order.client_order_id, json=_order_body(order))
-        if response.is_success:
-            return self._order_from(response, order.client_order_id, "POST /v2/orders")
-        message = self._message(response)
-        if _is_duplicate(response.status_code, message):
-            return self._resolve_duplicate(order)
-        self._raise_for(response, message, order.client_order_id, "POST /v2/orders")
+        # One deadline for the whole call, the lookup after a duplicate answer included.
+        with call_deadline(self._deadline_seconds):
+            body = _order_body(order)
+            response = self._send("POST", "/v2/orders", order.client_order_id, json=body)
+            if response.is_success:
+                return self._order_from(response, order.client_order_id, "POST /v2/orders")
+            message = self._message(response)
+            if _is_duplicate(response.status_code, message):
+                return self._resolve_duplicate(order)
+            self._raise_for(response, message, order.client_order_id, "POST /v2/orders")
 
     def get_order_by_client_order_id(
         self, tenant_id: str, broker_account_id: str, client_order_id: str
@@ -208,32 +241,48 @@ class AlpacaBroker:
     def _send(
         self, method: str, path: str, client_order_id: str | None, **kwargs: Any
     ) -> httpx.Response:
-        """One request with the keys and the timeout; a transport failure is transient."""
+        """One request with the keys, inside the call's deadline; no complete answer: transient."""
+        with call_deadline(self._deadline_seconds) as deadline:
+            try:
+                return self._exchange(method, path, deadline, **kwargs)
+            except Exception as exc:  # whatever the HTTP stack raised, it must leave scrubbed
+                failure = exc
+        # Raised outside the `except`, so the original (which may quote a key) is not chained as
+        # __context__ either. Connect and pool failures happen before anything is sent, but a
+        # timeout or a dropped connection may follow an accepted order: all are outcome unknown.
+        error = self._scrub(f"{type(failure).__name__}: {failure}")
+        emit(
+            logger,
+            "exec.broker.alpaca.transport_error",
+            logging.WARNING,
+            method=method,
+            path=path,
+            client_order_id=client_order_id,
+            error=error,
+        )
+        raise BrokerTransientError(
+            f"alpaca {method} {path}: {error} (outcome unknown; a retry with the same "
+            "client_order_id resolves it)"
+        ) from self._scrubber.scrubbed_cause(failure)
+
+    def _exchange(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
+        """Send, and read the whole answer by `deadline` (streamed: a trickle cannot hold us)."""
+        request = self._client.build_request(
+            method,
+            self._base_url + path,
+            headers=self._headers,
+            timeout=bounded_timeout(self._timeout),
+            **kwargs,
+        )
+        streamed = self._client.send(request, stream=True)
         try:
-            return self._client.request(
-                method,
-                self._base_url + path,
-                headers=self._headers,
-                timeout=self._timeout,
-                **kwargs,
-            )
-        except httpx.HTTPError as exc:
-            # Connect and pool failures happen before anything is sent, but a read timeout or a
-            # dropped connection may follow an accepted order: treat every one as outcome unknown.
-            error = self._scrub(f"{type(exc).__name__}: {exc}")
-            emit(
-                logger,
-                "exec.broker.alpaca.transport_error",
-                logging.WARNING,
-                method=method,
-                path=path,
-                client_order_id=client_order_id,
-                error=error,
-            )
-            raise BrokerTransientError(
-                f"alpaca {method} {path}: {error} (outcome unknown; a retry with the same "
-                "client_order_id resolves it)"
-            ) from exc
+            raw = read_within(streamed, deadline)
+        finally:
+            streamed.close()  # unread: the connection is closed, so the broker sees us go
+        # A complete, ordinary response (the body decoded as its headers say), read in full.
+        return httpx.Response(
+            streamed.status_code, headers=streamed.headers, content=raw, request=request
+        )
 
     def _resolve_duplicate(self, order: OrderRequest) -> BrokerOrder:
         """Alpaca already holds an order under our id: return it if it is the same order."""
@@ -254,9 +303,12 @@ class AlpacaBroker:
             )
         mismatch = order_mismatch(order, existing)
         if mismatch is not None:
+            # The order's fields are the broker's words: scrubbed like any message of theirs.
             raise BrokerRejectedError(
-                f"client_order_id {order.client_order_id} is already used at alpaca by a "
-                f"different order (id {existing.broker_order_id}: {mismatch})"
+                self._scrub(
+                    f"client_order_id {order.client_order_id} is already used at alpaca by a "
+                    f"different order (id {existing.broker_order_id}: {mismatch})"
+                )
             )
         emit(
             logger,
@@ -281,44 +333,46 @@ class AlpacaBroker:
         response = self._send("GET", "/v2/orders", None, params=params)
         if not response.is_success:
             self._raise_for(response, self._message(response), None, what)
-        with self._readable(response, None, what):
-            data = response.json()
-            if not isinstance(data, list):
-                raise TypeError(f"expected a JSON array, got {type(data).__name__}")
-            return [_broker_order(_object(item)) for item in data]
+        return self._readable(response, None, what, lambda: _orders_from(response.json()))
 
     def _order_from(
         self, response: httpx.Response, client_order_id: str | None, what: str
     ) -> BrokerOrder:
         """Read an order from a 2xx answer; an unreadable one is outcome unknown."""
-        with self._readable(response, client_order_id, what):
-            return _broker_order(_object(response.json()))
+        return self._readable(
+            response, client_order_id, what, lambda: _broker_order(_object(response.json()))
+        )
 
-    @contextmanager
     def _readable(
-        self, response: httpx.Response, client_order_id: str | None, what: str
-    ) -> Iterator[None]:
-        """An answer that cannot be read is outcome unknown: transient, never a guess."""
+        self,
+        response: httpx.Response,
+        client_order_id: str | None,
+        what: str,
+        read: Callable[[], _Read],
+    ) -> _Read:
+        """`read()` of an answer; one that cannot be read is outcome unknown: transient."""
         try:
-            yield
+            return read()
         except (ValueError, TypeError, KeyError) as exc:
-            emit(
-                logger,
-                "exec.broker.alpaca.malformed_answer",
-                logging.WARNING,
-                client_order_id=client_order_id,
-                status=response.status_code,
-                error=repr(exc),
-            )
-            remedy = (
-                "outcome unknown, a retry with the same client_order_id resolves it"
-                if client_order_id is not None
-                else "ask again"
-            )
-            raise BrokerTransientError(
-                f"alpaca {what} answered {response.status_code} with an unreadable order "
-                f"({type(exc).__name__}); {remedy}"
-            ) from exc
+            failure = exc  # may quote the answer, which may echo a key: raised scrubbed below
+        # Raised outside the `except`, so the original is not chained as __context__ either.
+        emit(
+            logger,
+            "exec.broker.alpaca.malformed_answer",
+            logging.WARNING,
+            client_order_id=client_order_id,
+            status=response.status_code,
+            error=self._scrub(repr(failure)),
+        )
+        remedy = (
+            "outcome unknown, a retry with the same client_order_id resolves it"
+            if client_order_id is not None
+            else "ask again"
+        )
+        raise BrokerTransientError(
+            f"alpaca {what} answered {response.status_code} with an unreadable order "
+            f"({type(failure).__name__}); {remedy}"
+        ) from self._scrubber.scrubbed_cause(failure)
 
     def _raise_for(
         self,
@@ -361,12 +415,18 @@ class AlpacaBroker:
             text: str = data["message"]
         else:
             text = response.text.strip() or response.reason_phrase
-        return self._scrub(text[:_MAX_MESSAGE_CHARS])
+        # Scrubbed whole, then cut: a cut first could leave part of a key behind.
+        return self._scrub(text)[:_MAX_MESSAGE_CHARS]
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
+        return self._scrubber.scrub(text)
+
+
+def _orders_from(data: Any) -> list[BrokerOrder]:
+    """The orders of a listing page."""
+    if not isinstance(data, list):
+        raise TypeError(f"expected a JSON array, got {type(data).__name__}")
+    return [_broker_order(_object(item)) for item in data]
 
 
 def _order_body(order: OrderRequest) -> dict[str, str]:

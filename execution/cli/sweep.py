@@ -10,7 +10,7 @@ import typer
 from execution.cli.context import EXIT_PROBLEMS, CliContext, reports_errors
 from execution.cli.render import age, console, print_json, table
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
-from execution.sweeper import ExpiredLease, Sweeper
+from execution.sweeper import ExpiredLease, FoundLease, Sweeper
 
 PAGE_SIZE = 200
 
@@ -88,16 +88,19 @@ def sweep(
         )
         for path in report.expired_ids:
             out.print(f"expired {path}", markup=False)
+        for path in report.error_ids:
+            out.print(f"error   {path} (unreadable or not written; see the logs)", markup=False)
     if report.errors:
         raise typer.Exit(EXIT_PROBLEMS)
 
 
 def _all_expired(store: FirestoreExpiredLeases, now: datetime) -> list[ExpiredLease]:
+    """Every readable lapsed lease (the sweep itself reports the unreadable ones in `errors`)."""
     leases: list[ExpiredLease] = []
-    after: ExpiredLease | None = None
+    after: FoundLease | None = None
     while True:
         page = store.find_expired(now, limit=PAGE_SIZE, after=after)
-        leases.extend(page)
+        leases.extend(found for found in page if isinstance(found, ExpiredLease))
         if len(page) < PAGE_SIZE:
             return leases
         after = page[-1]

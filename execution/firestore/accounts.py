@@ -6,14 +6,17 @@ from typing import Any
 
 from google.cloud import firestore
 
-from execution.accounts import AccountSettings
+from execution.accounts import AccountSettings, parse_account_settings
 from execution.firestore.reservations import account_ref
 from execution.firestore.support import CallPolicy, snapshot_data, store_errors
 
 
 def account_from_document(data: dict[str, Any] | None) -> AccountSettings | None:
-    """The settings an account document holds; None where there is no document."""
-    return None if data is None else AccountSettings.model_validate(data)
+    """The settings an account document holds; None where there is no document.
+
+    Raises `MalformedAccountError` where the document is malformed.
+    """
+    return None if data is None else parse_account_settings(data)
 
 
 class FirestoreAccountSource:

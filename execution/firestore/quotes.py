@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
 
 from execution.firestore.support import CallPolicy, snapshot_data, store_errors
-from execution.routing import Quote
+from execution.routing import Quote, quote_problem
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
 
 QUOTES = "market_quotes"
 
@@ -19,16 +23,29 @@ def quote_ref(db: firestore.Client, symbol: str) -> firestore.DocumentReference:
 
 
 def quote_from_document(symbol: str, data: dict[str, Any] | None) -> Quote | None:
-    """The quote a document holds; None where absent or malformed (never a crash before acquire)."""
+    """The quote a document holds; None where absent or malformed (never a crash before acquire).
+
+    Malformed (logged `exec.quote.malformed`): `bid`/`ask` missing, not JSON numbers, not finite,
+    not positive, above `MAX_QUOTE_PRICE` or crossed, or `ts` not a timestamp. It is then "no
+    quote": routing treats it as missing, and a market order sized in shares waits (retried).
+    """
     if not data:
         return None
-    try:
-        bid, ask, ts = float(data["bid"]), float(data["ask"]), data["ts"]
-    except (KeyError, TypeError, ValueError):
+    problem = _document_problem(data)
+    if problem is not None:
+        emit(logger, "exec.quote.malformed", logging.WARNING, symbol=symbol, problem=problem)
         return None
-    if not isinstance(ts, datetime):
-        return None
-    return Quote(symbol=symbol, bid=bid, ask=ask, ts=ts)
+    return Quote(symbol=symbol, bid=float(data["bid"]), ask=float(data["ask"]), ts=data["ts"])
+
+
+def _document_problem(data: dict[str, Any]) -> str | None:
+    for name in ("bid", "ask"):
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} is {type(value).__name__}, not a number"
+    if not isinstance(data.get("ts"), datetime):
+        return f"ts is {type(data.get('ts')).__name__}, not a timestamp"
+    return quote_problem(float(data["bid"]), float(data["ask"]))
 
 
 class FirestoreQuoteSource:

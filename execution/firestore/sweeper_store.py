@@ -11,6 +11,7 @@ taken over, expired by a concurrent sweep) is skipped, never overwritten.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -21,7 +22,7 @@ from execution.firestore.reservations import RESERVATIONS, inflight_ref
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
 from execution.reservations import ReservationStatus
-from execution.sweeper import ExpiredLease
+from execution.sweeper import ExpiredLease, FoundLease, UnreadableLease
 
 
 def expired_leases_query(db: firestore.Client, now: datetime) -> firestore.Query:
@@ -49,31 +50,16 @@ class FirestoreExpiredLeases:
         self._retention = retention
 
     def find_expired(
-        self, now: datetime, *, limit: int, after: ExpiredLease | None
-    ) -> list[ExpiredLease]:
-        """One page of lapsed `reserved` leases, oldest first."""
+        self, now: datetime, *, limit: int, after: FoundLease | None
+    ) -> list[FoundLease]:
+        """One page of lapsed `reserved` documents, oldest first, each read on its own."""
         query = expired_leases_query(self._db, now).limit(limit)
         if after is not None:
             assert isinstance(after.token, firestore.DocumentSnapshot)
             query = query.start_after(after.token)
         with store_errors("sweep query"):
             snapshots = list(query.stream(**self._policy.kwargs()))
-        leases = []
-        for snap in snapshots:
-            data = snap.to_dict() or {}
-            leases.append(
-                ExpiredLease(
-                    path=snap.reference.path,
-                    tenant_id=data.get("tenant_id", ""),
-                    broker_account_id=data.get("broker_account_id", ""),
-                    client_intent_id=data.get("client_intent_id", snap.id),
-                    lease_id=data.get("lease_id", ""),
-                    attempt=int(data.get("attempt", 1)),
-                    expires_at=data["expires_at"],
-                    token=snap,
-                )
-            )
-        return leases
+        return [lease_from_snapshot(snap) for snap in snapshots]
 
     def expire(self, lease: ExpiredLease, now: datetime) -> bool:
         """Set `expired` if the document is as the query saw it; False where it changed."""
@@ -102,3 +88,51 @@ class FirestoreExpiredLeases:
         except gexc.FailedPrecondition:
             return False
         return True
+
+
+def lease_from_snapshot(snap: firestore.DocumentSnapshot[Any]) -> FoundLease:
+    """The lease a lapsed document holds, or an `UnreadableLease` saying what is wrong with it."""
+    data = snap.to_dict() or {}
+    try:
+        return ExpiredLease(
+            path=snap.reference.path,
+            tenant_id=_text(data, "tenant_id"),
+            broker_account_id=_text(data, "broker_account_id"),
+            client_intent_id=_text(data, "client_intent_id"),
+            lease_id=_text(data, "lease_id"),
+            attempt=_attempt(data),
+            expires_at=_timestamp(data, "expires_at"),
+            token=snap,
+        )
+    except ValueError as exc:
+        return UnreadableLease(path=snap.reference.path, problem=str(exc), token=snap)
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} is {_kind(value)}, not a non-empty string")
+    return value
+
+
+def _attempt(data: dict[str, Any]) -> int:
+    value = data.get("attempt")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"attempt is {_kind(value)}, not a whole number from 1")
+    return value
+
+
+def _timestamp(data: dict[str, Any], name: str) -> datetime:
+    value = data.get(name)
+    if not isinstance(value, datetime):
+        raise ValueError(f"{name} is {_kind(value)}, not a timestamp")
+    return value
+
+
+def _kind(value: object) -> str:
+    """A value described without quoting it (a document may hold anything, of any size)."""
+    if value is None:
+        return "missing or null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{type(value).__name__} {value!r}"
+    return f"a {type(value).__name__}"

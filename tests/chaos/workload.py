@@ -40,6 +40,8 @@ class Timing:
     ttl: float = 9.0
     firestore_timeout: float = 2.0
     intent_max_age: float = 300.0
+    clock_skew: float = 1.0
+    """The processes share one machine's clock; the broker call still needs room in the lease."""
 
     def env(self) -> dict[str, str]:
         """The settings as the functions read them."""
@@ -49,6 +51,7 @@ class Timing:
             "RESERVATION_TTL_SECONDS": f"{self.ttl:g}",
             "FIRESTORE_TIMEOUT_SECONDS": f"{self.firestore_timeout:g}",
             "INTENT_MAX_AGE_SECONDS": f"{self.intent_max_age:g}",
+            "CLOCK_SKEW_SECONDS": f"{self.clock_skew:g}",
         }
 
 

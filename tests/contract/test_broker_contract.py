@@ -82,6 +82,7 @@ def sim_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Worl
         "timeout after accept": SimFault.TIMEOUT_AFTER_ACCEPT,
         "garbage after accept": SimFault.GARBAGE_AFTER_ACCEPT,
         "refused": SimFault.REFUSED,
+        "keys refused": SimFault.KEYS_REFUSED,
     }
     yield World(
         broker=broker,
@@ -97,7 +98,8 @@ def alpaca_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[W
         "5xx": lambda: alpaca_sandbox.status(503, "service unavailable"),
         "timeout after accept": lambda: alpaca_sandbox.hang_after_accept(3.0),
         "garbage after accept": alpaca_sandbox.malformed_json_after_accept,
-        "refused": lambda: alpaca_sandbox.status(403, "forbidden"),
+        "refused": lambda: alpaca_sandbox.status(422, "request is invalid"),
+        "keys refused": lambda: alpaca_sandbox.status(403, "forbidden"),
     }
     methods = {"place": "POST", "lookup": "GET", "list": "GET"}
     timeout = httpx.Timeout(connect=1.0, read=0.3, write=1.0, pool=1.0)
@@ -316,6 +318,20 @@ def test_a_refused_lookup_is_a_rejection(faulty: World) -> None:
     raised(
         lambda: faulty.broker.get_order_by_client_order_id(faulty.tenant, "acct-1", "x"),
         BrokerRejectedError,
+    )
+
+
+@pytest.mark.parametrize("operation", ["place", "lookup"])
+def test_refused_keys_are_transient_never_a_rejection(faulty: World, operation: str) -> None:
+    faulty.fail_next(operation, "keys refused")
+
+    raised(
+        lambda: (
+            faulty.broker.get_order_by_client_order_id(faulty.tenant, "acct-1", "x")
+            if operation == "lookup"
+            else faulty.place("k")
+        ),
+        BrokerTransientError,
     )
 
 

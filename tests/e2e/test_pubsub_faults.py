@@ -44,6 +44,7 @@ def function_env(project: str, emulator: str, broker: AlpacaSandbox) -> dict[str
         "AGENT_MODE": "LIVE",
         "FUNCTION_TIMEOUT_SECONDS": "4",
         "RESERVATION_TTL_SECONDS": str(TTL_SECONDS),
+        "CLOCK_SKEW_SECONDS": "0.5",
         "BROKER_TIMEOUT_SECONDS": "1",
         "FIRESTORE_TIMEOUT_SECONDS": "2",
     }
@@ -113,6 +114,23 @@ def test_a_transient_broker_error_is_redelivered_and_places_exactly_one_order(
     assert doc["attempt"] == 2
     assert orders_for(broker, payload) == 1
     assert broker.posted_client_order_ids().count(payload_client_order_id(payload)) == 2
+
+
+@pytest.mark.parametrize("refusal", [401, 403])
+def test_a_refused_lookup_after_an_accepted_order_is_retried_never_dead_lettered(
+    channel: PushChannel, broker: AlpacaSandbox, db: firestore.Client, refusal: int
+) -> None:
+    payload = intent()
+    broker.inject("POST", alpaca_sandbox.status(503, "upstream unavailable", accept=True))
+    broker.inject("GET", alpaca_sandbox.status(refusal, "forbidden"))
+
+    message_id = channel.publish(payload)
+
+    doc = wait_until(lambda: placed(db, payload), timeout=WAIT, what="the order to be recorded")
+    assert doc["attempt"] == 3
+    assert doc["broker_order_id"] == broker.orders[payload_client_order_id(payload)]["id"]
+    assert orders_for(broker, payload) == 1
+    assert not db.collection("execution_dead_letters").document(message_id).get().exists
 
 
 def test_a_broker_timeout_after_accepting_is_resolved_through_the_same_client_order_id(

@@ -36,6 +36,7 @@ def server(
             "FIRESTORE_EMULATOR_HOST": firestore_emulator_host,
             "FUNCTION_TIMEOUT_SECONDS": "4",
             "RESERVATION_TTL_SECONDS": "6",
+            "CLOCK_SKEW_SECONDS": "0.5",
             "FIRESTORE_TIMEOUT_SECONDS": "2",
         },
         log_path=Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log",
@@ -63,7 +64,7 @@ def intent(**overrides: Any) -> dict[str, Any]:
 def reservation_doc(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any] | None:
     snap = (
         db.collection("tenants", payload["tenant_id"], "execution_reservations")
-        .document(payload_client_order_id(payload))
+        .document(payload["client_intent_id"])
         .get()
     )
     return snap.to_dict() if snap.exists else None
@@ -112,7 +113,7 @@ def test_the_same_intent_published_three_times_at_once_places_one_order_and_acks
     assert len(ledger_entries(db, "tenant-e2e", payload["client_intent_id"])) == 1
     paper = (
         db.collection("tenants", "tenant-e2e", "paper_orders")
-        .document(payload["client_intent_id"])
+        .document(payload_client_order_id(payload))
         .get()
     )
     assert paper.exists

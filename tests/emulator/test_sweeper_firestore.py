@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from execution.models import Outcome
 from execution.reservations import Acquired, ReservationHandle, ReservationRequest
 from execution.sweeper import Sweeper, SweepReport
 from tests.support.builders import FAST_POLICY, unique
+from tests.unit.fakes import logged
 
 TTL = timedelta(seconds=30)
 
@@ -79,9 +81,13 @@ def test_a_lapsed_lease_is_expired_and_a_live_one_is_left_alone(
     assert report.oldest_age_seconds == pytest.approx(1.0)
     assert status_of(db, lapsed) == ("expired", "expired")
     assert status_of(db, live) == ("reserved", None)
-    swept = db.collection("tenants", "tenant-s", "execution_reservations").document(
-        lapsed.client_intent_id
-    ).get().to_dict() or {}
+    swept = (
+        db.collection("tenants", "tenant-s", "execution_reservations")
+        .document(lapsed.client_intent_id)
+        .get()
+        .to_dict()
+        or {}
+    )
     assert swept["purge_at"] == clock() + timedelta(days=30)
 
 
@@ -174,3 +180,55 @@ def test_a_late_release_by_the_same_lease_records_its_outcome_over_expired(
     handle.release(Outcome.PLACED, broker_order_id="o-late")
 
     assert status_of(db, request) == ("released", "placed")
+
+
+MALFORMED_LEASES: dict[str, dict[str, Any]] = {
+    "attempt null": {"attempt": None},
+    "lease_id missing": {"lease_id": firestore.DELETE_FIELD},
+    "tenant_id a number": {"tenant_id": 5},
+    "attempt a string": {"attempt": "2"},
+    "broker_account_id a map": {"broker_account_id": {"nested": True}},
+}
+
+
+def write_malformed_lease(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock, **fields: Any
+) -> str:
+    """A real reservation, then damaged with `fields` and made older than any other lease."""
+    request, _ = reserve(manager)
+    ref = db.collection("tenants", request.tenant_id, "execution_reservations").document(
+        request.client_intent_id
+    )
+    ref.update({**fields, "expires_at": clock() - timedelta(days=1)})
+    return ref.path
+
+
+def test_malformed_lapsed_leases_heading_every_page_are_reported_and_every_good_one_expired(
+    db: firestore.Client,
+    manager: FirestoreReservationManager,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="execution")
+    malformed = {write_malformed_lease(db, manager, clock, **f) for f in MALFORMED_LEASES.values()}
+    good = [reserve(manager)[0] for _ in range(5)]
+    clock.advance(TTL.total_seconds() + 1)
+
+    # Pages of 2: the five malformed documents, the oldest, fill the first pages entirely.
+    report = sweeper(db, clock, page_size=2).sweep()
+
+    assert {status_of(db, request) for request in good} == {("expired", "expired")}
+    assert (report.expired, report.errors, report.complete) == (5, 5, True)
+    assert set(report.error_ids) == malformed
+    assert {event["path"] for event in logged(caplog.records, "exec.sweep.malformed")} == malformed
+
+
+def test_a_malformed_lapsed_lease_is_left_as_it_is(
+    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
+) -> None:
+    path = write_malformed_lease(db, manager, clock, attempt=None)
+
+    report = sweeper(db, clock).sweep()
+
+    assert report.error_ids == [path]
+    assert (db.document(path).get().to_dict() or {})["status"] == "reserved"

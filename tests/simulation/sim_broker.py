@@ -37,7 +37,8 @@ class SimFault(Enum):
     SERVER_ERROR = "5xx before the broker acts"
     TIMEOUT_AFTER_ACCEPT = "the broker acts, the answer times out"
     GARBAGE_AFTER_ACCEPT = "the broker acts, the answer is unreadable"
-    REFUSED = "401/403/4xx: a refusal"
+    REFUSED = "4xx: the request refused for good"
+    KEYS_REFUSED = "401/403: our keys refused (a rotation, a wrong URL): retried"
 
     @property
     def acts_first(self) -> bool:

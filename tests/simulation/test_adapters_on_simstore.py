@@ -17,7 +17,7 @@ from execution.firestore.order_history import FirestoreOrderHistory
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.models import OrderRequest, Outcome
-from execution.reservations import Acquired, AlreadyExecuted, ReservationRequest
+from execution.reservations import Acquired, AlreadyExecuted, ReleaseResult, ReservationRequest
 from execution.sweeper import Sweeper
 from tests.simulation.documents_of import tenant_documents
 from tests.simulation.simstore import SimClient
@@ -74,7 +74,8 @@ def lifecycle(db: Any, tenant_id: str) -> dict[str, Any]:
     failed.release(Outcome.EXCEPTION, error="boom")
     clock.advance(TTL.total_seconds() + 1)
     acquired(manager.acquire(request(tenant_id, "taken"))).release(Outcome.REJECTED)
-    assert taken.release(Outcome.PLACED) is True  # fenced: the newer lease ended the intent
+    # fenced: the newer lease ended the intent
+    assert taken.release(Outcome.PLACED) is ReleaseResult.FENCED
     report = Sweeper(FirestoreExpiredLeases(db, policy=FAST_POLICY), clock=clock).sweep()
     acquired(manager.acquire(request(tenant_id, "retried")))
     duplicate = manager.acquire(request(tenant_id, "placed"))

@@ -12,7 +12,7 @@ from execution.errors import BrokerTransientError, StoreUnavailableError
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.models import Outcome
-from execution.reservations import Acquired, ReservationRequest
+from execution.reservations import Acquired, ReleaseResult, ReservationRequest
 from execution.sweeper import Sweeper
 from tests.simulation.simstore import Fault, SimClient, StoreCall
 from tests.simulation.simstore.faults import deadline_exceeded, unavailable
@@ -87,7 +87,8 @@ def test_a_release_whose_answer_was_lost_reports_failure_though_it_landed(
 
     released = result.handle.release(Outcome.PLACED, broker_order_id="o-1")
 
-    assert released is False  # the answer was lost; the document says what happened
+    # The answer was lost; the document says what happened.
+    assert released is ReleaseResult.UNRECORDED
     doc = sim_db.peek(RESERVATION) or {}
     assert (doc["status"], doc["outcome"], doc["broker_order_id"]) == ("released", "placed", "o-1")
 

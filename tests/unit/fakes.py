@@ -635,6 +635,7 @@ def make_engine(**overrides: Any) -> Rig:
         clock=clock,
         intent_max_age_seconds=max_age,
         broker_call_seconds=BROKER_CALL_SECONDS,
+        clock_skew_seconds=5.0,
         dry_run=dry_run,
     )
     return Rig(engine, clock, reservations, quotes, router, risk, authority, broker, ledger)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,10 +145,22 @@ def test_a_spread_exactly_at_the_limit_is_allowed() -> None:
     assert router().route(make_intent(), quote).allowed is True
 
 
-def test_a_quote_with_no_price_is_denied_as_infinitely_wide() -> None:
-    decision = router().route(make_intent(), make_quote(bid=0.0, ask=0.0))
+@pytest.mark.parametrize(
+    ("bid", "ask"),
+    [
+        (0.0, 0.0),
+        (math.nan, 100.0),
+        (99.0, math.inf),
+        (-1.0, 100.0),
+        (101.0, 100.0),  # crossed
+        (1e10, 1e10),  # above MAX_QUOTE_PRICE: qty x price could overflow
+    ],
+)
+def test_a_quote_that_cannot_price_an_order_cannot_be_built(bid: float, ask: float) -> None:
+    with pytest.raises(ValueError) as raised:
+        make_quote(bid=bid, ask=ask)
 
-    assert decision.allowed is False
+    assert "quote for AAPL" in str(raised.value)
 
 
 def test_a_stale_quote_is_denied() -> None:
@@ -385,15 +398,6 @@ def test_the_position_limit_bounds_the_absolute_net_position(
     decision = gate.validate(make_intent(side=side, qty=qty), 1, limits(max_position_qty=10))
 
     assert decision.allowed is allowed
-
-
-def test_a_crossed_quote_is_denied_as_invalid() -> None:
-    router = SmartRouter(clock=FakeClock(T0), max_spread_bps=50, quote_max_age_seconds=60)
-
-    decision = router.route(make_intent(), make_quote(bid=101.0, ask=100.0))
-
-    assert decision.allowed is False
-    assert decision.reason is not None and decision.reason.startswith("quote_invalid")
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import pytest
 
+import main
 from execution.errors import SettingsError
-from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings, alpaca_url_is_paper
+from execution.settings import ALPACA_PAPER_URL, BOUNDS, AgentMode, Settings, alpaca_url_is_paper
 
 LIVE_URL = "https://api.alpaca.markets"
 ALPACA_KEYS = {"BROKER": "alpaca", "APCA_API_KEY_ID": "key", "APCA_API_SECRET_KEY": "secret"}
@@ -76,15 +80,27 @@ def test_a_ttl_not_above_the_timeout_is_refused_by_the_constructor_too() -> None
     assert "RESERVATION_TTL_SECONDS" in str(raised.value)
 
 
-@pytest.mark.parametrize("raw,expected", [("1", True), ("true", True), ("YES", True),
-                                          (" on ", True), ("0", False), ("false", False),
-                                          ("no", False), ("off", False), ("", False)])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        (" on ", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
+)
 def test_boolean_flags_accept_the_usual_spellings(raw: str, expected: bool) -> None:
     assert Settings.from_env({"EXECUTION_HALTED": raw}).execution_halted is expected
 
 
-@pytest.mark.parametrize("name", ["EXECUTION_HALTED", "EXECUTION_DRY_RUN", "RISK_FAIL_OPEN",
-                                  "ROUTER_STRICT"])
+@pytest.mark.parametrize(
+    "name", ["EXECUTION_HALTED", "EXECUTION_DRY_RUN", "RISK_FAIL_OPEN", "ROUTER_STRICT"]
+)
 def test_a_flag_that_is_not_a_boolean_is_refused_naming_the_variable(name: str) -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({name: "maybe"})
@@ -92,8 +108,15 @@ def test_a_flag_that_is_not_a_boolean_is_refused_naming_the_variable(name: str) 
     assert f"{name}='maybe' is not a boolean" in str(raised.value)
 
 
-@pytest.mark.parametrize("name", ["FUNCTION_TIMEOUT_SECONDS", "RESERVATION_TTL_SECONDS",
-                                  "INTENT_MAX_AGE_SECONDS", "ROUTER_MAX_SPREAD_BPS"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FUNCTION_TIMEOUT_SECONDS",
+        "RESERVATION_TTL_SECONDS",
+        "INTENT_MAX_AGE_SECONDS",
+        "ROUTER_MAX_SPREAD_BPS",
+    ],
+)
 def test_a_number_that_does_not_parse_is_refused_naming_the_variable(name: str) -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({name: "ten"})
@@ -106,7 +129,7 @@ def test_a_number_that_is_not_positive_is_refused_naming_the_variable(raw: str) 
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"INTENT_MAX_AGE_SECONDS": raw})
 
-    assert "INTENT_MAX_AGE_SECONDS must be a positive number" in str(raised.value)
+    assert "INTENT_MAX_AGE_SECONDS must be above 0 and at most 86400 seconds" in str(raised.value)
 
 
 def test_account_documents_are_optional_unless_required() -> None:
@@ -127,8 +150,15 @@ def test_a_shared_read_bound_outside_zero_to_a_minute_is_refused(raw: str) -> No
     assert "SHARED_READ_MAX_AGE_SECONDS" in str(raised.value)
 
 
-@pytest.mark.parametrize("raw,mode", [("off", AgentMode.OFF), ("Observe", AgentMode.OBSERVE),
-                                      (" paper ", AgentMode.PAPER), ("LIVE", AgentMode.LIVE)])
+@pytest.mark.parametrize(
+    "raw,mode",
+    [
+        ("off", AgentMode.OFF),
+        ("Observe", AgentMode.OBSERVE),
+        (" paper ", AgentMode.PAPER),
+        ("LIVE", AgentMode.LIVE),
+    ],
+)
 def test_agent_modes_are_read_case_insensitively(raw: str, mode: AgentMode) -> None:
     assert Settings.from_env({"AGENT_MODE": raw}).agent_mode is mode
 
@@ -268,3 +298,135 @@ def test_a_retention_shorter_than_the_redelivery_window_is_refused() -> None:
         Settings.from_env({"RESERVATION_RETENTION_DAYS": "1"})
 
     assert "RESERVATION_RETENTION_DAYS" in str(raised.value)
+
+
+# --- every number has an upper bound, checked at start-up ---------------------------------
+
+
+def above_the_bound(name: str) -> str:
+    """A value just past `name`'s upper bound (a whole number where the setting counts)."""
+    return f"{int(BOUNDS[name].high) + 1}"
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_a_number_above_its_bound_is_refused_naming_the_variable_and_the_range(
+    name: str,
+) -> None:
+    bound = BOUNDS[name]
+
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({bound.variable: above_the_bound(name)})
+
+    assert f"{bound.variable} must be {bound.describe()}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("RESERVATION_TTL_SECONDS", "1e12"),
+        ("RESERVATION_RETENTION_DAYS", "3e6"),
+        ("RESERVATION_RETENTION_DAYS", "1e9"),
+        ("RESERVATION_MAX_ATTEMPTS", "1e300"),
+        ("BROKER_TIMEOUT_SECONDS", "1e300"),
+    ],
+)
+def test_values_that_overflowed_at_run_time_are_refused_at_start_up(
+    variable: str, raw: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({variable: raw})
+
+    assert variable in str(raised.value)
+    assert "at most" in str(raised.value)
+
+
+def test_the_constructor_refuses_a_value_above_its_bound_too() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings(reservation_retention_days=1e9)
+
+    assert "RESERVATION_RETENTION_DAYS must be at least 2 and at most 3650 days" in str(
+        raised.value
+    )
+
+
+def test_the_constructor_refuses_nan() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings(router_max_spread_bps=float("nan"))
+
+    assert "ROUTER_MAX_SPREAD_BPS" in str(raised.value)
+
+
+def test_every_upper_bound_itself_is_accepted_and_its_timestamps_fit() -> None:
+    settings = Settings(**{name: bound.high for name, bound in BOUNDS.items()})
+
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+    assert far + settings.reservation_retention + timedelta(
+        seconds=settings.reservation_ttl_seconds
+    ) < datetime.max.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [("RESERVATION_TTL_SECONDS", "1e12"), ("RESERVATION_RETENTION_DAYS", "1e9")],
+)
+def test_the_instance_start_up_refuses_an_out_of_range_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, raw: str
+) -> None:
+    monkeypatch.setenv(variable, raw)
+    monkeypatch.setattr(main, "_service", None)
+    # The JSON log handler would outlive this test; the start-up under test is the bootstrap.
+    monkeypatch.setattr(main, "configure_logging", lambda: None)
+
+    with pytest.raises(SettingsError) as raised:
+        main._get_service()
+
+    assert variable in str(raised.value)
+    assert main._service is None
+
+
+# --- broker keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding", ["\n", "\r\n", " ", "\t", " \n "])
+def test_broker_keys_are_stripped_of_surrounding_whitespace(padding: str) -> None:
+    env = {
+        **ALPACA_KEYS,
+        "APCA_API_KEY_ID": f"{padding}key{padding}",
+        "APCA_API_SECRET_KEY": f"secret{padding}",
+    }
+
+    settings = Settings.from_env(env)
+
+    assert (settings.alpaca_key_id, settings.alpaca_secret_key) == ("key", "secret")
+
+
+@pytest.mark.parametrize("variable", ["APCA_API_KEY_ID", "APCA_API_SECRET_KEY"])
+@pytest.mark.parametrize("bad", ["in side", "ctl\x00char", "new\nline", "tab\tbed", "n\u00e9e"])
+def test_a_broker_key_with_an_inner_space_or_control_character_is_refused_unquoted(
+    variable: str, bad: str
+) -> None:
+    secret = f"PK{bad}SECRETVALUE"
+
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({**ALPACA_KEYS, variable: secret})
+
+    assert variable in str(raised.value)
+    assert "SECRETVALUE" not in str(raised.value)
+    assert "SECRETVALUE" not in repr(raised.value)
+
+
+def test_the_settings_repr_shows_neither_key() -> None:
+    settings = Settings.from_env({**ALPACA_KEYS, "APCA_API_SECRET_KEY": "s3cr3t-value"})
+
+    assert "s3cr3t-value" not in repr(settings)
+    assert "'key'" not in repr(settings)
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_the_readme_settings_table_shows_each_range_as_checked(name: str) -> None:
+    bound = BOUNDS[name]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith(f"| `{bound.variable}`")]
+
+    opening = "[" if bound.low_inclusive else "("
+    assert f"{opening}{bound.low:g}, {bound.high:g}]" in row
