@@ -47,13 +47,15 @@ SETTINGS = Settings(
     reservation_max_attempts=3,
     shared_read_max_age_seconds=1.0,
     sweep_deadline_seconds=60.0,
+    clock_skew_seconds=5.0,
 )
 TTL_SECONDS = SETTINGS.reservation_ttl_seconds
 BROKER_CALL_SECONDS = SETTINGS.broker_timeout_seconds
 """A broker call lasts up to its deadline; the simulation draws its duration below it."""
-STALL_SECONDS = 3.0
-"""An actor that waited longer than this for the baton was paused. Below the engine's 5 s of
-clock skew: a broker call not paused itself ends inside the lease checked just before it."""
+STALL_SECONDS = 0.6 * SETTINGS.clock_skew_seconds
+"""An actor that waited longer than this for the baton was paused. Below the clock skew the
+engine leaves on top of the broker's deadline: a broker call not paused itself (a wait under
+this, then a call under its deadline) ends inside the lease checked just before it."""
 
 MAX_EVENTS = 400
 MAX_DELIVERIES = 6
@@ -112,7 +114,7 @@ class World:
         self.service = bootstrap(
             SETTINGS,
             clock=self._clock_point,
-            db=self.db,
+            db=self.db,  # type: ignore[arg-type]  # the subset of `firestore.Client` we use
             broker=self.broker,
             ids=self._new_id,
             sleep=self._sleep,
@@ -298,7 +300,7 @@ class World:
         )
         self.limits.setdefault((tenant, ACCOUNT), []).append((self.step, limit))
 
-    def _choose(self) -> Callable[[], None] | None:
+    def _choose(self) -> Callable[[], object] | None:
         """The next event, weighted; None when nothing but optional events is left."""
         ready = [a for a in self.actors if a.state == "ready"]
         paused = [a for a in self.actors if a.state == "paused"]
@@ -315,7 +317,7 @@ class World:
         duplicable = [m for m in self.messages if 0 < m.deliveries < MAX_DELIVERIES]
         if not (ready or paused or fresh or retried):
             return None
-        options: list[tuple[float, Callable[[], None]]] = []
+        options: list[tuple[float, Callable[[], object]]] = []
         if ready:
             options.append((20.0, lambda: self._run_actor(self.rng.choice(ready))))
         if fresh:
@@ -334,7 +336,8 @@ class World:
         options.append((0.25, self._flip_switch))
         options.append((0.25, self._flip_limit))
         if paused and not ready:
-            options.append((6.0, lambda: self._advance_to(min(a.resume_at for a in paused))))
+            wake = min(a.resume_at for a in paused if a.resume_at is not None)
+            options.append((6.0, lambda: self._advance_to(wake)))
         total = sum(weight for weight, _ in options)
         pick = self.rng.uniform(0.0, total)
         for weight, event in options:
