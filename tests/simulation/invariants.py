@@ -196,9 +196,26 @@ class Invariants:
                     f"{doc.get('status')}/{doc.get('outcome')} with order "
                     f"{doc.get('broker_order_id')} after the final reconcile"
                 )
+            self._check_forbidden_order_cancelled(order_id, doc)
         self._check_acked(final=True)
 
     # -- the checks' parts -----------------------------------------------------------------
+
+    def _check_forbidden_order_cancelled(self, order_id: str, doc: dict[str, Any]) -> None:
+        """An order its record had forbidden (`stale`, `halted`...) is cancelled, or the repair
+        says why not (issue #11: "unless it was cancelled and the record says so")."""
+        repair = doc.get("repair") or {}
+        if repair.get("previous_outcome") not in {o.value for o in CONTRADICTING}:
+            return
+        order = next(o for o in self._world.broker.orders.values() if o.broker_order_id == order_id)
+        cancel = str(repair.get("cancel"))
+        if order.status != "canceled" and not cancel.startswith(
+            ("not_cancelable", "refused", "failed")
+        ):
+            raise Violation(
+                f"order {order_id} was forbidden by its record ({repair.get('previous_outcome')}) "
+                f"but is {order.status}, and the repair says cancel={cancel}"
+            )
 
     def _docs(self) -> dict[str, dict[str, Any]]:
         return self._world.db.view("execution_reservations")

@@ -116,9 +116,16 @@ def first_catch(mutant: Mutant, seeds: int = CI_SEEDS) -> tuple[int, str] | None
     return seed, violation
 
 
+def catch_rate(mutant: Mutant, seeds: int = CI_SEEDS) -> int:
+    """How many of the first `seeds` schedules break an invariant under `mutant`."""
+    with applied(mutant):
+        return run_seeds(0, seeds, stop_on_failure=False).failures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=CI_SEEDS)
+    parser.add_argument("--rate", action="store_true", help="also count the seeds that catch each")
     args = parser.parse_args(argv)
     missed = 0
     for mutant in MUTANTS:
@@ -128,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MISSED  {mutant.name}: no violation in {args.seeds} seeds")
         else:
             print(f"caught  {mutant.name}: seed {caught[0]}: {caught[1]}")
+            if args.rate:
+                print(f"        caught by {catch_rate(mutant, args.seeds)} of {args.seeds} seeds")
     return 1 if missed else 0
 
 

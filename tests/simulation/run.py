@@ -36,6 +36,8 @@ class Summary:
     faults: Counter[str] = field(default_factory=Counter)
     failure: tuple[int, str, list[str]] | None = None
     """(seed, violation, trace) of the first failing schedule."""
+    failures: int = 0
+    """Failing schedules (more than one only where the run did not stop at the first)."""
 
     def line(self, seconds: float) -> str:
         faults = " ".join(f"{kind}={n}" for kind, n in sorted(self.faults.items()))
@@ -68,7 +70,9 @@ def run_seeds(first: int, count: int, *, stop_on_failure: bool = True) -> Summar
             try:
                 world.run()
             except Violation as exc:
-                summary.failure = (seed, str(exc), world.trace)
+                summary.failures += 1
+                if summary.failure is None:
+                    summary.failure = (seed, str(exc), world.trace)
             summary.steps += world.step
             summary.faults.update(world.injected)
             summary.schedules.add(world.fingerprint)

@@ -180,12 +180,13 @@ class World:
             if roll < P_KILL:
                 actor.state = "killed"
                 self.inject("process.killed", actor)
-                self._died(actor)
+                self._unanswered(actor)
             elif roll < P_KILL + pause:
                 actor.state = "paused"
                 actor.resume_at = self.now + timedelta(seconds=self._pause_length(actor))
                 self.inject("process.paused", actor)
                 self.note(f"{actor.name}: paused until {actor.resume_at.strftime('%M:%S')}")
+                self._unanswered(actor)
             elif roll >= P_KILL + pause + P_SWITCH:
                 return  # it goes on: the same interleaving as a switch back to it at once
         actor.yielded_at = self.now
@@ -286,7 +287,8 @@ class World:
                 "qty": qty,
                 "order_type": "limit",
                 "limit_price": price,
-                "created_at": START.isoformat(),
+                # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
+                "created_at": (START - timedelta(seconds=self.rng.uniform(0.0, 55.0))).isoformat(),
                 "dry_run": self.rng.random() < 0.1,
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
@@ -305,13 +307,13 @@ class World:
         ready = [a for a in self.actors if a.state == "ready"]
         paused = [a for a in self.actors if a.state == "paused"]
         fresh = [m for m in self.messages if m.deliveries == 0]
-        live = {a.message_id for a in self.actors if a.alive}
+        running = {a.message_id for a in self.actors if a.state == "ready"}
         retried = [
             m
             for m in self.messages
             if m.retry
             and not m.acked
-            and m.message_id not in live
+            and m.message_id not in running
             and m.deliveries < MAX_DELIVERIES
         ]
         duplicable = [m for m in self.messages if 0 < m.deliveries < MAX_DELIVERIES]
@@ -511,7 +513,9 @@ class World:
         )
         self.invariants.at_ack(actor, message, value)
 
-    def _died(self, actor: Actor) -> None:
+    def _unanswered(self, actor: Actor) -> None:
+        """A killed or paused delivery does not answer: past its ack deadline, Pub/Sub delivers
+        the message again (a paused one may still answer later: a zombie)."""
         if actor.kind == "delivery":
             message = next(m for m in self.messages if m.message_id == actor.message_id)
             message.retry = not message.acked  # no answer: Pub/Sub delivers it again
