@@ -44,7 +44,7 @@ an attempt whose release is fenced, holding no order, acks its own outcome altho
 attempt now holds the record; if that newer attempt then dies, or answers "retry" after its
 acquire landed, the message is acked and its record ends `expired`, never terminal (and a later
 redelivery would execute it anew). While True, such acks are exempt from "acked means recorded";
-set False and run `make simulate SEED=1278` to watch one."""
+set False and run `make simulate SEED=8` to watch one."""
 
 
 class Violation(AssertionError):

@@ -74,6 +74,23 @@ MUTANTS = (
 )
 
 
+FENCED_RELEASE_RETRIES = Mutant(
+    "candidate fix: a fenced release without an order retries rather than acks",
+    "execution.engine",
+    "ExecutionEngine.execute_intent",
+    (
+        (
+            "    elif released is ReleaseResult.UNRECORDED:",
+            "    elif released is ReleaseResult.FENCED:\n"
+            "        raise OutcomeUnrecordedError('a newer attempt holds the intent: redeliver')\n"
+            "    elif released is ReleaseResult.UNRECORDED:",
+        ),
+    ),
+)
+"""Not a mutant but the fix of a gap the simulation found (see `invariants.FENCED_ACKS_ALLOWED`),
+in the same form, so that a test can show it closes the gap until `engine.py` takes it."""
+
+
 @contextmanager
 def applied(mutant: Mutant) -> Iterator[None]:
     """Run the body with `mutant` in place of the real function."""

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.simulation.mutants import CI_SEEDS, MUTANTS, Mutant, applied, first_catch
+from tests.simulation import invariants
+from tests.simulation.mutants import (
+    CI_SEEDS,
+    FENCED_RELEASE_RETRIES,
+    MUTANTS,
+    Mutant,
+    applied,
+    first_catch,
+)
 from tests.simulation.run import quiet_logs, report, run_seeds
 from tests.simulation.world import World
 
@@ -68,3 +76,22 @@ def test_a_caught_schedule_prints_its_replay_command_and_its_steps() -> None:
     assert f"replay: make simulate SEED={seed}" in text
     assert "VIOLATION at seed" in text
     assert any(" acked " in line for line in text.splitlines()[4:])
+
+
+def test_known_gap_a_fenced_release_without_an_order_acks_an_unrecorded_intent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reported to the lead: an attempt whose release is fenced, holding no order, acks; if the
+    newer attempt holding the record then fails, the acked intent is never recorded terminal.
+    Seed 8 shows it under the strict invariant; the candidate fix (retry instead of ack) keeps
+    the strict invariant. Once `engine.py` takes the fix, this test fails: set
+    `FENCED_ACKS_ALLOWED = False` in `invariants.py` and delete it."""
+    monkeypatch.setattr(invariants, "FENCED_ACKS_ALLOWED", False)
+
+    today = run_seeds(8, 1)
+    with applied(FENCED_RELEASE_RETRIES):
+        fixed = run_seeds(0, 300)
+
+    assert today.failure is not None
+    assert "was acked but its record is released/exception" in today.failure[1]
+    assert fixed.failure is None, report(fixed, 0.0)
