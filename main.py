@@ -20,7 +20,7 @@ from execution.bootstrap import Service, bootstrap
 from execution.errors import PermanentError, RetryableError
 from execution.intake import delivery_from_cloud_event, parse_intent
 from execution.settings import Settings
-from execution.telemetry import configure_logging, emit
+from execution.telemetry import configure_logging, emit, invocation_logging
 
 logger = logging.getLogger("execution.main")
 
@@ -40,6 +40,7 @@ def _get_service() -> Service:
 
 
 @functions_framework.cloud_event
+@invocation_logging
 def execute_intent(cloud_event: CloudEvent) -> None:
     """Execute one trade intent; return to ack, raise to have Pub/Sub deliver it again."""
     service = _get_service()
@@ -83,12 +84,14 @@ def execute_intent(cloud_event: CloudEvent) -> None:
 
 
 @functions_framework.http
+@invocation_logging
 def sweep_reservations(request: flask.Request) -> tuple[str, int, dict[str, Any]]:
     """Expire lapsed reservations (Cloud Scheduler, HTTP POST); answers the JSON report."""
     return _scheduled(request, lambda service: service.sweeper.sweep().as_dict())
 
 
 @functions_framework.http
+@invocation_logging
 def reconcile_orders(request: flask.Request) -> tuple[str, int, dict[str, Any]]:
     """Compare the broker's recent orders with the records (Cloud Scheduler, HTTP POST)."""
     return _scheduled(request, lambda service: service.reconciler.reconcile().as_dict())

@@ -4,6 +4,9 @@ For every (threads, accounts) cell three variants run back to back, in a rotatin
 an emptied and freshly seeded emulator project: the bound (`BoundOperation`), the engine with
 accounts that set no in-flight budget (the default, common path), and the engine with accounts
 that set `max_inflight_usd` (so each acquire also rewrites the account's in-flight document).
+Where a cell has at most `LIMITS_MAX_ACCOUNTS` accounts two more run: the engine on accounts that
+set every counted limit (budget, orders per day, position), and the same engine whose acquire is
+the transactional peer (`bench.transactional_peer`), so the two designs meet on equal terms.
 The ratio of each cell is engine intents/s over bound operations/s, medians over repetitions.
 """
 
@@ -16,7 +19,9 @@ from typing import Any
 from bench.common import RunResult, client, median, progress, reset, run_threads
 from bench.workload import BoundOperation, engine_operation, engine_service, placed, seed
 
-VARIANTS = ("bound", "engine", "engine_budget")
+VARIANTS = ("bound", "engine", "engine_budget", "engine_limits", "txn_limits")
+LIMITED_VARIANTS = ("engine_limits", "txn_limits")
+LIMITS_MAX_ACCOUNTS = 20
 WARMUP_SECONDS = 0.3
 
 
@@ -87,13 +92,14 @@ def measure(
     """Every cell of threads x accounts, every variant, `repetitions` times each."""
     db = client(project)
     cells = [Cell(t, a) for t, a in itertools.product(threads, accounts)]
-    total = len(cells) * len(variants) * repetitions
     done = 0
+    total = sum(len(_variants_of(cell, variants)) for cell in cells) * repetitions
     for repetition in range(repetitions):
         for index, cell in enumerate(cells):
             # Rotate the order so that no variant always runs first (or after the same one).
-            shift = (repetition + index) % len(variants)
-            for variant in variants[shift:] + variants[:shift]:
+            mine = _variants_of(cell, variants)
+            shift = (repetition + index) % len(mine)
+            for variant in mine[shift:] + mine[:shift]:
                 result = _one_run(db, project, cell, variant, duration, f"r{repetition}")
                 cell.runs.setdefault(variant, []).append(result)
                 done += 1
@@ -107,11 +113,22 @@ def measure(
     return cells
 
 
+def _variants_of(cell: Cell, variants: tuple[str, ...]) -> tuple[str, ...]:
+    if cell.accounts <= LIMITS_MAX_ACCOUNTS:
+        return variants
+    return tuple(v for v in variants if v not in LIMITED_VARIANTS)
+
+
 def _one_run(
     db: Any, project: str, cell: Cell, variant: str, duration: float, tag: str
 ) -> RunResult:
     reset(project)
-    seed(db, accounts=cell.accounts, budget=variant == "engine_budget")
+    seed(
+        db,
+        accounts=cell.accounts,
+        budget=variant == "engine_budget",
+        limits=variant in LIMITED_VARIANTS,
+    )
     if variant == "bound":
         op = BoundOperation(db, tag)
         warm = BoundOperation(db, tag + "w")
@@ -119,7 +136,7 @@ def _one_run(
         def check(_: object) -> str | None:
             return None
     else:
-        service = engine_service(db, project)
+        service = engine_service(db, project, transactional=variant == "txn_limits")
         op = engine_operation(service, tag, cell.accounts)  # type: ignore[assignment]
         warm = engine_operation(service, tag + "w", cell.accounts)  # type: ignore[assignment]
         check = placed  # type: ignore[assignment]

@@ -12,13 +12,16 @@ and one update (the release). Nothing else: no account, no quote, no switch, no 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
 
+from bench.transactional_peer import TransactionalReservationManager
 from execution.bootstrap import Service, bootstrap
 from execution.clock import system_clock
+from execution.firestore.invocation import FirestoreInvocationStore
+from execution.firestore.support import CallPolicy
 from execution.models import ExecutionResult, Outcome, TradeIntent
 from execution.settings import Settings
 
@@ -27,6 +30,12 @@ SYMBOL = "AAPL"
 LIMIT_PRICE = 100.0
 BUDGET_USD = 1e12
 """Budgeted accounts get a budget no run can fill: the cost measured is the in-flight document's."""
+ALL_LIMITS: dict[str, Any] = {
+    "max_inflight_usd": BUDGET_USD,
+    "max_daily_orders": 1_000_000_000,
+    "max_position_qty": 1e12,
+}
+"""Fully limited accounts: every limit the acquire counts, none that a run can fill."""
 
 
 def account_ids(count: int) -> list[str]:
@@ -34,8 +43,11 @@ def account_ids(count: int) -> list[str]:
     return [f"acct-{n:03d}" for n in range(count)]
 
 
-def seed(db: firestore.Client, *, accounts: int, budget: bool) -> None:
-    """Write the accounts, a fresh quote for `SYMBOL` and both kill switches (off)."""
+def seed(db: firestore.Client, *, accounts: int, budget: bool, limits: bool = False) -> None:
+    """Write the accounts, a fresh quote for `SYMBOL` and both kill switches (off).
+
+    `budget` sets `max_inflight_usd` on every account; `limits` sets every counted limit.
+    """
     now = system_clock()
     batch = db.batch()
     pending = 0
@@ -43,6 +55,8 @@ def seed(db: firestore.Client, *, accounts: int, budget: bool) -> None:
         fields: dict[str, Any] = {"max_order_notional_usd": 1_000_000.0}
         if budget:
             fields["max_inflight_usd"] = BUDGET_USD
+        if limits:
+            fields.update(ALL_LIMITS)
         batch.set(db.collection("tenants", TENANT, "accounts").document(account), fields)
         pending += 1
         if pending == 400:
@@ -60,9 +74,37 @@ def seed(db: firestore.Client, *, accounts: int, budget: bool) -> None:
     batch.commit()
 
 
-def engine_service(db: firestore.Client, project: str, **overrides: Any) -> Service:
-    """The service as `main.py` builds it (default settings, paper broker), on `db`."""
-    return bootstrap(Settings(project=project), db=db, clock=system_clock, **overrides)
+def engine_service(
+    db: firestore.Client, project: str, *, transactional: bool = False, **overrides: Any
+) -> Service:
+    """The service as `main.py` builds it (default settings, paper broker), on `db`.
+
+    `transactional`: the same, with the transactional peer's acquire.
+    """
+    settings = Settings(project=project)
+    if transactional:
+        overrides["store"] = transactional_store(db, settings)
+    return bootstrap(settings, db=db, clock=system_clock, **overrides)
+
+
+def transactional_store(db: firestore.Client, settings: Settings) -> FirestoreInvocationStore:
+    """The default invocation store, its acquire replaced by the transactional peer's."""
+    policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
+    manager = TransactionalReservationManager(
+        db,
+        clock=system_clock,
+        ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+        policy=policy,
+        retention=settings.reservation_retention,
+        max_attempts=settings.reservation_max_attempts,
+    )
+    return FirestoreInvocationStore(
+        db,
+        reservations=manager,
+        clock=system_clock,
+        policy=policy,
+        shared_read_max_age_seconds=settings.shared_read_max_age_seconds,
+    )
 
 
 def intent(tag: str, thread: int, sequence: int, accounts: list[str]) -> TradeIntent:

@@ -84,7 +84,6 @@ def bootstrap(
     # Imported here so that `import main` does not pay for the Firestore adapters' imports.
     from execution.firestore.dead_letters import FirestoreDeadLetters
     from execution.firestore.invocation import FirestoreInvocationStore
-    from execution.firestore.order_history import FirestoreOrderHistory
     from execution.firestore.placed_records import FirestorePlacedRecords
     from execution.firestore.reservation_records import FirestoreReservationRecords
     from execution.firestore.reservations import FirestoreReservationManager
@@ -137,8 +136,6 @@ def bootstrap(
         ),
         risk=risk
         or RiskManager(
-            FirestoreOrderHistory(db, policy=policy),
-            clock=clock,
             fail_open=settings.risk_fail_open,
             require_account=settings.require_account_document,
         ),
@@ -172,6 +169,16 @@ def bootstrap(
         ),
         dead_letters=dead_letters or FirestoreDeadLetters(db, clock=clock, policy=policy),
     )
+
+
+def broker_from_settings(
+    settings: Settings, db: firestore.Client, *, clock: Clock | None = None
+) -> Broker:
+    """The broker the settings name, as `bootstrap` builds it (the command line's lookups)."""
+    from execution.firestore.support import CallPolicy
+
+    policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
+    return _broker(settings, db, clock or system_clock, policy)
 
 
 def _broker(

@@ -13,6 +13,7 @@ INFO, as `exec.intent.completed`.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta
 
 from execution.accounts import AccountRead
@@ -96,17 +97,11 @@ class ExecutionEngine:
         stale_reason = self._stale_reason(intent, published_at)
         invocation = self._store.open(intent)  # a store outage here retries: nothing is held
         quote: Quote | None = None
-        amount = intent.known_notional_usd()
-        if amount is None and stale_reason is None:
-            # A market order sized in shares: its reservation is priced from the quote, so a
-            # store outage here must retry (nothing is held yet) rather than reserve blind.
-            quote = invocation.quotes.latest(intent.symbol)
-            if quote is None:
-                raise PriceUnavailableError(
-                    f"no quote at market_quotes/{intent.symbol} to size a market order in shares; "
-                    "publish one, or give the intent notional_usd"
-                )
-            amount = intent.qty * quote.price_for(intent.side)
+        amount: float | None
+        if stale_reason is None:
+            amount, quote = self._reserved_amount(invocation, intent)
+        else:
+            amount = intent.known_notional_usd()  # only recorded: never executed, never counted
 
         acquisition = invocation.reservations.acquire(
             ReservationRequest(
@@ -129,13 +124,14 @@ class ExecutionEngine:
             return self._duplicate(intent, acquisition.record)
 
         handle = acquisition.handle
+        refused = acquisition.refused
         result: ExecutionResult | None = None
         order: BrokerOrder | None = None
         error: str | None = None
         released = ReleaseResult.UNRECORDED
         try:
             result, order = self._execute_held(
-                invocation, intent, handle, stale_reason, amount, quote
+                invocation, intent, handle, stale_reason, amount, quote, refused
             )
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -252,10 +248,12 @@ class ExecutionEngine:
         stale_reason: str | None,
         amount: float | None,
         quote: Quote | None,
+        refused: str | None = None,
     ) -> tuple[ExecutionResult, BrokerOrder | None]:
         """The stages run while the lease is held; business outcomes come back as values.
 
         Returns the result and the broker's order where this attempt placed or found one.
+        `refused` names an account limit the acquire found this intent can never pass.
         """
 
         def finish(
@@ -292,7 +290,7 @@ class ExecutionEngine:
             raise PriceUnavailableError(f"intent {intent.client_intent_id!r} has no size")
         if quote is None:
             quote = self._best_effort_quote(invocation, intent)
-        refusal = self._gates(invocation, intent, amount, quote, account)
+        refusal = self._gates(invocation, intent, amount, quote, account, refused)
         if refusal is not None:
             return finish(*refusal), None
 
@@ -316,8 +314,10 @@ class ExecutionEngine:
         amount: float,
         quote: Quote | None,
         account: AccountRead,
+        refused: str | None,
     ) -> tuple[Outcome, str | None] | None:
-        """Route, risk, authority and dry run, in that order: the first refusal, or None."""
+        """Route, risk (with the limit the acquire refused), authority and dry run, in that
+        order: the first refusal, or None."""
         route = self._route(intent, quote)
         if not route.allowed:
             return Outcome.REJECTED, route.reason
@@ -332,6 +332,8 @@ class ExecutionEngine:
         )
         if not risk.allowed:
             return Outcome.REJECTED, risk.reason
+        if refused is not None:
+            return Outcome.REJECTED, refused
         try:
             self._authority.check(
                 intent,
@@ -418,6 +420,27 @@ class ExecutionEngine:
                 broker_order_id=order.broker_order_id,
                 error=repr(exc),
             )
+
+    @staticmethod
+    def _reserved_amount(invocation: Invocation, intent: TradeIntent) -> tuple[float, Quote | None]:
+        """The amount to reserve and cap: the largest of the declared `notional_usd` and what the
+        order is worth at its limit price or, for a market order, the quote (also returned).
+
+        A declared notional may raise the amount, never lower it below the order's worth. A
+        market order needs a usable quote to be valued: without one the delivery retries (nothing
+        is held yet) rather than reserve blind.
+        """
+        declared = intent.notional_usd or 0.0
+        if intent.limit_price is not None:
+            return max(declared, intent.qty * intent.limit_price), None
+        quote = invocation.quotes.latest(intent.symbol)
+        price = quote.price_for(intent.side) if quote is not None else None
+        if price is None or not math.isfinite(price) or price <= 0:
+            raise PriceUnavailableError(
+                f"no usable quote at market_quotes/{intent.symbol} (price {price!r}) to value a "
+                "market order; publish one"
+            )
+        return max(declared, intent.qty * price), quote
 
     def _stale_reason(self, intent: TradeIntent, published_at: datetime | None) -> str | None:
         born = intent.created_at or published_at

@@ -5,7 +5,8 @@ The Pub/Sub entry point decides ack or retry from this tree alone::
     ExecutionError
     ├── RetryableError            raise → Pub/Sub redelivers later
     │   ├── ReservationInFlightError   another invocation holds the intent's lease
-    │   ├── BudgetWaitError            the account's in-flight budget is full for now
+    │   ├── LimitWaitError             a per-account limit is full of intents in flight
+    │   │   └── BudgetWaitError        the account's in-flight budget is full for now
     │   ├── ReservationContentionError optimistic writes lost too often; try again
     │   ├── StoreUnavailableError      Firestore unreachable before a terminal outcome
     │   ├── PriceUnavailableError      a share-sized market order has no quote to size it by yet
@@ -42,7 +43,11 @@ class ReservationInFlightError(RetryableError):
     """Another invocation holds an unexpired lease on this intent."""
 
 
-class BudgetWaitError(RetryableError):
+class LimitWaitError(RetryableError):
+    """A per-account limit (orders per day, position) may pass only once intents in flight end."""
+
+
+class BudgetWaitError(LimitWaitError):
     """The account's in-flight budget cannot fit this intent until other leases end."""
 
 

@@ -19,13 +19,13 @@ outlived its lease can never overwrite the attempt that took over from it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from execution.errors import (
-    BudgetWaitError,
+    LimitWaitError,
     PayloadConflictError,
     ReservationInFlightError,
 )
@@ -54,6 +54,7 @@ class ReservationRequest:
     amount_usd: float
     payload_hash: str
     enforce_budget: bool = True
+    """False: no per-account limit is counted (a stale intent, only recorded, never executed)."""
     side: str = ""
     qty: float = 0.0
     client_order_id: str = ""
@@ -82,63 +83,11 @@ class ReservationRecord:
     side: str = ""
     qty: float = 0.0
     counts_against_budget: bool = False
-    """True where the lease is also held in the account's in-flight document."""
+    """True where the lease is also held in the account's state document (limits counted)."""
     client_order_id: str = ""
     """The id the broker knows this intent's order by; the first attempt's, kept by later ones."""
     repair: dict[str, object] | None = None
     """Set where the record was brought to what the broker holds (`execution.broker_truth`)."""
-
-
-@dataclass(frozen=True)
-class Lease:
-    """One active lease in an account's in-flight document."""
-
-    client_intent_id: str
-    amount_usd: float
-    expires_at: datetime
-
-
-@dataclass
-class InflightLeases:
-    """The active leases on one account, keyed by lease id."""
-
-    leases: dict[str, Lease] = field(default_factory=dict)
-
-    def active(self, now: datetime) -> dict[str, Lease]:
-        """The leases that still count: an expired one stops counting at once, before any sweep."""
-        return {lid: lease for lid, lease in self.leases.items() if lease.expires_at > now}
-
-    def committed_usd(self, now: datetime) -> float:
-        """The sum reserved by unexpired leases."""
-        return sum(lease.amount_usd for lease in self.active(now).values())
-
-
-# A float sum of cents may land a hair above the limit it equals.
-_BUDGET_EPSILON = 1e-6
-
-
-def admit_to_budget(
-    inflight: InflightLeases,
-    *,
-    now: datetime,
-    lease_id: str,
-    lease: Lease,
-    max_inflight_usd: float,
-) -> dict[str, Lease]:
-    """The pruned lease map with `lease` added; raises `BudgetWaitError` if it cannot fit."""
-    active = {
-        lid: held
-        for lid, held in inflight.active(now).items()
-        if held.client_intent_id != lease.client_intent_id  # a lapsed lease of ours is replaced
-    }
-    committed = sum(held.amount_usd for held in active.values())
-    if committed + lease.amount_usd > max_inflight_usd + _BUDGET_EPSILON:
-        raise BudgetWaitError(
-            f"account in-flight budget {max_inflight_usd:g} USD holds {committed:g} USD; "
-            f"{lease.amount_usd:g} USD more must wait until a lease ends"
-        )
-    active[lease_id] = lease
-    return active
 
 
 class AcquireAction(StrEnum):
@@ -264,6 +213,9 @@ class Acquired:
     """The invocation holds the lease and must execute, then release."""
 
     handle: ReservationHandle
+    refused: str | None = None
+    """A per-account limit this intent can never pass (see `execution.account_state`): the
+    invocation must end it `rejected` with this reason, before any broker call."""
 
 
 @dataclass(frozen=True)
@@ -282,8 +234,9 @@ class ReservationManager(Protocol):
     def acquire(self, request: ReservationRequest) -> Acquisition:
         """Reserve `request`'s intent or report it already executed.
 
-        Raises `ReservationInFlightError` (another lease is live), `BudgetWaitError` (the
-        account's in-flight budget is full), `ReservationContentionError` (bounded attempts lost
+        Raises `ReservationInFlightError` (another lease is live), `LimitWaitError` (an account
+        limit is full of intents in flight; `BudgetWaitError` for the budget),
+        `ReservationContentionError` (bounded attempts lost
         to concurrent writers), `StoreUnavailableError` (store unreachable) — all retryable — and
         `PayloadConflictError` (permanent).
         """
@@ -368,14 +321,14 @@ class _NeverRaisingHandle:
 class BestEffortReservationManager:
     """Fail-open wrapper: a store failure at acquire or release never blocks trading.
 
-    Answers are passed through — a live lease elsewhere, a full budget, a payload conflict, an
+    Answers are passed through — a live lease elsewhere, a full limit, a payload conflict, an
     intent already executed — because they are the store working, not failing. What fails open is
     the store being unreachable or contended (or any unexpected error): the intent then executes
     with a no-op handle and relies on the broker's `client_order_id` dedupe alone. Explicit opt-in;
     the default wiring is strict.
     """
 
-    _ANSWERS = (ReservationInFlightError, BudgetWaitError, PayloadConflictError)
+    _ANSWERS = (ReservationInFlightError, LimitWaitError, PayloadConflictError)
 
     def __init__(self, inner: ReservationManager) -> None:
         self._inner = inner
@@ -396,5 +349,5 @@ class BestEffortReservationManager:
             )
             return Acquired(NoopHandle(request.client_order_id))
         if isinstance(acquisition, Acquired):
-            return Acquired(_NeverRaisingHandle(acquisition.handle))
+            return Acquired(_NeverRaisingHandle(acquisition.handle), acquisition.refused)
         return acquisition

@@ -182,6 +182,9 @@ def db(firestore_emulator_host: str, firestore_project: str) -> Iterator[firesto
     # The client reads FIRESTORE_EMULATOR_HOST when it is built; the host fixture has set it.
     assert os.environ.get("FIRESTORE_EMULATOR_HOST") == firestore_emulator_host
     client = firestore.Client(project=firestore_project)
+    # The code under test uses 2 s store deadlines; a cold emulator (its JIT not yet warm, the
+    # machine busy) can take longer on its first requests: answer one with room first.
+    client.collection("warm-up").document("warm-up").get(timeout=60)
     yield client
     client.close()
 

@@ -18,6 +18,7 @@ import typer
 
 from execution.cli import kill_switch
 from execution.cli.context import CliContext
+from execution.cli.intent import intent
 from execution.cli.publish import publish
 from execution.cli.reconcile import reconcile
 from execution.cli.reservations import reservations
@@ -100,8 +101,10 @@ app.command("sweep")(sweep)
 app.command("reconcile")(reconcile)
 app.add_typer(kill_switch.app, name="kill-switch")
 app.command("status")(status)
+app.command("intent")(intent)
 
 
 def main() -> None:
     """Run the command line (`python -m execution`)."""
-    app(prog_name="python -m execution")
+    # Click names the program as it was started: `python -m execution`, or the console script.
+    app()

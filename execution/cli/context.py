@@ -4,7 +4,7 @@ One `CliContext` is made per invocation (in the Typer callback, or handed in by 
 `obj=`). Clients are built on first use, so `--help` and argument errors need no network.
 Every store or topic call goes through `firestore_call` / `pubsub_call`, which turn "could not
 reach it", "no credentials" and "no index" into a `CliError` whose message names the fix; the
-`reports_errors` decorator prints it and exits with `EXIT_UNREACHABLE` (2).
+`reports_errors` decorator prints it and exits with `EXIT_UNREACHABLE` (3).
 """
 
 from __future__ import annotations
@@ -34,9 +34,13 @@ if TYPE_CHECKING:
     from google.cloud import firestore
     from google.cloud.pubsub_v1 import PublisherClient
 
+    from execution.brokers.base import Broker
+
 EXIT_PROBLEMS = 1
 """The command ran but found problems (invalid intents, failed publishes, sweep errors)."""
-EXIT_UNREACHABLE = 2
+EXIT_USAGE = 2
+"""Click's own code for a usage error (unknown option, bad value): never used for anything else."""
+EXIT_UNREACHABLE = 3
 """The command could not run: store or topic unreachable, no credentials, bad settings."""
 
 EMULATOR_PROJECT = "demo-execution"
@@ -77,8 +81,9 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def fail(message: str, exit_code: int) -> NoReturn:
     """Print `message` as an error on stderr and exit with `exit_code`."""
-    Console(stderr=True, soft_wrap=True).print(f"Error: {message}", style="red", markup=False,
-                                               highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        f"Error: {message}", style="red", markup=False, highlight=False
+    )
     raise typer.Exit(exit_code)
 
 
@@ -89,7 +94,10 @@ def default_operator(environ: Mapping[str, str]) -> str:
         return user
     try:
         email = subprocess.run(
-            ["git", "config", "user.email"], capture_output=True, text=True, timeout=5,
+            ["git", "config", "user.email"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -111,6 +119,7 @@ class CliContext:
     clock: Clock = system_clock
     db_client: firestore.Client | None = None
     publisher_client: PublisherClient | None = None
+    broker_client: Broker | None = None
     _settings: Settings | None = None
     _owned: list[Callable[[], None]] = field(default_factory=list)
 
@@ -195,6 +204,19 @@ class CliContext:
             self._owned.append(client.close)
         return self.db_client
 
+    def broker(self) -> Broker:
+        """The broker the settings name (BROKER, APCA_API_*), as the function builds it, on
+        first use; closed with this context. Raises `SettingsError` where it cannot be built."""
+        if self.broker_client is None:
+            from execution.bootstrap import broker_from_settings
+
+            broker = broker_from_settings(self.settings, self.db(), clock=self.clock)
+            close = getattr(broker, "close", None)  # an HTTP broker holds a connection pool
+            if callable(close):
+                self._owned.append(close)
+            self.broker_client = broker
+        return self.broker_client
+
     def publisher(self) -> PublisherClient:
         """The Pub/Sub publisher, built on first use (after a quick probe of an emulator)."""
         if self.publisher_client is None:
@@ -219,8 +241,9 @@ class CliContext:
         # the client would retry until its deadline before saying so.
         host, _, port = host_port.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
-                                          timeout=PROBE_SECONDS):
+            with socket.create_connection(
+                (host.strip("[]") or "localhost", int(port)), timeout=PROBE_SECONDS
+            ):
                 pass
         except (OSError, ValueError):
             raise error from None
@@ -344,8 +367,7 @@ def is_missing_index(exc: BaseException) -> bool:
 
 def _emulator_hint() -> str:
     return (
-        "`firebase emulators:start --only firestore,pubsub`; see the README's command-line "
-        "section"
+        "`firebase emulators:start --only firestore,pubsub`; see the README's command-line section"
     )
 
 

@@ -1,24 +1,49 @@
-"""`kill-switch on|off|status`: the global or a tenant's switch, with who and why on the document.
+"""`kill-switch on|off|status`: halt everything, a tenant or an account, with who and why.
 
 Documents (contract): `ops/execution_kill_switch` and
 `tenants/{tenant_id}/ops/execution_kill_switch`, `{enabled, reason, updated_by, updated_at}`.
-The engine reads them right before the broker call.
+The engine reads them right before the broker call. An account (`--tenant T --account A`) is
+halted through its settings document, `tenants/T/accounts/A`: `trading_mode: OFF` (the
+account's own narrowing of AGENT_MODE), with the same `kill_switch` fields and the mode it had
+before (`previous_trading_mode`), which `off` puts back.
+
+`on --cancel-open` also cancels the open broker orders of ours in that scope
+(`execution.cli.cancel_open`), after the switch is on, so no new order races the cancels.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 
 import typer
+from google.cloud import firestore
 from rich.table import Table
 
-from execution.cli.context import CliContext, default_operator, document_id, reports_errors
+from execution.cli.cancel_open import (
+    CancelReport,
+    Owner,
+    Scope,
+    cancel_open_orders,
+    owner_through_record,
+    plain_owner,
+)
+from execution.cli.context import (
+    EXIT_PROBLEMS,
+    CliContext,
+    default_operator,
+    document_id,
+    reports_errors,
+)
 from execution.cli.queries import KillSwitchRow, kill_switch_ref, kill_switches_query
 from execution.cli.render import console, on_off, print_json, relative, table
+from execution.firestore.placed_records import FirestorePlacedRecords
+from execution.firestore.reservations import account_ref, reservation_ref
 from execution.firestore.switches import KILL_SWITCH
+from execution.settings import AgentMode
 
 app = typer.Typer(
-    help="Halt execution globally or for one tenant, resume it, or show the switches.",
+    help="Halt execution globally, for a tenant or an account, resume it, or show the switches.",
     no_args_is_help=True,
 )
 
@@ -26,7 +51,14 @@ TenantOption = Annotated[
     str | None,
     typer.Option(help="The tenant's switch (default: the global one).", callback=document_id),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AccountOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only this broker_account_id of --tenant (its trading_mode goes OFF).",
+        callback=document_id,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ByOption = Annotated[
     str | None, typer.Option("--by", help="Who is acting (default: $USER, else git user.email).")
 ]
@@ -38,13 +70,42 @@ def switch_on(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option(help="Why execution is halted (stored on the document).")],
     tenant: TenantOption = None,
+    account: AccountOption = None,
+    cancel_open: Annotated[
+        bool,
+        typer.Option(
+            "--cancel-open",
+            help="Also cancel the broker's open orders of ours in this scope (BROKER, APCA_API_*).",
+        ),
+    ] = False,
+    lookback: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Seconds of broker orders to look through for --cancel-open (default: "
+            "RECONCILE_LOOKBACK_SECONDS, a day; older open orders, e.g. GTC, need more).",
+            show_default=False,
+        ),
+    ] = None,
     by: ByOption = None,
+    json_output: JsonOption = False,
 ) -> None:
-    """Halt execution: intents reaching the broker stage end as `halted`."""
+    """Halt execution: intents reaching the broker stage end as `halted` (an account's as
+    `rejected` by its trading_mode). Exits 1 when a cancel was not done."""
     cli: CliContext = ctx.obj
     if not reason.strip():
         raise typer.BadParameter("say why execution is halted", param_hint="--reason")
-    row = _write(cli, tenant, enabled=True, reason=reason, by=by)
+    row = _write(cli, tenant, account, enabled=True, reason=reason, by=by)
+    report = _cancel_open(cli, Scope(tenant, account), lookback) if cancel_open else None
+    if json_output:
+        print_json({"switch": row.as_dict(), "cancel_open": report.as_dict() if report else None})
+    else:
+        _print_on(row, reason, report)
+    if report is not None and report.problems:
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _print_on(row: KillSwitchRow, reason: str, report: CancelReport | None) -> None:
     out = console()
     out.print(
         f"Kill switch ON for {row.scope} ({row.path}) by {row.updated_by}: {reason}", markup=False
@@ -54,6 +115,20 @@ def switch_on(
         "executed when it goes off (publish them again with new client_intent_ids).",
         markup=False,
     )
+    if report is None:
+        return
+    columns = ("tenant_id", "broker_account_id", "client_order_id", "status", "result")
+    out.print(
+        table(
+            f"Open orders of ours since {report.since:%Y-%m-%d %H:%M}Z",
+            columns,
+            [[c[k] for k in columns] for c in report.cancels],
+        )
+    )
+    for client_order_id in report.unlocated:
+        out.print(f"Not cancelled, no record names its owner: {client_order_id}", markup=False)
+    if not report.complete:
+        out.print(f"The listing stopped short ({report.error}): run again.", markup=False)
 
 
 @app.command("off")
@@ -64,11 +139,16 @@ def switch_off(
         str | None, typer.Option(help="Why execution may resume (stored on the document).")
     ] = None,
     tenant: TenantOption = None,
+    account: AccountOption = None,
     by: ByOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Resume execution (the other switches, and EXECUTION_HALTED, still apply)."""
     cli: CliContext = ctx.obj
-    row = _write(cli, tenant, enabled=False, reason=reason, by=by)
+    row = _write(cli, tenant, account, enabled=False, reason=reason, by=by)
+    if json_output:
+        print_json({"switch": row.as_dict()})
+        return
     console().print(
         f"Kill switch off for {row.scope} ({row.path}) by {row.updated_by}"
         + (f": {reason}" if reason else "."),
@@ -120,33 +200,89 @@ def switches_table(rows: list[KillSwitchRow], cli: CliContext) -> Table:
         "Kill switches",
         ("scope", "state", "reason", "updated_by", "updated"),
         (
-            (row.scope, on_off(row.enabled), row.reason, row.updated_by,
-             relative(row.updated_at, now))
+            (
+                row.scope,
+                on_off(row.enabled),
+                row.reason,
+                row.updated_by,
+                relative(row.updated_at, now),
+            )
             for row in rows
         ),
     )
 
 
 def _write(
-    cli: CliContext, tenant: str | None, *, enabled: bool, reason: str | None, by: str | None
+    cli: CliContext,
+    tenant: str | None,
+    account: str | None,
+    *,
+    enabled: bool,
+    reason: str | None,
+    by: str | None,
 ) -> KillSwitchRow:
+    if account is not None and tenant is None:
+        raise typer.BadParameter("account ids are per tenant: add --tenant", param_hint="--account")
     db = cli.db()
-    ref = kill_switch_ref(db, tenant)
-    fields = {
-        "enabled": enabled,
-        "reason": reason,
-        "updated_by": by or default_operator(cli.environ),
-        "updated_at": cli.clock(),
-    }
-    with cli.firestore_call("kill switch write"):
-        # merge: fields an operator keeps on the document (a ticket link...) survive.
-        ref.set(fields, merge=True, **cli.policy.kwargs())
-    parent = ref.parent.parent
-    return KillSwitchRow(
-        path=ref.path,
-        tenant_id=parent.id if parent is not None else None,
+    row = KillSwitchRow(
+        path="",
+        tenant_id=tenant,
+        broker_account_id=account,
         enabled=enabled,
         reason=reason,
-        updated_by=str(fields["updated_by"]),
+        updated_by=by or default_operator(cli.environ),
         updated_at=cli.clock(),
     )
+    fields = {k: getattr(row, k) for k in ("enabled", "reason", "updated_by", "updated_at")}
+    with cli.firestore_call("kill switch write"):
+        if tenant is not None and account is not None:
+            ref = account_ref(db, tenant, account)
+            _halt_account(cli, ref, fields)
+        else:
+            ref = kill_switch_ref(db, tenant)
+            # merge: fields an operator keeps on the document (a ticket link...) survive.
+            ref.set(fields, merge=True, **cli.policy.kwargs())
+    return KillSwitchRow(**{**row.as_fields(), "path": ref.path})
+
+
+def _halt_account(
+    cli: CliContext, ref: firestore.DocumentReference, fields: dict[str, Any]
+) -> None:
+    """Set (or lift) the account's `trading_mode: OFF`, remembering the mode it replaced.
+
+    Run twice, `on` keeps the mode from before the first `on`, never OFF itself.
+    """
+    data = ref.get(**cli.policy.kwargs()).to_dict() or {}
+    stored = data.get("kill_switch")
+    halt: dict[str, Any] = stored if isinstance(stored, dict) else {}
+    halted_by_us = bool(halt.get("enabled"))
+    previous = halt.get("previous_trading_mode") if halted_by_us else data.get("trading_mode")
+    update: dict[str, Any] = {"kill_switch": {**fields, "previous_trading_mode": previous}}
+    if fields["enabled"]:
+        update["trading_mode"] = AgentMode.OFF.value
+    elif halted_by_us:
+        update["trading_mode"] = previous if previous is not None else firestore.DELETE_FIELD
+    ref.set(update, merge=True, **cli.policy.kwargs())
+
+
+def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> CancelReport:
+    """List the broker's orders and cancel the open ones of ours in `scope`."""
+    db = cli.db()
+    records = FirestorePlacedRecords(db, policy=cli.policy)
+
+    def account_of(tenant: str, intent: str) -> str | None:
+        snap = reservation_ref(db, tenant, intent).get(**cli.policy.kwargs())
+        account = (snap.to_dict() or {}).get("broker_account_id")
+        return account if isinstance(account, str) else None
+
+    def owner_of(client_order_id: str) -> Owner | None:
+        return plain_owner(client_order_id) or owner_through_record(
+            client_order_id, records.locate, account_of
+        )
+
+    seconds = lookback or cli.settings.reconcile_lookback_seconds
+    broker = cli.broker()
+    with cli.firestore_call("cancel open orders"), console().status("Cancelling open orders..."):
+        return cancel_open_orders(
+            broker, scope, since=cli.clock() - timedelta(seconds=seconds), owner_of=owner_of
+        )

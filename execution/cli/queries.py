@@ -11,6 +11,7 @@ query shape here is listed by `query_shapes` for `tests/unit/test_firestore_inde
 - recent outcomes: ordered by `released_at` descending; for one tenant an automatic single-field
   index, across tenants a collection-group single-field index (a `fieldOverrides` entry).
 - recent dead letters: `execution_dead_letters` ordered by `recorded_at`: automatic.
+- one intent's ledger entries: `client_intent_id ==` on the tenant's `ledger_trades`: automatic.
 - kill switches: the `ops` collection group without filters: needs no index.
 
 None of these runs inside a transaction (a query there locks the collection id: FEASIBILITY.md).
@@ -26,6 +27,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from execution.firestore.ledger import ledger_ref
 from execution.firestore.reservations import RESERVATIONS
 from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import expired_leases_query
@@ -95,7 +97,7 @@ class ReservationRow:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (times as ISO-8601)."""
-        return {k: _json_value(v) for k, v in asdict(self).items()}
+        return {k: json_ready(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class KillSwitchRow:
     reason: str | None
     updated_by: str | None
     updated_at: datetime | None
+    broker_account_id: str | None = None
+    """Set for an account's halt (its settings document's `trading_mode: OFF`)."""
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> KillSwitchRow:
@@ -125,12 +129,20 @@ class KillSwitchRow:
 
     @property
     def scope(self) -> str:
-        """`global` or `tenant <id>`."""
-        return "global" if self.tenant_id is None else f"tenant {self.tenant_id}"
+        """`global`, `tenant <id>` or `account <tenant>/<account>`."""
+        if self.tenant_id is None:
+            return "global"
+        if self.broker_account_id is not None:
+            return f"account {self.tenant_id}/{self.broker_account_id}"
+        return f"tenant {self.tenant_id}"
+
+    def as_fields(self) -> dict[str, Any]:
+        """The fields as they are (for a copy with one changed)."""
+        return asdict(self)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {k: _json_value(v) for k, v in asdict(self).items()}
+        return {k: json_ready(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,7 @@ class DeadLetterRow:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {k: _json_value(v) for k, v in asdict(self).items()}
+        return {k: json_ready(v) for k, v in asdict(self).items()}
 
 
 # -- document references -----------------------------------------------------------------------
@@ -214,9 +226,18 @@ def recent_outcomes_query(db: firestore.Client, tenant_id: str | None = None) ->
 
 def recent_dead_letters_query(db: firestore.Client) -> firestore.Query:
     """Dead letters, newest first."""
-    return db.collection(DEAD_LETTERS).order_by(
-        "recorded_at", direction=firestore.Query.DESCENDING
+    return db.collection(DEAD_LETTERS).order_by("recorded_at", direction=firestore.Query.DESCENDING)
+
+
+def ledger_of_intent_query(
+    db: firestore.Client, tenant_id: str, client_intent_id: str
+) -> firestore.Query:
+    """A tenant's ledger entries written for one intent (one equality: an automatic index)."""
+    ledger = ledger_ref(db, tenant_id, "any").parent
+    query: firestore.Query = ledger.where(
+        filter=FieldFilter("client_intent_id", "==", client_intent_id)
     )
+    return query
 
 
 def kill_switches_query(db: firestore.Client) -> firestore.Query:
@@ -239,6 +260,7 @@ def query_shapes(db: firestore.Client, now: datetime) -> dict[str, firestore.Que
         "recent outcomes, one tenant": recent_outcomes_query(db, "t"),
         "recent dead letters": recent_dead_letters_query(db),
         "kill switches": kill_switches_query(db),
+        "ledger of one intent": ledger_of_intent_query(db, "t", "i"),
     }
 
 
@@ -280,7 +302,8 @@ def _time(value: Any) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def _json_value(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """`value` with datetimes as ISO-8601 strings, nested maps included."""
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     return value.isoformat() if isinstance(value, datetime) else value

@@ -10,14 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1.field_path import FieldPath
 
 from execution.broker_truth import VersionedRecord
-from execution.firestore.reservations import (
-    inflight_ref,
-    record_from_document,
-    reservation_ref,
-)
+from execution.firestore.account_state import PlacedOrder, add_placed_order
+from execution.firestore.reservations import record_from_document, reservation_ref
 from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationStatus
@@ -60,11 +56,15 @@ class FirestoreReservationRecords:
             },
             option=self._db.write_option(last_update_time=current.version),
         )
-        if rec.status is ReservationStatus.RESERVED and rec.counts_against_budget:
-            batch.update(
-                inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
-                {FieldPath("leases", rec.lease_id).to_api_repr(): firestore.DELETE_FIELD},
-            )
+        # The order joins the account's position and daily count, once: this batch is
+        # conditioned on the record as read, and the record was not `placed` then.
+        still_counted = rec.status is ReservationStatus.RESERVED and rec.counts_against_budget
+        add_placed_order(
+            batch,
+            self._db,
+            PlacedOrder(rec.tenant_id, rec.broker_account_id, rec.symbol, rec.side, rec.qty, now),
+            ending_lease_id=rec.lease_id if still_counted else None,
+        )
         try:
             with store_errors("reservation repair"):
                 batch.commit(**self._policy.kwargs())

@@ -11,10 +11,16 @@ fails and the next attempt reads all three, at once. The emulator's pessimistic 
 livelock under exactly the contention this handles (see FEASIBILITY.md); preconditions never hold
 a lock, so contention is cheap and always ends.
 
+The same batch writes the account's state document where the account sets a counting limit
+(`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided
+against what the commit's precondition proves current (`execution.account_state`). A release of
+`placed` moves the lease into the account's position and daily count in its own batch
+(`execution.firestore.account_state.add_placed_order`).
+
 Documents:
   tenants/{tenant_id}/execution_reservations/{client_intent_id}   one per intent (contract)
-  tenants/{tenant_id}/accounts/{broker_account_id}                `max_inflight_usd` (contract)
-  tenants/{tenant_id}/execution_inflight/{broker_account_id}      active leases, where budgeted
+  tenants/{tenant_id}/accounts/{broker_account_id}                the limits (contract)
+  tenants/{tenant_id}/execution_inflight/{broker_account_id}      the account's state
 """
 
 from __future__ import annotations
@@ -30,10 +36,20 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.field_path import FieldPath
 
+from execution.account_state import Admitted, Lease, Refused, admit
 from execution.clock import Clock
-from execution.errors import BudgetWaitError, ReservationContentionError
+from execution.errors import LimitWaitError, ReservationContentionError
+from execution.firestore.account_state import (
+    INFLIGHT,
+    PlacedOrder,
+    add_placed_order,
+    end_lease,
+    limits_from_account,
+    stage_admission,
+    state_from_document,
+)
+from execution.firestore.account_state import inflight_ref as inflight_ref  # the sweeper's import
 from execution.firestore.staged_writes import StagedWrites
 from execution.firestore.support import RACE_ERRORS, CallPolicy, jitter_sleep, store_errors
 from execution.models import Outcome
@@ -42,13 +58,10 @@ from execution.reservations import (
     Acquired,
     Acquisition,
     AlreadyExecuted,
-    InflightLeases,
-    Lease,
     ReleaseResult,
     ReservationRecord,
     ReservationRequest,
     ReservationStatus,
-    admit_to_budget,
     decide_acquire,
     new_record,
 )
@@ -58,7 +71,6 @@ logger = logging.getLogger(__name__)
 
 RESERVATIONS = "execution_reservations"
 Snapshot = firestore.DocumentSnapshot[firestore.DocumentReference]
-INFLIGHT = "execution_inflight"
 ACCOUNTS = "accounts"
 
 
@@ -67,13 +79,6 @@ def reservation_ref(
 ) -> firestore.DocumentReference:
     """`tenants/{tenant_id}/execution_reservations/{client_intent_id}`."""
     return db.collection("tenants", tenant_id, RESERVATIONS).document(client_intent_id)
-
-
-def inflight_ref(
-    db: firestore.Client, tenant_id: str, broker_account_id: str
-) -> firestore.DocumentReference:
-    """`tenants/{tenant_id}/execution_inflight/{broker_account_id}`."""
-    return db.collection("tenants", tenant_id, INFLIGHT).document(broker_account_id)
 
 
 def account_ref(
@@ -155,31 +160,20 @@ def record_from_document(data: dict[str, Any]) -> ReservationRecord:
     )
 
 
-def leases_from_document(data: dict[str, Any] | None) -> InflightLeases:
-    """Parse an in-flight document's `leases` map."""
-    raw = (data or {}).get("leases") or {}
-    return InflightLeases(
-        {
-            lease_id: Lease(
-                client_intent_id=entry["client_intent_id"],
-                amount_usd=float(entry["amount_usd"]),
-                expires_at=entry["expires_at"],
-            )
-            for lease_id, entry in raw.items()
-        }
-    )
+@dataclass(frozen=True)
+class _AcquireRead:
+    """What one acquire attempt decides on; `reservation` is None where it was not read."""
+
+    reservation: Snapshot | None
+    account: Snapshot
+    state: Snapshot
 
 
-def leases_to_document(leases: dict[str, Lease]) -> dict[str, Any]:
-    """The `leases` map for an in-flight document."""
-    return {
-        lease_id: {
-            "client_intent_id": lease.client_intent_id,
-            "amount_usd": lease.amount_usd,
-            "expires_at": lease.expires_at,
-        }
-        for lease_id, lease in leases.items()
-    }
+class _Retry:
+    """An attempt lost a race or must read the reservation first: try again."""
+
+    def __init__(self, *, pause: bool) -> None:
+        self.pause = pause
 
 
 class FirestoreReservationManager:
@@ -223,125 +217,148 @@ class FirestoreReservationManager:
         the handle's release batch.
         """
         lease_id = self._lease_ids()
-        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
         if budget_read is not None:
             _check_read_is_of(budget_read, request)
-            acc_doc, inf_doc = budget_read.account.reference, budget_read.inflight.reference
-        else:
-            acc_doc, inf_doc = budget_refs(self._db, request.tenant_id, request.broker_account_id)
         # The optimistic create is not a race lost: it takes no attempt and no pause.
         optimistic = budget_read
         for attempt in range(self._max_attempts + (1 if optimistic is not None else 0)):
-            res_snap: Snapshot | None
             if optimistic is not None:
-                res_snap, acc_snap, inf_snap = None, optimistic.account, optimistic.inflight
+                read = _AcquireRead(None, optimistic.account, optimistic.inflight)
                 optimistic = None
             else:
-                with store_errors("reservation read"):
-                    snapshots = {
-                        snap.reference.path: snap
-                        for snap in self._db.get_all(
-                            [res_doc, acc_doc, inf_doc], **self._policy.kwargs()
-                        )
-                    }
-                res_snap = snapshots[res_doc.path]
-                acc_snap, inf_snap = snapshots[acc_doc.path], snapshots[inf_doc.path]
-            existing: ReservationRecord | None = None
-            version: Any = None  # the update time the batch's precondition holds the document to
-            if res_snap is not None and res_snap.exists:
-                existing = record_from_document(res_snap.to_dict() or {})
-                version = res_snap.update_time
-            if existing is not None and existing.lease_id == lease_id:
-                # An earlier commit of ours landed although its answer was lost.
-                return Acquired(self._handle(existing, version, riders))
-            now = self._clock()
-            action = decide_acquire(existing, request, now)
-            if action is AcquireAction.DUPLICATE:
-                assert existing is not None
-                return AlreadyExecuted(existing)
-
-            budget = _max_inflight_usd(acc_snap.to_dict() if acc_snap.exists else None)
-            counted = request.enforce_budget and budget is not None
-            record = new_record(
-                request,
-                previous=existing,
-                lease_id=lease_id,
-                now=now,
-                ttl=self._ttl,
-                counts_against_budget=counted,
-            )
-            batch = self._db.batch()
-            if existing is None:
-                batch.create(res_doc, record_to_document(record))
-            else:
-                batch.update(
-                    res_doc,
-                    record_to_document(record),
-                    option=self._db.write_option(last_update_time=version),
-                )
-            if counted:
-                assert budget is not None
-                lease = Lease(request.client_intent_id, request.amount_usd, record.expires_at)
-                try:
-                    leases = admit_to_budget(
-                        leases_from_document(inf_snap.to_dict() if inf_snap.exists else None),
-                        now=now,
-                        lease_id=lease_id,
-                        lease=lease,
-                        max_inflight_usd=budget,
-                    )
-                except BudgetWaitError:
-                    if res_snap is None:
-                        continue  # unread: a duplicate needs no budget; read it before waiting
-                    raise
-                inflight_fields = {"leases": leases_to_document(leases), "updated_at": now}
-                if inf_snap.exists:
-                    batch.update(
-                        inf_doc,
-                        inflight_fields,
-                        option=self._db.write_option(last_update_time=inf_snap.update_time),
-                    )
-                else:
-                    batch.create(
-                        inf_doc,
-                        {
-                            "tenant_id": request.tenant_id,
-                            "broker_account_id": request.broker_account_id,
-                            **inflight_fields,
-                        },
-                    )
-            try:
-                with store_errors("reservation commit"):
-                    written = batch.commit(**self._policy.kwargs())
-            except RACE_ERRORS as exc:
-                emit(
-                    logger,
-                    "exec.reservation.contended",
-                    logging.DEBUG,
-                    client_intent_id=request.client_intent_id,
-                    attempt=attempt + 1,
-                    error=type(exc).__name__,
-                    read_first=res_snap is not None,
-                )
-                if res_snap is not None:
-                    self._pause(attempt)
-                continue
-            emit(
-                logger,
-                "exec.reservation.acquired",
-                tenant_id=request.tenant_id,
-                broker_account_id=request.broker_account_id,
-                client_intent_id=request.client_intent_id,
-                lease_id=lease_id,
-                attempt=record.attempt,
-                took_over=existing is not None,
-                amount_usd=request.amount_usd,
-            )
-            return Acquired(self._handle(record, written[0].update_time, riders))
+                read = self._read(request)
+            answer = self._attempt(request, read, lease_id, riders)
+            if not isinstance(answer, _Retry):
+                return answer
+            if answer.pause:
+                self._pause(attempt)
         raise ReservationContentionError(
             f"reservation of {request.client_intent_id!r} lost {self._max_attempts} optimistic "
             "commits to concurrent writers; the delivery will be retried"
         )
+
+    def _read(self, request: ReservationRequest) -> _AcquireRead:
+        """The reservation, the account and its state, in one round trip."""
+        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+        acc_doc, state_doc = budget_refs(self._db, request.tenant_id, request.broker_account_id)
+        with store_errors("reservation read"):
+            snapshots = {
+                snap.reference.path: snap
+                for snap in self._db.get_all([res_doc, acc_doc, state_doc], **self._policy.kwargs())
+            }
+        return _AcquireRead(
+            snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
+        )
+
+    def _attempt(
+        self,
+        request: ReservationRequest,
+        read: _AcquireRead,
+        lease_id: str,
+        riders: StagedWrites | None,
+    ) -> Acquisition | _Retry:
+        """Decide on `read` and commit once: the answer, or `_Retry` where a race was lost."""
+        existing: ReservationRecord | None = None
+        version: Any = None  # the update time the batch's precondition holds the document to
+        if read.reservation is not None and read.reservation.exists:
+            existing = record_from_document(read.reservation.to_dict() or {})
+            version = read.reservation.update_time
+        if existing is not None and existing.lease_id == lease_id:
+            # An earlier commit of ours landed although its answer was lost.
+            return Acquired(self._handle(existing, version, riders))
+        now = self._clock()
+        if decide_acquire(existing, request, now) is AcquireAction.DUPLICATE:
+            assert existing is not None
+            return AlreadyExecuted(existing)
+        try:
+            admission = self._admission(request, read, now, lease_id)
+        except LimitWaitError:
+            if read.reservation is None:
+                return _Retry(pause=False)  # unread: a duplicate needs no limit; read it first
+            raise
+        record = new_record(
+            request,
+            previous=existing,
+            lease_id=lease_id,
+            now=now,
+            ttl=self._ttl,
+            counts_against_budget=isinstance(admission, Admitted),
+        )
+        batch = self._db.batch()
+        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+        if existing is None:
+            batch.create(res_doc, record_to_document(record))
+        else:
+            option = self._db.write_option(last_update_time=version)
+            batch.update(res_doc, record_to_document(record), option=option)
+        if isinstance(admission, Admitted):
+            stage_admission(
+                batch,
+                read.state,
+                admission,
+                now=now,
+                tenant_id=request.tenant_id,
+                broker_account_id=request.broker_account_id,
+            )
+        written = self._commit(batch, request, read)
+        if written is None:
+            return _Retry(pause=read.reservation is not None)
+        refused = admission.reason if isinstance(admission, Refused) else None
+        _log_acquired(request, record, took_over=existing is not None, refused=refused)
+        return Acquired(self._handle(record, written, riders), refused)
+
+    def _admission(
+        self, request: ReservationRequest, read: _AcquireRead, now: datetime, lease_id: str
+    ) -> Admitted | Refused | None:
+        """The account's limits applied to this lease; None where none is counted.
+
+        Raises `LimitWaitError` where the lease must wait for intents in flight to end.
+        """
+        if not request.enforce_budget:
+            return None
+        limits = limits_from_account(read.account.to_dict() if read.account.exists else None)
+        if limits is None:
+            # Malformed limits are not guessed at: the risk stage rejects the intent
+            # (`risk_data_unavailable`), or lets it through where risk is configured fail-open.
+            emit(
+                logger,
+                "exec.reservation.limits_unreadable",
+                logging.WARNING,
+                tenant_id=request.tenant_id,
+                broker_account_id=request.broker_account_id,
+                client_intent_id=request.client_intent_id,
+            )
+            return None
+        if not limits.any():
+            return None
+        lease = Lease(
+            client_intent_id=request.client_intent_id,
+            amount_usd=request.amount_usd,
+            expires_at=now + self._ttl,
+            symbol=request.symbol,
+            side=request.side,
+            qty=request.qty,
+        )
+        state = state_from_document(read.state.to_dict() if read.state.exists else None)
+        return admit(state, now=now, lease_id=lease_id, lease=lease, limits=limits)
+
+    def _commit(
+        self, batch: firestore.WriteBatch, request: ReservationRequest, read: _AcquireRead
+    ) -> Any:
+        """The reservation's new update time, or None where a precondition lost its race."""
+        try:
+            with store_errors("reservation commit"):
+                return batch.commit(**self._policy.kwargs())[0].update_time
+        except RACE_ERRORS as exc:
+            emit(
+                logger,
+                "exec.reservation.contended",
+                logging.DEBUG,
+                client_intent_id=request.client_intent_id,
+                error=type(exc).__name__,
+                read_first=read.reservation is not None,
+            )
+            return None
 
     def _handle(
         self, record: ReservationRecord, version: Any, riders: StagedWrites | None
@@ -362,6 +379,24 @@ class FirestoreReservationManager:
         jitter_sleep(
             attempt, sleep=self._sleep or time.sleep, uniform=self._uniform or random.uniform
         )
+
+
+def _log_acquired(
+    request: ReservationRequest, record: ReservationRecord, *, took_over: bool, refused: str | None
+) -> None:
+    emit(
+        logger,
+        "exec.reservation.acquired",
+        tenant_id=request.tenant_id,
+        broker_account_id=request.broker_account_id,
+        client_intent_id=request.client_intent_id,
+        lease_id=record.lease_id,
+        attempt=record.attempt,
+        took_over=took_over,
+        amount_usd=request.amount_usd,
+        counted=record.counts_against_budget,
+        refused=refused,
+    )
 
 
 class FirestoreReservationHandle:
@@ -479,11 +514,7 @@ class FirestoreReservationHandle:
                 },
                 option=self._db.write_option(last_update_time=version),
             )
-            if counts_against_budget:
-                batch.update(
-                    inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
-                    {FieldPath("leases", rec.lease_id).to_api_repr(): firestore.DELETE_FIELD},
-                )
+            self._stage_account_state(batch, outcome, now, counted=counts_against_budget)
             if riders is not None:
                 riders.add_to(batch)
             try:
@@ -526,6 +557,22 @@ class FirestoreReservationHandle:
             return ReleaseResult.RECORDED
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
 
+    def _stage_account_state(
+        self, batch: firestore.WriteBatch, outcome: Outcome, now: datetime, *, counted: bool
+    ) -> None:
+        """A placed order joins the account's position and daily count; any other outcome only
+        ends the counted lease. Positions are kept for every account, limited or not yet, so a
+        limit set later starts from what this service placed."""
+        rec = self._record
+        ending = rec.lease_id if counted else None
+        if outcome is Outcome.PLACED:
+            placed = PlacedOrder(
+                rec.tenant_id, rec.broker_account_id, rec.symbol, rec.side, rec.qty, now
+            )
+            add_placed_order(batch, self._db, placed, ending_lease_id=ending)
+        elif ending is not None:
+            end_lease(batch, self._db, rec.tenant_id, rec.broker_account_id, ending)
+
 
 def _new_lease_id() -> str:
     return uuid.uuid4().hex
@@ -541,8 +588,3 @@ def _check_read_is_of(read: BudgetRead, request: ReservationRequest) -> None:
     found = (read.account.reference.path, read.inflight.reference.path)
     if found != expected:
         raise ValueError(f"budget_read holds {found}, not the documents of {expected[0]}")
-
-
-def _max_inflight_usd(account: dict[str, Any] | None) -> float | None:
-    value = (account or {}).get("max_inflight_usd")
-    return None if value is None else float(value)

@@ -59,6 +59,8 @@ from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.sweeper import Sweeper
 from tests.chaos.workload import (
+    QUOTE,
+    SYMBOLS,
     TOPIC_BOTH,
     TOPIC_S1,
     TOPIC_S2,
@@ -392,6 +394,11 @@ class Rig:
             batch.set(
                 self.direct.collection("tenants", tenant, "ops").document("execution_kill_switch"),
                 {"enabled": True},
+            )
+        for symbol in SYMBOLS:
+            batch.set(
+                self.direct.collection("market_quotes").document(symbol),
+                {**QUOTE, "ts": system_clock()},
             )
         batch.commit()
         # The probe reads through the proxy once, so that it holds a channel as functions do.

@@ -23,6 +23,11 @@ from execution.models import TradeIntent
 STALE_EPOCH = datetime(2025, 1, 2, 15, 30, tzinfo=UTC)
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "TSLA", "META", "BRK.B")
+QUOTE = {"bid": 0.9999, "ask": 1.0}
+"""`market_quotes/{symbol}` for every symbol: tight (1 bp), and cheap enough that a market order
+of 1-4 shares is worth less than the notional it declares, so the declared amount is reserved."""
+QUOTE_MAX_AGE_SECONDS = 3600.0
+"""The quotes are seeded once, before the storm: they must stay fresh for the router throughout."""
 
 TOPIC_BOTH = "both"
 """One topic with two push subscriptions: every message reaches both function processes at once."""
@@ -52,6 +57,7 @@ class Timing:
             "FIRESTORE_TIMEOUT_SECONDS": f"{self.firestore_timeout:g}",
             "INTENT_MAX_AGE_SECONDS": f"{self.intent_max_age:g}",
             "CLOCK_SKEW_SECONDS": f"{self.clock_skew:g}",
+            "ROUTER_QUOTE_MAX_AGE_SECONDS": f"{QUOTE_MAX_AGE_SECONDS:g}",
         }
 
 
@@ -243,7 +249,11 @@ def _accounts() -> tuple[tuple[Account, ...], tuple[str, ...], Account]:
 
 
 def _order_fields(rng: random.Random, amount: float) -> dict[str, Any]:
-    """A limit order worth `amount`, or a market order with `notional_usd` (no quote needed)."""
+    """A limit order worth `amount`, or a market order declaring `notional_usd` = `amount`.
+
+    A market order is valued at the quote too (`QUOTE`, seeded for every symbol, worth less than
+    any declared amount here), and reserves the larger of the two: the declared one.
+    """
     qty = rng.randint(1, 4)
     side = rng.choice(("buy", "sell"))
     symbol = rng.choice(SYMBOLS)

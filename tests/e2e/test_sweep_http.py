@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -92,3 +94,26 @@ def test_the_sweep_answers_only_post(sweep_server: FunctionsServer) -> None:
     status, _ = sweep_server.post(method="GET", body=b"")
 
     assert status == 405
+
+
+def test_the_sweeps_log_lines_carry_the_trace_of_the_schedulers_request(
+    sweep_server: FunctionsServer, firestore_project: str
+) -> None:
+    trace_id = uuid.uuid4().hex
+    request = urllib.request.Request(
+        sweep_server.url,
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Cloud-Trace-Context": f"{trace_id}/7;o=1"},
+    )
+
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+
+    [completed] = [
+        e for e in sweep_server.events("exec.sweep.completed") if e.get("trace_id") == trace_id
+    ]
+    assert completed["logging.googleapis.com/trace"] == (
+        f"projects/{firestore_project}/traces/{trace_id}"
+    )
+    assert completed["logging.googleapis.com/spanId"] == "0000000000000007"

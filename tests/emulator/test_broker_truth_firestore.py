@@ -43,12 +43,6 @@ from tests.support.builders import (
 MAX_AGE_S = 300.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def warm_emulator(db: firestore.Client) -> None:
-    """The engine's store calls have 2 s deadlines: a cold emulator can take longer to answer."""
-    db.collection("warm-up").document("x").get(timeout=60)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

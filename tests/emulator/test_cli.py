@@ -29,7 +29,7 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from typer.testing import CliRunner, Result
 
 from execution.cli import app
-from execution.cli.context import CliContext
+from execution.cli.context import EXIT_UNREACHABLE, EXIT_USAGE, CliContext
 from execution.clock import FakeClock, system_clock
 from execution.firestore.dead_letters import FirestoreDeadLetters
 from execution.firestore.reservations import FirestoreReservationManager
@@ -298,7 +298,7 @@ def test_publish_to_a_missing_topic_names_the_command_that_creates_it(
         "publish", write_lines(tmp_path, intent_line()), env={"INTENT_TOPIC": "no-such-topic"}
     )
 
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_UNREACHABLE
     assert "does not exist on the Pub/Sub emulator" in result.stderr
     assert "gcloud pubsub topics create no-such-topic" in result.stderr
 
@@ -312,7 +312,7 @@ def test_publish_fails_naming_the_fix_when_pubsub_is_not_running(
         "publish", write_lines(tmp_path, intent_line()), env={"PUBSUB_EMULATOR_HOST": dead}
     )
 
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_UNREACHABLE
     assert f"Cannot reach Pub/Sub at {dead} (PUBSUB_EMULATOR_HOST)" in result.stderr
     assert "Start the emulators" in result.stderr
 
@@ -392,7 +392,7 @@ def test_reservations_table_marks_a_stuck_lease(
 def test_reservations_refuses_an_account_without_its_tenant(cli: Callable[..., Result]) -> None:
     result = cli("reservations", "--account", "acct-1")
 
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_USAGE
     assert "account ids are per tenant" in result.output
 
 
@@ -484,7 +484,7 @@ def test_kill_switch_on_refuses_to_run_without_a_reason(
 ) -> None:
     result = cli("kill-switch", "on", "--reason", " ")
 
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_USAGE
     assert switch_doc(db) is None
 
 
@@ -615,7 +615,7 @@ def test_a_command_fails_at_once_naming_the_fix_when_the_firestore_emulator_is_n
 
     result = cli("reservations", env={"FIRESTORE_EMULATOR_HOST": dead})
 
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_UNREACHABLE == 3  # not Click's 2
     assert time.monotonic() - started < 5
     assert f"Cannot reach Firestore at {dead} (FIRESTORE_EMULATOR_HOST)" in result.stderr
     assert "Start the emulators" in result.stderr
@@ -660,7 +660,7 @@ def test_a_command_gives_up_within_its_timeout_when_firestore_does_not_answer(
     finally:
         silent.close()
 
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_UNREACHABLE
     assert time.monotonic() - started < 10
     assert f"Cannot reach Firestore at {silent.address}" in result.stderr
 
@@ -677,7 +677,7 @@ def test_without_a_project_or_emulators_the_error_names_the_variable_to_set() ->
         },
     )
 
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_UNREACHABLE
     assert "set GOOGLE_CLOUD_PROJECT (or pass --project)" in result.stderr
 
 
@@ -713,3 +713,25 @@ def test_importing_main_loads_neither_typer_nor_rich() -> None:
 
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+# -- kill switch --json ---------------------------------------------------------------------------
+
+
+def test_kill_switch_on_and_off_answer_json_with_the_document_they_wrote(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    on = cli(
+        "kill-switch", "on", "--tenant", "tenant-j", "--reason", "drill", "--by", "ops", "--json"
+    )
+    off = cli("kill-switch", "off", "--tenant", "tenant-j", "--by", "ops", "--json")
+
+    assert on.exit_code == 0 and off.exit_code == 0, on.output + off.output
+    on_answer, off_answer = json.loads(on.stdout), json.loads(off.stdout)
+    on_row, off_row = on_answer["switch"], off_answer["switch"]
+    assert on_answer["cancel_open"] is None
+    assert on_row["path"] == off_row["path"] == "tenants/tenant-j/ops/execution_kill_switch"
+    assert (on_row["enabled"], on_row["reason"], on_row["updated_by"]) == (True, "drill", "ops")
+    assert off_row["enabled"] is False
+    stored = switch_doc(db, "tenant-j") or {}
+    assert (stored["enabled"], stored["updated_by"]) == (False, "ops")

@@ -15,9 +15,7 @@ from google.cloud import firestore
 from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
 from execution.errors import OutcomeUnrecordedError, RetryableError, StoreUnavailableError
-from execution.firestore.order_history import FirestoreOrderHistory
 from execution.models import BrokerOrder, OrderRequest, Outcome
-from execution.risk import RiskManager
 from tests.support.builders import (
     FAST_POLICY,
     CountingBroker,
@@ -200,28 +198,3 @@ def test_a_tenant_kill_switch_halts_without_a_broker_call(
     assert result.reason == "kill_switch_tenant"
     assert broker.place_calls == 0
     assert reservation(db, intent.tenant_id, intent.client_intent_id)["outcome"] == "halted"
-
-
-def test_a_store_outage_while_risk_counts_is_retried_and_the_redelivery_places_once(
-    proxied_db: firestore.Client, proxy: CuttableProxy, db: firestore.Client, clock: FakeClock
-) -> None:
-    intent = make_intent()
-    db.collection("tenants", intent.tenant_id, "accounts").document(intent.broker_account_id).set(
-        {"max_daily_orders": 5}
-    )
-    counting = CountingBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY))
-    # Only the order-history queries go through the cut proxy: the rest of the store answers.
-    history_down = RiskManager(FirestoreOrderHistory(proxied_db, policy=FAST_POLICY), clock=clock)
-    proxy.cut()
-
-    with pytest.raises(StoreUnavailableError):
-        emulator_service(db, clock, broker=counting, risk=history_down).engine.execute_intent(
-            intent
-        )
-    after_outage = reservation(db, intent.tenant_id, intent.client_intent_id)
-    second = emulator_service(db, clock, broker=counting).engine.execute_intent(intent)
-
-    assert (after_outage["status"], after_outage["outcome"]) == ("released", "exception")
-    assert second.outcome is Outcome.PLACED
-    assert counting.place_calls == 1
-    assert reservation(db, intent.tenant_id, intent.client_intent_id)["attempt"] == 2

@@ -14,7 +14,7 @@ from devtools.alpaca_sandbox import AlpacaSandbox
 from execution.brokers.alpaca import AlpacaBroker
 from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
-from execution.errors import BudgetWaitError, PriceUnavailableError
+from execution.errors import PriceUnavailableError
 from execution.models import ExecutionResult, Outcome, TradeIntent
 from execution.settings import AgentMode
 from tests.support.builders import (
@@ -354,11 +354,12 @@ def test_a_nan_quote_never_lets_a_later_order_past_the_accounts_budget(
         symbol=symbol, broker_account_id=sell.broker_account_id, qty=2, limit_price=100.0
     )
 
-    # 200 USD against a budget of 150: it waits. A NaN lease held by the sell would have made
-    # every sum on the account NaN, and NaN > 150 is False: admitted.
-    with pytest.raises(BudgetWaitError):
-        execute(db, clock, broker, over_budget)
+    # 200 USD against a budget of 150, nothing in flight: refused for good. A NaN lease held by
+    # the sell would have made every sum on the account NaN, and NaN > 150 is False: admitted.
+    result = execute(db, clock, broker, over_budget)
 
+    assert result.outcome is Outcome.REJECTED
+    assert result.reason is not None and result.reason.startswith("max_inflight_usd_exceeded")
     assert broker.place_calls == 0
 
 

@@ -29,12 +29,6 @@ from tests.support.builders import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def warm_emulator(db: firestore.Client) -> None:
-    """The store calls have 2 s deadlines: a cold emulator can take longer to answer."""
-    db.collection("warm-up").document("x").get(timeout=60)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

@@ -13,7 +13,6 @@ import pytest
 
 from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
-from execution.firestore.order_history import FirestoreOrderHistory
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.models import OrderRequest, Outcome
@@ -79,15 +78,14 @@ def lifecycle(db: Any, tenant_id: str) -> dict[str, Any]:
     report = Sweeper(FirestoreExpiredLeases(db, policy=FAST_POLICY), clock=clock).sweep()
     acquired(manager.acquire(request(tenant_id, "retried")))
     duplicate = manager.acquire(request(tenant_id, "placed"))
-    history = FirestoreOrderHistory(db, policy=FAST_POLICY)
+    # The account state counts what was placed (execution/account_state.py).
+    state = tenant_documents(db, tenant_id)[f"execution_inflight/{ACCOUNT}"]
     return {
         "documents": tenant_documents(db, tenant_id),
         "sweep": (report.scanned, report.expired, report.skipped, report.errors),
         "duplicate": isinstance(duplicate, AlreadyExecuted),
-        "orders_today": history.orders_today(
-            tenant_id, ACCOUNT, since=clock() - timedelta(days=1), now=clock()
-        ),
-        "position": history.net_position(tenant_id, ACCOUNT, "AAPL"),
+        "placed_today": sum(state.get("placed_orders", {}).values()),
+        "position": state.get("positions", {}).get("AAPL", 0.0),
     }
 
 
@@ -141,10 +139,13 @@ def test_lifecycle_outcomes_on_the_simulated_store(sim_db: SimClient) -> None:
             "client_intent_id": "retried",
             "amount_usd": 100.0,
             "expires_at": docs["execution_reservations/retried"]["expires_at"],
+            "symbol": "AAPL",
+            "side": "buy",
+            "qty": 1.0,
         }
     }
     assert result["sweep"] == (1, 1, 0, 0)
-    assert (result["duplicate"], result["orders_today"], result["position"]) == (True, 2, 1.0)
+    assert (result["duplicate"], result["placed_today"], result["position"]) == (True, 1, 1.0)
 
 
 def test_the_engine_places_each_intent_once_on_the_simulated_store(sim_db: SimClient) -> None:

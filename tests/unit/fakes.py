@@ -2,7 +2,8 @@
 
 Every fake implements one of the `typing.Protocol`s in `execution/` and nothing else: no mocks of
 third-party clients. The reservation fake runs the real state machine (`decide_acquire`,
-`new_record`, `admit_to_budget`) on a dict, so the engine is tested against the rules it ships with.
+`new_record`, `account_state.admit`) on a dict, so the engine is tested against the rules it
+ships with.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from execution.account_state import AccountLimits, AccountState, Admitted, Lease, Refused, admit
 from execution.accounts import AccountRead, AccountSettings, AccountSource
 from execution.authority import Authority, KillSwitchSource
 from execution.broker_truth import BrokerTruth, VersionedRecord
@@ -29,14 +31,11 @@ from execution.reservations import (
     Acquired,
     Acquisition,
     AlreadyExecuted,
-    InflightLeases,
-    Lease,
     ReleaseResult,
     ReservationManager,
     ReservationRecord,
     ReservationRequest,
     ReservationStatus,
-    admit_to_budget,
     decide_acquire,
     new_record,
 )
@@ -132,7 +131,7 @@ class InMemoryReservationManager:
         self.fail_acquire_with = fail_acquire_with
         self.fail_release_with = fail_release_with
         self.records: dict[tuple[str, str], ReservationRecord] = {}
-        self.inflight: dict[tuple[str, str], InflightLeases] = {}
+        self.inflight: dict[tuple[str, str], AccountState] = {}
         self.requests: list[ReservationRequest] = []
         self.releases: list[Release] = []
         self._lease_ids = (f"lease-{n}" for n in itertools.count(1))
@@ -152,17 +151,28 @@ class InMemoryReservationManager:
         lease_id = next(self._lease_ids)
         account = (request.tenant_id, request.broker_account_id)
         budget = self.budgets.get(account)
-        counts = budget is not None and request.enforce_budget
-        if counts:
-            assert budget is not None
-            leases = self.inflight.setdefault(account, InflightLeases())
-            leases.leases = admit_to_budget(
-                leases,
+        counts, refused = False, None
+        if budget is not None and request.enforce_budget:
+            state = self.inflight.setdefault(account, AccountState())
+            lease = Lease(
+                request.client_intent_id,
+                request.amount_usd,
+                now + self.ttl,
+                request.symbol,
+                request.side,
+                request.qty,
+            )
+            admission = admit(
+                state,
                 now=now,
                 lease_id=lease_id,
-                lease=Lease(request.client_intent_id, request.amount_usd, now + self.ttl),
-                max_inflight_usd=budget,
+                lease=lease,
+                limits=AccountLimits(max_inflight_usd=budget),
             )
+            if isinstance(admission, Admitted):
+                state.leases, counts = admission.leases, True
+            elif isinstance(admission, Refused):
+                refused = admission.reason
         record = new_record(
             request,
             previous=existing,
@@ -172,7 +182,7 @@ class InMemoryReservationManager:
             counts_against_budget=counts,
         )
         self.records[key] = record
-        return Acquired(InMemoryHandle(self, record))
+        return Acquired(InMemoryHandle(self, record), refused)
 
     def seed(self, record: ReservationRecord) -> None:
         """Store `record` as if an earlier delivery had written it."""

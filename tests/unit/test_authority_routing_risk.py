@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -193,46 +193,8 @@ def test_quote_prices_are_the_ask_for_a_buy_and_the_bid_for_a_sell() -> None:
 # --- RiskManager ---------------------------------------------------------------------------
 
 
-class FakeOrderHistory:
-    """Counts for `RiskManager`: orders today, net positions by symbol, or a failure."""
-
-    def __init__(
-        self,
-        *,
-        today: int = 1,
-        positions: dict[str, float] | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        self.today = today
-        self.positions = dict(positions or {})
-        self.error = error
-
-    def orders_today(
-        self, tenant_id: str, broker_account_id: str, *, since: datetime, now: datetime
-    ) -> int:
-        if self.error is not None:
-            raise self.error
-        assert since == now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return self.today
-
-    def net_position(self, tenant_id: str, broker_account_id: str, symbol: str) -> float:
-        if self.error is not None:
-            raise self.error
-        return self.positions.get(symbol, 0.0)
-
-
-def risk(
-    *,
-    fail_open: bool = False,
-    history: FakeOrderHistory | None = None,
-    require_account: bool = False,
-) -> RiskManager:
-    return RiskManager(
-        history or FakeOrderHistory(),
-        clock=FakeClock(T0),
-        fail_open=fail_open,
-        require_account=require_account,
-    )
+def risk(*, fail_open: bool = False, require_account: bool = False) -> RiskManager:
+    return RiskManager(fail_open=fail_open, require_account=require_account)
 
 
 def limits(**fields: object) -> AccountRead:
@@ -336,68 +298,6 @@ def test_unreadable_risk_data_is_logged_with_the_fail_open_choice(
     assert [f["fail_open"] for f in logged(caplog.records, "exec.risk.data_unavailable")] == [False]
 
 
-@pytest.mark.parametrize(("counted", "allowed"), [(3, True), (4, False)])
-def test_the_daily_order_limit_counts_this_intent_with_the_others(
-    counted: int, allowed: bool
-) -> None:
-    gate = risk(history=FakeOrderHistory(today=counted))
-
-    decision = gate.validate(make_intent(), 1, limits(max_daily_orders=3))
-
-    assert decision.allowed is allowed
-    assert allowed or decision.reason == "max_daily_orders_reached: 3 of 3 used today (UTC)"
-
-
-def test_an_uncountable_daily_limit_rejects_by_default() -> None:
-    gate = risk(history=FakeOrderHistory(error=ValueError("count came back as a string")))
-
-    decision = gate.validate(make_intent(), 1, limits(max_daily_orders=3))
-
-    assert decision == RiskDecision(False, "risk_data_unavailable")
-
-
-@pytest.mark.parametrize("limit", [{"max_daily_orders": 3}, {"max_position_qty": 10}])
-def test_a_store_outage_while_counting_a_limit_retries_rather_than_rejects(
-    limit: dict[str, float],
-) -> None:
-    outage = StoreUnavailableError("aggregation timed out")
-    gate = risk(history=FakeOrderHistory(error=outage))
-
-    with pytest.raises(StoreUnavailableError) as raised:
-        gate.validate(make_intent(), 1, limits(**limit))
-
-    assert raised.value is outage
-
-
-def test_a_store_outage_while_counting_passes_when_configured_fail_open() -> None:
-    gate = risk(
-        history=FakeOrderHistory(error=StoreUnavailableError("aggregation timed out")),
-        fail_open=True,
-    )
-
-    decision = gate.validate(make_intent(), 1, limits(max_daily_orders=3))
-
-    assert decision == RiskDecision(True, "risk_data_unavailable")
-
-
-@pytest.mark.parametrize(
-    ("held", "side", "qty", "allowed"),
-    [
-        (8.0, "buy", 2.0, True),  # reaches the limit exactly
-        (8.0, "buy", 3.0, False),  # over it
-        (-8.0, "sell", 3.0, False),  # over it short
-        (12.0, "sell", 1.0, True),  # already over, but shrinking is always allowed
-        (12.0, "buy", 1.0, False),
-    ],
-)
-def test_the_position_limit_bounds_the_absolute_net_position(
-    held: float, side: str, qty: float, allowed: bool
-) -> None:
-    gate = risk(history=FakeOrderHistory(positions={"AAPL": held}))
-
-    decision = gate.validate(make_intent(side=side, qty=qty), 1, limits(max_position_qty=10))
-
-    assert decision.allowed is allowed
 
 
 @pytest.mark.parametrize(

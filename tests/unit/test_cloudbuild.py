@@ -10,6 +10,7 @@ expansion and `set -u` included. A command the fakes do not know fails the step.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -37,6 +38,10 @@ SUBSCRIPTION = (
 # The fake answers `gcloud functions describe NAME --format=value(serviceConfig.uri)` with
 # https://NAME + this suffix, so a scheduler job aimed at the wrong function shows.
 URL_SUFFIX = "-abc123-ew.a.run.app"
+# Where the fake finds an existing alert policy (followed by its policy_id) and dashboard.
+POLICY_PREFIX = f"projects/{PROJECT_ID}/alertPolicies/policy-"
+DASHBOARD = f"projects/{PROJECT_NUMBER}/dashboards/dash-123"
+MONITORING_PATH = ROOT / "deploy" / "monitoring"
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 TEST_STEPS = ("install", "lint", "emulator-suite")
 
@@ -46,8 +51,9 @@ PUBSUB_MAX_RETRY_DELAY_S = 600
 GEN2_EVENT_FUNCTION_MAX_TIMEOUT_S = 540
 
 # Records argv (fields split by \037, records by \036) and answers the scripts' look-ups.
-# Describing a topic, subscription or scheduler job succeeds only when STUB_EXISTING=1, so a
-# run can play a first deploy into an empty project or a redeploy.
+# Describing a topic, subscription, scheduler job or log-based metric succeeds, and listing
+# alert policies or dashboards finds one, only when STUB_EXISTING=1, so a run can play a first
+# deploy into an empty project or a redeploy.
 FAKE_CLI = r"""#!/bin/sh
 { printf '%s\037' "$STUB_STEP" "${0##*/}" "$@"; printf '\036'; } >> "$STUB_LOG"
 [ "${0##*/}" = gcloud ] || exit 0
@@ -64,6 +70,15 @@ case "$1 $2 $3" in
   "eventarc triggers describe") echo "$STUB_SUBSCRIPTION" ;;
   "pubsub topics describe"|"pubsub subscriptions describe"|"scheduler jobs describe")
     [ "$STUB_EXISTING" = 1 ] || { echo "ERROR: NOT_FOUND" >&2; exit 1; } ;;
+  "logging metrics describe")
+    [ "$STUB_EXISTING" = 1 ] || { echo "ERROR: NOT_FOUND" >&2; exit 1; } ;;
+  "alpha monitoring policies")
+    if [ "$4" = list ] && [ "$STUB_EXISTING" = 1 ]; then
+      for arg in "$@"; do
+        case "$arg" in --filter=userLabels.policy_id=*) echo "$STUB_POLICY_PREFIX${arg##*=}" ;; esac
+      done
+    fi ;;
+  "monitoring dashboards list") [ "$STUB_EXISTING" = 1 ] && echo "$STUB_DASHBOARD" ;;
 esac
 exit 0
 """
@@ -154,6 +169,8 @@ def run_build(tmp: Path, *, existing: bool, **overrides: str) -> Build:
     for path in executables:
         path.write_text(FAKE_CLI)
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    # The build runs in a checkout: the monitoring step reads deploy/monitoring/.
+    shutil.copytree(MONITORING_PATH, workspace / "deploy" / "monitoring")
     log = tmp / "calls.log"
     log.touch()
     env = {
@@ -167,6 +184,8 @@ def run_build(tmp: Path, *, existing: bool, **overrides: str) -> Build:
         "STUB_TRIGGER": TRIGGER,
         "STUB_SUBSCRIPTION": SUBSCRIPTION,
         "STUB_URL_SUFFIX": URL_SUFFIX,
+        "STUB_POLICY_PREFIX": POLICY_PREFIX,
+        "STUB_DASHBOARD": DASHBOARD,
     }
     bash = shutil.which("bash")
     assert bash is not None, "these tests run the steps' scripts with bash"
@@ -806,3 +825,191 @@ def test_firestore_is_configured_before_the_functions_deploy() -> None:
 
 def test_the_build_logs_to_cloud_logging_as_its_own_service_account_must() -> None:
     assert CONFIG["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+
+
+# ---------------------------------------------------------------- monitoring
+
+EXECUTION_SOURCE = "\n".join(
+    p.read_text() for p in [ROOT / "main.py", *(ROOT / "execution").rglob("*.py")]
+)
+METRIC_FILES = sorted((MONITORING_PATH / "metrics").glob("*.yaml"))
+POLICY_FILES = sorted((MONITORING_PATH / "policies").glob("*.yaml"))
+DASHBOARD_PATH = MONITORING_PATH / "dashboard.json"
+USER_METRIC = re.compile(r'metric\.type="logging\.googleapis\.com/user/([^"]+)"')
+
+METRICS_THE_ISSUE_NAMES = {
+    "exec.reservation.expired",
+    "exec.delivery.dead_lettered",
+    "exec.reservation.release_failed",
+    "exec.delivery.retry",
+    "exec.reconcile.completed",
+    "exec.reconcile.incomplete",
+    "exec.contradiction",
+}
+"""Expired reservations, dead letters, release failures, retries by reason, reconciler
+findings and contradictions (outlived leases among them)."""
+
+
+def yaml_file(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def monitoring_calls(build: Build, *words: str) -> list[Call]:
+    return [c for c in build.find(*words) if c.step == "monitoring"]
+
+
+def metric_names_in(text: str) -> set[str]:
+    return set(USER_METRIC.findall(text))
+
+
+def filters_of(document: Any) -> str:
+    """Every `filter` value anywhere in a policy or dashboard, one a line."""
+    if isinstance(document, dict):
+        own = [document["filter"]] if isinstance(document.get("filter"), str) else []
+        return "\n".join(own + [filters_of(v) for v in document.values()])
+    if isinstance(document, list):
+        return "\n".join(filters_of(v) for v in document)
+    return ""
+
+
+def test_every_metric_the_issue_names_is_declared_under_its_file_name() -> None:
+    declared = {yaml_file(path)["name"] for path in METRIC_FILES}
+
+    assert [yaml_file(p)["name"] for p in METRIC_FILES] == [p.stem for p in METRIC_FILES]
+    assert declared == METRICS_THE_ISSUE_NAMES
+
+
+@pytest.mark.parametrize("path", METRIC_FILES, ids=lambda p: p.stem)
+def test_every_metric_counts_events_the_code_emits(path: Path) -> None:
+    log_filter = yaml_file(path)["filter"]
+    exact = re.findall(r'jsonPayload\.event="([^"]+)"', log_filter)
+    prefixes = [
+        p.replace("[.]", ".") for p in re.findall(r'jsonPayload\.event=~"\^([^"]+)"', log_filter)
+    ]
+
+    assert exact or prefixes
+    for event in exact:
+        assert f'"{event}"' in EXECUTION_SOURCE, f"{event} is never emitted"
+    for prefix in prefixes:
+        assert prefix in EXECUTION_SOURCE, f"no event starts with {prefix}"
+
+
+def test_contradictions_include_an_invocation_that_outlived_its_lease() -> None:
+    log_filter = yaml_file(MONITORING_PATH / "metrics" / "exec.contradiction.yaml")["filter"]
+
+    assert 'jsonPayload.event="exec.intent.outlived_lease"' in log_filter
+    assert "exec[.]contradiction[.]" in log_filter
+
+
+def test_retries_are_counted_by_the_class_of_the_error() -> None:
+    metric = yaml_file(MONITORING_PATH / "metrics" / "exec.delivery.retry.yaml")
+    extractor = metric["labelExtractors"]["reason"]
+    pattern = re.search(r'REGEXP_EXTRACT\(jsonPayload\.error, "(.*)"\)', extractor)
+
+    assert pattern is not None
+    assert re.search(pattern.group(1), "StoreUnavailableError: 504 Deadline").group(1) == (  # type: ignore[union-attr]
+        "StoreUnavailableError"
+    )
+    assert [label["key"] for label in metric["metricDescriptor"]["labels"]] == ["reason"]
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.stem)
+def test_every_policy_watches_declared_metrics_and_says_what_to_run_first(path: Path) -> None:
+    policy = yaml_file(path)
+    watched = metric_names_in(filters_of(policy["conditions"]))
+
+    assert policy["userLabels"]["policy_id"] == path.stem
+    assert watched and watched <= METRICS_THE_ISSUE_NAMES
+    assert "First command" in policy["documentation"]["content"]
+    assert policy["displayName"] in GUIDE_PATH.read_text()
+
+
+def test_a_person_is_alerted_on_contradictions_dead_letters_dying_and_a_blind_reconciler() -> None:
+    watched = set().union(*(metric_names_in(filters_of(yaml_file(p))) for p in POLICY_FILES))
+
+    assert watched == METRICS_THE_ISSUE_NAMES - {"exec.delivery.retry"}
+
+
+def test_pending_contradictions_do_not_page() -> None:
+    policy = (MONITORING_PATH / "policies" / "contradictions.yaml").read_text()
+
+    assert 'metric.label.kind!="exec.contradiction.pending"' in policy
+
+
+def test_the_dashboard_charts_every_metric() -> None:
+    dashboard = json.loads(DASHBOARD_PATH.read_text())
+
+    assert metric_names_in(filters_of(dashboard)) == METRICS_THE_ISSUE_NAMES
+
+
+def test_a_first_deploy_creates_every_metric_policy_and_the_dashboard(first_deploy: Build) -> None:
+    metrics = monitoring_calls(first_deploy, "gcloud", "logging", "metrics", "create")
+    policies = monitoring_calls(first_deploy, "gcloud", "alpha", "monitoring", "policies", "create")
+    [dashboard] = monitoring_calls(first_deploy, "gcloud", "monitoring", "dashboards", "create")
+
+    assert {(c.args[3], c.flags["config-from-file"]) for c in metrics} == {
+        (p.stem, f"deploy/monitoring/metrics/{p.name}") for p in METRIC_FILES
+    }
+    assert sorted(str(c.flags["policy-from-file"]) for c in policies) == [
+        f"deploy/monitoring/policies/{p.name}" for p in POLICY_FILES
+    ]
+    assert dashboard.flags["config-from-file"] == "deploy/monitoring/dashboard.json"
+    assert all(c.flags["project"] == PROJECT_ID for c in [*metrics, *policies, dashboard])
+    assert not monitoring_calls(first_deploy, "gcloud", "logging", "metrics", "update")
+
+
+def test_a_redeploy_updates_metrics_policies_and_the_dashboard_in_place(redeploy: Build) -> None:
+    created = [c for c in redeploy.calls if c.step == "monitoring" and "create" in c.args[:4]]
+    metrics = monitoring_calls(redeploy, "gcloud", "logging", "metrics", "update")
+    policies = monitoring_calls(redeploy, "gcloud", "alpha", "monitoring", "policies", "update")
+    [dashboard] = monitoring_calls(redeploy, "gcloud", "monitoring", "dashboards", "update")
+
+    assert created == []
+    assert {c.args[3] for c in metrics} == {p.stem for p in METRIC_FILES}
+    assert {(c.args[4], c.flags["policy-from-file"]) for c in policies} == {
+        (POLICY_PREFIX + p.stem, f"deploy/monitoring/policies/{p.name}") for p in POLICY_FILES
+    }
+    assert dashboard.args[3] == DASHBOARD
+
+
+def test_the_dashboard_is_found_by_the_display_name_it_declares(redeploy: Build) -> None:
+    [listing] = monitoring_calls(redeploy, "gcloud", "monitoring", "dashboards", "list")
+    display_name = json.loads(DASHBOARD_PATH.read_text())["displayName"]
+
+    assert listing.flags["filter"] == f'displayName="{display_name}"'
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_policies_notify_the_channels_the_substitution_names(
+    tmp_path: Path, existing: bool
+) -> None:
+    channels = (
+        "projects/demo-trading/notificationChannels/1,projects/demo-trading/notificationChannels/2"
+    )
+    build = run_build(tmp_path, existing=existing, _ALERT_CHANNELS=channels)
+    verb, flag = (
+        ("update", "set-notification-channels")
+        if existing
+        else (
+            "create",
+            "notification-channels",
+        )
+    )
+
+    policies = monitoring_calls(build, "gcloud", "alpha", "monitoring", "policies", verb)
+
+    assert len(policies) == len(POLICY_FILES)
+    assert all(c.flags[flag] == channels for c in policies)
+
+
+def test_without_channels_the_policies_name_none(first_deploy: Build) -> None:
+    policies = monitoring_calls(first_deploy, "gcloud", "alpha", "monitoring", "policies", "create")
+
+    assert not any("notification-channels" in c.flags for c in policies)
+
+
+def test_monitoring_deploys_after_every_function_and_job_it_watches() -> None:
+    ids = [s["id"] for s in CONFIG["steps"]]
+
+    assert ids[-1] == "monitoring"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from execution.account_state import AccountState, Lease
 from execution.accounts import AccountSettings
 from execution.bootstrap import bootstrap
 from execution.client_order_ids import client_order_id_for
@@ -35,8 +36,6 @@ from execution.models import OrderRequest, Outcome
 from execution.reservations import (
     Acquired,
     BestEffortReservationManager,
-    InflightLeases,
-    Lease,
     ReservationStatus,
 )
 from execution.risk import RiskDecision
@@ -704,10 +703,10 @@ def test_an_intent_whose_lease_lapsed_is_taken_over_as_the_next_attempt() -> Non
     assert (result.outcome, result.attempt) == (Outcome.PLACED, 2)
 
 
-def held_elsewhere(amount_usd: float, *, for_seconds: float = 60) -> InflightLeases:
-    """An account's in-flight document holding one other intent's lease."""
+def held_elsewhere(amount_usd: float, *, for_seconds: float = 60) -> AccountState:
+    """An account's state document holding one other intent's lease."""
     lease = Lease("held-elsewhere", amount_usd, T0 + timedelta(seconds=for_seconds))
-    return InflightLeases({"lease-held": lease})
+    return AccountState({"lease-held": lease})
 
 
 def test_a_full_account_budget_raises_budget_wait_which_is_retryable() -> None:

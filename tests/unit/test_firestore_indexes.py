@@ -19,11 +19,6 @@ from google.cloud import firestore
 
 from execution.brokers.paper import paper_order_by_id_query, paper_orders_listing_query
 from execution.cli.queries import query_shapes
-from execution.firestore.order_history import (
-    in_flight_query,
-    placed_side_query,
-    placed_since_query,
-)
 from execution.firestore.placed_records import (
     by_client_order_id_query,
     placed_since_all_tenants_query,
@@ -44,11 +39,6 @@ QUERY_BUILDERS: dict[str, Callable[[firestore.Client], list[Any]]] = {
         paper_order_by_id_query(db, "t", "paper-1"),
         paper_orders_listing_query(db, NOW, None),
         paper_orders_listing_query(db, NOW, NOW),
-    ],
-    "execution/firestore/order_history.py": lambda db: [
-        placed_since_query(db, "t", "a", NOW),
-        in_flight_query(db, "t", "a", NOW),
-        placed_side_query(db, "t", "a", "AAPL", "buy"),
     ],
 }
 

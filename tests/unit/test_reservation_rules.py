@@ -1,16 +1,28 @@
-"""The reservation state machine (`decide_acquire`, `admit_to_budget`, `new_record`) and the
-fail-open wrapper, without any store."""
+"""The reservation state machine (`decide_acquire`, `new_record`), the account limits decided at
+acquire (`account_state.admit`) and the fail-open wrapper, without any store."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta
 
 import pytest
 
+from execution.account_state import (
+    AccountLimits,
+    AccountState,
+    Admitted,
+    Lease,
+    Refused,
+    admit,
+    utc_day,
+)
 from execution.clock import FakeClock
 from execution.errors import (
     BudgetWaitError,
+    InvalidIntentError,
+    LimitWaitError,
     PayloadConflictError,
     ReservationContentionError,
     ReservationInFlightError,
@@ -22,12 +34,9 @@ from execution.reservations import (
     Acquired,
     AlreadyExecuted,
     BestEffortReservationManager,
-    InflightLeases,
-    Lease,
     NoopHandle,
     ReservationRecord,
     ReservationStatus,
-    admit_to_budget,
     decide_acquire,
     new_record,
 )
@@ -154,79 +163,165 @@ def test_a_take_over_increments_the_attempt_and_clears_the_previous_outcome() ->
     )
 
 
-# --- admit_to_budget -----------------------------------------------------------------------
+# --- admit: every account limit at acquire -------------------------------------------------
 
 
-def lease(intent: str, amount: float, *, expires_in: float = 60) -> Lease:
-    return Lease(intent, amount, T0 + timedelta(seconds=expires_in))
+def lease(
+    intent: str,
+    amount: float = 1.0,
+    *,
+    expires_in: float = 60,
+    side: str = "buy",
+    qty: float = 1.0,
+    symbol: str = "AAPL",
+) -> Lease:
+    return Lease(intent, amount, T0 + timedelta(seconds=expires_in), symbol, side, qty)
+
+
+def admitted(state: AccountState, new: Lease, now: datetime = T0, **limits: float) -> Admitted:
+    answer = admit(state, now=now, lease_id="new", lease=new, limits=AccountLimits(**limits))
+    assert isinstance(answer, Admitted), answer
+    return answer
+
+
+def refused(state: AccountState, new: Lease, **limits: float) -> str:
+    answer = admit(state, now=T0, lease_id="new", lease=new, limits=AccountLimits(**limits))
+    assert isinstance(answer, Refused), answer
+    return answer.reason
 
 
 def test_a_lease_that_fits_is_added_to_the_pruned_map() -> None:
-    inflight = InflightLeases({"a": lease("one", 400)})
+    state = AccountState({"a": lease("one", 400), "gone": lease("old", 900, expires_in=0)})
 
-    admitted = admit_to_budget(inflight, now=T0, lease_id="b", lease=lease("two", 500),
-                               max_inflight_usd=1000)
+    answer = admitted(state, lease("two", 500), max_inflight_usd=1000)
 
-    assert set(admitted) == {"a", "b"}
+    assert set(answer.leases) == {"a", "new"}
 
 
 def test_a_lease_that_fills_the_budget_exactly_is_admitted() -> None:
-    inflight = InflightLeases({"a": lease("one", 600)})
+    state = AccountState({"a": lease("one", 600)})
 
-    admitted = admit_to_budget(inflight, now=T0, lease_id="b", lease=lease("two", 400),
-                               max_inflight_usd=1000)
+    answer = admitted(state, lease("two", 400), max_inflight_usd=1000)
 
-    assert "b" in admitted
+    assert "new" in answer.leases
 
 
 def test_cents_that_sum_to_the_budget_are_admitted_despite_float_error() -> None:
     # 0.33 + 0.56 + 0.11 is 1.0000000000000002 in binary floating point.
-    inflight = InflightLeases({"a": lease("one", 0.33), "b": lease("two", 0.56)})
+    state = AccountState({"a": lease("one", 0.33), "b": lease("two", 0.56)})
 
-    admitted = admit_to_budget(inflight, now=T0, lease_id="c", lease=lease("three", 0.11),
-                               max_inflight_usd=1.0)
-
-    assert "c" in admitted
+    assert "new" in admitted(state, lease("three", 0.11), max_inflight_usd=1.0).leases
 
 
 def test_a_lease_over_the_budget_must_wait() -> None:
-    inflight = InflightLeases({"a": lease("one", 600)})
+    state = AccountState({"a": lease("one", 600)})
 
     with pytest.raises(BudgetWaitError) as raised:
-        admit_to_budget(inflight, now=T0, lease_id="b", lease=lease("two", 400.01),
-                        max_inflight_usd=1000)
+        admit(state, now=T0, lease_id="b", lease=lease("two", 400.01),
+              limits=AccountLimits(max_inflight_usd=1000))
 
     assert "holds 600 USD" in str(raised.value)
 
 
-def test_a_lease_larger_than_the_whole_budget_must_wait() -> None:
-    with pytest.raises(BudgetWaitError):
-        admit_to_budget(InflightLeases(), now=T0, lease_id="b", lease=lease("two", 1001),
-                        max_inflight_usd=1000)
+def test_a_lease_larger_than_the_whole_budget_is_refused_for_good() -> None:
+    reason = refused(AccountState(), lease("two", 1001), max_inflight_usd=1000)
+
+    assert reason == "max_inflight_usd_exceeded: 1001 > 1000 USD"
 
 
 def test_an_expired_lease_stops_counting_at_once() -> None:
-    inflight = InflightLeases({"a": lease("one", 900, expires_in=10)})
+    state = AccountState({"a": lease("one", 900, expires_in=10)})
 
-    admitted = admit_to_budget(inflight, now=T0 + timedelta(seconds=10), lease_id="b",
-                               lease=lease("two", 900, expires_in=600), max_inflight_usd=1000)
+    answer = admitted(state, lease("two", 900, expires_in=600), T0 + timedelta(seconds=10),
+                      max_inflight_usd=1000)
 
-    assert set(admitted) == {"b"}
+    assert set(answer.leases) == {"new"}
 
 
 def test_a_lapsed_lease_of_the_same_intent_is_replaced_not_counted_twice() -> None:
-    inflight = InflightLeases({"old": lease("one", 900)})
+    answer = admitted(AccountState({"old": lease("one", 900)}), lease("one", 900),
+                      max_inflight_usd=1000)
 
-    admitted = admit_to_budget(inflight, now=T0, lease_id="new", lease=lease("one", 900),
-                               max_inflight_usd=1000)
-
-    assert set(admitted) == {"new"}
+    assert set(answer.leases) == {"new"}
 
 
 def test_committed_usd_sums_only_unexpired_leases() -> None:
-    inflight = InflightLeases({"a": lease("one", 100, expires_in=5), "b": lease("two", 50)})
+    state = AccountState({"a": lease("one", 100, expires_in=5), "b": lease("two", 50)})
 
-    assert inflight.committed_usd(T0 + timedelta(seconds=5)) == 50
+    assert state.committed_usd(T0 + timedelta(seconds=5)) == 50
+
+
+@pytest.mark.parametrize(("amount", "qty"), [(math.nan, 1.0), (math.inf, 1.0), (-1.0, 1.0),
+                                             (1.0, math.nan), (1.0, -2.0)])
+def test_a_non_finite_or_negative_amount_is_refused_rather_than_summed(
+    amount: float, qty: float
+) -> None:
+    with pytest.raises(InvalidIntentError):
+        admit(AccountState(), now=T0, lease_id="b", lease=lease("two", amount, qty=qty),
+              limits=AccountLimits(max_inflight_usd=1000))
+
+
+def test_the_daily_limit_counts_intents_in_flight_and_waits_for_them() -> None:
+    state = AccountState({"a": lease("one")}, placed_orders={utc_day(T0): 1})
+
+    with pytest.raises(LimitWaitError) as raised:
+        admit(state, now=T0, lease_id="b", lease=lease("two"),
+              limits=AccountLimits(max_daily_orders=2))
+
+    assert not isinstance(raised.value, BudgetWaitError)
+
+
+def test_the_daily_limit_refuses_once_placed_orders_fill_it() -> None:
+    state = AccountState(placed_orders={utc_day(T0): 2})
+
+    assert refused(state, lease("two"), max_daily_orders=2) == (
+        "max_daily_orders_reached: 2 of 2 used today (UTC)"
+    )
+
+
+def test_yesterdays_orders_do_not_count_and_are_pruned() -> None:
+    state = AccountState(placed_orders={utc_day(T0 - timedelta(days=1)): 5})
+
+    assert admitted(state, lease("two"), max_daily_orders=1).placed_orders == {utc_day(T0): 0}
+
+
+@pytest.mark.parametrize(
+    ("held", "side", "qty", "answer"),
+    [
+        (8.0, "buy", 2.0, "admitted"),  # reaches the limit exactly
+        (8.0, "buy", 3.0, "refused"),  # over it
+        (-8.0, "sell", 3.0, "refused"),  # over it short
+        (12.0, "sell", 1.0, "admitted"),  # already over, but shrinking is always allowed
+        (12.0, "buy", 1.0, "refused"),
+        (-20.0, "buy", 25.0, "admitted"),  # from short 20 to long 5
+    ],
+)
+def test_the_position_limit_bounds_the_net_position_placed(
+    held: float, side: str, qty: float, answer: str
+) -> None:
+    state = AccountState(positions={"AAPL": held})
+
+    decision = admit(state, now=T0, lease_id="b", lease=lease("two", side=side, qty=qty),
+                     limits=AccountLimits(max_position_qty=10))
+
+    assert type(decision).__name__.lower() == answer
+
+
+def test_the_position_limit_counts_same_side_intents_in_flight_as_placed() -> None:
+    state = AccountState({"a": lease("one", qty=10), "b": lease("three", qty=5, side="sell"),
+                          "c": lease("four", qty=10, symbol="MSFT")})
+
+    with pytest.raises(LimitWaitError):
+        admit(state, now=T0, lease_id="n", lease=lease("two", qty=1),
+              limits=AccountLimits(max_position_qty=10))
+
+
+def test_a_refusal_beats_a_wait() -> None:
+    state = AccountState({"a": lease("one", 900)}, placed_orders={utc_day(T0): 3})
+
+    assert refused(state, lease("two", 200), max_inflight_usd=1000, max_daily_orders=3).startswith(
+        "max_daily_orders_reached"
+    )
 
 
 # --- the in-memory manager applies those rules ---------------------------------------------

@@ -1,0 +1,201 @@
+"""Per-account limits decided at acquire, against one account-state document.
+
+Why one document: every per-account limit (in-flight budget, orders per UTC day, net position
+per symbol) must hold at every instant, counting intents in flight as well as placed ones. Two
+concurrent intents can both pass a check only if they read state the other's write does not
+change; so the state every limit needs lives in one document per account
+(`tenants/{t}/execution_inflight/{account}`), and each acquire writes it in the same
+precondition-guarded batch as its reservation. Of two acquires that read the same version, one
+commit fails its precondition and reads again: no transaction, no query on the hot path (see
+"Contention" in ARCHITECTURE.md). The document holds:
+
+- `leases`: the active leases (intent, amount, symbol, side, qty, expiry). A lease past its
+  `expires_at` stops counting at once, before any sweep, so a crash blocks an account for at most
+  one TTL.
+- `positions`: the net quantity per symbol of the orders this service placed (bought minus sold).
+- `placed_orders`: orders placed per UTC day (`YYYY-MM-DD` → count).
+
+A release of `placed` moves the lease's quantity into `positions` and counts the order in the same
+batch that ends the lease (`firestore.Increment`: the release need not read the document, and the
+batch's precondition on the reservation makes it happen once). Positions live here, not in the
+reservations, so the TTL policy purging old reservations never resets them.
+
+Each limit is decided on the worst case: every lease in flight is assumed to be placed.
+Where the limit fails even with no lease in flight, it can never pass while the state lasts: the
+intent is refused (outcome `rejected` with the named reason). Where only leases in flight make it
+fail, it may pass once they end: the delivery waits (`LimitWaitError`, retried by Pub/Sub).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from execution.errors import BudgetWaitError, InvalidIntentError, LimitWaitError
+
+# A float sum of cents may land a hair above the limit it equals.
+_EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One active lease in an account's state document."""
+
+    client_intent_id: str
+    amount_usd: float
+    expires_at: datetime
+    symbol: str = ""
+    side: str = ""
+    qty: float = 0.0
+
+    def signed_qty(self) -> float:
+        """The quantity this lease adds to its symbol's net position once placed."""
+        return self.qty if self.side == "buy" else -self.qty
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """The limits acquire enforces; None: not set."""
+
+    max_inflight_usd: float | None = None
+    max_daily_orders: int | None = None
+    max_position_qty: float | None = None
+
+    def any(self) -> bool:
+        """True where at least one limit needs the account state."""
+        return any(
+            limit is not None
+            for limit in (self.max_inflight_usd, self.max_daily_orders, self.max_position_qty)
+        )
+
+
+@dataclass
+class AccountState:
+    """An account's state document, parsed."""
+
+    leases: dict[str, Lease] = field(default_factory=dict)
+    positions: dict[str, float] = field(default_factory=dict)
+    placed_orders: dict[str, int] = field(default_factory=dict)
+
+    def active(self, now: datetime) -> dict[str, Lease]:
+        """The leases that still count: an expired one stops counting at once, before any sweep."""
+        return {lid: lease for lid, lease in self.leases.items() if lease.expires_at > now}
+
+    def committed_usd(self, now: datetime) -> float:
+        """The sum reserved by unexpired leases."""
+        return sum(lease.amount_usd for lease in self.active(now).values())
+
+
+def utc_day(moment: datetime) -> str:
+    """The `placed_orders` key of `moment`'s UTC day."""
+    return moment.date().isoformat()
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The lease fits every limit: the state to write with the reservation."""
+
+    leases: dict[str, Lease]
+    placed_orders: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A limit the intent can never pass while the state lasts: outcome `rejected`."""
+
+    reason: str
+
+
+Verdict = Refused | LimitWaitError | None
+"""A check's answer: refused for good, wait, or None where it passes."""
+
+
+def check_lease(lease: Lease) -> None:
+    """Refuse an amount or quantity that is not finite and non-negative, rather than sum it."""
+    for name, value in (("amount_usd", lease.amount_usd), ("qty", lease.qty)):
+        if not math.isfinite(value) or value < 0:
+            raise InvalidIntentError(
+                f"intent {lease.client_intent_id!r} has {name}={value!r}: a limit can only count "
+                "finite, non-negative numbers"
+            )
+
+
+def admit(
+    state: AccountState, *, now: datetime, lease_id: str, lease: Lease, limits: AccountLimits
+) -> Admitted | Refused:
+    """Decide `lease` against every limit; raises `LimitWaitError` where it must wait."""
+    check_lease(lease)
+    # A lapsed lease of the same intent is replaced, never counted twice.
+    others = {
+        lid: held
+        for lid, held in state.active(now).items()
+        if held.client_intent_id != lease.client_intent_id
+    }
+    today = utc_day(now)
+    placed_today = state.placed_orders.get(today, 0)
+    checks = (
+        _budget(others, lease, limits.max_inflight_usd),
+        _daily_orders(others, placed_today, limits.max_daily_orders),
+        _position(others, state.positions.get(lease.symbol, 0.0), lease, limits.max_position_qty),
+    )
+    refusals = [check for check in checks if isinstance(check, Refused)]
+    if refusals:
+        return refusals[0]
+    waits = [check for check in checks if isinstance(check, LimitWaitError)]
+    if waits:
+        raise waits[0]
+    return Admitted({**others, lease_id: lease}, {today: placed_today})
+
+
+def _budget(others: dict[str, Lease], lease: Lease, limit: float | None) -> Verdict:
+    if limit is None:
+        return None
+    if lease.amount_usd > limit + _EPSILON:
+        return Refused(f"max_inflight_usd_exceeded: {lease.amount_usd:g} > {limit:g} USD")
+    committed = sum(held.amount_usd for held in others.values())
+    if committed + lease.amount_usd > limit + _EPSILON:
+        return BudgetWaitError(
+            f"account in-flight budget {limit:g} USD holds {committed:g} USD; "
+            f"{lease.amount_usd:g} USD more must wait until a lease ends"
+        )
+    return None
+
+
+def _daily_orders(others: dict[str, Lease], placed: int, limit: int | None) -> Verdict:
+    if limit is None:
+        return None
+    if placed + 1 > limit:
+        return Refused(f"max_daily_orders_reached: {placed} of {limit} used today (UTC)")
+    if placed + len(others) + 1 > limit:
+        return LimitWaitError(
+            f"max_daily_orders {limit}: {placed} placed today and {len(others)} in flight; "
+            "waiting until an intent in flight ends"
+        )
+    return None
+
+
+def _position(
+    others: dict[str, Lease], placed: float, lease: Lease, limit: float | None
+) -> Verdict:
+    if limit is None:
+        return None
+    # Only same-direction leases in flight can push the position further; opposite ones might
+    # never be placed, so they are not counted as room.
+    direction = 1.0 if lease.side == "buy" else -1.0
+    same_way = sum(
+        held.qty
+        for held in others.values()
+        if held.symbol == lease.symbol and held.side == lease.side
+    )
+    alone = direction * (placed + lease.signed_qty())
+    if alone > limit + _EPSILON:
+        # An order that shrinks the position never crosses the limit this way: it is allowed.
+        return Refused(f"max_position_exceeded: {abs(alone):g} > {limit:g}")
+    worst = alone + same_way
+    if worst > limit + _EPSILON:
+        return LimitWaitError(
+            f"max_position_qty {limit:g} ({lease.symbol}): {placed:g} placed and {same_way:g} "
+            f"{lease.side} in flight; waiting until an intent in flight ends"
+        )
+    return None
