@@ -44,7 +44,19 @@ an attempt whose release is fenced, holding no order, acks its own outcome altho
 attempt now holds the record; if that newer attempt then dies, or answers "retry" after its
 acquire landed, the message is acked and its record ends `expired`, never terminal (and a later
 redelivery would execute it anew). While True, such acks are exempt from "acked means recorded";
-set False and run `make simulate SEED=8` to watch one."""
+set False and run `make simulate SEED=149` to watch one."""
+
+
+UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = True
+"""A second known gap, reported to the lead (ARCHITECTURE "Limits hold at every instant"): an
+order whose placing attempt lost the broker's answer (a timeout or garbage after accept: released
+`exception`) or died before recording it (its lease lapses) stops counting against the account's
+limits, although the broker holds it, until a redelivery or the reconciler records it `placed`
+(likewise an order placed in time whose release comes after its lease lapsed); another intent
+admitted meanwhile takes the account past `max_daily_orders` or `max_position_qty` at the broker.
+While True, orders whose record was neither `placed` nor under a live lease when an intent was
+admitted are left out of that intent's broker-side count; set False and run
+`make simulate SEED=104` to watch one."""
 
 
 class Violation(AssertionError):
@@ -58,6 +70,9 @@ class Origin:
     actor: Actor
     key: tuple[str, str]
     step: int
+    zombie: bool = False
+    """Placed by a process paused inside the broker call past its lease: the design lets such
+    a late order pass the limits (its record is then repaired), so the limits' count skips it."""
 
 
 def reservation_path(key: tuple[str, str]) -> str:
@@ -79,6 +94,8 @@ class Invariants:
         self._orders_seen = 0
         self._commits_seen = -1
         self._acks_seen: tuple[Any, ...] = ()
+        self.uncounted: dict[str, set[str]] = {}
+        """Per lease, the orders its admission could not count (see the second known gap)."""
         self.fenced_acks: set[str] = set()
         """Messages acked by an attempt whose lease was no longer the record's."""
 
@@ -119,17 +136,22 @@ class Invariants:
         for order in new:
             if actor.intent_key is None:
                 raise Violation(f"{actor.name} placed order {order.broker_order_id}")
-            self.origins[order.broker_order_id] = Origin(actor, actor.intent_key, world.step)
+            expires = self.lease_expiry(actor)
+            lapsed = expires is None or expires <= world.now
+            self.origins[order.broker_order_id] = Origin(
+                actor, actor.intent_key, world.step, zombie=lapsed and actor.paused_in_place
+            )
             world.note(f"{actor.name}: ORDER {order.broker_order_id} accepted")
             mine = [o for o in self.origins.values() if o.key == actor.intent_key]
             if len(mine) > 1:
                 raise Violation(f"intent {actor.intent_key} has {len(mine)} broker orders")
-            expires = self.lease_expiry(actor)
-            if (expires is None or expires <= world.now) and not actor.paused_in_place:
+            if lapsed and not actor.paused_in_place:
                 raise Violation(
                     f"{actor.name} placed {order.broker_order_id} without a live lease, and "
                     "was not paused inside the broker call: its budget was not held"
                 )
+            if not lapsed:
+                self._check_broker_limits(actor, actor.intent_key[0])
 
     def after_step(self) -> None:
         """Check the world as the last step left it."""
@@ -241,6 +263,7 @@ class Invariants:
                 raise Violation(f"{writer.name} took over {path}'s live lease")
             if doc["status"] == "reserved" and doc.get("counts_against_budget"):
                 self._check_budget(writer, path, docs)
+                self.uncounted[lease_id] = {o for o in self.origins if self._gave_limits_back(o)}
             return
         if doc.get("repair") != before.get("repair"):
             return  # a settlement to the broker's order: `_check_names_own_order` judges it
@@ -259,6 +282,49 @@ class Invariants:
                 f"{doc.get('status')}/{doc.get('outcome')}"
             )
 
+    def _limits_in_force(self, actor: Actor, tenant: str, account: str) -> dict[str, float]:
+        """Each limit at its loosest while `actor` ran (the operator may change one meanwhile);
+        a limit unset at any moment of that time is absent."""
+        history = self._world.limits.get((tenant, account), [])
+        since = actor.first_step or 0
+        in_force = [v for s, v in history if s <= since][-1:] + [v for s, v in history if s > since]
+        names = {name for limits in in_force for name in limits}
+        loosest: dict[str, float] = {}
+        for name in names:
+            values = [limits.get(name) for limits in in_force]
+            if values and all(v is not None for v in values):
+                loosest[name] = max(float(v) for v in values if v is not None)
+        return loosest
+
+    def _check_broker_limits(self, actor: Actor, tenant: str) -> None:
+        """What the broker holds for the account: orders today and the net position."""
+        from tests.simulation.world import ACCOUNT
+
+        limits = self._limits_in_force(actor, tenant, ACCOUNT)
+        uncounted = self.uncounted.get(actor.lease_id or "", set())
+        orders = [
+            order
+            for order in self._world.broker.orders.values()
+            if self.origins[order.broker_order_id].key[0] == tenant
+            and not self.origins[order.broker_order_id].zombie
+            and not (UNKNOWN_ORDERS_UNCOUNTED_ALLOWED and order.broker_order_id in uncounted)
+        ]
+        position = sum(order.qty if order.side == "buy" else -order.qty for order in orders)
+        for name, held in (("max_daily_orders", len(orders)), ("max_position_qty", position)):
+            if name in limits and held > limits[name] + 1e-9:
+                raise Violation(
+                    f"{actor.name}'s order takes {tenant}/{ACCOUNT} to {held:g} against "
+                    f"{name}={limits[name]:g}"
+                )
+
+    def _gave_limits_back(self, order_id: str) -> bool:
+        """Whether the record of the order's intent no longer counts it (see the known gap)."""
+        doc = self._world.db.view("execution_reservations").get(
+            reservation_path(self.origins[order_id].key), {}
+        )
+        live = doc.get("status") == "reserved" and doc["expires_at"] > self._world.now
+        return doc.get("outcome") != "placed" and not live
+
     def _check_budget(self, writer: Actor, path: str, docs: dict[str, dict[str, Any]]) -> None:
         world = self._world
         tenant = key_of(path)[0]
@@ -272,13 +338,8 @@ class Invariants:
             and doc.get("counts_against_budget")
             and doc["expires_at"] > world.now
         )
-        history = world.limits.get((tenant, account), [])
-        since = writer.first_step or 0
-        in_force = [v for s, v in history if s <= since][-1:] + [v for s, v in history if s > since]
-        if any(v is None for v in in_force) or not in_force:
-            return
-        limit = max(v for v in in_force if v is not None)
-        if live > limit + 1e-9:
+        limit = self._limits_in_force(writer, tenant, account).get("max_inflight_usd")
+        if limit is not None and live > limit + 1e-9:
             raise Violation(
                 f"{writer.name} admitted {path}: {live:g} USD in flight on {tenant}/{account} "
                 f"over the budget of {limit:g}"

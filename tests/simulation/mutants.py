@@ -65,6 +65,18 @@ MUTANTS = (
         (("self._check_lease_room(intent, handle)", "pass"),),
     ),
     Mutant(
+        "the position counts only placed orders",
+        "execution.account_state",
+        "admit",
+        (
+            (
+                "_position(others, state.positions.get(lease.symbol, 0.0)",
+                "_position({}, state.positions.get(lease.symbol, 0.0)",
+            ),
+        ),
+        also_bound_in=("execution.firestore.reservations",),
+    ),
+    Mutant(
         "client order id without the tenant",
         "execution.client_order_ids",
         "client_order_id_for",

@@ -83,15 +83,31 @@ def test_known_gap_a_fenced_release_without_an_order_acks_an_unrecorded_intent(
 ) -> None:
     """Reported to the lead: an attempt whose release is fenced, holding no order, acks; if the
     newer attempt holding the record then fails, the acked intent is never recorded terminal.
-    Seed 8 shows it under the strict invariant; the candidate fix (retry instead of ack) keeps
+    Seed 149 shows it under the strict invariant; the candidate fix (retry instead of ack) keeps
     the strict invariant. Once `engine.py` takes the fix, this test fails: set
     `FENCED_ACKS_ALLOWED = False` in `invariants.py` and delete it."""
     monkeypatch.setattr(invariants, "FENCED_ACKS_ALLOWED", False)
 
-    today = run_seeds(8, 1)
+    today = run_seeds(149, 1)
     with applied(FENCED_RELEASE_RETRIES):
         fixed = run_seeds(0, 300)
 
     assert today.failure is not None
-    assert "was acked but its record is released/exception" in today.failure[1]
+    assert "was acked but its record is reserved" in today.failure[1]
     assert fixed.failure is None, report(fixed, 0.0)
+
+
+def test_known_gap_an_order_of_unknown_fate_leaves_the_limits_until_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reported to the lead: an order whose attempt lost the broker's answer (released
+    `exception`) or whose lease lapsed before it was recorded stops counting against the
+    account's limits until it is recorded `placed`, so another intent can take the account past
+    a limit at the broker. Seed 104 shows it under the strict invariant. Once the limits count
+    such orders, this test fails: set `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = False` and delete it."""
+    monkeypatch.setattr(invariants, "UNKNOWN_ORDERS_UNCOUNTED_ALLOWED", False)
+
+    today = run_seeds(104, 1)
+
+    assert today.failure is not None
+    assert "against max_daily_orders" in today.failure[1]

@@ -72,7 +72,12 @@ TENANTS = ("t1", "t2")
 ACCOUNT = "acct"
 INTENT_IDS = ("i1", "i2", "i3")
 SWITCH_PATHS = ("ops/execution_kill_switch", "tenants/t1/ops/execution_kill_switch")
-LIMIT_CHOICES = (None, 100.0, 150.0, 250.0)
+LIMIT_CHOICES: dict[str, tuple[float | int | None, ...]] = {
+    "max_inflight_usd": (None, 100.0, 150.0, 250.0),
+    "max_daily_orders": (None, 1, 2),
+    "max_position_qty": (None, 1.0, 2.0, 3.0),
+}
+"""Each account limit the operator may set (None: unset), against intents of 100-300 USD."""
 TERMINAL_RESULTS = ("ack", "dead_letter", "retry", "crash")
 
 
@@ -122,8 +127,8 @@ class World:
             uniform=self.rng.uniform,
         )
         self.messages: list[Message] = []
-        self.limits: dict[tuple[str, str], list[tuple[int, float | None]]] = {}
-        """Per account, the in-flight budget in force from each step on (None: unlimited)."""
+        self.limits: dict[tuple[str, str], list[tuple[int, dict[str, float | int | None]]]] = {}
+        """Per account, the limits in force from each step on (None: unset)."""
         self.invariants = Invariants(self)
 
     # -- the outside world's clocks, ids and sleeps ------------------------------------------
@@ -293,14 +298,22 @@ class World:
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
         for tenant in TENANTS:
-            limit = self.rng.choice(LIMIT_CHOICES)
-            self._set_limit(tenant, limit)
+            # One limit alone (or all, or none): a limit is exercised most where no other one
+            # makes its intents wait first.
+            chosen = self.rng.choice([*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none"])
+            self._set_limits(
+                tenant,
+                {
+                    name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
+                    for name, values in LIMIT_CHOICES.items()
+                },
+            )
 
-    def _set_limit(self, tenant: str, limit: float | None) -> None:
+    def _set_limits(self, tenant: str, limits: dict[str, float | int | None]) -> None:
         self.db.document(f"tenants/{tenant}/accounts/{ACCOUNT}").set(
-            {} if limit is None else {"max_inflight_usd": limit}
+            {name: value for name, value in limits.items() if value is not None}
         )
-        self.limits.setdefault((tenant, ACCOUNT), []).append((self.step, limit))
+        self.limits.setdefault((tenant, ACCOUNT), []).append((self.step, dict(limits)))
 
     def _choose(self) -> Callable[[], object] | None:
         """The next event, weighted; None when nothing but optional events is left."""
@@ -464,10 +477,11 @@ class World:
 
     def _flip_limit(self) -> None:
         tenant = self.rng.choice(TENANTS)
-        limit = self.rng.choice(LIMIT_CHOICES)
-        self._set_limit(tenant, limit)
+        name = self.rng.choice(sorted(LIMIT_CHOICES))
+        value = self.rng.choice(LIMIT_CHOICES[name])
+        self._set_limits(tenant, {**self.limits[(tenant, ACCOUNT)][-1][1], name: value})
         self.injected["operator.limit"] += 1
-        self.note(f"OPERATOR {tenant}/{ACCOUNT} max_inflight_usd={limit}")
+        self.note(f"OPERATOR {tenant}/{ACCOUNT} {name}={value}")
 
     # -- endings -----------------------------------------------------------------------------
 
