@@ -60,8 +60,11 @@ def quiet_logs() -> Iterator[None]:
         logging.disable(previous)
 
 
-def run_seeds(first: int, count: int, *, stop_on_failure: bool = True) -> Summary:
-    """Play seeds `first` .. `first + count - 1`; stops at the first violation."""
+def run_seeds(
+    first: int, count: int, *, stop_on_failure: bool = True, progress_every: int = 0
+) -> Summary:
+    """Play seeds `first` .. `first + count - 1`; stops at the first violation. With
+    `progress_every`, says on stderr how far a long run has come."""
     summary = Summary(first=first)
     with quiet_logs():
         for seed in range(first, first + count):
@@ -78,6 +81,8 @@ def run_seeds(first: int, count: int, *, stop_on_failure: bool = True) -> Summar
             summary.schedules.add(world.fingerprint)
             if summary.failure and stop_on_failure:
                 break
+            if progress_every and summary.seeds % progress_every == 0:
+                print(f"... {summary.seeds} seeds, {summary.failures} failing", file=sys.stderr)
     return summary
 
 
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 world.run()
             print("\n".join(world.trace))
     else:
-        summary = run_seeds(args.first, args.seeds)
+        summary = run_seeds(args.first, args.seeds, progress_every=10_000)
         print(report(summary, time.perf_counter() - started))
     return 1 if summary.failure else 0
 
