@@ -312,9 +312,10 @@ class Invariants:
         position = sum(order.qty if order.side == "buy" else -order.qty for order in orders)
         for name, held in (("max_daily_orders", len(orders)), ("max_position_qty", position)):
             if name in limits and held > limits[name] + 1e-9:
+                counted = sorted({"/".join(self.origins[o.broker_order_id].key) for o in orders})
                 raise Violation(
                     f"{actor.name}'s order takes {tenant}/{ACCOUNT} to {held:g} against "
-                    f"{name}={limits[name]:g}"
+                    f"{name}={limits[name]:g} (orders of {', '.join(counted)})"
                 )
 
     def _gave_limits_back(self, order_id: str) -> bool:
@@ -322,8 +323,12 @@ class Invariants:
         doc = self._world.db.view("execution_reservations").get(
             reservation_path(self.origins[order_id].key), {}
         )
-        live = doc.get("status") == "reserved" and doc["expires_at"] > self._world.now
-        return doc.get("outcome") != "placed" and not live
+        counted = (
+            doc.get("status") == "reserved"
+            and doc["expires_at"] > self._world.now
+            and doc.get("counts_against_budget")  # a stale intent's lease counts nowhere
+        )
+        return doc.get("outcome") != "placed" and not counted
 
     def _check_budget(self, writer: Actor, path: str, docs: dict[str, dict[str, Any]]) -> None:
         world = self._world
