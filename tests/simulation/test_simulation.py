@@ -10,6 +10,7 @@ from tests.simulation.mutants import (
     CI_SEEDS,
     FENCED_RELEASE_RETRIES,
     MUTANTS,
+    SETTLE_REDECIDES_CANCEL,
     Mutant,
     applied,
     first_catch,
@@ -111,3 +112,17 @@ def test_known_gap_an_order_of_unknown_fate_leaves_the_limits_until_recorded(
 
     assert today.failure is not None
     assert "against max_daily_orders" in today.failure[1]
+
+
+def test_known_bug_a_settlement_losing_a_race_to_a_stale_release_leaves_the_order_open() -> None:
+    """Reported to the lead (`execution/broker_truth.py`): seed 55143 of `make simulate
+    SEEDS=100000` ends with a late order open at the broker under a record repaired from `stale`
+    with `cancel: not_required`; the candidate fix (decide the cancel again on every read) closes
+    it. Once `broker_truth.py` takes the fix, the first assertion fails: delete this test."""
+    today = run_seeds(55143, 1)
+    with applied(SETTLE_REDECIDES_CANCEL):
+        fixed = run_seeds(55143, 1)
+
+    assert today.failure is not None
+    assert "was forbidden by its record (stale)" in today.failure[1]
+    assert fixed.failure is None, report(fixed, 0.0)
