@@ -74,6 +74,9 @@ class Origin:
     actor: Actor
     key: tuple[str, str]
     step: int
+    governed: bool = True
+    """Placed under a lease admitted against the account's limits; False where the invocation
+    read no limit (an operator set one since): a limit does not reach back to such an order."""
     zombie: bool = False
     """Placed by a process paused inside the broker call past its lease: the design lets such
     a late order pass the limits (its record is then repaired), so the limits' count skips it."""
@@ -142,8 +145,15 @@ class Invariants:
                 raise Violation(f"{actor.name} placed order {order.broker_order_id}")
             expires = self.lease_expiry(actor)
             lapsed = expires is None or expires <= world.now
+            doc = world.db.view("execution_reservations").get(
+                reservation_path(actor.intent_key), {}
+            )
             self.origins[order.broker_order_id] = Origin(
-                actor, actor.intent_key, world.step, zombie=lapsed and actor.paused_in_place
+                actor,
+                actor.intent_key,
+                world.step,
+                governed=bool(doc.get("counts_against_budget")),
+                zombie=lapsed and actor.paused_in_place,
             )
             world.note(f"{actor.name}: ORDER {order.broker_order_id} accepted")
             mine = [o for o in self.origins.values() if o.key == actor.intent_key]
@@ -268,6 +278,7 @@ class Invariants:
             if doc["status"] == "reserved" and doc.get("counts_against_budget"):
                 self._check_budget(writer, path, docs)
                 self.uncounted[lease_id] = {o for o in self.origins if self._gave_limits_back(o)}
+
             return
         if doc.get("repair") != before.get("repair"):
             return  # a settlement to the broker's order: `_check_names_own_order` judges it
@@ -312,6 +323,7 @@ class Invariants:
             if self.origins[order.broker_order_id].key[0] == tenant
             and not self.origins[order.broker_order_id].zombie
             and not (UNKNOWN_ORDERS_UNCOUNTED_ALLOWED and order.broker_order_id in uncounted)
+            and self.origins[order.broker_order_id].governed
         ]
         position = sum(order.qty if order.side == "buy" else -order.qty for order in orders)
         for name, held in (("max_daily_orders", len(orders)), ("max_position_qty", position)):
