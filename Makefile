@@ -75,13 +75,14 @@ chaos: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 	@echo "==> chaos suite ($(N) intents) inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(CHAOS_ENV) $(PYTEST) tests/chaos $(PYTEST_ARGS)" || $(EMULATOR_HINT)
 
-# The deterministic-simulation tier without emulators (placeholder: the simulated store and its
-# tests; the seeded scheduler and SEEDS=/SEED= come with it). The store's contract against the
-# emulator runs in `make test`.
+# The deterministic simulation (README "Tests"): `make simulate SEEDS=100000` plays seeds 0..N-1
+# (FIRST=s to start elsewhere), one line of output; `make simulate SEED=s` replays one seed and
+# prints its whole trace. No emulators: the real service on the simulated store and broker.
+SEEDS ?= 1000
 .PHONY: simulate
 simulate: $(VENV_STAMP)
-	@echo "==> simulation tier (simulated store)"
-	@$(PYTEST) tests/simulation -m "not emulator" $(PYTEST_ARGS)
+	@echo "==> deterministic simulation"
+	@$(PY) -m tests.simulation.run $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)$(if $(FIRST), --first $(FIRST)))
 
 # The intake property test (tests/emulator/test_intake_properties.py) with a large run: `make fuzz`
 # tries FUZZ deliveries (default 20,000; `make test` tries 500). Failing examples are kept in

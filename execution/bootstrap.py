@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -61,12 +63,18 @@ def bootstrap(
     broker: Broker | None = None,
     dead_letters: DeadLetters | None = None,
     fail_open_reservations: bool = False,
+    ids: Callable[[], str] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    monotonic: Callable[[], float] | None = None,
+    uniform: Callable[[float, float], float] | None = None,
 ) -> Service:
     """Wire the service; every collaborator can be overridden (tests, other stores).
 
     `store` is what the engine's stages read and write through (`execution.invocation`); the
     default is Firestore's, and `fail_open_reservations` wraps its reservations in
-    `BestEffortReservationManager`.
+    `BestEffortReservationManager`. `ids` (lease and paper order ids), `sleep`, `monotonic` and
+    `uniform` (retry jitter) default to the system's; the deterministic simulation passes its own
+    so that a seed decides them all.
     """
     if store is not None and fail_open_reservations:
         raise ValueError(
@@ -83,6 +91,7 @@ def bootstrap(
     from execution.firestore.sweeper_store import FirestoreExpiredLeases
 
     clock = clock or system_clock
+    monotonic = monotonic or time.monotonic
     policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
     db = db if db is not None else firestore_client(settings)
 
@@ -96,14 +105,18 @@ def bootstrap(
                 policy=policy,
                 retention=settings.reservation_retention,
                 max_attempts=settings.reservation_max_attempts,
+                sleep=sleep,
+                lease_ids=ids,
+                uniform=uniform,
             ),
             clock=clock,
             policy=policy,
             shared_read_max_age_seconds=settings.shared_read_max_age_seconds,
+            monotonic=monotonic,
             wrap_reservations=BestEffortReservationManager if fail_open_reservations else None,
         )
     if broker is None:
-        broker = _broker(settings, db, clock, policy)
+        broker = _broker(settings, db, clock, policy, ids)
     truth = BrokerTruth(
         FirestoreReservationRecords(db, policy=policy, retention=settings.reservation_retention),
         broker,
@@ -142,6 +155,7 @@ def bootstrap(
             FirestoreExpiredLeases(db, policy=policy, retention=settings.reservation_retention),
             clock=clock,
             deadline_seconds=settings.sweep_deadline_seconds,
+            monotonic=monotonic,
         ),
         reconciler=Reconciler(
             broker,
@@ -151,6 +165,7 @@ def bootstrap(
             clock=clock,
             lookback_seconds=settings.reconcile_lookback_seconds,
             deadline_seconds=settings.sweep_deadline_seconds,
+            monotonic=monotonic,
         ),
         dead_letters=dead_letters or FirestoreDeadLetters(db, clock=clock, policy=policy),
     )
@@ -167,12 +182,16 @@ def broker_from_settings(
 
 
 def _broker(
-    settings: Settings, store: firestore.Client, clock: Clock, policy: CallPolicy
+    settings: Settings,
+    store: firestore.Client,
+    clock: Clock,
+    policy: CallPolicy,
+    ids: Callable[[], str] | None = None,
 ) -> Broker:
     from execution.brokers.paper import PaperBroker
 
     if settings.broker == "paper":
-        return PaperBroker(store, clock=clock, policy=policy)
+        return PaperBroker(store, clock=clock, policy=policy, order_ids=ids)
     if settings.broker == "alpaca":
         from execution.brokers.alpaca import AlpacaBroker
 

@@ -12,7 +12,7 @@ listed once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -61,8 +61,11 @@ class PaperBroker:
         clock: Clock,
         policy: CallPolicy,
         list_page_size: int = LIST_PAGE_SIZE,
+        order_ids: Callable[[], str] | None = None,
     ) -> None:
+        """`order_ids` makes the broker's order ids (default: `paper-` and a random uuid)."""
         self._db = db
+        self._order_ids = order_ids or _new_order_id
         self._clock = clock
         self._policy = policy
         self._page_size = list_page_size
@@ -74,7 +77,7 @@ class PaperBroker:
             raise BrokerRejectedError("paper broker needs a limit price or a quote to fill at")
         filled = BrokerOrder.for_request(
             order,
-            broker_order_id=f"paper-{uuid.uuid4().hex}",
+            broker_order_id=self._order_ids(),
             status="filled",
             submitted_at=self._clock(),
             filled_avg_price=price,
@@ -157,6 +160,10 @@ class PaperBroker:
 
     def _orders(self, tenant_id: str) -> firestore.CollectionReference:
         return self._db.collection("tenants", tenant_id, PAPER_ORDERS)
+
+
+def _new_order_id() -> str:
+    return f"paper-{uuid.uuid4().hex}"
 
 
 def _document(order: BrokerOrder) -> dict[str, Any]:

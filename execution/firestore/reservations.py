@@ -26,6 +26,8 @@ Documents:
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -187,7 +189,11 @@ class FirestoreReservationManager:
         retention: timedelta = timedelta(days=30),
         max_attempts: int = 12,
         sleep: Callable[[float], None] | None = None,
+        lease_ids: Callable[[], str] | None = None,
+        uniform: Callable[[float, float], float] | None = None,
     ) -> None:
+        """`sleep`, `lease_ids` and `uniform` (the jitter's randomness) default to the system's;
+        a simulation injects its own so that a seed decides them."""
         self._db = db
         self._clock = clock
         self._ttl = ttl
@@ -195,6 +201,8 @@ class FirestoreReservationManager:
         self._policy = policy
         self._max_attempts = max_attempts
         self._sleep = sleep
+        self._lease_ids = lease_ids or _new_lease_id
+        self._uniform = uniform
 
     def acquire(
         self,
@@ -208,7 +216,7 @@ class FirestoreReservationManager:
         `budget_read` spares the first read (see the module docstring); `riders` are written by
         the handle's release batch.
         """
-        lease_id = uuid.uuid4().hex
+        lease_id = self._lease_ids()
         if budget_read is not None:
             _check_read_is_of(budget_read, request)
         # The optimistic create is not a race lost: it takes no attempt and no pause.
@@ -368,10 +376,9 @@ class FirestoreReservationManager:
         )
 
     def _pause(self, attempt: int) -> None:
-        if self._sleep is None:
-            jitter_sleep(attempt)
-        else:
-            jitter_sleep(attempt, sleep=self._sleep)
+        jitter_sleep(
+            attempt, sleep=self._sleep or time.sleep, uniform=self._uniform or random.uniform
+        )
 
 
 def _log_acquired(
@@ -565,6 +572,10 @@ class FirestoreReservationHandle:
             add_placed_order(batch, self._db, placed, ending_lease_id=ending)
         elif ending is not None:
             end_lease(batch, self._db, rec.tenant_id, rec.broker_account_id, ending)
+
+
+def _new_lease_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _check_read_is_of(read: BudgetRead, request: ReservationRequest) -> None:

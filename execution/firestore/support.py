@@ -84,6 +84,10 @@ def jitter_sleep(
     base: float = 0.05,
     cap: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    uniform: Callable[[float, float], float] = random.uniform,
 ) -> None:
-    """Sleep a random time below base x 2^attempt (capped), so contenders stop colliding."""
-    sleep(random.uniform(0, min(cap, base * (2**attempt))))
+    """Sleep a random time below base x 2^attempt (capped), so contenders stop colliding.
+
+    `sleep` and `uniform` are injectable so that a simulation decides both.
+    """
+    sleep(uniform(0, min(cap, base * (2**attempt))))

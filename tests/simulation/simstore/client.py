@@ -60,6 +60,8 @@ class SimClient:
         """Called before each store call; may return a `Fault` (see `faults`)."""
         self.calls: Counter[str] = Counter()
         """Store calls made, by kind."""
+        self.commits_landed = 0
+        """Commits applied so far (a fault before a commit does not count; one after does)."""
         self._clock = clock
         self._random = random.Random(seed)
         self._documents: dict[str, StoredDocument] = {}
@@ -162,6 +164,7 @@ class SimClient:
         for path, document in working.items():
             self._install(path, document)
         self._last_commit = commit_time
+        self.commits_landed += 1
         if fault is not None:
             raise fault
         return commit_time, results
@@ -233,6 +236,15 @@ class SimClient:
         """A copy of the document at `path` now, None where absent."""
         stored = self._documents.get(path)
         return None if stored is None else copy_value(stored.data)
+
+    def view(self, collection_id: str) -> dict[str, dict[str, Any]]:
+        """Every document of collections named `collection_id`, by path, NOT copied: for checks
+        that only read, after every step of a simulation (where copying costs most of a step)."""
+        return {
+            path: stored.data
+            for path, stored in self._documents.items()
+            if path.split("/")[-2] == collection_id
+        }
 
     def dump(self, collection_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Every document (of collections named `collection_id`), by path, copied."""

@@ -1,0 +1,185 @@
+"""The mutation check: known-bad patches the simulation must catch within the CI seed budget.
+
+Each mutant is a textual patch of one function's source (the bug as a reviewer would write it),
+compiled in its module's namespace and swapped in for the duration of a run, then restored. A
+patch whose text no longer matches the code fails loudly, so a mutant cannot silently stop
+mutating. Swapping the function object rather than patching a copy of the tree keeps the check
+in-process and fast (the whole point is to run it in CI); the code under test is otherwise the
+very code the simulation runs.
+
+`python -m tests.simulation.mutants [--seeds N]` prints, per mutant, the first seed that catches
+it and the violation; `tests/simulation/test_simulation.py` asserts each is caught within
+`CI_SEEDS`.
+"""
+
+from __future__ import annotations
+import __future__
+
+import argparse
+import importlib
+import inspect
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from tests.simulation.run import run_seeds
+
+CI_SEEDS = 1000
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A known bug: in `module`, `qualname`'s source with each `(old, new)` replaced once."""
+
+    name: str
+    module: str
+    qualname: str
+    patches: tuple[tuple[str, str], ...]
+    also_bound_in: tuple[str, ...] = ()
+    """Modules that imported the function by name: they get the mutant too."""
+
+
+MUTANTS = (
+    Mutant(
+        "take-over does not ask the broker first",
+        "execution.engine",
+        "ExecutionEngine._execute_held",
+        (("if handle.attempt > 1 and self._may_reach_broker(account):", "if False:"),),
+    ),
+    Mutant(
+        "release not fenced",
+        "execution.firestore.reservations",
+        "FirestoreReservationHandle._release",
+        (
+            ("option=self._db.write_option(last_update_time=version),", ""),
+            ("if current is None or current.lease_id != rec.lease_id:", "if current is None:"),
+        ),
+    ),
+    Mutant(
+        "no lease check before the broker call",
+        "execution.engine",
+        "ExecutionEngine._execute_held",
+        (("self._check_lease_room(intent, handle)", "pass"),),
+    ),
+    Mutant(
+        "the position counts only placed orders",
+        "execution.account_state",
+        "admit",
+        (
+            (
+                "_position(others, state.positions.get(lease.symbol, 0.0)",
+                "_position({}, state.positions.get(lease.symbol, 0.0)",
+            ),
+        ),
+        also_bound_in=("execution.firestore.reservations",),
+    ),
+    Mutant(
+        "client order id without the tenant",
+        "execution.client_order_ids",
+        "client_order_id_for",
+        (('f"{PLAIN_PREFIX}{len(tenant_id)}-{tenant_id}-"', 'f"{PLAIN_PREFIX}"'),),
+        also_bound_in=("execution.engine",),
+    ),
+)
+
+
+FENCED_RELEASE_RETRIES = Mutant(
+    "candidate fix: a fenced release without an order retries rather than acks",
+    "execution.engine",
+    "ExecutionEngine.execute_intent",
+    (
+        (
+            "    elif released is ReleaseResult.UNRECORDED:",
+            "    elif released is ReleaseResult.FENCED:\n"
+            "        raise OutcomeUnrecordedError('a newer attempt holds the intent: redeliver')\n"
+            "    elif released is ReleaseResult.UNRECORDED:",
+        ),
+    ),
+)
+"""Not a mutant but the fix of a gap the simulation found (see `invariants.FENCED_ACKS_ALLOWED`),
+in the same form, so that a test can show it closes the gap until `engine.py` takes it."""
+
+
+SETTLE_REDECIDES_CANCEL = Mutant(
+    "candidate fix: a settlement that reads the record again decides the cancel again",
+    "execution.broker_truth",
+    "BrokerTruth.settle",
+    (("if cancel is None:", 'if cancel in (None, "not_required"):'),),
+)
+"""The fix of a bug the simulation found at seed 55143: `settle` decides the cancel on its first
+read (a lapsed `reserved` record: not required) and keeps that decision when its write loses a
+race to the holder's `stale` release, so a late order the record forbids stays open while the
+repair says `cancel: not_required`."""
+
+
+@contextmanager
+def applied(mutant: Mutant) -> Iterator[None]:
+    """Run the body with `mutant` in place of the real function."""
+    module = importlib.import_module(mutant.module)
+    *path, attr = mutant.qualname.split(".")
+    owner: Any = module
+    for part in path:
+        owner = getattr(owner, part)
+    original = owner.__dict__[attr]
+    source = textwrap.dedent(inspect.getsource(getattr(owner, attr)))
+    for old, new in mutant.patches:
+        if source.count(old) != 1:
+            raise AssertionError(
+                f"mutant {mutant.name!r}: {old!r} is not once in {mutant.qualname}"
+            )
+        source = source.replace(old, new)
+    namespace: dict[str, Any] = {}
+    flags = __future__.annotations.compiler_flag
+    code = compile(source, f"<mutant: {mutant.name}>", "exec", flags=flags, dont_inherit=True)
+    exec(code, module.__dict__, namespace)
+    bound = [importlib.import_module(name) for name in mutant.also_bound_in]
+    setattr(owner, attr, namespace[attr])
+    for other in bound:
+        setattr(other, attr, namespace[attr])
+    try:
+        yield
+    finally:
+        setattr(owner, attr, original)
+        for other in bound:
+            setattr(other, attr, original)
+
+
+def first_catch(mutant: Mutant, seeds: int = CI_SEEDS) -> tuple[int, str] | None:
+    """The first seed below `seeds` whose schedule breaks an invariant under `mutant`."""
+    with applied(mutant):
+        summary = run_seeds(0, seeds)
+    if summary.failure is None:
+        return None
+    seed, violation, _ = summary.failure
+    return seed, violation
+
+
+def catch_rate(mutant: Mutant, seeds: int = CI_SEEDS) -> int:
+    """How many of the first `seeds` schedules break an invariant under `mutant`."""
+    with applied(mutant):
+        return run_seeds(0, seeds, stop_on_failure=False).failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=CI_SEEDS)
+    parser.add_argument("--rate", action="store_true", help="also count the seeds that catch each")
+    args = parser.parse_args(argv)
+    missed = 0
+    for mutant in MUTANTS:
+        caught = first_catch(mutant, args.seeds)
+        if caught is None:
+            missed += 1
+            print(f"MISSED  {mutant.name}: no violation in {args.seeds} seeds")
+        else:
+            print(f"caught  {mutant.name}: seed {caught[0]}: {caught[1]}")
+            if args.rate:
+                print(f"        caught by {catch_rate(mutant, args.seeds)} of {args.seeds} seeds")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,555 @@
+"""The simulated world of one schedule: the real service on a simulated store and broker.
+
+`World(seed).run()` builds the service with `execution.bootstrap.bootstrap` (the real engine,
+reservation state machine, Firestore adapters, sweeper and reconciler) on a `SimClient` and a
+`SimBroker`, with a clock, lease ids, jitter and sleeps of its own, and lets its seeded generator
+decide everything else: which actor runs at each point, whether the store call or broker call
+there fails (and how), whether the process is paused there (a zombie, resumed later) or killed
+(never resumed: its `finally` never runs), clock jumps, Pub/Sub deliveries (first, redelivery after
+a retry, duplicate, concurrent duplicate, after an ack), sweeper and reconciler runs, and an
+operator flipping a kill switch or an account's in-flight budget. `invariants.Invariants` checks the
+world after every step; the first violation ends the schedule with `Violation` and its trace.
+
+At the end every process still alive is killed, time moves past every lease, and one clean sweep
+and one clean reconcile run: the final invariants say what the three layers (the `finally`, the
+sweeper, the reconciler) must have achieved by then.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from execution.bootstrap import bootstrap
+from execution.errors import ExecutionError, PermanentError, RetryableError
+from execution.intake import Delivery, parse_intent
+from execution.models import ExecutionResult
+from execution.settings import Settings
+from tests.simulation.invariants import Invariants, Violation
+from tests.simulation.scheduler import Actor, Scheduler
+from tests.simulation.sim_broker import SimBroker, SimFault
+from tests.simulation.simstore import Fault, SimClient, StoreCall
+from tests.simulation.simstore.faults import deadline_exceeded, unavailable
+
+START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+SETTINGS = Settings(
+    project=None,
+    function_timeout_seconds=20.0,
+    reservation_ttl_seconds=30.0,
+    firestore_timeout_seconds=2.0,
+    broker_timeout_seconds=2.0,
+    intent_max_age_seconds=60.0,
+    reservation_max_attempts=3,
+    shared_read_max_age_seconds=1.0,
+    sweep_deadline_seconds=60.0,
+    clock_skew_seconds=5.0,
+)
+TTL_SECONDS = SETTINGS.reservation_ttl_seconds
+BROKER_CALL_SECONDS = SETTINGS.broker_timeout_seconds
+"""A broker call lasts up to its deadline; the simulation draws its duration below it."""
+STALL_SECONDS = 0.6 * SETTINGS.clock_skew_seconds
+"""An actor that waited longer than this for the baton was paused. Below the clock skew the
+engine leaves on top of the broker's deadline: a broker call not paused itself (a wait under
+this, then a call under its deadline) ends inside the lease checked just before it."""
+
+MAX_EVENTS = 400
+MAX_DELIVERIES = 6
+"""Pub/Sub's dead-letter topic takes a message after this many delivery attempts."""
+P_STORE_FAULT = 0.04
+P_BROKER_FAULT = 0.12
+P_PAUSE = 0.03
+P_PAUSE_HOT = 0.12
+"""Pauses are likelier where they matter most: at commits and broker calls."""
+P_KILL = 0.02
+P_SWITCH = 0.35
+"""At a point, the chance that the baton goes back to the scheduler (which picks anew)."""
+TENANTS = ("t1", "t2")
+ACCOUNT = "acct"
+INTENT_IDS = ("i1", "i2", "i3")
+SWITCH_PATHS = ("ops/execution_kill_switch", "tenants/t1/ops/execution_kill_switch")
+LIMIT_CHOICES: dict[str, tuple[float | int | None, ...]] = {
+    "max_inflight_usd": (None, 100.0, 150.0, 250.0),
+    "max_daily_orders": (None, 1, 2),
+    "max_position_qty": (None, 1.0, 2.0, 3.0),
+}
+"""Each account limit the operator may set (None: unset), against intents of 100-300 USD."""
+TERMINAL_RESULTS = ("ack", "dead_letter", "retry", "crash")
+
+
+@dataclass
+class Message:
+    """One Pub/Sub message and what its deliveries did."""
+
+    message_id: str
+    key: tuple[str, str]
+    data: bytes
+    deliveries: int = 0
+    acked: bool = False
+    dead_lettered: bool = False
+    retry: bool = False
+    """Its last delivery asked for a retry (raised), or died without answering."""
+    results: list[Any] = field(default_factory=list)
+
+
+class World:
+    """One schedule, decided by `seed`; `run` returns its report or raises `Violation`."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.now = START
+        self.step = 0
+        self._trace: list[tuple[int, datetime, str]] = []
+        self.injected: Counter[str] = Counter()
+        self.faults_on = True
+        self.scheduler = Scheduler()
+        self.actors: list[Actor] = []
+        self._ids = 0
+        self.lease_owner: dict[str, Actor] = {}
+        self.violation: Violation | None = None
+        self.ran: Actor | None = None
+        """The actor that ran in the current step (the writer of whatever changed)."""
+        self.db = SimClient(clock=self.raw_clock, faults=self._store_hook, seed=seed)
+        self.broker = SimBroker(clock=self.raw_clock, before_call=self._broker_hook)
+        self.service = bootstrap(
+            SETTINGS,
+            clock=self._clock_point,
+            db=self.db,  # type: ignore[arg-type]  # the subset of `firestore.Client` we use
+            broker=self.broker,
+            ids=self._new_id,
+            sleep=self._sleep,
+            monotonic=self._monotonic,
+            uniform=self.rng.uniform,
+        )
+        self.messages: list[Message] = []
+        self.limits: dict[tuple[str, str], list[tuple[int, dict[str, float | int | None]]]] = {}
+        """Per account, the limits in force from each step on (None: unset)."""
+        self.invariants = Invariants(self)
+
+    # -- the outside world's clocks, ids and sleeps ------------------------------------------
+
+    def raw_clock(self) -> datetime:
+        """The world's time, with no scheduling point (the store and broker read it mid-call)."""
+        return self.now
+
+    def _monotonic(self) -> float:
+        # No point here: `RecentReads` reads it under its lock, and a point there would park the
+        # lock's holder while another actor waits for it.
+        return (self.now - START).total_seconds()
+
+    def _clock_point(self) -> datetime:
+        actor = self.scheduler.current
+        if actor is not None:
+            self._point(actor, "clock")
+        return self.now
+
+    def _sleep(self, _seconds: float) -> None:
+        actor = self.scheduler.current
+        if actor is not None:
+            self._point(actor, "sleep")
+
+    def _new_id(self) -> str:
+        self._ids += 1
+        new_id = f"L{self._ids:04d}"
+        actor = self.scheduler.current
+        if actor is not None:
+            actor.leases.append((new_id, self.step))
+            self.lease_owner[new_id] = actor
+        return new_id
+
+    # -- points: the store's and the broker's hooks ------------------------------------------
+
+    def _point(self, actor: Actor, label: str, *, hot: bool = False) -> None:
+        """A step: check the world, then the seed decides whether `actor` goes on, hands the
+        baton back (another actor or a world event runs), is paused or is killed."""
+        self.step += 1
+        actor.stalled = False
+        self.note(f"{actor.name}: {label}")
+        self.ran = actor
+        try:
+            self.invariants.orders_placed_by(actor)
+            self.invariants.after_step()
+        except Violation as exc:
+            # Raised here it would meet the code under test's `except Exception`: hand it to the
+            # scheduler's thread, which ends the schedule (this actor unwinds as abandoned).
+            self.violation = exc
+            self.scheduler.point()
+        if self.faults_on:
+            roll = self.rng.random()
+            pause = P_PAUSE_HOT if hot else P_PAUSE
+            if roll < P_KILL:
+                actor.state = "killed"
+                self.inject("process.killed", actor)
+                self._unanswered(actor)
+            elif roll < P_KILL + pause:
+                actor.state = "paused"
+                actor.resume_at = self.now + timedelta(seconds=self._pause_length(actor))
+                self.inject("process.paused", actor)
+                self.note(f"{actor.name}: paused until {actor.resume_at.strftime('%M:%S')}")
+                self._unanswered(actor)
+            elif roll >= P_KILL + pause + P_SWITCH:
+                return  # it goes on: the same interleaving as a switch back to it at once
+        actor.yielded_at = self.now
+        self.scheduler.point()
+        actor.stalled = self.now - actor.yielded_at > timedelta(seconds=STALL_SECONDS)
+
+    def _store_hook(self, call: StoreCall) -> Fault | None:
+        actor = self.scheduler.current
+        if actor is None:
+            return None
+        paths = ",".join(p.removeprefix("tenants/") for p in call.paths)
+        self._point(actor, f"store {call.kind} {paths}", hot=call.kind == "commit")
+        if not self.faults_on or self.rng.random() >= P_STORE_FAULT:
+            return None
+        kinds = ["unavailable"]
+        if call.kind == "commit":
+            kinds += ["unavailable_after_commit", "deadline_after_commit"]
+        kind = self.rng.choice(kinds)
+        self.inject(f"store.{kind}", actor)
+        if kind == "unavailable":
+            return unavailable()
+        if kind == "unavailable_after_commit":
+            return unavailable(after_commit=True)
+        return deadline_exceeded(after_commit=True)
+
+    def _broker_hook(self, operation: str) -> None:
+        actor = self.scheduler.current
+        if actor is None:
+            return
+        self._point(actor, f"broker {operation}", hot=True)
+        if operation == "place":  # the call takes time, inside its deadline
+            actor.paused_in_place = actor.stalled
+            self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS))
+        if not self.faults_on or self.rng.random() >= P_BROKER_FAULT:
+            return
+        choices = [SimFault.SERVER_ERROR, SimFault.GARBAGE_AFTER_ACCEPT, SimFault.REFUSED]
+        if operation == "place":
+            choices = [
+                SimFault.SERVER_ERROR,
+                SimFault.TIMEOUT_AFTER_ACCEPT,
+                SimFault.GARBAGE_AFTER_ACCEPT,
+            ]
+        fault = self.rng.choice(choices)
+        self.inject(f"broker.{operation}.{fault.name.lower()}", actor)
+        self.broker.inject(operation, fault)
+
+    def inject(self, kind: str, actor: Actor | None = None) -> None:
+        self.injected[kind] += 1
+        self.note(f"{actor.name + ': ' if actor else ''}FAULT {kind}")
+
+    def note(self, line: str) -> None:
+        self._trace.append((self.step, self.now, line))
+
+    @property
+    def trace(self) -> list[str]:
+        """The schedule's steps so far: step number, the world's minute:second, what happened."""
+        return [
+            f"{step:4d} {now.strftime('%M:%S.%f')[:-3]} {line}" for step, now, line in self._trace
+        ]
+
+    @property
+    def fingerprint(self) -> int:
+        """Equal for two runs that took the same steps (to count distinct schedules)."""
+        return hash(tuple(line for _, _, line in self._trace))
+
+    # -- the schedule ------------------------------------------------------------------------
+
+    def run(self) -> World:
+        """Play the schedule; raises `Violation` (with the trace) at the first broken invariant."""
+        try:
+            self._setup()
+            for _ in range(MAX_EVENTS):
+                self._wake_paused()
+                event = self._choose()
+                if event is None:
+                    break
+                self.ran = None
+                event()
+                self.invariants.after_step()
+            self._finish()
+        finally:
+            self.scheduler.close()
+        return self
+
+    def _setup(self) -> None:
+        contents = {i: (self.rng.choice([1.0, 2.0]), 100.0) for i in INTENT_IDS}
+        keys = [(t, i) for t in TENANTS for i in INTENT_IDS]
+        for n, key in enumerate(self.rng.sample(keys, self.rng.randint(2, 3)), start=1):
+            qty, price = contents[key[1]]
+            if self.rng.random() < 0.2:  # twins across tenants differ now and then
+                qty += 1.0
+            intent = {
+                "tenant_id": key[0],
+                "broker_account_id": ACCOUNT,
+                "client_intent_id": key[1],
+                "symbol": "AAPL",
+                "side": "buy",
+                "qty": qty,
+                "order_type": "limit",
+                "limit_price": price,
+                # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
+                "created_at": (START - timedelta(seconds=self.rng.uniform(0.0, 55.0))).isoformat(),
+                "dry_run": self.rng.random() < 0.1,
+            }
+            self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
+        for tenant in TENANTS:
+            # One limit alone (or all, or none): a limit is exercised most where no other one
+            # makes its intents wait first.
+            chosen = self.rng.choice([*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none"])
+            self._set_limits(
+                tenant,
+                {
+                    name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
+                    for name, values in LIMIT_CHOICES.items()
+                },
+            )
+
+    def _set_limits(self, tenant: str, limits: dict[str, float | int | None]) -> None:
+        self.db.document(f"tenants/{tenant}/accounts/{ACCOUNT}").set(
+            {name: value for name, value in limits.items() if value is not None}
+        )
+        self.limits.setdefault((tenant, ACCOUNT), []).append((self.step, dict(limits)))
+
+    def _choose(self) -> Callable[[], object] | None:
+        """The next event, weighted; None when nothing but optional events is left."""
+        ready = [a for a in self.actors if a.state == "ready"]
+        paused = [a for a in self.actors if a.state == "paused"]
+        fresh = [m for m in self.messages if m.deliveries == 0]
+        running = {a.message_id for a in self.actors if a.state == "ready"}
+        retried = [
+            m
+            for m in self.messages
+            if m.retry
+            and not m.acked
+            and m.message_id not in running
+            and m.deliveries < MAX_DELIVERIES
+        ]
+        duplicable = [m for m in self.messages if 0 < m.deliveries < MAX_DELIVERIES]
+        if not (ready or paused or fresh or retried):
+            return None
+        options: list[tuple[float, Callable[[], object]]] = []
+        if ready:
+            options.append((20.0, lambda: self._run_actor(self.rng.choice(ready))))
+        if fresh:
+            options.append((6.0, lambda: self._deliver(self.rng.choice(fresh), "first")))
+        if retried:
+            options.append((4.0, lambda: self._deliver(self.rng.choice(retried), "redelivery")))
+        if duplicable:
+            options.append((1.0, lambda: self._deliver(self.rng.choice(duplicable), "duplicate")))
+        options.append((2.0, lambda: self._advance(self.rng.uniform(0.1, 2.0), "time passes")))
+        options.append((0.7, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
+        options.append((0.7, self._jump_to_a_lease_end))
+        if not any(a.kind == "sweep" and a.alive for a in self.actors):
+            options.append((0.5, lambda: self._spawn("sweep", "sweep", self._sweep)))
+        if not any(a.kind == "reconcile" and a.alive for a in self.actors):
+            options.append((0.4, lambda: self._spawn("reconcile", "reconcile", self._reconcile)))
+        options.append((0.25, self._flip_switch))
+        options.append((0.25, self._flip_limit))
+        if paused and not ready:
+            wake = min(a.resume_at for a in paused if a.resume_at is not None)
+            options.append((6.0, lambda: self._advance_to(wake)))
+        total = sum(weight for weight, _ in options)
+        pick = self.rng.uniform(0.0, total)
+        for weight, event in options:
+            pick -= weight
+            if pick <= 0:
+                return event
+        return options[-1][1]
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _run_actor(self, actor: Actor) -> None:
+        if not actor.started:
+            actor.first_step = self.step
+            self.note(f"{actor.name}: starts")
+        self.ran = actor
+        self.scheduler.run(actor)
+        if self.violation is not None:
+            raise self.violation
+        self.invariants.orders_placed_by(actor)
+        if actor.state == "done":
+            self._ended(actor)
+
+    def _pause_length(self, actor: Actor) -> float:
+        """Short, or aimed at the lease's end (just before, or past it): the lease it holds, or
+        the one it may be about to commit."""
+        expires = self.invariants.lease_expiry(actor)
+        if expires is None and actor.kind == "delivery":
+            expires = self.now + timedelta(seconds=TTL_SECONDS)
+        shape = self.rng.random()
+        if expires is None or shape < 0.4:
+            return self.rng.uniform(0.5, 45.0 if expires is None else 2.5)
+        left = (expires - self.now).total_seconds()
+        if shape < 0.7:
+            return max(0.1, left - self.rng.uniform(0.0, 4.0))
+        return max(0.1, left + self.rng.uniform(0.0, 30.0))
+
+    def _wake_paused(self) -> None:
+        for actor in self.actors:
+            if actor.state == "paused" and actor.resume_at and actor.resume_at <= self.now:
+                actor.state = "ready"
+                self.note(f"{actor.name}: resumes")
+
+    def _advance(self, seconds: float, why: str) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.note(f"{why} +{seconds:.1f}s")
+        if why.startswith("CLOCK JUMP"):
+            self.injected["clock.jump"] += 1
+
+    def _jump_to_a_lease_end(self) -> None:
+        """Time runs to just before a live lease ends: whoever holds it must not trust it now."""
+        ends = sorted(e for e in self.invariants.lease_ends() if e > self.now)
+        if ends:
+            target = self.rng.choice(ends) - timedelta(seconds=self.rng.uniform(0.0, 4.0))
+            if target > self.now:
+                self._advance((target - self.now).total_seconds(), "CLOCK JUMP to a lease's end")
+
+    def _advance_to(self, moment: datetime | None) -> None:
+        if moment is not None and moment > self.now:
+            self._advance((moment - self.now).total_seconds(), "time passes")
+
+    def _spawn(self, kind: str, name: str, body: Callable[[], Any], **fields: Any) -> Actor:
+        count = sum(1 for a in self.actors if a.kind == kind) + 1
+        actor = Actor(name=f"{name}#{count}", kind=kind, body=body, **fields)
+        self.actors.append(actor)
+        self.scheduler.spawn(actor)
+        if kind != "delivery":
+            self.injected[kind] += 1
+            self.note(f"{actor.name}: scheduled")
+        return actor
+
+    def _deliver(self, message: Message, why: str) -> None:
+        message.deliveries += 1
+        message.retry = False
+        if why == "duplicate":
+            live = any(a.message_id == message.message_id and a.alive for a in self.actors)
+            why = "after_ack" if message.acked else "concurrent" if live else "duplicate"
+            self.injected[f"pubsub.{why}"] += 1
+        tenant, intent_id = message.key
+        actor = self._spawn(
+            "delivery",
+            f"{message.message_id}({tenant}/{intent_id})d{message.deliveries}",
+            lambda: self._execute(message),
+            message_id=message.message_id,
+            intent_key=message.key,
+        )
+        self.note(f"{actor.name}: delivered ({why})")
+
+    def _execute(self, message: Message) -> tuple[str, Any]:
+        """What `main.execute_intent` does with a delivery: ack, dead-letter and ack, or retry.
+
+        Mirrored rather than called: `main` builds its service from the environment, once per
+        instance, and the simulation's service must be this world's.
+        """
+        delivery = Delivery(message.message_id, START, message.data, {})
+        try:
+            intent = parse_intent(delivery.data)
+            result = self.service.engine.execute_intent(intent, published_at=START)
+        except RetryableError as exc:
+            return "retry", exc
+        except PermanentError as exc:
+            try:
+                self.service.dead_letters.record(delivery, f"{type(exc).__name__}: {exc}")
+            except RetryableError as outage:
+                return "retry", outage
+            return "dead_letter", exc
+        return "ack", result
+
+    def _sweep(self) -> Any:
+        started = self.now
+        expired = self.invariants.lapsed_leases(started)
+        return started, expired, self.service.sweeper.sweep()
+
+    def _reconcile(self) -> Any:
+        return self.now, self.service.reconciler.reconcile()
+
+    def _flip_switch(self) -> None:
+        path = self.rng.choice(SWITCH_PATHS)
+        enabled = self.rng.random() < 0.5
+        self.db.document(path).set({"enabled": enabled})
+        self.injected["operator.kill_switch"] += 1
+        self.note(f"OPERATOR {path} enabled={enabled}")
+
+    def _flip_limit(self) -> None:
+        tenant = self.rng.choice(TENANTS)
+        name = self.rng.choice(sorted(LIMIT_CHOICES))
+        value = self.rng.choice(LIMIT_CHOICES[name])
+        self._set_limits(tenant, {**self.limits[(tenant, ACCOUNT)][-1][1], name: value})
+        self.injected["operator.limit"] += 1
+        self.note(f"OPERATOR {tenant}/{ACCOUNT} {name}={value}")
+
+    # -- endings -----------------------------------------------------------------------------
+
+    def _ended(self, actor: Actor) -> None:
+        if isinstance(actor.error, Violation):
+            raise actor.error
+        if isinstance(actor.error, ExecutionError) and actor.kind != "delivery":
+            self.note(f"{actor.name}: failed {type(actor.error).__name__}: {actor.error}")
+            return
+        if actor.error is not None:
+            self.note(f"{actor.name}: CRASHED {type(actor.error).__name__}: {actor.error}")
+            raise Violation(
+                f"{actor.name} ended with an unexpected {type(actor.error).__name__}: {actor.error}"
+            )
+        if actor.kind == "delivery":
+            self._delivery_ended(actor)
+        elif actor.kind == "sweep":
+            started, lapsed, report = actor.result
+            self.note(f"{actor.name}: done {report.as_dict()}")
+            self.invariants.after_sweep(started, lapsed, report)
+        else:
+            _, report = actor.result
+            self.note(f"{actor.name}: done {_short_report(report.as_dict())}")
+
+    def _delivery_ended(self, actor: Actor) -> None:
+        message = next(m for m in self.messages if m.message_id == actor.message_id)
+        answer, value = actor.result
+        message.results.append(answer)
+        if answer == "retry":
+            message.retry = True
+            self.note(f"{actor.name}: retry ({type(value).__name__}: {str(value)[:90]})")
+            return
+        message.acked = True
+        if answer == "dead_letter":
+            message.dead_lettered = True
+            self.note(f"{actor.name}: dead-lettered ({type(value).__name__}: {str(value)[:90]})")
+            return
+        assert isinstance(value, ExecutionResult)
+        self.note(
+            f"{actor.name}: acked {value.outcome.value}"
+            f"{'/' + value.recorded_outcome.value if value.recorded_outcome else ''}"
+            f" order={value.broker_order_id} ({(value.reason or '')[:60]})"
+        )
+        self.invariants.at_ack(actor, message, value)
+
+    def _unanswered(self, actor: Actor) -> None:
+        """A killed or paused delivery does not answer: past its ack deadline, Pub/Sub delivers
+        the message again (a paused one may still answer later: a zombie)."""
+        if actor.kind == "delivery":
+            message = next(m for m in self.messages if m.message_id == actor.message_id)
+            message.retry = not message.acked  # no answer: Pub/Sub delivers it again
+
+    def _finish(self) -> None:
+        """Kill what is left, let every lease lapse, sweep and reconcile once, cleanly."""
+        for actor in self.actors:
+            if actor.alive:
+                actor.state = "killed"
+                self.note(f"{actor.name}: killed at the end")
+        self.invariants.after_step()
+        self.faults_on = False
+        self._advance(TTL_SECONDS + 1.0, "time passes")
+        for kind, body in (("sweep", self._sweep), ("reconcile", self._reconcile)):
+            actor = self._spawn(kind, f"final-{kind}", body)
+            while actor.state != "done":
+                self._run_actor(actor)
+                self.invariants.after_step()
+        self.invariants.final()
+
+
+def _short_report(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if v not in (0, [], None, True) and k != "since"}
