@@ -154,8 +154,8 @@ class ExecutionEngine:
                     handle, intent, result.outcome, result.reason, result.broker_order_id
                 )
             self._finish(invocation, intent)
-        if released is ReleaseResult.FENCED and order is not None:
-            self._settle_outlived(intent, handle, order)
+        if released is ReleaseResult.FENCED:
+            self._outlived(intent, handle, order)
         elif released is ReleaseResult.UNRECORDED:
             # Acking now would leave the record to the sweeper (`expired`) while, say, the broker
             # holds the order: redeliver; the next attempt finds the order by its client order id.
@@ -165,9 +165,29 @@ class ExecutionEngine:
             )
         return result
 
+    def _outlived(
+        self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder | None
+    ) -> None:
+        """A newer attempt held or ended the intent while this one ran: ack only what is settled.
+
+        This delivery is the message's; a newer attempt is another delivery of it, and the ack of
+        either ends the message. Acking while the newer attempt still holds the lease would leave
+        nothing to deliver the intent again if that attempt dies: redeliver instead (a duplicate
+        of a recorded outcome is acked at once).
+        """
+        if order is not None:
+            settled = self._settle_outlived(intent, handle, order)
+            if settled is not Settlement.PENDING:
+                return  # the record names the order now, or a conflict was alerted
+        raise OutcomeUnrecordedError(
+            f"intent {intent.client_intent_id!r}: attempt {handle.attempt} outlived its lease "
+            "and a newer attempt holds or ended the intent; the delivery will be retried so "
+            "that the message is acked only once the intent's record is final"
+        )
+
     def _settle_outlived(
         self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder
-    ) -> None:
+    ) -> Settlement:
         """This attempt holds an order but outlived its lease: the record may say otherwise.
 
         A newer attempt took the intent over while this one was paused (a GC, a throttled CPU, a
@@ -198,6 +218,7 @@ class ExecutionEngine:
                 broker_order_id=order.broker_order_id,
                 settlement=settlement.value,
             )
+        return settlement
 
     @staticmethod
     def _release(

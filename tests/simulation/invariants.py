@@ -42,13 +42,11 @@ TERMINAL = frozenset({"placed", "rejected", "dry_run", "halted", "stale"})
 CONTRADICTING = frozenset({Outcome.STALE, Outcome.HALTED, Outcome.REJECTED, Outcome.DRY_RUN})
 
 
-FENCED_ACKS_ALLOWED = True
-"""A known gap, reported to the lead (issue #14's "every acked message has a terminal record"):
-an attempt whose release is fenced, holding no order, acks its own outcome although a newer
-attempt now holds the record; if that newer attempt then dies, or answers "retry" after its
-acquire landed, the message is acked and its record ends `expired`, never terminal (and a later
-redelivery would execute it anew). While True, such acks are exempt from "acked means recorded";
-set False and run `make simulate SEED=149` to watch one."""
+FENCED_ACKS_ALLOWED = False
+"""Closed: an attempt whose release was fenced used to ack its own outcome while a newer
+attempt held the record (if that attempt then died, the acked intent ended `expired`, never
+terminal; seed 149). The engine now retries such a delivery unless its order was settled.
+Kept as a switch so that an invariant relaxed for a future gap has one place to be named."""
 
 
 UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = True

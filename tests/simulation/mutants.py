@@ -86,35 +86,6 @@ MUTANTS = (
 )
 
 
-FENCED_RELEASE_RETRIES = Mutant(
-    "candidate fix: a fenced release without an order retries rather than acks",
-    "execution.engine",
-    "ExecutionEngine.execute_intent",
-    (
-        (
-            "    elif released is ReleaseResult.UNRECORDED:",
-            "    elif released is ReleaseResult.FENCED:\n"
-            "        raise OutcomeUnrecordedError('a newer attempt holds the intent: redeliver')\n"
-            "    elif released is ReleaseResult.UNRECORDED:",
-        ),
-    ),
-)
-"""Not a mutant but the fix of a gap the simulation found (see `invariants.FENCED_ACKS_ALLOWED`),
-in the same form, so that a test can show it closes the gap until `engine.py` takes it."""
-
-
-SETTLE_REDECIDES_CANCEL = Mutant(
-    "candidate fix: a settlement that reads the record again decides the cancel again",
-    "execution.broker_truth",
-    "BrokerTruth.settle",
-    (("if cancel is None:", 'if cancel in (None, "not_required"):'),),
-)
-"""The fix of a bug the simulation found at seed 55143: `settle` decides the cancel on its first
-read (a lapsed `reserved` record: not required) and keeps that decision when its write loses a
-race to the holder's `stale` release, so a late order the record forbids stays open while the
-repair says `cancel: not_required`."""
-
-
 @contextmanager
 def applied(mutant: Mutant) -> Iterator[None]:
     """Run the body with `mutant` in place of the real function."""

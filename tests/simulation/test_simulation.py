@@ -8,9 +8,7 @@ import pytest
 from tests.simulation import invariants
 from tests.simulation.mutants import (
     CI_SEEDS,
-    FENCED_RELEASE_RETRIES,
     MUTANTS,
-    SETTLE_REDECIDES_CANCEL,
     Mutant,
     applied,
     first_catch,
@@ -79,25 +77,6 @@ def test_a_caught_schedule_prints_its_replay_command_and_its_steps() -> None:
     assert any(" acked " in line for line in text.splitlines()[4:])
 
 
-def test_known_gap_a_fenced_release_without_an_order_acks_an_unrecorded_intent(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Reported to the lead: an attempt whose release is fenced, holding no order, acks; if the
-    newer attempt holding the record then fails, the acked intent is never recorded terminal.
-    Seed 149 shows it under the strict invariant; the candidate fix (retry instead of ack) keeps
-    the strict invariant. Once `engine.py` takes the fix, this test fails: set
-    `FENCED_ACKS_ALLOWED = False` in `invariants.py` and delete it."""
-    monkeypatch.setattr(invariants, "FENCED_ACKS_ALLOWED", False)
-
-    today = run_seeds(149, 1)
-    with applied(FENCED_RELEASE_RETRIES):
-        fixed = run_seeds(0, 300)
-
-    assert today.failure is not None
-    assert "was acked but its record is reserved" in today.failure[1]
-    assert fixed.failure is None, report(fixed, 0.0)
-
-
 def test_known_gap_an_order_of_unknown_fate_leaves_the_limits_until_recorded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -112,17 +91,3 @@ def test_known_gap_an_order_of_unknown_fate_leaves_the_limits_until_recorded(
 
     assert today.failure is not None
     assert "against max_daily_orders" in today.failure[1]
-
-
-def test_known_bug_a_settlement_losing_a_race_to_a_stale_release_leaves_the_order_open() -> None:
-    """Reported to the lead (`execution/broker_truth.py`): seed 55143 of `make simulate
-    SEEDS=100000` ends with a late order open at the broker under a record repaired from `stale`
-    with `cancel: not_required`; the candidate fix (decide the cancel again on every read) closes
-    it. Once `broker_truth.py` takes the fix, the first assertion fails: delete this test."""
-    today = run_seeds(55143, 1)
-    with applied(SETTLE_REDECIDES_CANCEL):
-        fixed = run_seeds(55143, 1)
-
-    assert today.failure is not None
-    assert "was forbidden by its record (stale)" in today.failure[1]
-    assert fixed.failure is None, report(fixed, 0.0)
