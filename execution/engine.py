@@ -56,6 +56,7 @@ from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
 
+
 class ExecutionEngine:
     """Executes one trade intent per call; safe to call again for the same intent."""
 
@@ -105,21 +106,7 @@ class ExecutionEngine:
             amount = intent.known_notional_usd()  # only recorded: never executed, never counted
 
         acquisition = invocation.reservations.acquire(
-            ReservationRequest(
-                tenant_id=intent.tenant_id,
-                broker_account_id=intent.broker_account_id,
-                client_intent_id=intent.client_intent_id,
-                symbol=intent.symbol,
-                side=intent.side,
-                qty=intent.qty,
-                amount_usd=amount or 0.0,
-                payload_hash=intent.payload_hash(),
-                client_order_id=client_order_id_for(
-                    intent.tenant_id, intent.broker_account_id, intent.client_intent_id
-                ),
-                # A stale intent is only recorded, never executed: it must not wait for budget.
-                enforce_budget=stale_reason is None,
-            )
+            _reservation_request(intent, amount, fresh=stale_reason is None)
         )
         if isinstance(acquisition, AlreadyExecuted):
             return self._duplicate(intent, acquisition.record)
@@ -536,3 +523,24 @@ class ExecutionEngine:
             amount_usd=record.amount_usd,
             recorded_outcome=record.outcome,
         )
+
+
+def _reservation_request(
+    intent: TradeIntent, amount: float | None, *, fresh: bool
+) -> ReservationRequest:
+    """What `intent` asks to reserve, under its tenant-safe client order id."""
+    return ReservationRequest(
+        tenant_id=intent.tenant_id,
+        broker_account_id=intent.broker_account_id,
+        client_intent_id=intent.client_intent_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        qty=intent.qty,
+        amount_usd=amount or 0.0,
+        payload_hash=intent.payload_hash(),
+        client_order_id=client_order_id_for(
+            intent.tenant_id, intent.broker_account_id, intent.client_intent_id
+        ),
+        # A stale intent is only recorded, never executed: it must not wait for budget.
+        enforce_budget=fresh,
+    )
