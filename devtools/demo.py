@@ -275,7 +275,7 @@ def _print_results(
     )
     placed = [d for d in reservations if d["outcome"] == "placed"]
     still = [d for d in reservations if d["status"] == "reserved"]
-    ours = [coid for coid in orders if coid.startswith(run)]
+    ours = [coid for coid in orders if coid in {d.get("client_order_id") for d in reservations}]
     print(
         f"\n{len(results)} messages, {len(reservations)} reservations: {len(placed)} placed with "
         f"{len(ours)} orders at the broker, {len(still)} still reserved; the sweep expired "
