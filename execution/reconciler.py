@@ -132,9 +132,10 @@ class Reconciler:
                     report.ours += 1
                     self._settle(order, report)
                 if self._monotonic() > deadline:
-                    return self._incomplete(report, "deadline reached while listing orders", seen)
+                    self._incomplete(report, "deadline reached while listing orders")
+                    break
         except ExecutionError as exc:
-            return self._incomplete(report, f"listing orders failed: {exc}", seen)
+            self._incomplete(report, f"listing orders failed: {exc}")
         return seen
 
     def _settle(self, order: BrokerOrder, report: ReconcileReport) -> None:
@@ -209,8 +210,8 @@ class Reconciler:
         )
 
     @staticmethod
-    def _incomplete(report: ReconcileReport, why: str, seen: set[str] | None = None) -> set[str]:
+    def _incomplete(report: ReconcileReport, why: str) -> None:
+        """Nothing is concluded from what the run did not see: the report says it is partial."""
         report.errors.append(why)
         report.complete = False
         emit(logger, "exec.reconcile.incomplete", logging.WARNING, reason=why)
-        return seen or set()
