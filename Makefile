@@ -123,6 +123,7 @@ bench: $(VENV_STAMP) $(BENCH_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 lint: $(VENV_STAMP)
 	@echo "==> ruff"
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
 	@echo "==> mypy --strict"
 	@$(VENV)/bin/mypy
 

@@ -72,7 +72,10 @@ BOUNDS: dict[str, Bound] = {
         "RESERVATION_RETENTION_DAYS", 2, 3650, "days", low_inclusive=True
     ),
     "clock_skew_seconds": Bound(
-        "CLOCK_SKEW_SECONDS", 0, 60, "seconds (how far instances' clocks may disagree)",
+        "CLOCK_SKEW_SECONDS",
+        0,
+        60,
+        "seconds (how far instances' clocks may disagree)",
         low_inclusive=True,
     ),
     "reconcile_lookback_seconds": Bound("RECONCILE_LOOKBACK_SECONDS", 0, 604_800, "seconds"),

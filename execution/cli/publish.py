@@ -119,8 +119,7 @@ def publish(
         lines = _lines_from_file(file)
         source = "stdin" if file == "-" else file
     if not lines:
-        raise CliError(f"No intents in {source}: expected one JSON object per line.",
-                       EXIT_PROBLEMS)
+        raise CliError(f"No intents in {source}: expected one JSON object per line.", EXIT_PROBLEMS)
 
     invalid = [line for line in lines if line.problem is not None]
     if invalid and not allow_invalid:

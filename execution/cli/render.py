@@ -24,8 +24,22 @@ def print_json(value: Any) -> None:
 
 
 KEY_COLUMNS = frozenset(
-    {"tenant", "account", "intent", "client_intent_id", "message id", "message_id", "line",
-     "symbol", "status", "outcome", "state", "scope", "attempt", "USD"}
+    {
+        "tenant",
+        "account",
+        "intent",
+        "client_intent_id",
+        "message id",
+        "message_id",
+        "line",
+        "symbol",
+        "status",
+        "outcome",
+        "state",
+        "scope",
+        "attempt",
+        "USD",
+    }
 )
 """Columns that narrow last: on a small terminal, free text wraps before an id does."""
 

@@ -142,8 +142,7 @@ def reservations(
     shown = f"{len(rows)} shown"
     if more:
         shown += (
-            f"; more match: raise --limit (now {limit}) or narrow with "
-            "--tenant/--account/--status"
+            f"; more match: raise --limit (now {limit}) or narrow with --tenant/--account/--status"
         )
     out.print(shown, markup=False)
 

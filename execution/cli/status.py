@@ -199,16 +199,30 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
     now = snap.now
     halted = any(row.enabled for row in snap.switches) or cli.settings.execution_halted
     header = Text.assemble(
-        ("project ", "bold"), cli.project, "  ",
-        ("Firestore ", "bold"), cli.firestore_target, "  ",
-        ("Pub/Sub ", "bold"), cli.pubsub_target, "  ",
-        ("at ", "bold"), when(now),
+        ("project ", "bold"),
+        cli.project,
+        "  ",
+        ("Firestore ", "bold"),
+        cli.firestore_target,
+        "  ",
+        ("Pub/Sub ", "bold"),
+        cli.pubsub_target,
+        "  ",
+        ("at ", "bold"),
+        when(now),
     )
     mode = Text.assemble(
-        ("AGENT_MODE ", "bold"), cli.settings.agent_mode.value, "  ",
-        ("EXECUTION_HALTED ", "bold"), on_off(cli.settings.execution_halted), "  ",
-        ("EXECUTION_DRY_RUN ", "bold"), "on" if cli.settings.execution_dry_run else "off", "  ",
-        ("BROKER ", "bold"), cli.settings.broker,
+        ("AGENT_MODE ", "bold"),
+        cli.settings.agent_mode.value,
+        "  ",
+        ("EXECUTION_HALTED ", "bold"),
+        on_off(cli.settings.execution_halted),
+        "  ",
+        ("EXECUTION_DRY_RUN ", "bold"),
+        "on" if cli.settings.execution_dry_run else "off",
+        "  ",
+        ("BROKER ", "bold"),
+        cli.settings.broker,
     )
     note = Text(
         "Settings as this shell's environment sets them; the deployed function has its own.",

@@ -57,8 +57,13 @@ def sweep(
                     "Would expire (dry run: nothing changed)",
                     ("tenant", "account", "client_intent_id", "attempt", "lapsed for"),
                     (
-                        (lease.tenant_id, lease.broker_account_id, lease.client_intent_id,
-                         lease.attempt, age((now - lease.expires_at).total_seconds()))
+                        (
+                            lease.tenant_id,
+                            lease.broker_account_id,
+                            lease.client_intent_id,
+                            lease.attempt,
+                            age((now - lease.expires_at).total_seconds()),
+                        )
                         for lease in leases
                     ),
                 )
@@ -67,7 +72,9 @@ def sweep(
         return
 
     sweeper = Sweeper(
-        store, clock=cli.clock, page_size=PAGE_SIZE,
+        store,
+        clock=cli.clock,
+        page_size=PAGE_SIZE,
         deadline_seconds=cli.settings.sweep_deadline_seconds,
     )
     with cli.firestore_call("sweep"), out.status("Sweeping lapsed leases..."):
@@ -79,11 +86,18 @@ def sweep(
             table(
                 "Sweep report",
                 ("scanned", "expired", "skipped", "errors", "oldest lapsed", "complete"),
-                [(
-                    report.scanned, report.expired, report.skipped, report.errors,
-                    age(report.oldest_age_seconds) if report.oldest_age_seconds is not None else "",
-                    "yes" if report.complete else "no (deadline; run again)",
-                )],
+                [
+                    (
+                        report.scanned,
+                        report.expired,
+                        report.skipped,
+                        report.errors,
+                        age(report.oldest_age_seconds)
+                        if report.oldest_age_seconds is not None
+                        else "",
+                        "yes" if report.complete else "no (deadline; run again)",
+                    )
+                ],
             )
         )
         for path in report.expired_ids:

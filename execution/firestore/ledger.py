@@ -36,4 +36,3 @@ def ledger_entry(intent: TradeIntent, order: BrokerOrder, recorded_at: datetime)
         "filled_avg_price": order.filled_avg_price,
         "recorded_at": recorded_at,
     }
-

@@ -219,9 +219,7 @@ def test_publish_sends_each_line_of_a_file_to_the_intents_topic(
 def test_publish_refuses_a_file_with_an_invalid_line_and_sends_nothing(
     cli: Callable[..., Result], topic: Topic, tmp_path: Path
 ) -> None:
-    file = write_lines(
-        tmp_path, intent_line(), '{"tenant_id": "t", "side": "hold"}', intent_line()
-    )
+    file = write_lines(tmp_path, intent_line(), '{"tenant_id": "t", "side": "hold"}', intent_line())
 
     result = cli("publish", file, env={"INTENT_TOPIC": topic.name})
 
@@ -249,7 +247,9 @@ def test_publish_with_allow_invalid_sends_invalid_lines_as_they_are(
     good = intent_line()
 
     result = cli(
-        "publish", write_lines(tmp_path, good, "not json"), "--allow-invalid",
+        "publish",
+        write_lines(tmp_path, good, "not json"),
+        "--allow-invalid",
         env={"INTENT_TOPIC": topic.name},
     )
 
@@ -258,9 +258,7 @@ def test_publish_with_allow_invalid_sends_invalid_lines_as_they_are(
     assert "1 of them invalid: expect dead letters" in result.stdout
 
 
-def test_publish_reads_intents_from_stdin(
-    cli: Callable[..., Result], topic: Topic
-) -> None:
+def test_publish_reads_intents_from_stdin(cli: Callable[..., Result], topic: Topic) -> None:
     line = intent_line()
 
     result = cli("publish", "-", input=line + "\n", env={"INTENT_TOPIC": topic.name})
@@ -273,19 +271,39 @@ def test_publish_builds_a_single_intent_from_options(
     cli: Callable[..., Result], topic: Topic
 ) -> None:
     result = cli(
-        "publish", "--tenant", "tenant-o", "--account", "acct-o", "--symbol", "msft",
-        "--side", "sell", "--qty", "3", "--limit-price", "410", "--intent-id", "opt-1",
-        "--dry-run", env={"INTENT_TOPIC": topic.name},
+        "publish",
+        "--tenant",
+        "tenant-o",
+        "--account",
+        "acct-o",
+        "--symbol",
+        "msft",
+        "--side",
+        "sell",
+        "--qty",
+        "3",
+        "--limit-price",
+        "410",
+        "--intent-id",
+        "opt-1",
+        "--dry-run",
+        env={"INTENT_TOPIC": topic.name},
     )
 
     assert result.exit_code == 0, result.output
     [data] = topic.pull(1)
     intent = parse_intent(data)
     assert (intent.tenant_id, intent.broker_account_id, intent.client_intent_id) == (
-        "tenant-o", "acct-o", "opt-1"
+        "tenant-o",
+        "acct-o",
+        "opt-1",
     )
     assert (intent.symbol, intent.side, intent.qty, intent.order_type, intent.limit_price) == (
-        "MSFT", "sell", 3, "limit", 410
+        "MSFT",
+        "sell",
+        3,
+        "limit",
+        410,
     )
     assert intent.dry_run is True
     assert intent.created_at is not None
@@ -533,9 +551,7 @@ def test_the_engine_halts_a_tenant_whose_switch_the_cli_turned_on(
 # -- status ---------------------------------------------------------------------------------------
 
 
-def test_status_shows_an_engaged_kill_switch_with_its_reason(
-    cli: Callable[..., Result]
-) -> None:
+def test_status_shows_an_engaged_kill_switch_with_its_reason(cli: Callable[..., Result]) -> None:
     cli("kill-switch", "on", "--reason", "market halt", "--by", "alice")
 
     result = cli("status")
@@ -586,7 +602,8 @@ def test_status_lists_recent_outcomes_newest_first(
 
     outcomes = json.loads(result.stdout)["recent_outcomes"]
     assert [(row["client_intent_id"], row["outcome"]) for row in outcomes] == [
-        (second, "placed"), (first, "rejected")
+        (second, "placed"),
+        (first, "rejected"),
     ]
 
 
@@ -608,7 +625,7 @@ def test_status_lists_recent_dead_letters_with_their_reason(
 
 
 def test_a_command_fails_at_once_naming_the_fix_when_the_firestore_emulator_is_not_running(
-    cli: Callable[..., Result]
+    cli: Callable[..., Result],
 ) -> None:
     dead = f"127.0.0.1:{free_loopback_port()}"
     started = time.monotonic()
@@ -651,7 +668,7 @@ class SilentServer:
 
 
 def test_a_command_gives_up_within_its_timeout_when_firestore_does_not_answer(
-    cli: Callable[..., Result]
+    cli: Callable[..., Result],
 ) -> None:
     silent = SilentServer()
     started = time.monotonic()
@@ -692,7 +709,12 @@ def test_python_dash_m_execution_runs_the_command_line_on_the_emulators(
 
     run = subprocess.run(
         [sys.executable, "-m", "execution", "reservations", "--stuck"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert run.returncode == 0, run.stderr
@@ -707,7 +729,11 @@ def test_importing_main_loads_neither_typer_nor_rich() -> None:
     )
 
     run = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
 

@@ -298,8 +298,6 @@ def test_unreadable_risk_data_is_logged_with_the_fail_open_choice(
     assert [f["fail_open"] for f in logged(caplog.records, "exec.risk.data_unavailable")] == [False]
 
 
-
-
 @pytest.mark.parametrize(
     ("agent", "account", "reason"),
     [

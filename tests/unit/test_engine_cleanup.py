@@ -513,8 +513,7 @@ def test_a_raising_release_never_masks_the_original_error() -> None:
     assert handle.calls == [Outcome.EXCEPTION]
 
 
-def test_a_placed_order_whose_release_failed_is_recorded_by_the_redelivery_without_a_new_order(
-) -> None:
+def test_a_placed_order_whose_release_failed_is_recorded_by_its_redelivery_no_new_order() -> None:
     rig = make_engine()
     rig.manager.fail_release_with = StoreUnavailableError("release write timed out")
     with pytest.raises(OutcomeUnrecordedError):

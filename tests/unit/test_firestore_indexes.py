@@ -110,7 +110,8 @@ def declared_field_overrides() -> list[dict[str, Any]]:
 
 def overrides_cover(override: dict[str, Any], need: dict[str, Any]) -> bool:
     if (override["collectionGroup"], override["fieldPath"]) != (
-        need["collectionGroup"], need["fieldPath"]
+        need["collectionGroup"],
+        need["fieldPath"],
     ):
         return False
     return any(

@@ -80,7 +80,12 @@ def test_missing_required_fields_are_refused() -> None:
         TradeIntent.model_validate({"tenant_id": "t"})
 
     assert set(errors_for(raised)) == {
-        "broker_account_id", "client_intent_id", "symbol", "side", "qty", "order_type",
+        "broker_account_id",
+        "client_intent_id",
+        "symbol",
+        "side",
+        "qty",
+        "order_type",
     }
 
 
@@ -99,8 +104,9 @@ def test_an_intent_is_immutable() -> None:
     assert intent.qty == 10
 
 
-@pytest.mark.parametrize("field,value", [("side", "short"), ("order_type", "stop"),
-                                         ("time_in_force", "forever")])
+@pytest.mark.parametrize(
+    "field,value", [("side", "short"), ("order_type", "stop"), ("time_in_force", "forever")]
+)
 def test_enumerated_fields_refuse_unknown_values(field: str, value: str) -> None:
     with pytest.raises(ValidationError) as raised:
         make_intent(**{field: value})

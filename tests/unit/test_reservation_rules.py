@@ -113,7 +113,11 @@ def test_a_reservation_ended_with_a_retryable_outcome_is_acquired_again(
 
 def test_the_terminal_outcomes_are_exactly_those_of_the_contract() -> None:
     assert {o.value for o in TERMINAL_OUTCOMES} == {
-        "placed", "rejected", "dry_run", "halted", "stale",
+        "placed",
+        "rejected",
+        "dry_run",
+        "halted",
+        "stale",
     }
 
 
@@ -144,22 +148,35 @@ def test_a_different_payload_under_the_same_id_is_a_conflict_in_every_state(
 
 
 def test_a_first_acquire_writes_attempt_one_reserved_until_now_plus_ttl() -> None:
-    record = new_record(make_request(), previous=None, lease_id="l1", now=T0, ttl=TTL,
-                        counts_against_budget=False)
+    record = new_record(
+        make_request(), previous=None, lease_id="l1", now=T0, ttl=TTL, counts_against_budget=False
+    )
 
     assert (record.status, record.attempt, record.created_at, record.expires_at) == (
-        ReservationStatus.RESERVED, 1, T0, T0 + TTL,
+        ReservationStatus.RESERVED,
+        1,
+        T0,
+        T0 + TTL,
     )
 
 
 def test_a_take_over_increments_the_attempt_and_clears_the_previous_outcome() -> None:
     previous = released(Outcome.EXCEPTION)
 
-    record = new_record(make_request(), previous=previous, lease_id="l2", now=LATER, ttl=TTL,
-                        counts_against_budget=True)
+    record = new_record(
+        make_request(),
+        previous=previous,
+        lease_id="l2",
+        now=LATER,
+        ttl=TTL,
+        counts_against_budget=True,
+    )
 
     assert (record.attempt, record.lease_id, record.outcome, record.released_at) == (
-        2, "l2", None, None,
+        2,
+        "l2",
+        None,
+        None,
     )
 
 
@@ -217,8 +234,13 @@ def test_a_lease_over_the_budget_must_wait() -> None:
     state = AccountState({"a": lease("one", 600)})
 
     with pytest.raises(BudgetWaitError) as raised:
-        admit(state, now=T0, lease_id="b", lease=lease("two", 400.01),
-              limits=AccountLimits(max_inflight_usd=1000))
+        admit(
+            state,
+            now=T0,
+            lease_id="b",
+            lease=lease("two", 400.01),
+            limits=AccountLimits(max_inflight_usd=1000),
+        )
 
     assert "holds 600 USD" in str(raised.value)
 
@@ -232,15 +254,17 @@ def test_a_lease_larger_than_the_whole_budget_is_refused_for_good() -> None:
 def test_an_expired_lease_stops_counting_at_once() -> None:
     state = AccountState({"a": lease("one", 900, expires_in=10)})
 
-    answer = admitted(state, lease("two", 900, expires_in=600), T0 + timedelta(seconds=10),
-                      max_inflight_usd=1000)
+    answer = admitted(
+        state, lease("two", 900, expires_in=600), T0 + timedelta(seconds=10), max_inflight_usd=1000
+    )
 
     assert set(answer.leases) == {"new"}
 
 
 def test_a_lapsed_lease_of_the_same_intent_is_replaced_not_counted_twice() -> None:
-    answer = admitted(AccountState({"old": lease("one", 900)}), lease("one", 900),
-                      max_inflight_usd=1000)
+    answer = admitted(
+        AccountState({"old": lease("one", 900)}), lease("one", 900), max_inflight_usd=1000
+    )
 
     assert set(answer.leases) == {"new"}
 
@@ -251,22 +275,33 @@ def test_committed_usd_sums_only_unexpired_leases() -> None:
     assert state.committed_usd(T0 + timedelta(seconds=5)) == 50
 
 
-@pytest.mark.parametrize(("amount", "qty"), [(math.nan, 1.0), (math.inf, 1.0), (-1.0, 1.0),
-                                             (1.0, math.nan), (1.0, -2.0)])
+@pytest.mark.parametrize(
+    ("amount", "qty"), [(math.nan, 1.0), (math.inf, 1.0), (-1.0, 1.0), (1.0, math.nan), (1.0, -2.0)]
+)
 def test_a_non_finite_or_negative_amount_is_refused_rather_than_summed(
     amount: float, qty: float
 ) -> None:
     with pytest.raises(InvalidIntentError):
-        admit(AccountState(), now=T0, lease_id="b", lease=lease("two", amount, qty=qty),
-              limits=AccountLimits(max_inflight_usd=1000))
+        admit(
+            AccountState(),
+            now=T0,
+            lease_id="b",
+            lease=lease("two", amount, qty=qty),
+            limits=AccountLimits(max_inflight_usd=1000),
+        )
 
 
 def test_the_daily_limit_counts_intents_in_flight_and_waits_for_them() -> None:
     state = AccountState({"a": lease("one")}, placed_orders={utc_day(T0): 1})
 
     with pytest.raises(LimitWaitError) as raised:
-        admit(state, now=T0, lease_id="b", lease=lease("two"),
-              limits=AccountLimits(max_daily_orders=2))
+        admit(
+            state,
+            now=T0,
+            lease_id="b",
+            lease=lease("two"),
+            limits=AccountLimits(max_daily_orders=2),
+        )
 
     assert not isinstance(raised.value, BudgetWaitError)
 
@@ -301,19 +336,34 @@ def test_the_position_limit_bounds_the_net_position_placed(
 ) -> None:
     state = AccountState(positions={"AAPL": held})
 
-    decision = admit(state, now=T0, lease_id="b", lease=lease("two", side=side, qty=qty),
-                     limits=AccountLimits(max_position_qty=10))
+    decision = admit(
+        state,
+        now=T0,
+        lease_id="b",
+        lease=lease("two", side=side, qty=qty),
+        limits=AccountLimits(max_position_qty=10),
+    )
 
     assert type(decision).__name__.lower() == answer
 
 
 def test_the_position_limit_counts_same_side_intents_in_flight_as_placed() -> None:
-    state = AccountState({"a": lease("one", qty=10), "b": lease("three", qty=5, side="sell"),
-                          "c": lease("four", qty=10, symbol="MSFT")})
+    state = AccountState(
+        {
+            "a": lease("one", qty=10),
+            "b": lease("three", qty=5, side="sell"),
+            "c": lease("four", qty=10, symbol="MSFT"),
+        }
+    )
 
     with pytest.raises(LimitWaitError):
-        admit(state, now=T0, lease_id="n", lease=lease("two", qty=1),
-              limits=AccountLimits(max_position_qty=10))
+        admit(
+            state,
+            now=T0,
+            lease_id="n",
+            lease=lease("two", qty=1),
+            limits=AccountLimits(max_position_qty=10),
+        )
 
 
 def test_a_refusal_beats_a_wait() -> None:
@@ -360,7 +410,9 @@ def test_the_in_memory_release_is_fenced_against_a_newer_lease() -> None:
 
     record = manager.records[("tenant-a", "intent-1")]
     assert (record.status, record.lease_id, record.attempt) == (
-        ReservationStatus.RESERVED, "lease-2", 2,
+        ReservationStatus.RESERVED,
+        "lease-2",
+        2,
     )
 
 
