@@ -1,5 +1,6 @@
-"""Cloud Functions entry points (contract): `execute_intent` (Pub/Sub), `sweep_reservations` and
-`reconcile_orders` (Cloud Scheduler).
+"""Cloud Functions entry points (contract): `execute_intent` (Pub/Sub through Eventarc),
+`execute_intent_push` (a Pub/Sub push subscription), `sweep_reservations` and `reconcile_orders`
+(Cloud Scheduler).
 
 Thin by design: decode, validate, call the service built once per instance, and map the answer to
 ack (return) or retry (raise). `import main` needs no network, credentials or emulator.
@@ -20,7 +21,12 @@ from cloudevents.http import CloudEvent
 from execution.bootstrap import Service, bootstrap
 from execution.dead_letters import MAX_REASON_CHARS
 from execution.errors import PermanentError, RetryableError
-from execution.intake import delivery_from_cloud_event, intent_from_delivery
+from execution.intake import (
+    Delivery,
+    delivery_from_cloud_event,
+    delivery_from_push_body,
+    intent_from_delivery,
+)
 from execution.settings import Settings
 from execution.telemetry import configure_logging, emit, invocation_logging
 from execution.text import bounded_printable
@@ -45,18 +51,32 @@ def _get_service() -> Service:
 @functions_framework.cloud_event
 @invocation_logging
 def execute_intent(cloud_event: CloudEvent) -> None:
-    """Execute one trade intent; return to ack, raise to have Pub/Sub deliver it again."""
-    answer_delivery(_get_service(), cloud_event)
+    """Execute one trade intent (Eventarc); return to ack, raise to have it delivered again."""
+    delivery = delivery_from_cloud_event(cloud_event.data, cloud_event.get("type"))
+    answer_delivery(_get_service(), delivery)
 
 
-def answer_delivery(service: Service, cloud_event: CloudEvent) -> None:
-    """Execute the event's intent or dead-letter it; raises only `RetryableError` on purpose.
+@functions_framework.http
+@invocation_logging
+def execute_intent_push(request: flask.Request) -> tuple[str, int, dict[str, str]]:
+    """Execute one trade intent from a push subscription's body; 200 acks, a raise retries.
+
+    An HTTP function, so that functions-framework never judges the body: whatever a push
+    carries (not JSON, an array, `message` text, no `messageId`, no `data`) reaches our intake.
+    """
+    if request.method != "POST":
+        return "use POST", 405, {"Allow": "POST"}
+    answer_delivery(_get_service(), delivery_from_push_body(request.get_data()))
+    return "OK", 200, {}
+
+
+def answer_delivery(service: Service, delivery: Delivery) -> None:
+    """Execute the delivery's intent or dead-letter it; raises only `RetryableError` on purpose.
 
     Any input is answered: what can never be an intent (a broken envelope, another event type, a
     bad payload) is recorded with its reason and acked; only a store outage while recording it,
     or a retryable stage of the engine, asks Pub/Sub for another delivery.
     """
-    delivery = delivery_from_cloud_event(cloud_event.data, cloud_event.get("type"))
     emit(logger, "exec.delivery.received", message_id=delivery.message_label)
     try:
         intent = intent_from_delivery(delivery)

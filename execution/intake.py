@@ -1,12 +1,14 @@
 """Turning a Pub/Sub delivery into a trade intent, or into the reason it can never be one.
 
-Every input gets an answer. `delivery_from_cloud_event` never raises, whatever the CloudEvent
-holds: where the envelope cannot carry an intent (another event type, `message` not an object,
-`data` not base64 text, `attributes` not strings, `publishTime` without a zone) it says why in
-`Delivery.problem`. `intent_from_delivery` raises only `InvalidIntentError`, for that problem or
-for a payload that is not a valid intent (too large, nested too deeply, numbers Python cannot
-read, any validation error): each is the same on every delivery, so the entry point records a
-dead letter and acks instead of having Pub/Sub deliver it again.
+Every input gets an answer. `delivery_from_cloud_event` (an Eventarc CloudEvent's data) and
+`delivery_from_push_body` (the raw body a Pub/Sub push subscription POSTs, whatever its bytes)
+never raise: where the envelope cannot carry an intent (not JSON, not an object, another event
+type, `message` not an object, `data` not base64 text, `attributes` not strings, `publishTime`
+without a zone) they say why in `Delivery.problem`. `intent_from_delivery` raises only
+`InvalidIntentError`, for that problem or for a payload that is not a valid intent (too large,
+nested too deeply, numbers Python cannot read, any validation error): each is the same on every
+delivery, so the entry point records a dead letter and acks instead of having Pub/Sub deliver it
+again.
 """
 
 from __future__ import annotations
@@ -79,17 +81,37 @@ class Delivery:
 
 def delivery_from_cloud_event(data: Any, event_type: Any = PUBSUB_MESSAGE_PUBLISHED) -> Delivery:
     """The Pub/Sub message in a CloudEvent's `data` (`{"message": {...}}`); never raises."""
-    message = data.get("message") if isinstance(data, dict) else None
+    return _delivery(data, event_type, raw=None)
+
+
+def delivery_from_push_body(body: bytes) -> Delivery:
+    """The Pub/Sub message in a push subscription's raw request body; never raises.
+
+    Any bytes: a body that is not JSON, or JSON of another shape than `{"message": {...}}`, is a
+    Delivery whose `problem` says so and whose `data` is the body as it arrived.
+    """
+    try:
+        envelope = json.loads(body)
+    except RecursionError:
+        return _undeliverable(body, "the push body is JSON nested too deeply to read")
+    except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
+        shown = bounded_printable(str(exc), _MAX_PROBLEM_VALUE_CHARS)
+        return _undeliverable(body, f"the push body is not JSON ({shown})")
+    return _delivery(envelope, PUBSUB_MESSAGE_PUBLISHED, raw=body)
+
+
+def _delivery(envelope: Any, event_type: Any, raw: bytes | None) -> Delivery:
+    """The message of an envelope `{"message": {...}}`; `raw` is the envelope's bytes if known."""
+    message = envelope.get("message") if isinstance(envelope, dict) else None
     if not isinstance(message, dict):
-        return Delivery(
-            message_id="",
-            published_at=None,
-            data=_as_json_bytes(data),
-            attributes={},
-            problem=(
-                'the CloudEvent data must be {"message": {...}}; '
-                f"its message is {_kind(message)}"
-            ),
+        shape = (
+            f"its message is {_kind(message)}"
+            if isinstance(envelope, dict)
+            else f"it is {_kind(envelope)}"
+        )
+        return _undeliverable(
+            _as_json_bytes(envelope) if raw is None else raw,
+            f'the envelope must be {{"message": {{...}}}}; {shape}',
         )
     problems: list[str] = []
     if event_type != PUBSUB_MESSAGE_PUBLISHED:
@@ -106,6 +128,11 @@ def delivery_from_cloud_event(data: Any, event_type: Any = PUBSUB_MESSAGE_PUBLIS
         attributes=_attributes(message.get("attributes"), problems),
         problem="; ".join(problems) or None,
     )
+
+
+def _undeliverable(data: bytes, problem: str) -> Delivery:
+    """A delivery with no message to read: `data` is what arrived, kept for the dead letter."""
+    return Delivery(message_id="", published_at=None, data=data, attributes={}, problem=problem)
 
 
 def intent_from_delivery(delivery: Delivery) -> TradeIntent:

@@ -192,11 +192,22 @@ def invocation_fields(request_or_event: Any) -> dict[str, Any]:
     if callable(get_attributes):  # a CloudEvent
         extensions = get_attributes()
         fields.update(intent_ids_of(getattr(request_or_event, "data", None)))
+    else:  # an HTTP request: a Pub/Sub push body holds the same envelope as a CloudEvent
+        fields.update(intent_ids_of(_json_body(request_or_event)))
     trace = trace_of(headers, extensions)
     fields["execution_id"] = _text(headers.get("Function-Execution-Id"))
     if trace is not None:
         fields.update(trace_id=trace.trace_id, span_id=trace.span_id, trace_sampled=trace.sampled)
     return fields
+
+
+def _json_body(request: Any) -> Any:
+    """The request's body as JSON, or None when it is not JSON (or nested past reading)."""
+    get_json = getattr(request, "get_json", None)
+    try:
+        return get_json(force=True, silent=True) if callable(get_json) else None
+    except RecursionError:
+        return None
 
 
 def _request_headers(request_or_event: Any) -> Mapping[str, str]:

@@ -1,8 +1,10 @@
 """Hostile deliveries at the real boundary: raw push bodies and CloudEvents POSTed to a server.
 
-The function runs as deployed (`functions-framework` on `main.py`, paper broker, the Firestore
-emulator). Every delivery here can never become a valid intent, so each must be answered 200
-(ack) with a dead letter that says why, never 500 (Pub/Sub would deliver it again and again).
+Both intent entry points run as deployed (`functions-framework` on `main.py`, paper broker, the
+Firestore emulator): `execute_intent_push` gets raw push bodies (`server`), `execute_intent`
+binary-mode CloudEvents as Eventarc sends them (`event_server`). Every delivery here can never
+become a valid intent, so each must be answered 200 (ack) with a dead letter that says why, never
+400 or 500 (Pub/Sub would deliver it again and again, and nothing would say why).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from tests.support.events import (
     ABSENT,
     binary_headers,
     cloud_event,
+    encode,
+    golden,
     intent_payload,
     message,
     push_body,
 )
-from tests.support.servers import paper_intent_server
+from tests.support.servers import EVENTARC_ENTRY_POINT, paper_intent_server
 from tests.support.waiting import wait_until
 
 DEAD_LETTERS = "execution_dead_letters"
@@ -42,6 +46,26 @@ def server(
     functions = paper_intent_server(firestore_project, firestore_emulator_host, log_path)
     functions.start()
     warm_up(functions)
+    yield functions
+    functions.kill()
+
+
+@pytest.fixture(scope="module")
+def event_server(
+    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FunctionsServer]:
+    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent_event.log"
+    functions = paper_intent_server(
+        firestore_project, firestore_emulator_host, log_path, EVENTARC_ENTRY_POINT
+    )
+    functions.start()
+    envelope = {"message": message(b"warm-up", unique("warm")), "subscription": "s"}
+    wait_until(
+        lambda: send_event(functions, envelope) == 200,
+        timeout=60,
+        what="the CloudEvent server's first answer",
+        interval=0.5,
+    )
     yield functions
     functions.kill()
 
@@ -193,12 +217,12 @@ def test_a_dead_letter_keeps_a_bounded_excerpt_of_a_large_payload_and_its_hash(
 # -- #13.2: broken envelopes ------------------------------------------------------------------
 
 
-def test_a_message_that_is_a_string_is_acked_and_dead_lettered(
-    server: FunctionsServer, db: firestore.Client
+def test_a_cloud_event_whose_message_is_a_string_is_acked_and_dead_lettered(
+    event_server: FunctionsServer, db: firestore.Client
 ) -> None:
     marker = unique("string-message")
 
-    status = send_event(server, {"message": marker, "subscription": "s"})
+    status = send_event(event_server, {"message": marker, "subscription": "s"})
 
     [letter] = dead_letters_holding(db, marker)
     assert status == 200
@@ -228,13 +252,13 @@ def test_a_message_with_a_broken_field_is_acked_and_dead_lettered_naming_the_fie
 
 
 def test_a_cloud_event_of_another_type_is_acked_and_dead_lettered_without_executing(
-    server: FunctionsServer, db: firestore.Client
+    event_server: FunctionsServer, db: firestore.Client
 ) -> None:
     payload = intent()
     message_id = unique("m")
     data = {"message": message(payload, message_id), "subscription": "s"}
 
-    status = send_event(server, data, event_type="google.cloud.storage.object.v1.finalized")
+    status = send_event(event_server, data, event_type="google.cloud.storage.object.v1.finalized")
 
     letter = dead_letter(db, message_id)
     assert status == 200
@@ -243,17 +267,103 @@ def test_a_cloud_event_of_another_type_is_acked_and_dead_lettered_without_execut
     assert not reservation_exists(db, payload)
 
 
+# -- #13: push bodies functions-framework refused (400/500) before our code ran ------------------
+
+
+def post_raw(server: FunctionsServer, body: bytes) -> int:
+    status, _ = server.post(body=body)
+    return status
+
+
+def raw_body(shape: str, marker: str) -> bytes:
+    """The golden hostile body `tests/data/<shape>.json`, made unique to one test by `marker`."""
+    body: Any = golden(shape)
+    if shape == "push_message_string":
+        body["message"] = marker
+    elif shape == "push_no_message_id":
+        body["message"]["data"] = encode(f"{{not json {marker}")
+    elif shape == "push_body_array":
+        body.append(marker)
+    elif shape == "push_body_string":
+        body += marker
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason_part"),
+    [
+        ("push_message_string", "its message is a string"),
+        ("push_no_message_id", "not JSON"),
+        ("push_body_array", "it is an array"),
+        ("push_body_string", "it is a string"),
+    ],
+)
+def test_a_raw_push_body_of_any_shape_is_acked_and_dead_lettered_with_its_reason(
+    server: FunctionsServer, db: firestore.Client, shape: str, reason_part: str
+) -> None:
+    marker = unique(shape)
+
+    status = post_raw(server, raw_body(shape, marker))
+
+    [letter] = dead_letters_holding(db, marker)
+    assert status == 200
+    assert reason_part in letter["reason"], letter["reason"]
+    assert_bounded_and_printable(letter)
+
+
+def test_a_push_body_that_is_not_json_is_acked_and_dead_lettered_under_its_hash(
+    server: FunctionsServer, db: firestore.Client
+) -> None:
+    body = f"{{not json at all {unique('body')}".encode()
+
+    status = post_raw(server, body)
+
+    letter = dead_letter(db, "payload-" + hashlib.sha256(body).hexdigest())
+    assert status == 200
+    assert letter is not None
+    assert letter["data"] == body.decode()
+    assert "push body is not JSON" in letter["reason"]
+
+
+def test_a_message_with_attributes_and_no_data_is_acked_and_dead_lettered(
+    server: FunctionsServer, db: firestore.Client
+) -> None:
+    body = golden("push_no_data")
+    message_id = unique("m")
+    body["message"].update(messageId=message_id, message_id=message_id)
+
+    status = post_raw(server, json.dumps(body).encode())
+
+    letter = dead_letter(db, message_id)
+    assert status == 200
+    assert letter is not None
+    assert "empty message" in letter["reason"]
+    assert letter["attributes"] == {"origin": "golden"}
+
+
+def test_a_valid_intent_pushed_without_a_message_id_still_executes(
+    server: FunctionsServer, db: firestore.Client
+) -> None:
+    payload = intent()
+
+    status = push(server, message(payload, ABSENT))
+
+    snap = reservation(db, payload)
+    assert status == 200
+    assert (snap.get("status"), snap.get("outcome")) == ("released", "placed")
+
+
 # -- #13.3: messages without an id ------------------------------------------------------------
 
 
 def test_bad_messages_without_an_id_each_get_a_dead_letter_of_their_own(
-    server: FunctionsServer, db: firestore.Client
+    server: FunctionsServer, event_server: FunctionsServer, db: firestore.Client
 ) -> None:
     first, second = (f"{{not json {unique('p')}".encode() for _ in range(2))
 
     statuses = [
         push(server, message(first, "")),
-        send_event(server, {"message": message(second, ABSENT), "subscription": "s"}),
+        send_event(event_server, {"message": message(second, ABSENT), "subscription": "s"}),
     ]
 
     letters = [dead_letter(db, "payload-" + hashlib.sha256(p).hexdigest()) for p in (first, second)]

@@ -6,12 +6,24 @@ from pathlib import Path
 
 from devtools.functions_server import FunctionsServer
 
+PUSH_ENTRY_POINT = ("execute_intent_push", "http")
+"""What a Pub/Sub push subscription targets: the raw push body, parsed by our own code."""
 
-def paper_intent_server(project: str, firestore_host: str, log_path: Path) -> FunctionsServer:
-    """`execute_intent` on the paper broker, short timings (TTL above the timeout); unstarted."""
+EVENTARC_ENTRY_POINT = ("execute_intent", "cloudevent")
+"""What an Eventarc trigger (`--trigger-topic`) targets: a binary-mode CloudEvent."""
+
+
+def paper_intent_server(
+    project: str,
+    firestore_host: str,
+    log_path: Path,
+    entry_point: tuple[str, str] = PUSH_ENTRY_POINT,
+) -> FunctionsServer:
+    """The intent entry point on the paper broker, short timings (TTL above the timeout)."""
+    target, signature_type = entry_point
     return FunctionsServer(
-        "execute_intent",
-        "cloudevent",
+        target,
+        signature_type,
         env={
             "GOOGLE_CLOUD_PROJECT": project,
             "FIRESTORE_EMULATOR_HOST": firestore_host,
