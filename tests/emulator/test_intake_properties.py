@@ -1,9 +1,11 @@
 """Property-based: any delivery, valid or hostile, is answered, and only valid intents trade.
 
-Hypothesis generates Pub/Sub CloudEvents (envelopes good and broken, payloads valid, mutated
-into invalid ones, or junk) and pushes each through `main.answer_delivery` (the body of
-`main.execute_intent`) on the Firestore emulator with the paper broker behind a recording
-wrapper. The generator knows what it made, and each call must:
+Hypothesis generates Pub/Sub deliveries (envelopes good and broken, payloads valid, mutated into
+invalid ones, or junk), each travelling either as a CloudEvent (`main.execute_intent`, Eventarc)
+or as the raw body of a push subscription (`main.execute_intent_push`: any bytes, any JSON
+shape), and answers each with the intake of that entry point and `main.answer_delivery`, on the
+Firestore emulator with the paper broker behind a recording wrapper. The generator knows what it
+made, and each call must:
 
 - ack (return) or raise a `RetryableError`; the only retry an intact store allows is a valid
   share-sized market order whose symbol has no quote yet (`PriceUnavailableError`, by design);
@@ -48,7 +50,12 @@ from execution.errors import (
     StoreUnavailableError,
 )
 from execution.firestore.support import CallPolicy
-from execution.intake import PUBSUB_MESSAGE_PUBLISHED, delivery_from_cloud_event
+from execution.intake import (
+    PUBSUB_MESSAGE_PUBLISHED,
+    Delivery,
+    delivery_from_cloud_event,
+    delivery_from_push_body,
+)
 from execution.models import MAX_NOTIONAL_USD, MAX_PRICE_USD, MAX_QTY, TERMINAL_OUTCOMES
 from tests.support.builders import client_at, emulator_service, fast_settings
 from tests.support.tcp_proxy import CuttableProxy
@@ -281,9 +288,13 @@ def payload_bytes(spec: PayloadSpec, now: datetime, unique_id: str) -> bytes:
 
 @dataclass(frozen=True)
 class EnvelopeSpec:
-    """How the message travels: `broken` names what makes the envelope unusable (or None)."""
+    """How the message travels: `broken` names what makes the envelope unusable (or None).
+
+    `push`: as the raw body of a push subscription, else as a CloudEvent.
+    """
 
     broken: str | None = None
+    push: bool = False
     message_id: Any = "id"
     publish: str = "now"
     attributes: Any = None
@@ -299,17 +310,33 @@ good_envelopes = st.builds(
     attributes=st.none()
     | st.dictionaries(hostile_text | st.sampled_from(["__meta__", ""]), hostile_text, max_size=5),
     encoding=st.sampled_from(["base64", "base64", "text"]),
+    push=st.booleans(),
 )
 
 
 def broken(where: str, replacement: st.SearchStrategy[Any]) -> st.SearchStrategy[EnvelopeSpec]:
-    """An envelope whose `where` (the CloudEvent data, or a message field) holds `replacement`."""
-    return st.builds(EnvelopeSpec, broken=st.just(where), replacement=replacement)
+    """An envelope whose `where` (the envelope, or a message field) holds `replacement`."""
+    return st.builds(
+        EnvelopeSpec, broken=st.just(where), replacement=replacement, push=st.booleans()
+    )
 
 
+ENVELOPE_IN_ARRAY = object()
+"""As a push body: the whole (valid) envelope inside a JSON array."""
 not_an_object = st.none() | st.integers() | st.text(max_size=20) | st.lists(st.integers())
+# A push body may be anything at all: JSON of any shape (the golden envelope inside an array
+# among them), or bytes that are not JSON.
+any_json = st.recursive(json_leaves | st.floats(allow_nan=False), json_containers, max_leaves=8)
+raw_bodies = any_json.map(lambda value: json.dumps(value).encode()) | junk
 broken_envelopes = st.one_of(
     broken("data", not_an_object),
+    st.builds(EnvelopeSpec, broken=st.just("body"), replacement=raw_bodies, push=st.just(True)),
+    st.builds(
+        EnvelopeSpec,
+        broken=st.just("body"),
+        replacement=st.just(ENVELOPE_IN_ARRAY),
+        push=st.just(True),
+    ),
     broken("message", not_an_object),
     broken("message.data", st.integers() | st.lists(st.integers(), max_size=3) | st.booleans()),
     broken(
@@ -339,6 +366,33 @@ broken_envelopes = st.one_of(
 envelope_specs = weighted((4, good_envelopes), (1, broken_envelopes))
 
 PUBLISH_OFFSETS = {"now": timedelta(0), "old": timedelta(hours=-1), "future": timedelta(hours=1)}
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One generated delivery as its entry point receives it: a CloudEvent, or push bytes."""
+
+    event: CloudEvent | None
+    body: bytes | None
+
+    def delivery(self) -> Delivery:
+        """What the entry point's intake makes of it (as `main.execute_intent[_push]` do)."""
+        if self.body is not None:
+            return delivery_from_push_body(self.body)
+        assert self.event is not None
+        return delivery_from_cloud_event(self.event.data, self.event["type"])
+
+
+def sent(spec: EnvelopeSpec, data: bytes, now: datetime, unique_id: str) -> Sent:
+    """`data` travelling as `spec` says: a push body, or a CloudEvent."""
+    event = cloud_event(spec, data, now, unique_id)
+    if not spec.push:
+        return Sent(event, None)
+    if spec.broken == "body":
+        if spec.replacement is ENVELOPE_IN_ARRAY:
+            return Sent(None, json.dumps([event.data]).encode())
+        return Sent(None, spec.replacement)
+    return Sent(None, json.dumps(event.data, default=repr).encode())
 
 
 def cloud_event(spec: EnvelopeSpec, data: bytes, now: datetime, unique_id: str) -> CloudEvent:
@@ -383,7 +437,7 @@ def reservation(db: firestore.Client, data: bytes) -> dict[str, Any] | None:
     return snap.to_dict() if snap.exists else None
 
 
-def deliver(service: Service, event: CloudEvent) -> RetryableError | None:
+def deliver(service: Service, delivery: Delivery) -> RetryableError | None:
     """Deliver `event` as Pub/Sub would, again while the store does not answer; the retry left.
 
     A store outage (here: a deadline missed on a busy machine) is the one reason a retry is
@@ -392,7 +446,7 @@ def deliver(service: Service, event: CloudEvent) -> RetryableError | None:
     deadline = time.monotonic() + REDELIVERY_SECONDS
     while True:
         try:
-            main.answer_delivery(service, event)
+            main.answer_delivery(service, delivery)
             return None
         except (StoreUnavailableError, OutcomeUnrecordedError, ReservationInFlightError):
             if time.monotonic() > deadline:
@@ -407,12 +461,12 @@ def check_one(rig: Rig, payload: PayloadSpec, envelope: EnvelopeSpec) -> str:
     now = datetime.now(UTC)
     unique_id = uuid.uuid4().hex[:12]
     data = payload_bytes(payload, now, unique_id)
-    event = cloud_event(envelope, data, now, unique_id)
+    delivery = sent(envelope, data, now, unique_id).delivery()
     rig.broker.calls.clear()
     valid = payload.valid and envelope.broken is None
     fresh = envelope.publish in {"now", "absent"}
 
-    retried = deliver(rig.service, event)
+    retried = deliver(rig.service, delivery)
 
     if retried is not None:
         assert valid and fresh and isinstance(retried, PriceUnavailableError), repr(retried)
@@ -423,7 +477,7 @@ def check_one(rig: Rig, payload: PayloadSpec, envelope: EnvelopeSpec) -> str:
     if not valid:
         assert rig.broker.calls == [], "an invalid delivery reached the broker"
         assert reservation(rig.db, data) is None or payload.intent is None
-        letter_id = delivery_from_cloud_event(event.data, event["type"]).dead_letter_id
+        letter_id = delivery.dead_letter_id
         letter = rig.db.collection("execution_dead_letters").document(letter_id).get().to_dict()
         assert letter is not None, "acked without a dead letter"
         assert letter["recorded_at"] >= now - timedelta(seconds=1), "an older dead letter"
@@ -455,6 +509,7 @@ def test_every_delivery_is_answered_and_only_valid_intents_reach_the_broker(rig:
     @given(payload=payload_specs, envelope=envelope_specs)
     def every_delivery(payload: PayloadSpec, envelope: EnvelopeSpec) -> None:
         became[check_one(rig, payload, envelope)] += 1
+        became["via push" if envelope.push else "via CloudEvent"] += 1
 
     every_delivery()
 
@@ -463,6 +518,7 @@ def test_every_delivery_is_answered_and_only_valid_intents_reach_the_broker(rig:
     if EXAMPLES >= 500:  # a run this size reaches each ending many times over
         reached = set(became)
         expected = {"acked: placed", "acked: stale", "dead letter: payload", "dead letter: message"}
+        expected |= {"dead letter: body", "via push", "via CloudEvent"}
         assert expected <= reached, "the generator no longer reaches every kind of ending"
 
 
@@ -476,9 +532,9 @@ def proxy(db: firestore.Client) -> Iterator[CuttableProxy]:
     cuttable.close()
 
 
-def acked(service: Service, event: CloudEvent) -> bool:
+def acked(service: Service, delivery: Delivery) -> bool:
     try:
-        main.answer_delivery(service, event)
+        main.answer_delivery(service, delivery)
     except StoreUnavailableError:
         return False
     return True
@@ -488,16 +544,16 @@ def test_a_bad_delivery_is_retried_while_the_store_is_down_and_dead_lettered_aft
     db: firestore.Client, proxy: CuttableProxy
 ) -> None:
     unique_id = uuid.uuid4().hex[:12]
-    event = cloud_event(EnvelopeSpec(), b"{not json", datetime.now(UTC), unique_id)
+    delivery = sent(EnvelopeSpec(), b"{not json", datetime.now(UTC), unique_id).delivery()
     with client_at(proxy.address, db.project) as proxied:
         service = emulator_service(proxied, system_clock, settings=fast_settings())
         proxy.cut()
         with pytest.raises(StoreUnavailableError):
-            main.answer_delivery(service, event)
+            main.answer_delivery(service, delivery)
         proxy.restore()
 
         # As Pub/Sub would: deliver again until acked (the client reconnects with a backoff).
-        wait_until(lambda: acked(service, event), timeout=60, what="the redelivery's ack")
+        wait_until(lambda: acked(service, delivery), timeout=60, what="the redelivery's ack")
 
     letter = db.collection("execution_dead_letters").document(unique_id).get()
     assert letter.exists
