@@ -1,11 +1,12 @@
 """`make demo`: the real path, locally — Pub/Sub push → functions-framework → Firestore.
 
 Inside `firebase emulators:exec` (which sets FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST) it
-starts `main.execute_intent` and `main.sweep_reservations` as functions-framework servers, wires
-a push subscription to the first, publishes sample intents one by one — a trade, its duplicate, a
-broker failure, a risk rejection, a dry run, a halted tenant, malformed payloads — runs a sweep,
-and prints what happened. The broker is a local Alpaca sandbox (`devtools/alpaca_sandbox.py`), so
-the order count at the "broker" is visible and a broker failure can be staged.
+starts `main.execute_intent_push` and `main.sweep_reservations` as functions-framework servers,
+wires a push subscription to the first, publishes sample intents one by one — a trade, its
+duplicate, a broker failure, a risk rejection, a dry run, a halted tenant, malformed payloads —
+runs a sweep, and prints what happened. The broker is a local Alpaca sandbox
+(`devtools/alpaca_sandbox.py`), so the order count at the "broker" is visible and a broker failure
+can be staged.
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def main() -> int:
 
     with AlpacaSandbox() as broker:
         env = _function_env(project, broker)
-        execute = FunctionsServer("execute_intent", "cloudevent", env, logs / "execute_intent.log")
+        execute = FunctionsServer("execute_intent_push", "http", env, logs / "execute_intent.log")
         sweep = FunctionsServer("sweep_reservations", "http", env, logs / "sweep.log")
         started = time.monotonic()
-        _say("starting execute_intent and sweep_reservations (functions-framework)")
+        _say("starting execute_intent_push and sweep_reservations (functions-framework)")
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda server: server.start(), (execute, sweep)))
         print(f" ok ({time.monotonic() - started:.1f} s)")

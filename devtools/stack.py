@@ -1,6 +1,6 @@
 """`make dev`: the service running locally until Ctrl-C, for the command line and for trying it.
 
-Inside `firebase emulators:exec` it starts `main.execute_intent` under functions-framework with
+Inside `firebase emulators:exec` it starts `main.execute_intent_push` under functions-framework with
 the default settings (paper broker), gives the intents topic (`INTENT_TOPIC`, default
 `trade-intents`) a push subscription to it, writes a sample account, and then waits. Publish with
 `python -m execution publish ...` from another terminal and watch with `python -m execution status`.
@@ -33,8 +33,9 @@ def main() -> int:
     settings = Settings.from_env()
     project = settings.project or "demo-execution"
     LOG_FILE.write_text("")
+    # A push subscription targets the push entry point, which answers every body itself.
     server = FunctionsServer(
-        "execute_intent", "cloudevent", {"GOOGLE_CLOUD_PROJECT": project}, LOG_FILE
+        "execute_intent_push", "http", {"GOOGLE_CLOUD_PROJECT": project}, LOG_FILE
     )
     server.start()
     channel = PushChannel(project, settings.intent_topic, server.url)
@@ -44,7 +45,7 @@ def main() -> int:
     print(
         f"""
 Local stack ready (Ctrl-C stops it and the emulators; their data is lost):
-  topic {channel.topic} pushes to execute_intent at {server.url}
+  topic {channel.topic} pushes to execute_intent_push at {server.url}
   function log (JSON lines): {LOG_FILE}
   sample account: tenants/{SAMPLE_TENANT}/accounts/{SAMPLE_ACCOUNT}
 

@@ -58,8 +58,8 @@ def server(
     tmp_path: Path,
 ) -> Iterator[FunctionsServer]:
     functions = FunctionsServer(
-        "execute_intent",
-        "cloudevent",
+        "execute_intent_push",
+        "http",
         env=function_env(firestore_project, firestore_emulator_host, broker),
         log_path=tmp_path / "execute_intent.log",
     )

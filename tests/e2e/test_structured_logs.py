@@ -32,8 +32,8 @@ def server(
     firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FunctionsServer]:
     functions = FunctionsServer(
-        "execute_intent",
-        "cloudevent",
+        "execute_intent_push",
+        "http",
         env={
             "GOOGLE_CLOUD_PROJECT": firestore_project,
             "FIRESTORE_EMULATOR_HOST": firestore_emulator_host,

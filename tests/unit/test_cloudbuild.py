@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
+from functions_framework import _function_registry
 
+import main
 from execution.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,6 +377,22 @@ def test_execute_intent_is_a_2nd_gen_function_on_the_intent_topic(first_deploy: 
     assert call.flags["gen2"] is True
     assert call.flags["entry-point"] == "execute_intent"
     assert call.flags["trigger-topic"] == env_vars(call)["INTENT_TOPIC"] == "trade-intents"
+
+
+@pytest.mark.parametrize("function", list(FUNCTIONS))
+def test_each_entry_point_deployed_takes_what_its_trigger_delivers(
+    first_deploy: Build, function: str
+) -> None:
+    """A topic trigger (Eventarc) delivers CloudEvents, an HTTP trigger plain requests: `main`
+    must declare each entry point so, or functions-framework refuses every delivery. A push
+    subscription's target is the HTTP `execute_intent_push` (docs/DEPLOY.md, part 11)."""
+    call = deploy_of(first_deploy, function)
+    entry_point = call.flags["entry-point"]
+    declared = _function_registry.REGISTRY_MAP[entry_point]
+
+    assert callable(getattr(main, entry_point))
+    assert declared == ("cloudevent" if "trigger-topic" in call.flags else "http")
+    assert _function_registry.REGISTRY_MAP["execute_intent_push"] == "http"
 
 
 def test_execute_intent_is_deployed_with_retries_on(first_deploy: Build) -> None:
