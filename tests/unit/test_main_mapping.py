@@ -202,17 +202,11 @@ def test_every_outcome_the_engine_returns_is_acked_without_a_dead_letter(
     assert rig.dead_letters.letters == {}
 
 
-def test_the_golden_push_reaches_the_engine_as_its_intent_and_publish_time(rig: Rig) -> None:
-    status = rig.push_golden()
-
-    [(intent, published_at)] = rig.engine.calls
-    assert status == 200
-    assert (intent.tenant_id, intent.client_intent_id) == ("tenant-golden", "intent-golden")
-    assert published_at == GOLDEN_PUBLISH_TIME
-
-
-def test_the_golden_cloud_event_reaches_the_engine_the_same_way(rig: Rig) -> None:
-    status = rig.send_event()
+@pytest.mark.parametrize("entry_point", ["push", "event"])
+def test_the_golden_delivery_reaches_the_engine_as_its_intent_and_publish_time(
+    rig: Rig, entry_point: str
+) -> None:
+    status = rig.push_golden() if entry_point == "push" else rig.send_event()
 
     [(intent, published_at)] = rig.engine.calls
     assert status == 200
