@@ -96,7 +96,7 @@ def delivery_from_push_body(body: bytes) -> Delivery:
         return _undeliverable(body, "the push body is JSON nested too deeply to read")
     except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
         shown = bounded_printable(str(exc), _MAX_PROBLEM_VALUE_CHARS)
-        return _undeliverable(body, f"the push body is not JSON ({shown})")
+        return _undeliverable(body, f"the push body is not readable JSON ({shown})")
     return _delivery(envelope, PUBSUB_MESSAGE_PUBLISHED, raw=body)
 
 

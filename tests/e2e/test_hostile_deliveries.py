@@ -322,7 +322,7 @@ def test_a_push_body_that_is_not_json_is_acked_and_dead_lettered_under_its_hash(
     assert status == 200
     assert letter is not None
     assert letter["data"] == body.decode()
-    assert "push body is not JSON" in letter["reason"]
+    assert "push body is not readable JSON" in letter["reason"]
 
 
 def test_a_message_with_attributes_and_no_data_is_acked_and_dead_lettered(
