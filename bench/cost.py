@@ -275,25 +275,29 @@ def markdown(results: dict[str, Any]) -> list[str]:
         f"[{FIRESTORE_SOURCE}]: reads ${FIRESTORE_USD_PER_100K['reads']}, writes "
         f"${FIRESTORE_USD_PER_100K['writes']}, deletes ${FIRESTORE_USD_PER_100K['deletes']} per "
         f"100,000 documents; Cloud Run functions [{CLOUD_RUN_SOURCE}]: "
-        f"${CLOUD_RUN_USD_PER_VCPU_SECOND} per vCPU-second, ${CLOUD_RUN_USD_PER_GIB_SECOND} per "
-        f"GiB-second, ${CLOUD_RUN_USD_PER_MILLION_REQUESTS} per million requests, time rounded "
+        f"${CLOUD_RUN_USD_PER_VCPU_SECOND:.8f} per vCPU-second, "
+        f"${CLOUD_RUN_USD_PER_GIB_SECOND:.8f} per GiB-second, "
+        f"${CLOUD_RUN_USD_PER_MILLION_REQUESTS:.2f} per million requests, time rounded "
         f"up to 100 ms, for the deployed {DEPLOYED_VCPU:g} vCPU and {DEPLOYED_MEMORY_GIB:g} GiB. "
         "*Alone*: each request billed on its own (concurrency 1, or idle instances): its time "
         "rounded up to 100 ms. *Shared*: a busy instance at the deployed concurrency, "
-        f"{shared * 1000:.1f} ms of instance time per intent (the concurrency table's rate). "
+        f"{shared * 1000:.1f} ms of instance time per placed intent (the concurrency table's "
+        "rate with one client); other outcomes scaled by their function time against placed's. "
         "Free tiers are left out.",
         "",
         "| outcome | reads | writes | deletes | round trips | function ms | Firestore $/M "
         "| Cloud Run $/M alone | Cloud Run $/M shared |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    placed_ms = next(c["function_ms"] for c in costs if c["outcome"] == "placed")
     for cost in costs:
+        shared_here = shared * cost["function_ms"] / placed_ms if placed_ms else float("nan")
         lines.append(
             f"| {cost['outcome'].replace('_', ' ')} | {cost['reads']:g} | {cost['writes']:g} | "
             f"{cost['deletes']:g} | {cost['rpcs']:g} | {cost['function_ms']:.1f} | "
             f"{firestore_usd_per_million(cost):.2f} | "
             f"{instance_usd_per_million(alone_seconds(cost['function_ms'])):.2f} | "
-            f"{instance_usd_per_million(shared):.2f} |"
+            f"{instance_usd_per_million(shared_here):.2f} |"
         )
     lines += [
         "",
