@@ -29,6 +29,8 @@ from execution.telemetry import TRACE_FIELD
 from tests.support.builders import unique
 from tests.support.events import now_rfc3339
 
+SHARED_READ_MAX_AGE_SECONDS = 0.5
+"""How long the instance reuses its read of the kill switches (the deployed default is 1 s)."""
 CONCURRENCY = 16
 """Requests in flight at once, and the server's threads (the deploy default's order)."""
 MAX_DELIVERIES = 40
@@ -47,6 +49,7 @@ def server(
             "GOOGLE_CLOUD_PROJECT": firestore_project,
             "FIRESTORE_EMULATOR_HOST": firestore_emulator_host,
             "THREADS": str(CONCURRENCY),  # functions-framework's gunicorn threads per instance
+            "SHARED_READ_MAX_AGE_SECONDS": str(SHARED_READ_MAX_AGE_SECONDS),
         },
         log_path=Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log",
     )
@@ -116,15 +119,15 @@ def intent(account: str, **overrides: Any) -> dict[str, Any]:
 
 def reservation(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any]:
     document = (
-        db.collection("tenants", TENANT, "execution_reservations")
+        db.collection("tenants", payload["tenant_id"], "execution_reservations")
         .document(payload["client_intent_id"])
         .get()
     )
     return document.to_dict() or {}
 
 
-def paper_orders(db: firestore.Client, account: str) -> list[dict[str, Any]]:
-    orders = db.collection("tenants", TENANT, "paper_orders")
+def paper_orders(db: firestore.Client, account: str, tenant: str = TENANT) -> list[dict[str, Any]]:
+    orders = db.collection("tenants", tenant, "paper_orders")
     return [
         snapshot.to_dict() or {}
         for snapshot in orders.where(
@@ -197,3 +200,23 @@ def test_concurrent_intents_of_one_account_never_pass_its_daily_order_limit(
     assert len(paper_orders(db, account)) == limit
     state = db.collection("tenants", TENANT, "execution_inflight").document(account).get()
     assert (state.to_dict() or {}).get("leases") == {}
+
+
+def test_a_kill_switch_turned_on_halts_every_concurrent_request_once_the_shared_read_is_old(
+    server: FunctionsServer, db: firestore.Client
+) -> None:
+    tenant, account = unique("tenant"), unique("acct")
+    switch = db.collection("tenants", tenant, "ops").document("execution_kill_switch")
+    switch.set({"enabled": False})
+    before = [intent(account, tenant_id=tenant) for _ in range(CONCURRENCY)]
+    all_at_once(len(before), lambda n: push_until_acked(server, before[n], uuid.uuid4().hex))
+    switch.set({"enabled": True})
+    # The contract: an instance reuses its read of the switch for at most this long.
+    time.sleep(SHARED_READ_MAX_AGE_SECONDS + 0.5)
+    after = [intent(account, tenant_id=tenant) for _ in range(2 * CONCURRENCY)]
+
+    all_at_once(len(after), lambda n: push_until_acked(server, after[n], uuid.uuid4().hex))
+
+    assert [reservation(db, p)["outcome"] for p in before] == ["placed"] * len(before)
+    assert [reservation(db, p)["outcome"] for p in after] == ["halted"] * len(after)
+    assert len(paper_orders(db, account, tenant)) == len(before)
