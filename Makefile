@@ -120,7 +120,8 @@ bench: $(VENV_STAMP) $(BENCH_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 	@echo "==> measuring inside the Firestore and Pub/Sub emulators (a few minutes)"
 	@$(IN_EMULATORS) "$(PY) -m bench.run $(BENCH_ARGS)" || $(EMULATOR_HINT)
 
-lint: $(VENV_STAMP)
+# mypy checks bench/ too, whose report imports matplotlib (typed): lint installs it.
+lint: $(VENV_STAMP) $(BENCH_STAMP)
 	@echo "==> ruff"
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .

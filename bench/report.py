@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from bench import concurrency, cost
+
 RATIO_TARGET = 0.7
 LIMITS_TARGET = 0.5
 """Fully limited account: engine ÷ bound at `HEADLINE_THREADS` threads on one account (issue 12)."""
@@ -304,6 +306,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"For scale: the interpreter starts in {cold['interpreter_start_ms']:.0f} ms and "
         f"`import functions_framework` alone takes {cold['functions_framework_import_ms']:.0f} ms.",
         "",
+        *concurrency.markdown(results),
+        *cost.markdown(results),
         "## Raw results",
         "",
         "<details><summary>JSON</summary>",

@@ -13,7 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, latency, machine, report, stages, sweep, throughput
+from bench import (
+    coldstart,
+    concurrency,
+    cost,
+    latency,
+    machine,
+    report,
+    stages,
+    sweep,
+    throughput,
+)
 from bench.common import emulator_host, production_logging, progress, run_threads
 from bench.workload import BoundOperation, engine_operation, engine_service, placed, seed
 
@@ -36,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency_intents": 100 if args.quick else 300,
         "sweep_documents": 10_000,
         "coldstart_runs": 3 if args.quick else 5,
+        "concurrency_repetitions": 2 if args.quick else 5,
+        "cost_deliveries": 20 if args.quick else 50,
     }
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -62,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         "engine_budget": stages.measure("demo-bench-profile", intents=200, budget=True).as_dict(),
         "bound_rpcs": stages.bound_rpcs("demo-bench-profile"),
     }
+
+    results["concurrency"] = [
+        cell.as_dict()
+        for cell in concurrency.measure(
+            "demo-bench-concurrency",
+            duration=config["duration"],
+            repetitions=config["concurrency_repetitions"],
+        )
+    ]
+    results["cost"] = [
+        outcome.as_dict()
+        for outcome in cost.measure("demo-bench-cost", deliveries=config["cost_deliveries"])
+    ]
 
     progress(f"latency: {config['latency_intents']} intents through each engine")
     results["latency"] = latency.measure(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bench.common import client, progress, reset
@@ -21,7 +21,7 @@ from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.reservations import ReservationRequest, new_record
 from execution.settings import Settings
-from execution.sweeper import ExpiredLease, Sweeper
+from execution.sweeper import ExpiredLease, FoundLease, Sweeper
 
 BATCH = 500
 TENANTS = 20
@@ -39,11 +39,13 @@ class _Progress:
         self.timeline: list[tuple[float, int]] = [(0.0, 0)]
         """(seconds since the first sweep began, documents expired so far), every 500."""
 
-    def find_expired(self, now: Any, *, limit: int, after: ExpiredLease | None) -> list[Any]:
+    def find_expired(
+        self, now: datetime, *, limit: int, after: FoundLease | None
+    ) -> list[FoundLease]:
         self.pages += 1
         return self._inner.find_expired(now, limit=limit, after=after)
 
-    def expire(self, lease: ExpiredLease, now: Any) -> bool:
+    def expire(self, lease: ExpiredLease, now: datetime) -> bool:
         changed = self._inner.expire(lease, now)
         self.expired += 1
         if self.expired % 500 == 0:

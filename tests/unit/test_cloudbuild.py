@@ -399,6 +399,32 @@ def test_execute_intent_is_deployed_with_retries_on(first_deploy: Build) -> None
     assert execute_deploy(first_deploy).flags.get("retry") is True
 
 
+def test_execute_intent_serves_concurrent_requests_on_as_many_threads_and_a_whole_vcpu(
+    first_deploy: Build,
+) -> None:
+    call = execute_deploy(first_deploy)
+    concurrency = int(str(call.flags["concurrency"]))
+
+    # Cloud Run refuses a concurrency above 1 below 1 vCPU; functions-framework serves requests
+    # on THREADS gunicorn threads (else 4 per CPU it sees), so more requests would queue.
+    assert concurrency > 1
+    assert float(str(call.flags["cpu"])) >= 1
+    assert env_vars(call)["THREADS"] == str(concurrency)
+
+
+def test_a_concurrency_above_1_without_a_whole_vcpu_is_refused(
+    build_with: Callable[..., Build],
+) -> None:
+    build = build_with(_CPU="0.5")
+
+    assert build.returncodes["deploy-execute-intent"] != 0
+    assert "_CONCURRENCY" in build.stderr["deploy-execute-intent"]
+    assert (
+        build.find("gcloud", "functions", "deploy", positional=SUBSTITUTIONS["_EXECUTE_FUNCTION"])
+        == []
+    )
+
+
 def test_the_function_timeout_is_function_timeout_seconds(first_deploy: Build) -> None:
     call = execute_deploy(first_deploy)
 
