@@ -1,12 +1,13 @@
 """What one delivery costs, by outcome: Firestore documents read, written, deleted; function time.
 
-Each delivery goes through the intake and `main.answer_delivery` (what `execute_intent` runs once the framework
-has made the CloudEvent) with the default wiring, one at a time, so its wall time is the request
-time Cloud Run bills at concurrency 1. Documents are counted at the client, on the GAPIC layer
-every adapter's call goes through, as Firestore bills them: a document returned by a batch get
-(found or missing) or a query (at least one per query) is a read; each write of a successful
-commit is a write, or a delete where it deletes. A commit that fails (a lost precondition) is
-not counted: Firestore does not bill it, and the default path has none without contention.
+Each delivery goes through the intake and `main.answer_delivery` (what `execute_intent` runs once
+the framework has made the CloudEvent) with the default wiring, one at a time, so its wall time is
+the request time Cloud Run bills at concurrency 1. Documents are counted at the client, on the
+GAPIC layer every adapter's call goes through, as Firestore bills them: a document returned by a
+batch get (found or missing) or a query (at least one per query) is a read; each write of a
+successful commit is a write, or a delete where it deletes. A commit that fails (a lost
+precondition) is not counted: Firestore does not bill it, and the default path has none without
+contention.
 
 Outcomes: `placed` (a fresh intent), `duplicate` (the same message again after it ended),
 `rejected` (risk refuses: over the account's `max_order_notional_usd`), `stale` (older than
