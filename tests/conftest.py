@@ -57,8 +57,9 @@ def pubsub_emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     yield from emulator_host(emulators.PUBSUB, tmp_path_factory.mktemp("pubsub-emulator"))
 
 
-# Firestore projects: the emulator keeps data and transaction locks per project, so each test
-# module gets its own, and a module's open transaction can never stall another module's tests.
+# Firestore projects (docs/EMULATOR-FACTS.md, F3): the emulator keeps data and transaction locks
+# per project, so each test module gets its own, and a module's open transaction can never stall
+# another module's tests.
 
 PROJECT_ID_MAX_LEN = 30
 
