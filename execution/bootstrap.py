@@ -23,7 +23,7 @@ from execution.invocation import InvocationStore
 from execution.reconciler import Reconciler
 from execution.reservations import BestEffortReservationManager
 from execution.risk import RiskGate, RiskManager
-from execution.routing import Router, SmartRouter
+from execution.routing import QuoteGate, Router
 from execution.settings import Settings
 from execution.sweeper import Sweeper
 
@@ -128,7 +128,7 @@ def bootstrap(
     engine = ExecutionEngine(
         store=store,
         router=router
-        or SmartRouter(
+        or QuoteGate(
             clock=clock,
             max_spread_bps=settings.router_max_spread_bps,
             quote_max_age_seconds=settings.router_quote_max_age_seconds,
