@@ -43,3 +43,30 @@ def test_the_command_line_without_a_command_is_a_usage_error() -> None:
         emulators.main([])
 
     assert raised.value.code == 2
+
+
+def test_without_the_cloud_cli_the_command_goes_to_firebase_tools_emulators_exec(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A stand-in for node_modules/.bin/firebase: records its arguments, runs the command line.
+    record = tmp_path / "firebase-args"
+    firebase = tmp_path / "firebase"
+    firebase.write_text(f'#!/bin/sh\necho "$@" > {record}\nshift 5\nexec /bin/sh -c "$1"\n')
+    firebase.chmod(0o755)
+    monkeypatch.setattr(emulators, "FIREBASE", firebase)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-cloud-cli-here"))
+    for kind in emulators.KINDS.values():
+        monkeypatch.delenv(kind.env_var, raising=False)
+
+    status = emulators.run_inside(["exit 7"], list(emulators.KINDS.values()))
+
+    assert status == 7
+    assert record.read_text().split() == [
+        "emulators:exec",
+        "--project",
+        emulators.EMULATOR_PROJECT,
+        "--only",
+        "firestore,pubsub",
+        "exit",
+        "7",
+    ]
