@@ -1,7 +1,7 @@
 # Two commands set everything up on a fresh clone: `make test` and `make demo`.
-# Each target installs what it needs: the Python venv, firebase-tools (npm ci) and the
-# emulator launcher, then runs inside `firebase emulators:exec`, which starts the Firestore and
-# Pub/Sub emulators (ports in firebase.json), exports their hosts and stops them afterwards.
+# Each target installs what it needs (the Python venv; firebase-tools from npm only where the
+# Google Cloud CLI is missing), then runs inside `python -m devtools.emulators`, which starts the
+# Firestore and Pub/Sub emulators on free ports, exports their hosts and stops them afterwards.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -9,9 +9,6 @@ SHELL := /bin/bash
 PYTHON_BOOTSTRAP ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-FIREBASE := ./node_modules/.bin/firebase
-EMULATOR_PROJECT := demo-execution
-EMULATOR_ENV := .emulators/env.sh
 
 VENV_STAMP := $(VENV)/.requirements.stamp
 NODE_STAMP := node_modules/.package-lock.stamp
@@ -20,16 +17,16 @@ NODE_STAMP := node_modules/.package-lock.stamp
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest
 
-# CI=true stops firebase-tools from fetching its "message of the day" at start-up: offline that
-# prints a warning, and online a newer advertised minimum version makes a pinned CLI exit.
-IN_EMULATORS := . $(EMULATOR_ENV) && $(PY) scripts/emulator_env.py --check \
-	&& CI=true $(FIREBASE) emulators:exec --project $(EMULATOR_PROJECT) --only firestore,pubsub
-# firebase-tools exits with the command's status, or non-zero itself when an emulator fails.
-EMULATOR_HINT := { status=$$?; echo "==> failed (exit $$status); if the emulators did not start,\
- see firebase-debug.log, firestore-debug.log and pubsub-debug.log" >&2; exit $$status; }
+# The one emulator launcher (devtools/emulators.py); it exits with the command's status. Without
+# the Google Cloud CLI it hands the command to firebase-tools (`node_modules`), which downloads
+# the emulators: EMULATOR_DEPS installs firebase-tools only then.
+IN_EMULATORS := $(PY) -m devtools.emulators --
+EMULATOR_DEPS := $(VENV_STAMP) $(if $(shell command -v gcloud),,$(NODE_STAMP))
+EMULATOR_HINT := { status=$$?; echo "==> failed (exit $$status); an emulator that could not start\
+ says why above" >&2; exit $$status; }
 
 .PHONY: help venv node_modules emulators-setup test test-fast demo dev lint bench clean distclean chaos \
-	fuzz
+	fuzz coverage
 
 help:
 	@echo "make test        whole suite inside the Firestore and Pub/Sub emulators (sets up all)"
@@ -38,14 +35,17 @@ help:
 	@echo "make demo        the demo inside the emulators"
 	@echo "make dev         the service on the emulators until Ctrl-C (for the command line)"
 	@echo "make lint        ruff and mypy --strict"
+	@echo "make coverage    line and branch coverage of execution/ (unit and emulator tiers)"
 	@echo "make clean       remove generated files and caches (distclean: also venv, node_modules)"
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+$(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@echo "==> installing Python dependencies into $(VENV)"
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# The `trade-exec` console script (pyproject's [project.scripts]), on the venv's PATH.
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 node_modules: $(NODE_STAMP)
@@ -55,15 +55,11 @@ $(NODE_STAMP): package.json package-lock.json
 	@npm ci --no-audit --no-fund --no-update-notifier --loglevel=error
 	@touch $@
 
-emulators-setup: $(EMULATOR_ENV)
+# Says which way the emulators will start, or what is missing and how to get it.
+emulators-setup: $(VENV_STAMP)
+	@$(PY) -m devtools.emulators --check
 
-$(EMULATOR_ENV): scripts/emulator_env.py $(VENV_STAMP)
-	@echo "==> preparing the emulators (Java runtime, SDK emulator launchers)"
-	@mkdir -p $(@D)
-	@$(PY) scripts/emulator_env.py > $@.tmp
-	@mv $@.tmp $@
-
-test: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+test: $(EMULATOR_DEPS)
 	@echo "==> running the test suite inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(PYTEST) $(PYTEST_ARGS)" || $(EMULATOR_HINT)
 
@@ -71,7 +67,7 @@ test: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
 # `SEED=<seed>` (or CHAOS_SEED in the environment) replays the run that printed it.
 N ?= 200
 CHAOS_ENV = CHAOS_N=$(N)$(if $(SEED), CHAOS_SEED=$(SEED))
-chaos: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+chaos: $(EMULATOR_DEPS)
 	@echo "==> chaos suite ($(N) intents) inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(CHAOS_ENV) $(PYTEST) tests/chaos $(PYTEST_ARGS)" || $(EMULATOR_HINT)
 
@@ -89,7 +85,7 @@ simulate: $(VENV_STAMP)
 # .hypothesis/ (git-ignored) and replayed first by the next run.
 FUZZ ?= 20000
 FUZZ_TESTS := tests/emulator/test_intake_properties.py
-fuzz: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+fuzz: $(EMULATOR_DEPS)
 	@echo "==> intake property test ($(FUZZ) deliveries) inside the Firestore emulator"
 	@$(IN_EMULATORS) "FUZZ_EXAMPLES=$(FUZZ) $(PYTEST) $(FUZZ_TESTS) $(PYTEST_ARGS)" || $(EMULATOR_HINT)
 
@@ -98,11 +94,11 @@ test-fast: $(VENV_STAMP)
 	@$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 # The service on the emulators until Ctrl-C, for the command line (README: "Command line").
-dev: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+dev: $(EMULATOR_DEPS)
 	@echo "==> starting the emulators and a local execute_intent (Ctrl-C stops everything)"
 	@$(IN_EMULATORS) "$(PY) -m devtools.stack" || $(EMULATOR_HINT)
 
-demo: $(VENV_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+demo: $(EMULATOR_DEPS)
 	@echo "==> running the demo inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(PY) -m devtools.demo" || $(EMULATOR_HINT)
 
@@ -116,7 +112,7 @@ $(BENCH_STAMP): requirements-bench.txt $(VENV_STAMP)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	@touch $@
 
-bench: $(VENV_STAMP) $(BENCH_STAMP) $(NODE_STAMP) $(EMULATOR_ENV)
+bench: $(EMULATOR_DEPS) $(BENCH_STAMP)
 	@echo "==> measuring inside the Firestore and Pub/Sub emulators (a few minutes)"
 	@$(IN_EMULATORS) "$(PY) -m bench.run $(BENCH_ARGS)" || $(EMULATOR_HINT)
 
@@ -128,9 +124,20 @@ lint: $(VENV_STAMP) $(BENCH_STAMP)
 	@echo "==> mypy --strict"
 	@$(VENV)/bin/mypy
 
+# Line and branch coverage of execution/ over the unit and emulator tiers (README "Tests").
+# No threshold: the figure is reported, not enforced. Tracing slows every test, so the per-test
+# timeout (pyproject: 120 s) is raised for this run only.
+COVERAGE_TIERS := tests/unit tests/emulator
+coverage: $(EMULATOR_DEPS)
+	@echo "==> coverage of execution/ (unit and emulator tiers) inside the emulators"
+	@$(PY) -m coverage erase
+	@$(IN_EMULATORS) "$(PY) -m coverage run --branch --source=execution -m pytest \
+		-o timeout=600 $(COVERAGE_TIERS) $(PYTEST_ARGS)" || $(EMULATOR_HINT)
+	@$(PY) -m coverage report --skip-empty --sort=cover
+
 # Generated files and caches; `distclean` also removes the installed venv and node_modules.
 clean:
-	rm -rf .emulators .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .emulators .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
 	rm -f firebase-debug.log firestore-debug.log pubsub-debug.log
 	find . \( -path ./$(VENV) -o -path ./node_modules \) -prune -o \
 		-name __pycache__ -type d -prune -exec rm -rf {} +

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median, progress, reset
+from devtools.emulators import free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BARE = ROOT / "bench" / "bare" / "main.py"
@@ -161,7 +162,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def _serve_once(name: str, side: Side, project: str) -> None:
-    port = _free_port()
+    port = free_loopback_port()
     if name == "main":
         source, target, signature = ROOT / "main.py", "execute_intent", "cloudevent"
     else:
@@ -278,13 +279,6 @@ def _memory_kb(pid: int, key: str, file: str) -> float:
         text = Path(f"/proc/{pid}/{file}").read_text()
         return float(text.split("\n" + key)[1].split()[0])
     return 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _accepting(port: int) -> bool:

@@ -8,10 +8,11 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from devtools.emulators import sdk_root
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = (
@@ -35,7 +36,6 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "libraries": {name: _version(name) for name in LIBRARIES},
         "emulators": _emulator_versions(),
-        "firebase_tools": _firebase_tools(),
         "java": _java(),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "dirty": bool(_git("status", "--porcelain", "--", "execution", "main.py")),
@@ -70,14 +70,7 @@ def _version(name: str) -> str:
 
 def _emulator_versions() -> dict[str, str]:
     """Versions from the Cloud SDK's component snapshots (where `make` takes the emulators)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from emulator_env import find_sdk_root  # type: ignore[import-not-found]
-    except ImportError:
-        return {}
-    finally:
-        sys.path.pop(0)
-    root = find_sdk_root()
+    root = sdk_root()
     versions: dict[str, str] = {}
     if root is None:
         return versions
@@ -88,13 +81,6 @@ def _emulator_versions() -> dict[str, str]:
                 if entry["id"] == component:
                     versions[component] = entry["version"]["version_string"]
     return versions
-
-
-def _firebase_tools() -> str:
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        package = ROOT / "node_modules" / "firebase-tools" / "package.json"
-        return str(json.loads(package.read_text())["version"])
-    return "unknown"
 
 
 def _java() -> str:

@@ -115,8 +115,8 @@ def markdown(results: dict[str, Any]) -> str:
         COMMAND,
         "```",
         "",
-        "It sets up the venv (plus `requirements-bench.txt`), firebase-tools and the emulators as "
-        "`make test` does, runs `python -m bench.run` inside `firebase emulators:exec`, and "
+        "It sets up the venv (plus `requirements-bench.txt`) as `make test` does, runs "
+        "`python -m bench.run` inside the emulators (`python -m devtools.emulators`), and "
         "rewrites this file and `docs/bench.png`. `make bench BENCH_ARGS=--quick` runs a shorter "
         "version for trying changes (its figures are noisier; it writes the same files). Other "
         "work on the machine skews every figure: the load average is recorded below.",
@@ -131,7 +131,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"| Python | {m['python']} |",
         "| Firestore emulator | "
         + m["emulators"].get("cloud-firestore-emulator", "unknown")
-        + f" (Cloud SDK), via firebase-tools {m['firebase_tools']}; {m['java']} |",
+        + f" (Cloud SDK, started by gcloud); {m['java']} |",
         "| Pub/Sub emulator | " + m["emulators"].get("pubsub-emulator", "unknown") + " |",
         "| libraries | "
         + ", ".join(f"{name} {version}" for name, version in m["libraries"].items())

@@ -89,7 +89,7 @@ class _Timed:
 
     Objects the engine reaches through one are timed too: the invocation `store.open` returns
     (its ports show under their own names: `reservations.acquire`, `quotes.latest`, ...,
-    `invocation.finish`) and the handle `reservations.acquire` hands out (`handle.release`).
+    `invocation.flush`) and the handle `reservations.acquire` hands out (`handle.release`).
     """
 
     def __init__(self, name: str, target: Any, timer: StageTimer) -> None:

@@ -1,12 +1,12 @@
 """`make demo`: the real path, locally — Pub/Sub push → functions-framework → Firestore.
 
-Inside `firebase emulators:exec` (which sets FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST) it
-starts `main.execute_intent_push` and `main.sweep_reservations` as functions-framework servers,
-wires a push subscription to the first, publishes sample intents one by one — a trade, its
-duplicate, a broker failure, a risk rejection, a dry run, a halted tenant, malformed payloads —
-runs a sweep, and prints what happened. The broker is a local Alpaca sandbox
-(`devtools/alpaca_sandbox.py`), so the order count at the "broker" is visible and a broker failure
-can be staged.
+On the emulators (those FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST name, else its own from
+`devtools.emulators`) it starts `main.execute_intent_push` and `main.sweep_reservations` as
+functions-framework servers, wires a push subscription to the first, publishes sample intents one
+by one — a trade, its duplicate, a broker failure, a risk rejection, a dry run, a halted tenant,
+malformed payloads — runs a sweep, and prints what happened. The broker is a local Alpaca sandbox
+(`devtools/alpaca_sandbox.py`), so the order count at the "broker" is visible and a broker
+failure can be staged.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from devtools import alpaca_sandbox
+from devtools import alpaca_sandbox, emulators
 from devtools.alpaca_sandbox import AlpacaSandbox
 from devtools.functions_server import FunctionsServer
 from devtools.pubsub import PushChannel
@@ -61,10 +61,16 @@ class Delivered:
 
 
 def main() -> int:
-    """Run the demo; returns the process exit code."""
-    if not (os.environ.get("FIRESTORE_EMULATOR_HOST") and os.environ.get("PUBSUB_EMULATOR_HOST")):
-        print("The demo runs on the emulators only: use `make demo`, which starts them.")
+    """Run the demo on the emulators (started here unless their variables name running ones)."""
+    try:
+        with emulators.running(emulators.FIRESTORE, emulators.PUBSUB):
+            return _demo()
+    except emulators.EmulatorUnavailable as exc:
+        print(f"The demo runs on the emulators only. {exc}")
         return 2
+
+
+def _demo() -> int:
     project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
     project = project or "demo-execution"
     run = uuid.uuid4().hex[:6]

@@ -20,15 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from devtools.emulators import free_loopback_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class FunctionsServer:
@@ -41,7 +35,7 @@ class FunctionsServer:
         self.signature_type = signature_type
         self.env = env
         self.log_path = log_path
-        self.port = free_port()
+        self.port = free_loopback_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

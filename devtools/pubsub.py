@@ -11,7 +11,7 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 class PushChannel:
     """One topic with a push subscription to `endpoint`, redelivering a failed push every second.
 
-    No retry policy on purpose: measured on emulator 0.8.20, a subscription with one (1-2 s
+    No retry policy on purpose (docs/EMULATOR-FACTS.md, F5): a subscription with one (1-2 s
     backoff) pushed a failing message at 0, 1, 4, 7, 10 and 13 s and then never again, while one
     without re-pushes it about every second for as long as it fails.
     """

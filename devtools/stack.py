@@ -1,20 +1,21 @@
 """`make dev`: the service running locally until Ctrl-C, for the command line and for trying it.
 
-Inside `firebase emulators:exec` it starts `main.execute_intent_push` under functions-framework with
-the default settings (paper broker), gives the intents topic (`INTENT_TOPIC`, default
-`trade-intents`) a push subscription to it, writes a sample account, and then waits. Publish with
-`python -m execution publish ...` from another terminal and watch with `python -m execution status`.
+On the emulators (`devtools.emulators`) it starts `main.execute_intent_push` under functions-
+framework with the default settings (paper broker), gives the intents topic (`INTENT_TOPIC`,
+default `trade-intents`) a push subscription to it, writes a sample account, and then waits.
+Publish with `python -m execution publish ...` from another terminal and watch with `python -m
+execution status`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
 from google.cloud import firestore
 
+from devtools import emulators
 from devtools.functions_server import FunctionsServer
 from devtools.pubsub import PushChannel
 from execution.settings import Settings
@@ -24,12 +25,17 @@ SAMPLE_TENANT, SAMPLE_ACCOUNT = "demo-tenant", "acct-main"
 
 
 def main() -> int:
-    """Run until interrupted; returns the process exit code."""
-    firestore_host = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    pubsub_host = os.environ.get("PUBSUB_EMULATOR_HOST")
-    if not (firestore_host and pubsub_host):
-        print("The local stack runs on the emulators only: use `make dev`, which starts them.")
+    """Run until interrupted on the emulators (started here unless their variables name running
+    ones); returns the process exit code."""
+    try:
+        with emulators.running(emulators.FIRESTORE, emulators.PUBSUB) as hosts:
+            return _serve(hosts[emulators.FIRESTORE.env_var], hosts[emulators.PUBSUB.env_var])
+    except emulators.EmulatorUnavailable as exc:
+        print(f"The local stack runs on the emulators only. {exc}")
         return 2
+
+
+def _serve(firestore_host: str, pubsub_host: str) -> int:
     settings = Settings.from_env()
     project = settings.project or "demo-execution"
     LOG_FILE.write_text("")

@@ -82,10 +82,6 @@ class AccountState:
         """The leases that still count: an expired one stops counting at once, before any sweep."""
         return {lid: lease for lid, lease in self.leases.items() if lease.expires_at > now}
 
-    def committed_usd(self, now: datetime) -> float:
-        """The sum reserved by unexpired leases."""
-        return sum(lease.amount_usd for lease in self.active(now).values())
-
 
 def utc_day(moment: datetime) -> str:
     """The `placed_orders` key of `moment`'s UTC day."""

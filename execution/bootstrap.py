@@ -23,7 +23,7 @@ from execution.invocation import InvocationStore
 from execution.reconciler import Reconciler
 from execution.reservations import BestEffortReservationManager
 from execution.risk import RiskGate, RiskManager
-from execution.routing import Router, SmartRouter
+from execution.routing import QuoteGate, Router
 from execution.settings import Settings
 from execution.sweeper import Sweeper
 
@@ -76,19 +76,12 @@ def bootstrap(
     `uniform` (retry jitter) default to the system's; the deterministic simulation passes its own
     so that a seed decides them all.
     """
-    if store is not None and fail_open_reservations:
-        raise ValueError(
-            "fail_open_reservations wraps the default store's reservations; a store passed in "
-            "wraps its own (FirestoreInvocationStore's wrap_reservations)"
-        )
+    _refuse_fail_open_with_a_given_store(store, fail_open_reservations)
     # Imported here so that `import main` does not pay for the Firestore adapters' imports.
     from execution.firestore.dead_letters import FirestoreDeadLetters
-    from execution.firestore.invocation import FirestoreInvocationStore
     from execution.firestore.placed_records import FirestorePlacedRecords
     from execution.firestore.reservation_records import FirestoreReservationRecords
-    from execution.firestore.reservations import FirestoreReservationManager
     from execution.firestore.support import CallPolicy
-    from execution.firestore.sweeper_store import FirestoreExpiredLeases
 
     clock = clock or system_clock
     monotonic = monotonic or time.monotonic
@@ -96,24 +89,14 @@ def bootstrap(
     db = db if db is not None else firestore_client(settings)
 
     if store is None:
-        store = FirestoreInvocationStore(
+        store = _firestore_store(
+            settings,
             db,
-            reservations=FirestoreReservationManager(
-                db,
-                clock=clock,
-                ttl=timedelta(seconds=settings.reservation_ttl_seconds),
-                policy=policy,
-                retention=settings.reservation_retention,
-                max_attempts=settings.reservation_max_attempts,
-                sleep=sleep,
-                lease_ids=ids,
-                uniform=uniform,
-            ),
             clock=clock,
             policy=policy,
-            shared_read_max_age_seconds=settings.shared_read_max_age_seconds,
             monotonic=monotonic,
-            wrap_reservations=BestEffortReservationManager if fail_open_reservations else None,
+            fail_open_reservations=fail_open_reservations,
+            retry=_Retry(ids=ids, sleep=sleep, uniform=uniform),
         )
     if broker is None:
         broker = _broker(settings, db, clock, policy, ids)
@@ -125,38 +108,11 @@ def bootstrap(
     authority = authority or TradingAuthority(
         agent_mode=settings.agent_mode, env_halted=settings.execution_halted
     )
-    engine = ExecutionEngine(
-        store=store,
-        router=router
-        or SmartRouter(
-            clock=clock,
-            max_spread_bps=settings.router_max_spread_bps,
-            quote_max_age_seconds=settings.router_quote_max_age_seconds,
-            strict=settings.router_strict,
-        ),
-        risk=risk
-        or RiskManager(
-            fail_open=settings.risk_fail_open,
-            require_account=settings.require_account_document,
-        ),
-        authority=authority,
-        broker=broker,
-        truth=truth,
-        clock=clock,
-        intent_max_age_seconds=settings.intent_max_age_seconds,
-        broker_call_seconds=settings.broker_call_seconds,
-        clock_skew_seconds=settings.clock_skew_seconds,
-        dry_run=settings.execution_dry_run,
-    )
+    gates = _Gates(router or _quote_gate(settings, clock), risk or _risk(settings), authority)
     return Service(
         settings=settings,
-        engine=engine,
-        sweeper=Sweeper(
-            FirestoreExpiredLeases(db, policy=policy, retention=settings.reservation_retention),
-            clock=clock,
-            deadline_seconds=settings.sweep_deadline_seconds,
-            monotonic=monotonic,
-        ),
+        engine=_engine(settings, store, gates, broker, truth, clock),
+        sweeper=_sweeper(settings, db, clock, policy, monotonic),
         reconciler=Reconciler(
             broker,
             truth,
@@ -168,6 +124,124 @@ def bootstrap(
             monotonic=monotonic,
         ),
         dead_letters=dead_letters or FirestoreDeadLetters(db, clock=clock, policy=policy),
+    )
+
+
+def _refuse_fail_open_with_a_given_store(
+    store: InvocationStore | None, fail_open_reservations: bool
+) -> None:
+    if store is not None and fail_open_reservations:
+        raise ValueError(
+            "fail_open_reservations wraps the default store's reservations; a store passed in "
+            "wraps its own (FirestoreInvocationStore's wrap_reservations)"
+        )
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """What the reservation adapter draws lease ids, pauses and jitter from (None: the system's)."""
+
+    ids: Callable[[], str] | None
+    sleep: Callable[[float], None] | None
+    uniform: Callable[[float, float], float] | None
+
+
+def _firestore_store(
+    settings: Settings,
+    db: firestore.Client,
+    *,
+    clock: Clock,
+    policy: CallPolicy,
+    monotonic: Callable[[], float],
+    fail_open_reservations: bool,
+    retry: _Retry,
+) -> InvocationStore:
+    """The default store: Firestore's, one opening read per intent (`execution.invocation`)."""
+    from execution.firestore.invocation import FirestoreInvocationStore
+    from execution.firestore.reservations import FirestoreReservationManager
+
+    return FirestoreInvocationStore(
+        db,
+        reservations=FirestoreReservationManager(
+            db,
+            clock=clock,
+            ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+            policy=policy,
+            retention=settings.reservation_retention,
+            max_attempts=settings.reservation_max_attempts,
+            sleep=retry.sleep,
+            lease_ids=retry.ids,
+            uniform=retry.uniform,
+        ),
+        clock=clock,
+        policy=policy,
+        shared_read_max_age_seconds=settings.shared_read_max_age_seconds,
+        monotonic=monotonic,
+        wrap_reservations=BestEffortReservationManager if fail_open_reservations else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Gates:
+    """The three stages between the reservation and the broker."""
+
+    router: Router
+    risk: RiskGate
+    authority: Authority
+
+
+def _quote_gate(settings: Settings, clock: Clock) -> QuoteGate:
+    return QuoteGate(
+        clock=clock,
+        max_spread_bps=settings.router_max_spread_bps,
+        quote_max_age_seconds=settings.router_quote_max_age_seconds,
+        strict=settings.router_strict,
+    )
+
+
+def _risk(settings: Settings) -> RiskManager:
+    return RiskManager(
+        fail_open=settings.risk_fail_open, require_account=settings.require_account_document
+    )
+
+
+def _engine(
+    settings: Settings,
+    store: InvocationStore,
+    gates: _Gates,
+    broker: Broker,
+    truth: BrokerTruth,
+    clock: Clock,
+) -> ExecutionEngine:
+    return ExecutionEngine(
+        store=store,
+        router=gates.router,
+        risk=gates.risk,
+        authority=gates.authority,
+        broker=broker,
+        truth=truth,
+        clock=clock,
+        intent_max_age_seconds=settings.intent_max_age_seconds,
+        broker_call_seconds=settings.broker_call_seconds,
+        clock_skew_seconds=settings.clock_skew_seconds,
+        dry_run=settings.execution_dry_run,
+    )
+
+
+def _sweeper(
+    settings: Settings,
+    db: firestore.Client,
+    clock: Clock,
+    policy: CallPolicy,
+    monotonic: Callable[[], float],
+) -> Sweeper:
+    from execution.firestore.sweeper_store import FirestoreExpiredLeases
+
+    return Sweeper(
+        FirestoreExpiredLeases(db, policy=policy, retention=settings.reservation_retention),
+        clock=clock,
+        deadline_seconds=settings.sweep_deadline_seconds,
+        monotonic=monotonic,
     )
 
 

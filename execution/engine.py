@@ -140,7 +140,7 @@ class ExecutionEngine:
                 released = self._release(
                     handle, intent, result.outcome, result.reason, result.broker_order_id
                 )
-            self._finish(invocation, intent)
+            self._flush(invocation, intent)
         if released is ReleaseResult.FENCED:
             self._outlived(intent, handle, order)
         elif released is ReleaseResult.UNRECORDED:
@@ -236,10 +236,10 @@ class ExecutionEngine:
             return ReleaseResult.UNRECORDED
 
     @staticmethod
-    def _finish(invocation: Invocation, intent: TradeIntent) -> None:
+    def _flush(invocation: Invocation, intent: TradeIntent) -> None:
         """Write what the release did not carry; contained like the release, for the same reason."""
         try:
-            invocation.finish()
+            invocation.flush()
         except Exception as exc:  # the ledger is best-effort by contract; the order stands
             emit(
                 logger,

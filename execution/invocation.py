@@ -1,15 +1,13 @@
 """The unit of work of one invocation: the store as the engine's stages see it for one intent.
 
 The engine opens one `Invocation` per intent and reaches the reservation, the quote, the account,
-the kill switches and the ledger through it, then calls `finish` once the reservation is released.
+the kill switches and the ledger through it, then calls `flush` once the reservation is released.
 That lets a store adapter read every document the stages need in one round trip at the start and
-write the ledger entry with the release (`execution.firestore.invocation`), while `SeparatePorts`
-keeps each port on its own: every read and write when the stage asks for it (fakes, other stores).
+write the ledger entry with the release (`execution.firestore.invocation`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from execution.accounts import AccountSource
@@ -21,7 +19,7 @@ from execution.routing import QuoteSource
 
 
 class Invocation(Protocol):
-    """One intent's view of the store, from `InvocationStore.open` to `finish`."""
+    """One intent's view of the store, from `InvocationStore.open` to `flush`."""
 
     @property
     def reservations(self) -> ReservationManager: ...
@@ -37,10 +35,10 @@ class Invocation(Protocol):
 
     @property
     def ledger(self) -> Ledger:
-        """May hold its writes until the release or `finish`, rather than write at once."""
+        """May hold its writes until the release or `flush`, rather than write at once."""
         ...
 
-    def finish(self) -> None:
+    def flush(self) -> None:
         """Write what is still held (the release did not carry it); raises if the store is down."""
         ...
 
@@ -55,21 +53,3 @@ class InvocationStore(Protocol):
         the delivery is retried.
         """
         ...
-
-
-@dataclass(frozen=True)
-class SeparatePorts:
-    """Independent ports as an `InvocationStore`: each reads and writes when asked, nothing held."""
-
-    reservations: ReservationManager
-    quotes: QuoteSource
-    accounts: AccountSource
-    switches: KillSwitchSource
-    ledger: Ledger
-
-    def open(self, intent: TradeIntent) -> SeparatePorts:
-        """The same ports for every intent."""
-        return self
-
-    def finish(self) -> None:
-        """Nothing is held: every write was made when asked."""

@@ -1,8 +1,7 @@
-"""Smart routing: a quote-based allow/deny before any money moves. Best-effort, never raises."""
+"""The route stage: a quote-based allow/deny before any money moves. Best-effort, never raises."""
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,8 +9,6 @@ from typing import Protocol
 
 from execution.clock import Clock
 from execution.models import TradeIntent
-
-logger = logging.getLogger(__name__)
 
 MAX_QUOTE_PRICE = 1e9
 """The highest price a quote may carry: above any listed share, far below overflow."""
@@ -84,8 +81,9 @@ class Router(Protocol):
         ...
 
 
-class SmartRouter:
-    """Denies on a wide spread or a stale quote; a missing quote passes unless `strict`."""
+class QuoteGate:
+    """The route stage: allows or denies on the quote (it picks no venue). Denies on a wide
+    spread or a stale quote; a missing quote passes unless `strict`."""
 
     def __init__(
         self,

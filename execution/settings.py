@@ -1,14 +1,20 @@
-"""Settings read once from the environment into one immutable object, with safe local defaults."""
+"""Settings read once from the environment into one immutable object, with safe local defaults.
+
+Each setting is declared once, as a field of `Settings`: its default, the variable that sets it,
+how that variable is read and, for numbers, the range it must fall in. `Settings.from_env` and
+`BOUNDS` (the README's settings table) are derived from those declarations.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from execution.errors import SettingsError
@@ -18,6 +24,12 @@ MAX_EVENT_FUNCTION_TIMEOUT_SECONDS = 540
 
 MAX_SHARED_READ_AGE_SECONDS = 60.0
 """The longest a kill switch flipped on may take to halt an instance's trading."""
+
+LEASE_GRACE_SECONDS = 60.0
+"""How far an unset `RESERVATION_TTL_SECONDS` reaches past the function timeout."""
+
+BROKER_TIMEOUT_CAP_SECONDS = 10.0
+"""An unset `BROKER_TIMEOUT_SECONDS` is this, or half the function timeout where that is less."""
 
 ALPACA_PAPER_HOST = "paper-api.alpaca.markets"
 ALPACA_PAPER_URL = f"https://{ALPACA_PAPER_HOST}"
@@ -49,46 +61,6 @@ class Bound:
         return f"{lower} and at most {self.high:g} {self.unit}"
 
 
-BOUNDS: dict[str, Bound] = {
-    "broker_timeout_seconds": Bound("BROKER_TIMEOUT_SECONDS", 0, 120, "seconds"),
-    "function_timeout_seconds": Bound(
-        "FUNCTION_TIMEOUT_SECONDS",
-        0,
-        MAX_EVENT_FUNCTION_TIMEOUT_SECONDS,
-        "seconds (the longest an event-driven Cloud Function may run)",
-    ),
-    "reservation_ttl_seconds": Bound("RESERVATION_TTL_SECONDS", 0, 3600, "seconds"),
-    "intent_max_age_seconds": Bound("INTENT_MAX_AGE_SECONDS", 0, 86_400, "seconds"),
-    "firestore_timeout_seconds": Bound("FIRESTORE_TIMEOUT_SECONDS", 0, 60, "seconds"),
-    "reservation_max_attempts": Bound(
-        "RESERVATION_MAX_ATTEMPTS", 1, 100, "attempts", low_inclusive=True
-    ),
-    "router_max_spread_bps": Bound("ROUTER_MAX_SPREAD_BPS", 0, 10_000, "basis points"),
-    "router_quote_max_age_seconds": Bound("ROUTER_QUOTE_MAX_AGE_SECONDS", 0, 86_400, "seconds"),
-    "sweep_deadline_seconds": Bound("SWEEP_DEADLINE_SECONDS", 0, 3600, "seconds"),
-    # At least 2: a finished reservation must outlive Pub/Sub's redelivery window (1 day) to
-    # answer duplicates; at most about 10 years, far inside what a timestamp can hold.
-    "reservation_retention_days": Bound(
-        "RESERVATION_RETENTION_DAYS", 2, 3650, "days", low_inclusive=True
-    ),
-    "clock_skew_seconds": Bound(
-        "CLOCK_SKEW_SECONDS",
-        0,
-        60,
-        "seconds (how far instances' clocks may disagree)",
-        low_inclusive=True,
-    ),
-    "reconcile_lookback_seconds": Bound("RECONCILE_LOOKBACK_SECONDS", 0, 604_800, "seconds"),
-    "shared_read_max_age_seconds": Bound(
-        "SHARED_READ_MAX_AGE_SECONDS",
-        0,
-        MAX_SHARED_READ_AGE_SECONDS,
-        "seconds (how long a kill switch may take to halt trading)",
-        low_inclusive=True,
-    ),
-}
-"""Every duration, count and size, bounded on both sides (the README's settings table)."""
-
 _BROKER_SECRET = re.compile(r"[\x21-\x7e]+")
 """Printable ASCII without spaces: anything else cannot travel in an HTTP header unquoted."""
 
@@ -102,6 +74,16 @@ def check_broker_secret(variable: str, value: str | None) -> None:
         )
 
 
+def check_alpaca_keys(key_id: str | None, secret_key: str | None) -> None:
+    """Refuse Alpaca without both keys, or with a key no HTTP header can carry."""
+    if not (key_id and secret_key):
+        raise SettingsError(
+            "BROKER=alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY to be set."
+        )
+    check_broker_secret("APCA_API_KEY_ID", key_id)
+    check_broker_secret("APCA_API_SECRET_KEY", secret_key)
+
+
 class AgentMode(StrEnum):
     """How far execution may go (contract): OFF and OBSERVE never reach a broker."""
 
@@ -111,39 +93,168 @@ class AgentMode(StrEnum):
     LIVE = "LIVE"
 
 
+# --- how a variable's text becomes a value (called only on text that is not blank) ----------
+
+Reader = Callable[[str, str], object]
+"""(variable, stripped non-blank text) -> value, or `SettingsError` naming the variable."""
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _lowered(name: str, raw: str) -> str:
+    return raw.lower()
+
+
+def _url(name: str, raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in {"0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0.")
+
+
+def _number(name: str, raw: str) -> float:
+    """A finite number; its range is checked by `Settings.validate` against `BOUNDS`."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw[:40]!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw[:40]}.")
+    return value
+
+
+def _integer(name: str, raw: str) -> int:
+    value = _number(name, raw)
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number, got {raw}.")
+    return int(value)
+
+
+def _agent_mode(name: str, raw: str) -> AgentMode:
+    try:
+        return AgentMode(raw.upper())
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is unknown; use one of OFF, OBSERVE, PAPER, LIVE."
+        ) from None
+
+
+_T = TypeVar("_T")
+
+
+def _setting(
+    default: _T,
+    variables: str | tuple[str, ...],
+    read: Reader,
+    *,
+    bound: tuple[float, float, str] | None = None,
+    low_inclusive: bool = False,
+    secret: bool = False,
+) -> _T:
+    """Declare a setting: its default, its variable(s) (the first one set wins), its reader and,
+    for a number, its range (low, high, unit)."""
+    names = (variables,) if isinstance(variables, str) else variables
+    limits = None if bound is None else Bound(names[0], *bound, low_inclusive=low_inclusive)
+    metadata = {"variables": names, "read": read, "bound": limits}
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about an instance; see the README's settings table."""
 
-    project: str | None = None
-    broker: str = "paper"
-    alpaca_key_id: str | None = field(default=None, repr=False)
-    alpaca_secret_key: str | None = field(default=None, repr=False)
-    alpaca_base_url: str = ALPACA_PAPER_URL
-    broker_timeout_seconds: float = 10.0
-    agent_mode: AgentMode = AgentMode.PAPER
-    execution_halted: bool = False
-    execution_dry_run: bool = False
-    function_timeout_seconds: float = 540.0
-    reservation_ttl_seconds: float = 600.0
-    intent_max_age_seconds: float = 300.0
-    intent_topic: str = "trade-intents"
-    firestore_timeout_seconds: float = 10.0
-    reservation_max_attempts: int = 12
+    project: str | None = _setting(None, ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"), _text)
+    broker: str = _setting("paper", "BROKER", _lowered)
+    alpaca_key_id: str | None = _setting(None, "APCA_API_KEY_ID", _text, secret=True)
+    alpaca_secret_key: str | None = _setting(None, "APCA_API_SECRET_KEY", _text, secret=True)
+    alpaca_base_url: str = _setting(ALPACA_PAPER_URL, "APCA_API_BASE_URL", _url)
+    broker_timeout_seconds: float = _setting(
+        BROKER_TIMEOUT_CAP_SECONDS, "BROKER_TIMEOUT_SECONDS", _number, bound=(0, 120, "seconds")
+    )
+    # `_setting` returns a `dataclasses.field`: the default is a StrEnum member, immutable.
+    agent_mode: AgentMode = _setting(AgentMode.PAPER, "AGENT_MODE", _agent_mode)  # noqa: RUF009
+    execution_halted: bool = _setting(False, "EXECUTION_HALTED", _flag)
+    execution_dry_run: bool = _setting(False, "EXECUTION_DRY_RUN", _flag)
+    function_timeout_seconds: float = _setting(
+        float(MAX_EVENT_FUNCTION_TIMEOUT_SECONDS),
+        "FUNCTION_TIMEOUT_SECONDS",
+        _number,
+        bound=(
+            0,
+            MAX_EVENT_FUNCTION_TIMEOUT_SECONDS,
+            "seconds (the longest an event-driven Cloud Function may run)",
+        ),
+    )
+    reservation_ttl_seconds: float = _setting(
+        MAX_EVENT_FUNCTION_TIMEOUT_SECONDS + LEASE_GRACE_SECONDS,
+        "RESERVATION_TTL_SECONDS",
+        _number,
+        bound=(0, 3600, "seconds"),
+    )
+    intent_max_age_seconds: float = _setting(
+        300.0, "INTENT_MAX_AGE_SECONDS", _number, bound=(0, 86_400, "seconds")
+    )
+    intent_topic: str = _setting("trade-intents", "INTENT_TOPIC", _text)
+    firestore_timeout_seconds: float = _setting(
+        10.0, "FIRESTORE_TIMEOUT_SECONDS", _number, bound=(0, 60, "seconds")
+    )
+    reservation_max_attempts: int = _setting(
+        12, "RESERVATION_MAX_ATTEMPTS", _integer, bound=(1, 100, "attempts"), low_inclusive=True
+    )
     """Optimistic commits an acquire tries; 12 let a burst of 64 intents on one budgeted account
     all reserve in about 3 s on the emulator, where 6 sent 12 of them to a redelivery (>= 60 s)."""
-    risk_fail_open: bool = False
-    require_account_document: bool = False
-    router_max_spread_bps: float = 50.0
-    router_quote_max_age_seconds: float = 60.0
-    router_strict: bool = False
-    sweep_deadline_seconds: float = 60.0
-    reservation_retention_days: float = 30.0
-    shared_read_max_age_seconds: float = 1.0
-    clock_skew_seconds: float = 5.0
+    risk_fail_open: bool = _setting(False, "RISK_FAIL_OPEN", _flag)
+    require_account_document: bool = _setting(False, "REQUIRE_ACCOUNT_DOCUMENT", _flag)
+    router_max_spread_bps: float = _setting(
+        50.0, "ROUTER_MAX_SPREAD_BPS", _number, bound=(0, 10_000, "basis points")
+    )
+    router_quote_max_age_seconds: float = _setting(
+        60.0, "ROUTER_QUOTE_MAX_AGE_SECONDS", _number, bound=(0, 86_400, "seconds")
+    )
+    router_strict: bool = _setting(False, "ROUTER_STRICT", _flag)
+    sweep_deadline_seconds: float = _setting(
+        60.0, "SWEEP_DEADLINE_SECONDS", _number, bound=(0, 3600, "seconds")
+    )
+    # At least 2: a finished reservation must outlive Pub/Sub's redelivery window (1 day) to
+    # answer duplicates; at most about 10 years, far inside what a timestamp can hold.
+    reservation_retention_days: float = _setting(
+        30.0,
+        "RESERVATION_RETENTION_DAYS",
+        _number,
+        bound=(2, 3650, "days"),
+        low_inclusive=True,
+    )
+    shared_read_max_age_seconds: float = _setting(
+        1.0,
+        "SHARED_READ_MAX_AGE_SECONDS",
+        _number,
+        bound=(
+            0,
+            MAX_SHARED_READ_AGE_SECONDS,
+            "seconds (how long a kill switch may take to halt trading)",
+        ),
+        low_inclusive=True,
+    )
+    clock_skew_seconds: float = _setting(
+        5.0,
+        "CLOCK_SKEW_SECONDS",
+        _number,
+        bound=(0, 60, "seconds (how far instances' clocks may disagree)"),
+        low_inclusive=True,
+    )
     """How far instances' clocks may disagree: a broker call must end this long before the lease
     lapses (see `ExecutionEngine._check_lease_room`)."""
-    reconcile_lookback_seconds: float = 86400.0
+    reconcile_lookback_seconds: float = _setting(
+        86400.0, "RECONCILE_LOOKBACK_SECONDS", _number, bound=(0, 604_800, "seconds")
+    )
     """How far back the reconciler compares the broker's orders (a day: Pub/Sub's redelivery)."""
 
     def __post_init__(self) -> None:
@@ -151,36 +262,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read settings from `environ` (default: the process environment)."""
+        """Read settings from `environ` (default: the process environment); a variable that is
+        unset or blank keeps its default."""
         env = os.environ if environ is None else environ
-        timeout = _number(env, "FUNCTION_TIMEOUT_SECONDS", 540.0)
-        return cls(
-            project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or None,
-            broker=env.get("BROKER", "paper").strip().lower(),
-            alpaca_key_id=_secret(env, "APCA_API_KEY_ID"),
-            alpaca_secret_key=_secret(env, "APCA_API_SECRET_KEY"),
-            alpaca_base_url=env.get("APCA_API_BASE_URL", ALPACA_PAPER_URL).rstrip("/"),
-            broker_timeout_seconds=_number(env, "BROKER_TIMEOUT_SECONDS", min(10.0, timeout / 2)),
-            agent_mode=_agent_mode(env.get("AGENT_MODE") or "PAPER"),
-            execution_halted=_flag(env, "EXECUTION_HALTED"),
-            execution_dry_run=_flag(env, "EXECUTION_DRY_RUN"),
-            function_timeout_seconds=timeout,
-            reservation_ttl_seconds=_number(env, "RESERVATION_TTL_SECONDS", timeout + 60.0),
-            intent_max_age_seconds=_number(env, "INTENT_MAX_AGE_SECONDS", 300.0),
-            intent_topic=env.get("INTENT_TOPIC", "trade-intents"),
-            firestore_timeout_seconds=_number(env, "FIRESTORE_TIMEOUT_SECONDS", 10.0),
-            reservation_max_attempts=_integer(env, "RESERVATION_MAX_ATTEMPTS", 12),
-            risk_fail_open=_flag(env, "RISK_FAIL_OPEN"),
-            require_account_document=_flag(env, "REQUIRE_ACCOUNT_DOCUMENT"),
-            router_max_spread_bps=_number(env, "ROUTER_MAX_SPREAD_BPS", 50.0),
-            router_quote_max_age_seconds=_number(env, "ROUTER_QUOTE_MAX_AGE_SECONDS", 60.0),
-            router_strict=_flag(env, "ROUTER_STRICT"),
-            sweep_deadline_seconds=_number(env, "SWEEP_DEADLINE_SECONDS", 60.0),
-            reservation_retention_days=_number(env, "RESERVATION_RETENTION_DAYS", 30.0),
-            shared_read_max_age_seconds=_number(env, "SHARED_READ_MAX_AGE_SECONDS", 1.0),
-            clock_skew_seconds=_number(env, "CLOCK_SKEW_SECONDS", 5.0),
-            reconcile_lookback_seconds=_number(env, "RECONCILE_LOOKBACK_SECONDS", 86400.0),
-        )
+        values: dict[str, Any] = {}
+        for declared in fields(cls):
+            for variable in declared.metadata["variables"]:
+                # A console paste or `echo` into Secret Manager adds a newline: surrounding
+                # whitespace is never part of a value (keys are checked unquoted by `validate`).
+                raw = env.get(variable, "").strip()
+                if raw:
+                    values[declared.name] = declared.metadata["read"](variable, raw)
+                    break
+        timeout = values.get("function_timeout_seconds", cls.function_timeout_seconds)
+        values.setdefault("broker_timeout_seconds", min(BROKER_TIMEOUT_CAP_SECONDS, timeout / 2))
+        values.setdefault("reservation_ttl_seconds", timeout + LEASE_GRACE_SECONDS)
+        return cls(**values)
 
     def validate(self) -> None:
         """Refuse settings that would let a failed trade poison the system."""
@@ -190,17 +287,15 @@ class Settings:
                 raise SettingsError(f"{bound.variable} must be {bound.describe()}, got {value:g}.")
         check_broker_secret("APCA_API_KEY_ID", self.alpaca_key_id)
         check_broker_secret("APCA_API_SECRET_KEY", self.alpaca_secret_key)
+        self._check_timing()
+        self._check_broker()
+
+    def _check_timing(self) -> None:
         if self.reservation_ttl_seconds <= self.function_timeout_seconds:
             raise SettingsError(
                 f"RESERVATION_TTL_SECONDS ({self.reservation_ttl_seconds:g}) must exceed "
                 f"FUNCTION_TIMEOUT_SECONDS ({self.function_timeout_seconds:g}), or a live "
                 "invocation's lease could be taken over; unset it to use timeout + 60."
-            )
-        if self.broker not in {"paper", "alpaca"}:
-            raise SettingsError(f"BROKER={self.broker!r} is unknown; use 'paper' or 'alpaca'.")
-        if self.broker == "alpaca" and not (self.alpaca_key_id and self.alpaca_secret_key):
-            raise SettingsError(
-                "BROKER=alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY to be set."
             )
         if self.broker_timeout_seconds >= self.function_timeout_seconds:
             raise SettingsError(
@@ -208,22 +303,31 @@ class Settings:
                 f"FUNCTION_TIMEOUT_SECONDS ({self.function_timeout_seconds:g}), so a hung broker "
                 "call ends as a retry instead of a killed invocation."
             )
-        paper_url = alpaca_url_is_paper(self.alpaca_base_url)
-        if self.broker == "alpaca" and self.agent_mode is AgentMode.PAPER and not paper_url:
-            raise SettingsError(
-                f"AGENT_MODE=PAPER with APCA_API_BASE_URL={self.alpaca_base_url} would trade "
-                f"live; use {ALPACA_PAPER_URL} or set AGENT_MODE=LIVE."
-            )
-        if self.broker == "alpaca" and self.agent_mode is AgentMode.LIVE and paper_url:
-            raise SettingsError(
-                "AGENT_MODE=LIVE with Alpaca's paper URL places no live orders; set "
-                "APCA_API_BASE_URL=https://api.alpaca.markets or AGENT_MODE=PAPER."
-            )
+
+    def _check_broker(self) -> None:
+        if self.broker not in {"paper", "alpaca"}:
+            raise SettingsError(f"BROKER={self.broker!r} is unknown; use 'paper' or 'alpaca'.")
+        if self.broker == "alpaca":
+            check_alpaca_keys(self.alpaca_key_id, self.alpaca_secret_key)
+            self._check_alpaca_url()
         if self.broker_call_seconds + self.clock_skew_seconds >= self.reservation_ttl_seconds:
             raise SettingsError(
                 f"RESERVATION_TTL_SECONDS ({self.reservation_ttl_seconds:g}) leaves no room for a "
                 f"broker call ({self.broker_call_seconds:g} s) plus CLOCK_SKEW_SECONDS "
                 f"({self.clock_skew_seconds:g}): no intent could ever reach the broker."
+            )
+
+    def _check_alpaca_url(self) -> None:
+        paper_url = alpaca_url_is_paper(self.alpaca_base_url)
+        if self.agent_mode is AgentMode.PAPER and not paper_url:
+            raise SettingsError(
+                f"AGENT_MODE=PAPER with APCA_API_BASE_URL={self.alpaca_base_url} would trade "
+                f"live; use {ALPACA_PAPER_URL} or set AGENT_MODE=LIVE."
+            )
+        if self.agent_mode is AgentMode.LIVE and paper_url:
+            raise SettingsError(
+                "AGENT_MODE=LIVE with Alpaca's paper URL places no live orders; set "
+                "APCA_API_BASE_URL=https://api.alpaca.markets or AGENT_MODE=PAPER."
             )
 
     @property
@@ -238,52 +342,10 @@ class Settings:
         """How long a finished reservation is kept (its `purge_at`) to answer duplicates."""
         return timedelta(days=self.reservation_retention_days)
 
-    @property
-    def broker_is_paper(self) -> bool:
-        """True where the configured broker cannot move real money."""
-        return self.broker == "paper" or alpaca_url_is_paper(self.alpaca_base_url)
 
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value in {"", "0", "false", "no", "off"}:
-        return False
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0.")
-
-
-def _secret(env: Mapping[str, str], name: str) -> str | None:
-    # A console paste or `echo` into Secret Manager adds a newline: surrounding whitespace is
-    # never part of a key. What is left is checked (without quoting it) by `validate`.
-    return env.get(name, "").strip() or None
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    """A finite number; its range is checked by `Settings.validate` against `BOUNDS`."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw[:40]!r} is not a number.") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name} must be a finite number, got {raw[:40]}.")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _number(env, name, default)
-    if value != int(value):
-        raise SettingsError(f"{name} must be a whole number, got {env[name]}.")
-    return int(value)
-
-
-def _agent_mode(raw: str) -> AgentMode:
-    try:
-        return AgentMode(raw.strip().upper())
-    except ValueError:
-        raise SettingsError(
-            f"AGENT_MODE={raw!r} is unknown; use one of OFF, OBSERVE, PAPER, LIVE."
-        ) from None
+BOUNDS: dict[str, Bound] = {
+    declared.name: declared.metadata["bound"]
+    for declared in fields(Settings)
+    if declared.metadata["bound"] is not None
+}
+"""Every duration, count and size, bounded on both sides (the README's settings table)."""

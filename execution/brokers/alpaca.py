@@ -57,7 +57,7 @@ from execution.settings import (
     ALPACA_PAPER_URL,
     Settings,
     alpaca_url_is_paper,
-    check_broker_secret,
+    check_alpaca_keys,
 )
 from execution.telemetry import emit
 
@@ -98,10 +98,7 @@ class AlpacaBroker:
     ) -> None:
         """`client`: an injected one keeps its transport, so only `read_within` bounds a trickle
         (between chunks); the client built here bounds every socket operation exactly."""
-        if not key_id or not secret_key:
-            raise SettingsError("AlpacaBroker needs APCA_API_KEY_ID and APCA_API_SECRET_KEY.")
-        check_broker_secret("APCA_API_KEY_ID", key_id)
-        check_broker_secret("APCA_API_SECRET_KEY", secret_key)
+        check_alpaca_keys(key_id, secret_key)
         self._base_url = _normalise_base_url(base_url)
         self._scrubber = SecretScrubber((key_id, secret_key))
         self._scrubber.scrub_http_logs()
@@ -125,13 +122,9 @@ class AlpacaBroker:
         cls, settings: Settings, *, client: httpx.Client | None = None
     ) -> AlpacaBroker:
         """Build from `APCA_API_KEY_ID`, `APCA_API_SECRET_KEY` and `APCA_API_BASE_URL`."""
-        if not (settings.alpaca_key_id and settings.alpaca_secret_key):
-            raise SettingsError(
-                "BROKER=alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY to be set."
-            )
         return cls(
-            key_id=settings.alpaca_key_id,
-            secret_key=settings.alpaca_secret_key,
+            key_id=settings.alpaca_key_id or "",
+            secret_key=settings.alpaca_secret_key or "",
             base_url=settings.alpaca_base_url,
             client=client,
             timeout=httpx.Timeout(

@@ -14,7 +14,8 @@ query shape here is listed by `query_shapes` for `tests/unit/test_firestore_inde
 - one intent's ledger entries: `client_intent_id ==` on the tenant's `ledger_trades`: automatic.
 - kill switches: the `ops` collection group without filters: needs no index.
 
-None of these runs inside a transaction (a query there locks the collection id: FEASIBILITY.md).
+None of these runs inside a transaction (a query there locks the collection id:
+docs/EMULATOR-FACTS.md, F2).
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ class FirestoreInvocationStore:
 
 
 class FirestoreInvocation:
-    """One intent's ports, answering from the opening read; `finish` writes what is staged."""
+    """One intent's ports, answering from the opening read; `flush` writes what is staged."""
 
     def __init__(
         self,
@@ -135,7 +135,7 @@ class FirestoreInvocation:
         self.ledger = ledger
         self._flush = flush
 
-    def finish(self) -> None:
+    def flush(self) -> None:
         """Write the staged ledger entries the release did not carry (fenced, fail-open, down)."""
         self._flush()
 

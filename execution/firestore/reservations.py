@@ -8,8 +8,8 @@ times. An invocation that read the account and in-flight documents at its start 
 `budget_read`: the first attempt then creates the reservation without reading it, since a fresh
 intent's document does not exist yet; where it does (a redelivery, a duplicate), the `create`
 fails and the next attempt reads all three, at once. The emulator's pessimistic transactions
-livelock under exactly the contention this handles (see FEASIBILITY.md); preconditions never hold
-a lock, so contention is cheap and always ends.
+livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1); preconditions
+never hold a lock, so contention is cheap and always ends.
 
 The same batch writes the account's state document where the account sets a counting limit
 (`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided

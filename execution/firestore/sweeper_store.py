@@ -3,9 +3,9 @@
 The query is a collection-group query over `execution_reservations` with `status == "reserved"`
 and `expires_at <= now`, ordered by `expires_at`: production needs the composite index declared in
 `firestore.indexes.json` (the emulator never asks for it). It runs outside any transaction, since a
-query inside one locks the whole collection id in the emulator (FEASIBILITY.md). Each expiry is an
-update preconditioned on the update time the query saw: a document that changed since (released,
-taken over, expired by a concurrent sweep) is skipped, never overwritten.
+query inside one locks the whole collection id in the emulator (docs/EMULATOR-FACTS.md, F2).
+Each expiry is an update preconditioned on the update time the query saw: a document that
+changed since (released, taken over, expired by a concurrent sweep) is skipped, never overwritten.
 """
 
 from __future__ import annotations

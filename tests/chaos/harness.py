@@ -34,9 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -52,6 +49,7 @@ from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 from devtools import alpaca_sandbox
 from devtools.alpaca_sandbox import AlpacaSandbox, Fault
+from devtools.emulators import FIRESTORE, Emulator
 from devtools.functions_server import FunctionsServer
 from execution.client_order_ids import client_order_id_for
 from execution.clock import system_clock
@@ -69,13 +67,6 @@ from tests.chaos.workload import (
     Outage,
     Plan,
     payload_hash,
-)
-from tests.conftest import (
-    STARTUP_TIMEOUT_S,
-    answers_http,
-    free_loopback_port,
-    log_tail,
-    stop_process_group,
 )
 from tests.support.builders import client_at
 from tests.support.tcp_proxy import CuttableProxy
@@ -117,46 +108,20 @@ class OwnedFirestore:
     """A Firestore emulator on a fixed loopback port that this rig can stop and restart."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.host = f"127.0.0.1:{free_loopback_port()}"
-        self._log_dir = log_dir
+        self._emulator = Emulator(FIRESTORE, log_dir)
+        self.host = self._emulator.host
         self._exports = log_dir / "exports"
-        self._process: subprocess.Popen[bytes] | None = None
         self._starts = 0
 
     def start(self, import_metadata: Path | None = None) -> float:
         """Start it (optionally importing an export); seconds until it answered."""
-        gcloud = shutil.which("gcloud")
-        if gcloud is None:
-            raise AssertionError("the chaos suite starts its own Firestore emulator: needs gcloud")
-        command = [gcloud, "emulators", "firestore", "start", f"--host-port={self.host}"]
-        if import_metadata is not None:
-            command.append(f"--import-data={import_metadata}")
         self._starts += 1
-        log_path = self._log_dir / f"firestore-emulator-{self._starts}.log"
-        started = time.monotonic()
-        with log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
-            )
-        deadline = started + STARTUP_TIMEOUT_S
-        while not answers_http(self.host):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"the chaos Firestore emulator ({' '.join(command)}) did not start:\n"
-                    + log_tail(log_path)
-                )
-            time.sleep(0.05)
-        return time.monotonic() - started
+        if import_metadata is None:
+            return self._emulator.start()
+        return self._emulator.start(f"--import-data={import_metadata}")
 
     def stop(self) -> None:
-        if self._process is not None:
-            stop_process_group(self._process)
-            self._process = None
+        self._emulator.stop()
 
     def export(self, project: str) -> Path:
         """Export `project` through the emulator's endpoint; the metadata file to import."""

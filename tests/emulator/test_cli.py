@@ -28,6 +28,7 @@ from google.cloud import firestore
 from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from typer.testing import CliRunner, Result
 
+from devtools.emulators import free_loopback_port
 from execution.cli import app
 from execution.cli.context import EXIT_UNREACHABLE, EXIT_USAGE, CliContext
 from execution.clock import FakeClock, system_clock
@@ -36,7 +37,6 @@ from execution.firestore.reservations import FirestoreReservationManager
 from execution.intake import Delivery, parse_intent
 from execution.models import Outcome
 from execution.reservations import Acquired, ReservationHandle, ReservationRequest
-from tests.conftest import free_loopback_port
 from tests.support.builders import (
     FAST_POLICY,
     emulator_service,

@@ -204,7 +204,7 @@ def test_the_ledger_entry_lands_in_the_same_commit_as_the_placed_record(
     assert ledger == released  # one batch: one commit time
 
 
-def test_a_fenced_release_leaves_the_ledger_entry_to_finish(
+def test_a_fenced_release_leaves_the_ledger_entry_to_flush(
     db: firestore.Client, clock: FakeClock, monotonic: FakeMonotonic
 ) -> None:
     store = store_for(db, clock, monotonic)
@@ -220,10 +220,10 @@ def test_a_fenced_release_leaves_the_ledger_entry_to_finish(
 
     invocation.ledger.record_trade(intent, order)
     acquisition.handle.release(Outcome.PLACED, broker_order_id=order.broker_order_id)
-    before_finish = ledger_entries(db, intent.tenant_id, intent.client_intent_id)
-    invocation.finish()
+    before_flush = ledger_entries(db, intent.tenant_id, intent.client_intent_id)
+    invocation.flush()
 
-    assert before_finish == []
+    assert before_flush == []
     assert ledger_entries(db, intent.tenant_id, intent.client_intent_id) == [order.broker_order_id]
     doc = reservation(db, intent.tenant_id, intent.client_intent_id)
     assert (doc["status"], doc["lease_id"]) == ("reserved", taken.handle.lease_id)

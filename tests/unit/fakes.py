@@ -24,7 +24,7 @@ from execution.client_order_ids import client_order_id_for
 from execution.clock import FakeClock
 from execution.engine import ExecutionEngine
 from execution.errors import AgentModeError
-from execution.invocation import SeparatePorts
+from execution.ledger import Ledger
 from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
 from execution.reservations import (
     AcquireAction,
@@ -40,7 +40,7 @@ from execution.reservations import (
     new_record,
 )
 from execution.risk import RiskDecision, RiskGate
-from execution.routing import Quote, RouteDecision, Router
+from execution.routing import Quote, QuoteSource, RouteDecision, Router
 from execution.settings import AgentMode
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -562,6 +562,24 @@ class RecordingLedger:
 
 
 # --- the engine ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeparatePorts:
+    """Independent ports as an `InvocationStore`: each reads and writes when asked, nothing held."""
+
+    reservations: ReservationManager
+    quotes: QuoteSource
+    accounts: AccountSource
+    switches: KillSwitchSource
+    ledger: Ledger
+
+    def open(self, intent: TradeIntent) -> SeparatePorts:
+        """The same ports for every intent."""
+        return self
+
+    def flush(self) -> None:
+        """Nothing is held: every write was made when asked."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The three gates before the broker: trading authority, smart routing and pre-trade risk."""
+"""The three gates before the broker: trading authority, the quote gate and pre-trade risk."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from execution.clock import FakeClock
 from execution.errors import AgentModeError, ExecutionHaltedError, StoreUnavailableError
 from execution.models import TradeIntent
 from execution.risk import RiskDecision, RiskManager
-from execution.routing import Quote, RouteDecision, SmartRouter
+from execution.routing import Quote, QuoteGate, RouteDecision
 from execution.settings import AgentMode
 from tests.unit.fakes import T0, FakeKillSwitches, logged, make_intent, make_quote
 
@@ -119,11 +119,11 @@ def test_the_agent_mode_is_checked_before_the_switches_are_read() -> None:
         gate.check(make_intent(), broker_is_paper=True)
 
 
-# --- SmartRouter ---------------------------------------------------------------------------
+# --- QuoteGate ---------------------------------------------------------------------------
 
 
-def router(*, strict: bool = False, clock: FakeClock | None = None) -> SmartRouter:
-    return SmartRouter(
+def router(*, strict: bool = False, clock: FakeClock | None = None) -> QuoteGate:
+    return QuoteGate(
         clock=clock or FakeClock(T0), max_spread_bps=50, quote_max_age_seconds=60, strict=strict
     )
 

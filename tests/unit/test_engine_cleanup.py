@@ -1,7 +1,9 @@
 """The engine's cleanup guarantee: a lease acquired is released exactly once, on every path.
 
-The four tests of the fault-containment note come first, then a fault forced at every stage, then
-the reservation boundaries (acquire, release), stale intents, duplicates and retryable waits.
+First the four paths the service was built to contain — a broker exception, an agent-mode
+refusal, a risk rejection and a dry run each release the lease once, with their outcome — then a
+fault forced at every stage, then the reservation boundaries (acquire, release), stale intents,
+duplicates and retryable waits.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from execution.errors import (
     RetryableError,
     StoreUnavailableError,
 )
-from execution.invocation import SeparatePorts
 from execution.models import OrderRequest, Outcome
 from execution.reservations import (
     Acquired,
@@ -56,6 +57,7 @@ from tests.unit.fakes import (
     RecordingLedger,
     Rig,
     ScriptedReservationManager,
+    SeparatePorts,
     client_order_id_of,
     logged,
     make_engine,
@@ -77,7 +79,7 @@ def failing_broker(exc: BaseException) -> RecordingBroker:
     return broker
 
 
-# --- the note's four tests -----------------------------------------------------------------
+# --- broker exception, agent-mode refusal, risk rejection, dry run: each released once ------
 
 
 def test_a_broker_exception_releases_the_lease_once_with_outcome_exception() -> None:

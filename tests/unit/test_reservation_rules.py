@@ -269,10 +269,10 @@ def test_a_lapsed_lease_of_the_same_intent_is_replaced_not_counted_twice() -> No
     assert set(answer.leases) == {"new"}
 
 
-def test_committed_usd_sums_only_unexpired_leases() -> None:
+def test_a_lease_stops_counting_the_instant_it_expires() -> None:
     state = AccountState({"a": lease("one", 100, expires_in=5), "b": lease("two", 50)})
 
-    assert state.committed_usd(T0 + timedelta(seconds=5)) == 50
+    assert set(state.active(T0 + timedelta(seconds=5))) == {"b"}
 
 
 @pytest.mark.parametrize(

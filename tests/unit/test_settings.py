@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import main
+from execution.brokers.paper import PaperBroker
 from execution.errors import SettingsError
 from execution.settings import ALPACA_PAPER_URL, BOUNDS, AgentMode, Settings, alpaca_url_is_paper
 
@@ -194,7 +195,10 @@ def test_alpaca_with_only_one_key_is_refused() -> None:
 def test_alpaca_with_keys_defaults_to_the_paper_url() -> None:
     settings = Settings.from_env(ALPACA_KEYS)
 
-    assert (settings.alpaca_base_url, settings.broker_is_paper) == (ALPACA_PAPER_URL, True)
+    assert (settings.alpaca_base_url, alpaca_url_is_paper(settings.alpaca_base_url)) == (
+        ALPACA_PAPER_URL,
+        True,
+    )
 
 
 def test_live_mode_with_the_paper_url_is_refused() -> None:
@@ -217,7 +221,7 @@ def test_live_mode_with_the_live_url_is_accepted_and_not_paper() -> None:
 
     settings = Settings.from_env(env)
 
-    assert settings.broker_is_paper is False
+    assert alpaca_url_is_paper(settings.alpaca_base_url) is False
 
 
 def test_a_trailing_slash_on_the_alpaca_url_is_dropped() -> None:
@@ -229,7 +233,12 @@ def test_a_trailing_slash_on_the_alpaca_url_is_dropped() -> None:
 def test_the_paper_broker_is_paper_whatever_the_alpaca_url() -> None:
     settings = Settings.from_env({"APCA_API_BASE_URL": LIVE_URL})
 
-    assert settings.broker_is_paper is True
+    # Accepted in PAPER mode: the broker the engine asks (`Broker.is_paper`) is the paper one.
+    assert (settings.broker, settings.agent_mode, PaperBroker.is_paper) == (
+        "paper",
+        AgentMode.PAPER,
+        True,
+    )
 
 
 def test_settings_are_immutable() -> None:

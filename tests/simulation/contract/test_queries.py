@@ -173,7 +173,7 @@ def aggregate(query: Any) -> list[tuple[str, Any, str]]:
 def test_count_counts_matches_within_the_limit(corpus: Any) -> None:
     assert aggregate(corpus.count(alias="n")) == [("n", 12, "int")]
     assert aggregate(corpus.limit(3).count(alias="n")) == [("n", 3, "int")]
-    # The emulator answers a count of nothing as a float (production answers 0).
+    # The emulator answers a count of nothing as a float (production answers 0): EMULATOR-FACTS F4.
     assert aggregate(where(corpus, "g", "==", "none").count(alias="n")) == [("n", 0.0, "float")]
 
 
