@@ -49,7 +49,7 @@ terminal; seed 149). The engine now retries such a delivery unless its order was
 Kept as a switch so that an invariant relaxed for a future gap has one place to be named."""
 
 
-UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = True
+UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = False
 """A second known gap, reported to the lead (ARCHITECTURE "Limits hold at every instant"): an
 order whose placing attempt lost the broker's answer (a timeout or garbage after accept: released
 `exception`) or died before recording it (its lease lapses) stops counting against the account's
