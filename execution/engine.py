@@ -315,21 +315,31 @@ class ExecutionEngine:
         if refusal is not None:
             return finish(*refusal), None
 
+        order = self._call_broker(intent, handle, quote, fate)
+        if isinstance(order, BrokerRejectedError):
+            return finish(Outcome.REJECTED, f"broker_rejected: {order}"), None
+        self._record_ledger(invocation, intent, order)
+        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id), order
+
+    def _call_broker(
+        self, intent: TradeIntent, handle: ReservationHandle, quote: Quote | None, fate: OrderFate
+    ) -> BrokerOrder | BrokerRejectedError:
+        """Place the order once the lease has room for the call; the broker's refusal is
+        returned. The fate is unknown while the call runs: a lost answer may hide an order."""
         reference_price = quote.price_for(intent.side) if quote else None
         if reference_price is None and intent.notional_usd is not None:
             reference_price = intent.notional_usd / intent.qty
         self._check_lease_room(intent, handle)
-        fate.unknown = True  # until the broker answers: a lost answer may hide an order
+        fate.unknown = True
         try:
             order = self._broker.place_order(
                 OrderRequest.from_intent(intent, reference_price, handle.client_order_id)
             )
         except BrokerRejectedError as exc:
             fate.unknown = False
-            return finish(Outcome.REJECTED, f"broker_rejected: {exc}"), None
+            return exc
         fate.unknown = False
-        self._record_ledger(invocation, intent, order)
-        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id), order
+        return order
 
     def _gates(
         self,

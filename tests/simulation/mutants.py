@@ -61,7 +61,7 @@ MUTANTS = (
     Mutant(
         "no lease check before the broker call",
         "execution.engine",
-        "ExecutionEngine._execute_held",
+        "ExecutionEngine._call_broker",
         (("self._check_lease_room(intent, handle)", "pass"),),
     ),
     Mutant(
