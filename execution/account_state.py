@@ -9,21 +9,37 @@ precondition-guarded batch as its reservation. Of two acquires that read the sam
 commit fails its precondition and reads again: no transaction, no query on the hot path (see
 "Contention" in ARCHITECTURE.md). The document holds:
 
-- `leases`: the active leases (intent, amount, symbol, side, qty, expiry). A lease past its
-  `expires_at` stops counting at once, before any sweep, so a crash blocks an account for at most
-  one TTL.
+- `leases`: one entry per intent that may have an order the account does not know yet (intent,
+  amount, symbol, side, qty, the lease's expiry). An entry is a *hold*: it lives from the acquire
+  that admits the intent until the intent's fate at the broker is known, and no longer.
 - `positions`: the net quantity per symbol of the orders this service placed (bought minus sold).
 - `placed_orders`: orders placed per UTC day (`YYYY-MM-DD` → count).
 
-A release of `placed` moves the lease's quantity into `positions` and counts the order in the same
-batch that ends the lease (`firestore.Increment`: the release need not read the document, and the
-batch's precondition on the reservation makes it happen once). Positions live here, not in the
+A hold counts in two ways, because the limits are of two kinds:
+
+- The in-flight budget bounds money in our invocations' hands: a hold counts against it only while
+  its lease lasts (`expires_at`: the lease's expiry, or its release where the hold outlives it).
+  A lapsed lease stops counting at once, before any sweep, so a crash blocks the budget for at
+  most one TTL, and a failed trade gives the budget back when it ends, as the contract says.
+- Orders per day and net position are counts of what the broker holds: a hold counts against
+  them until its fate is known, past its lease's expiry. An invocation that died inside its
+  broker call, or whose call's answer was lost (a timeout, garbage after accept), may have placed
+  an order: forgetting it at its expiry would let another intent take the account past the limit
+  at the broker.
+
+A hold ends when the fate is known: a release of `placed` moves it into `positions` and the day's
+count (`firestore.Increment`, in the batch that ends the lease); a release whose attempt knows no
+order exists (a gate refused, the broker rejected, no broker call was made) drops it; a release
+whose fate is unknown keeps it, and so do a death and the sweeper. What keeps it is then settled
+by the intent's redelivery (which takes the hold over and asks the broker by client order id
+first), by the fenced-release settle, or by the reconciler (`execution.reconciler`), which asks the
+broker for each hold whose last broker call can no longer land. Positions live here, not in the
 reservations, so the TTL policy purging old reservations never resets them.
 
-Each limit is decided on the worst case: every lease in flight is assumed to be placed.
-Where the limit fails even with no lease in flight, it can never pass while the state lasts: the
-intent is refused (outcome `rejected` with the named reason). Where only leases in flight make it
-fail, it may pass once they end: the delivery waits (`LimitWaitError`, retried by Pub/Sub).
+Each limit is decided on the worst case: every hold is assumed to be placed. Where the limit
+fails even with no hold, it can never pass while the state lasts: the intent is refused (outcome
+`rejected` with the named reason). Where only holds make it fail, it may pass once they end: the
+delivery waits (`LimitWaitError`, retried by Pub/Sub).
 """
 
 from __future__ import annotations
@@ -40,7 +56,7 @@ _EPSILON = 1e-6
 
 @dataclass(frozen=True)
 class Lease:
-    """One active lease in an account's state document."""
+    """One hold in an account's state document: an intent whose order the account may not know."""
 
     client_intent_id: str
     amount_usd: float
@@ -52,6 +68,17 @@ class Lease:
     def signed_qty(self) -> float:
         """The quantity this lease adds to its symbol's net position once placed."""
         return self.qty if self.side == "buy" else -self.qty
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Where one hold lives and whose it is: what the reconciler settles once its lease lapsed."""
+
+    tenant_id: str
+    broker_account_id: str
+    lease_id: str
+    client_intent_id: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -79,8 +106,8 @@ class AccountState:
     placed_orders: dict[str, int] = field(default_factory=dict)
 
     def active(self, now: datetime) -> dict[str, Lease]:
-        """The leases that still count: an expired one stops counting at once, before any sweep."""
-        return {lid: lease for lid, lease in self.leases.items() if lease.expires_at > now}
+        """The holds that count against the budget: a lapsed one stops at once, before any sweep."""
+        return _live(self.leases, now)
 
 
 def utc_day(moment: datetime) -> str:
@@ -122,18 +149,21 @@ def admit(
 ) -> Admitted | Refused:
     """Decide `lease` against every limit; raises `LimitWaitError` where it must wait."""
     check_lease(lease)
-    # A lapsed lease of the same intent is replaced, never counted twice.
+    # The same intent's earlier hold is taken over, never counted twice: this lease holds
+    # whatever an earlier attempt may have placed under the same client order id.
     others = {
         lid: held
-        for lid, held in state.active(now).items()
+        for lid, held in state.leases.items()
         if held.client_intent_id != lease.client_intent_id
     }
     today = utc_day(now)
     placed_today = state.placed_orders.get(today, 0)
     checks = (
-        _budget(others, lease, limits.max_inflight_usd),
-        _daily_orders(others, placed_today, limits.max_daily_orders),
-        _position(others, state.positions.get(lease.symbol, 0.0), lease, limits.max_position_qty),
+        _budget(_live(others, now), lease, limits.max_inflight_usd),
+        _daily_orders(others, placed_today, limits.max_daily_orders, now),
+        _position(
+            others, state.positions.get(lease.symbol, 0.0), lease, limits.max_position_qty, now
+        ),
     )
     refusals = [check for check in checks if isinstance(check, Refused)]
     if refusals:
@@ -142,6 +172,21 @@ def admit(
     if waits:
         raise waits[0]
     return Admitted({**others, lease_id: lease}, {today: placed_today})
+
+
+def _live(holds: dict[str, Lease], now: datetime) -> dict[str, Lease]:
+    return {lid: held for lid, held in holds.items() if held.expires_at > now}
+
+
+def _unknown_note(holds: dict[str, Lease], now: datetime) -> str:
+    """How many `holds` outlived their lease: orders of unknown fate, for the wait's message."""
+    lapsed = len(holds) - len(_live(holds, now))
+    if not lapsed:
+        return ""
+    return (
+        f" ({lapsed} of unknown fate: their lease lapsed; a redelivery or `python -m execution "
+        "reconcile` settles them)"
+    )
 
 
 def _budget(others: dict[str, Lease], lease: Lease, limit: float | None) -> Verdict:
@@ -158,32 +203,35 @@ def _budget(others: dict[str, Lease], lease: Lease, limit: float | None) -> Verd
     return None
 
 
-def _daily_orders(others: dict[str, Lease], placed: int, limit: int | None) -> Verdict:
+def _daily_orders(
+    others: dict[str, Lease], placed: int, limit: int | None, now: datetime
+) -> Verdict:
     if limit is None:
         return None
     if placed + 1 > limit:
         return Refused(f"max_daily_orders_reached: {placed} of {limit} used today (UTC)")
     if placed + len(others) + 1 > limit:
         return LimitWaitError(
-            f"max_daily_orders {limit}: {placed} placed today and {len(others)} in flight; "
-            "waiting until an intent in flight ends"
+            f"max_daily_orders {limit}: {placed} placed today and {len(others)} in flight"
+            f"{_unknown_note(others, now)}; waiting until an intent in flight ends"
         )
     return None
 
 
 def _position(
-    others: dict[str, Lease], placed: float, lease: Lease, limit: float | None
+    others: dict[str, Lease], placed: float, lease: Lease, limit: float | None, now: datetime
 ) -> Verdict:
     if limit is None:
         return None
     # Only same-direction leases in flight can push the position further; opposite ones might
     # never be placed, so they are not counted as room.
     direction = 1.0 if lease.side == "buy" else -1.0
-    same_way = sum(
-        held.qty
-        for held in others.values()
+    same_way_holds = {
+        lid: held
+        for lid, held in others.items()
         if held.symbol == lease.symbol and held.side == lease.side
-    )
+    }
+    same_way = sum(held.qty for held in same_way_holds.values())
     alone = direction * (placed + lease.signed_qty())
     if alone > limit + _EPSILON:
         # An order that shrinks the position never crosses the limit this way: it is allowed.
@@ -192,6 +240,7 @@ def _position(
     if worst > limit + _EPSILON:
         return LimitWaitError(
             f"max_position_qty {limit:g} ({lease.symbol}): {placed:g} placed and {same_way:g} "
-            f"{lease.side} in flight; waiting until an intent in flight ends"
+            f"{lease.side} in flight{_unknown_note(same_way_holds, now)}; waiting until an "
+            "intent in flight ends"
         )
     return None

@@ -100,11 +100,10 @@ def bootstrap(
         )
     if broker is None:
         broker = _broker(settings, db, clock, policy, ids)
-    truth = BrokerTruth(
-        FirestoreReservationRecords(db, policy=policy, retention=settings.reservation_retention),
-        broker,
-        clock=clock,
+    records = FirestoreReservationRecords(
+        db, policy=policy, retention=settings.reservation_retention
     )
+    truth = BrokerTruth(records, broker, clock=clock)
     authority = authority or TradingAuthority(
         agent_mode=settings.agent_mode, env_halted=settings.execution_halted
     )
@@ -121,6 +120,8 @@ def bootstrap(
             clock=clock,
             lookback_seconds=settings.reconcile_lookback_seconds,
             deadline_seconds=settings.sweep_deadline_seconds,
+            holds=records,
+            last_call_seconds=settings.broker_call_seconds + settings.clock_skew_seconds,
             monotonic=monotonic,
         ),
         dead_letters=dead_letters or FirestoreDeadLetters(db, clock=clock, policy=policy),

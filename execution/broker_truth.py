@@ -13,16 +13,22 @@ forbade (`stale`, `halted`, `rejected`, `dry_run`) is cancelled first where it i
 record stays `placed` whatever the cancel achieves, because an order that reached the broker may
 have filled in part, and limits must count it. Every repair and every contradiction that cannot be
 repaired is logged at ERROR under a stable event name, for alerting.
+
+The reconciler also calls `BrokerTruth.settle_hold` for each hold (`execution.account_state`)
+whose intent's last broker call can no longer land: it asks the broker by client order id, records
+the order where there is one, and otherwise ends the hold, so that an order of unknown fate counts
+against the account's limits exactly until its fate is known.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from execution.account_state import Hold
 from execution.brokers.base import Broker
 from execution.clock import Clock
 from execution.errors import BrokerRejectedError, ExecutionError, OrderNotCancelableError
@@ -67,6 +73,13 @@ class ReservationRecords(Protocol):
         """
         ...
 
+    def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
+        """End `hold` (no order exists): the account's entry, and the record's `counted_lease_id`
+        where it names the hold, if the record is still `current`. False where it changed since
+        it was read. Raises `StoreUnavailableError`.
+        """
+        ...
+
 
 class Settlement(StrEnum):
     """What `BrokerTruth.settle` found and did."""
@@ -80,6 +93,19 @@ class Settlement(StrEnum):
     (same client order id), or the reconciler settles it once the lease ends."""
     CONFLICT = "conflict"
     """The record names another order, or no record exists: an operator must look."""
+
+
+class HoldSettlement(StrEnum):
+    """What `BrokerTruth.settle_hold` found and did."""
+
+    PLACED = "placed"
+    """The broker holds the intent's order: the record names it, and the hold became position."""
+    RELEASED = "released"
+    """The broker has no order of the intent and none can land any more: the hold ended."""
+    PENDING = "pending"
+    """An attempt may still reach the broker, or a write raced: a later run decides."""
+    CONFLICT = "conflict"
+    """No record, or the broker's order is not the one recorded: an operator must look."""
 
 
 _MAX_SETTLE_ATTEMPTS = 5
@@ -122,6 +148,35 @@ class BrokerTruth:
                 return Settlement.REPAIRED
         self._report(Settlement.PENDING, tenant_id, client_intent_id, order, None, found_by)
         return Settlement.PENDING
+
+    def settle_hold(self, hold: Hold, *, last_call_ends: timedelta) -> HoldSettlement:
+        """Bring `hold` to what the broker holds, once no broker call of its intent can land.
+
+        `last_call_ends`: how long after a lease's expiry a broker call made under it may still
+        land (the engine's lease-room margin: the broker call's deadline and the clock skew).
+        Raises `StoreUnavailableError` and the broker's `ExecutionError`s.
+        """
+        current = self._records.read(hold.tenant_id, hold.client_intent_id)
+        if current is None:
+            _log_hold(hold, HoldSettlement.CONFLICT, "the intent has no record")
+            return HoldSettlement.CONFLICT
+        record = current.record
+        if self._clock() < record.expires_at + last_call_ends:
+            return HoldSettlement.PENDING  # its last attempt may still be inside a broker call
+        if record.counted_lease_id == hold.lease_id:
+            order = self._broker.get_order_by_client_order_id(
+                record.tenant_id, record.broker_account_id, record.client_order_id
+            )
+            if order is not None:
+                settled = self.settle(
+                    hold.tenant_id, hold.client_intent_id, order, found_by="reconciler_hold"
+                )
+                return _HOLD_BY_SETTLEMENT[settled]
+        # No order, and none can land; or a hold its record no longer names (taken over).
+        if not self._records.release_hold(hold, current):
+            return HoldSettlement.PENDING
+        _log_hold(hold, HoldSettlement.RELEASED, f"recorded {record.status.value}")
+        return HoldSettlement.RELEASED
 
     def _repair_fields(
         self, record: ReservationRecord, cancel: str, found_by: str
@@ -193,3 +248,24 @@ def _judge(current: VersionedRecord | None, order: BrokerOrder, now: datetime) -
     if record.status is ReservationStatus.RESERVED and record.expires_at > now:
         return Settlement.PENDING
     return None
+
+
+_HOLD_BY_SETTLEMENT = {
+    Settlement.AGREED: HoldSettlement.PLACED,
+    Settlement.REPAIRED: HoldSettlement.PLACED,
+    Settlement.PENDING: HoldSettlement.PENDING,
+    Settlement.CONFLICT: HoldSettlement.CONFLICT,
+}
+
+
+def _log_hold(hold: Hold, settlement: HoldSettlement, why: str) -> None:
+    emit(
+        logger,
+        f"exec.limits.hold_{settlement.value}",
+        logging.ERROR if settlement is HoldSettlement.CONFLICT else logging.WARNING,
+        tenant_id=hold.tenant_id,
+        broker_account_id=hold.broker_account_id,
+        client_intent_id=hold.client_intent_id,
+        counted_lease_id=hold.lease_id,
+        why=why,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from execution.accounts import AccountRead
@@ -117,9 +118,11 @@ class ExecutionEngine:
         order: BrokerOrder | None = None
         error: str | None = None
         released = ReleaseResult.UNRECORDED
+        # An earlier attempt may have placed an order under the intent's client order id.
+        fate = OrderFate(unknown=handle.attempt > 1)
         try:
             result, order = self._execute_held(
-                invocation, intent, handle, stale_reason, amount, quote, refused
+                invocation, intent, handle, fate, stale_reason, amount, quote, refused
             )
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -135,10 +138,10 @@ class ExecutionEngine:
             raise
         finally:
             if result is None:
-                self._release(handle, intent, Outcome.EXCEPTION, error, None)
+                self._release(handle, intent, Outcome.EXCEPTION, error, None, fate)
             else:
                 released = self._release(
-                    handle, intent, result.outcome, result.reason, result.broker_order_id
+                    handle, intent, result.outcome, result.reason, result.broker_order_id, fate
                 )
             self._flush(invocation, intent)
         if released is ReleaseResult.FENCED:
@@ -214,6 +217,7 @@ class ExecutionEngine:
         outcome: Outcome,
         error: str | None,
         broker_order_id: str | None,
+        fate: OrderFate,
     ) -> ReleaseResult:
         """Release, containing a handle that raises (then UNRECORDED).
 
@@ -221,7 +225,12 @@ class ExecutionEngine:
         original exception; the lease then lapses and the redelivery or the sweeper records it.
         """
         try:
-            return handle.release(outcome, error=error, broker_order_id=broker_order_id)
+            return handle.release(
+                outcome,
+                error=error,
+                broker_order_id=broker_order_id,
+                fate_unknown=fate.unknown and outcome is not Outcome.PLACED,
+            )
         except Exception as exc:
             emit(
                 logger,
@@ -254,6 +263,7 @@ class ExecutionEngine:
         invocation: Invocation,
         intent: TradeIntent,
         handle: ReservationHandle,
+        fate: OrderFate,
         stale_reason: str | None,
         amount: float | None,
         quote: Quote | None,
@@ -262,7 +272,8 @@ class ExecutionEngine:
         """The stages run while the lease is held; business outcomes come back as values.
 
         Returns the result and the broker's order where this attempt placed or found one.
-        `refused` names an account limit the acquire found this intent can never pass.
+        `refused` names an account limit the acquire found this intent can never pass; `fate`
+        follows whether the broker may hold an order this attempt does not know of.
         """
 
         def finish(
@@ -289,6 +300,7 @@ class ExecutionEngine:
             # An earlier attempt may have reached the broker and died before recording it: the
             # order, if any, is the outcome, whatever the gates would say now.
             existing = self._earlier_order(intent, handle.client_order_id)
+            fate.unknown = False  # the broker answered for every earlier attempt
             if existing is not None:
                 self._record_ledger(invocation, intent, existing)
                 return finish(Outcome.PLACED, broker_order_id=existing.broker_order_id), existing
@@ -303,18 +315,31 @@ class ExecutionEngine:
         if refusal is not None:
             return finish(*refusal), None
 
+        order = self._call_broker(intent, handle, quote, fate)
+        if isinstance(order, BrokerRejectedError):
+            return finish(Outcome.REJECTED, f"broker_rejected: {order}"), None
+        self._record_ledger(invocation, intent, order)
+        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id), order
+
+    def _call_broker(
+        self, intent: TradeIntent, handle: ReservationHandle, quote: Quote | None, fate: OrderFate
+    ) -> BrokerOrder | BrokerRejectedError:
+        """Place the order once the lease has room for the call; the broker's refusal is
+        returned. The fate is unknown while the call runs: a lost answer may hide an order."""
         reference_price = quote.price_for(intent.side) if quote else None
         if reference_price is None and intent.notional_usd is not None:
             reference_price = intent.notional_usd / intent.qty
         self._check_lease_room(intent, handle)
+        fate.unknown = True
         try:
             order = self._broker.place_order(
                 OrderRequest.from_intent(intent, reference_price, handle.client_order_id)
             )
         except BrokerRejectedError as exc:
-            return finish(Outcome.REJECTED, f"broker_rejected: {exc}"), None
-        self._record_ledger(invocation, intent, order)
-        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id), order
+            fate.unknown = False
+            return exc
+        fate.unknown = False
+        return order
 
     def _gates(
         self,
@@ -523,6 +548,14 @@ class ExecutionEngine:
             amount_usd=record.amount_usd,
             recorded_outcome=record.outcome,
         )
+
+
+@dataclass
+class OrderFate:
+    """Whether an order under the intent's client order id may exist that this attempt does not
+    know of; the release then keeps the intent counting against the account's limits."""
+
+    unknown: bool
 
 
 def _reservation_request(

@@ -6,7 +6,12 @@ the records, in both directions:
   recorded `placed` with its order id: `BrokerTruth.settle` repairs the record where the truth is
   certain (the record ended without an order, or its lease lapsed) and reports what it cannot
   (a live lease still holds the intent; the record names another order; no record at all);
-- every record `placed` in the window must name an order the broker has.
+- every record `placed` in the window must name an order the broker has;
+- every hold (`execution.account_state`: an intent that still counts against its account's
+  position and daily orders because its order's fate is unknown) whose last broker call can no
+  longer land is settled by asking the broker by client order id (`BrokerTruth.settle_hold`): the
+  order is recorded, or the hold ends. Invocations that died, and calls whose answer was lost
+  while no redelivery came, stop counting this way, and only this way.
 
 Nothing is concluded from an order's absence unless the broker answered for it: a listing that
 fails midway makes the report incomplete (`complete: false`), never a finding. The run is bounded
@@ -23,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from execution.account_state import Hold
 from execution.authority import Authority
-from execution.broker_truth import BrokerTruth, Settlement
+from execution.broker_truth import BrokerTruth, HoldSettlement, Settlement
 from execution.brokers.base import Broker
 from execution.client_order_ids import is_ours, parse_plain
 from execution.clock import Clock
@@ -48,6 +54,14 @@ class PlacedRecords(Protocol):
         ...
 
 
+class Holds(Protocol):
+    """Where the reconciler finds the holds of every account."""
+
+    def holds(self) -> Iterable[Hold]:
+        """Every hold of every account. Raises `StoreUnavailableError`."""
+        ...
+
+
 @dataclass
 class ReconcileReport:
     """What one run compared and found (answered as JSON by the entry point)."""
@@ -59,6 +73,12 @@ class ReconcileReport:
     repaired: int = 0
     pending: int = 0
     placed_records: int = 0
+    holds_placed: int = 0
+    """Holds whose order the broker had: recorded `placed`, now part of the position."""
+    holds_released: int = 0
+    """Holds of intents the broker has no order of: they stopped counting."""
+    holds_pending: int = 0
+    """Holds whose intent may still reach the broker (a later run decides)."""
     conflicts: list[str] = field(default_factory=list)
     missing_at_broker: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -83,9 +103,15 @@ class Reconciler:
         clock: Clock,
         lookback_seconds: float,
         deadline_seconds: float,
+        holds: Holds | None = None,
+        last_call_seconds: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`last_call_seconds`: how long after a lease's expiry a broker call made under it may
+        still land (the broker call's deadline plus the clock skew); holds wait that long."""
         self._broker = broker
+        self._holds = holds
+        self._last_call = timedelta(seconds=last_call_seconds)
         self._authority = authority
         self._truth = truth
         self._records = records
@@ -108,6 +134,8 @@ class Reconciler:
         seen = self._settle_broker_orders(since, report, deadline)
         if report.complete:
             self._check_placed_records(since, seen, report, deadline)
+        if self._holds is not None:
+            self._settle_holds(self._holds, report, deadline)
         emit(
             logger,
             "exec.reconcile.completed",
@@ -199,6 +227,36 @@ class Reconciler:
                     return
         except ExecutionError as exc:
             self._incomplete(report, f"checking placed records failed: {exc}")
+
+    def _settle_holds(self, holds: Holds, report: ReconcileReport, deadline: float) -> None:
+        """Settle every hold whose lease lapsed long enough ago that no call can still land."""
+        lapsed_before = self._clock() - self._last_call
+        try:
+            for hold in holds.holds():
+                if hold.expires_at > lapsed_before:
+                    continue  # its attempt may be alive, or still inside its broker call
+                self._settle_hold(hold, report)
+                if self._monotonic() > deadline:
+                    self._incomplete(report, "deadline reached while settling holds")
+                    return
+        except ExecutionError as exc:
+            self._incomplete(report, f"listing holds failed: {exc}")
+
+    def _settle_hold(self, hold: Hold, report: ReconcileReport) -> None:
+        try:
+            settled = self._truth.settle_hold(hold, last_call_ends=self._last_call)
+        except ExecutionError as exc:
+            report.errors.append(f"hold {hold.client_intent_id}: {type(exc).__name__}: {exc}")
+            report.complete = False
+            return
+        if settled is HoldSettlement.CONFLICT:
+            report.conflicts.append(
+                f"{hold.tenant_id}/{hold.client_intent_id}: hold {hold.lease_id} on account "
+                f"{hold.broker_account_id} cannot be settled"
+            )
+            return
+        name = f"holds_{settled.value}"
+        setattr(report, name, getattr(report, name) + 1)
 
     def _broker_has(self, record: ReservationRecord) -> bool:
         assert record.broker_order_id is not None

@@ -83,7 +83,11 @@ class ReservationRecord:
     side: str = ""
     qty: float = 0.0
     counts_against_budget: bool = False
-    """True where the lease is also held in the account's state document (limits counted)."""
+    """True where this attempt's lease was admitted against the account's limits."""
+    counted_lease_id: str | None = None
+    """The key of the hold that counts this intent in its account's state (`leases`), while the
+    fate of an order under its client order id is unknown; None where nothing counts it. This
+    attempt's lease where it was admitted, else the earlier attempt's hold it inherited."""
     client_order_id: str = ""
     """The id the broker knows this intent's order by; the first attempt's, kept by later ones."""
     repair: dict[str, object] | None = None
@@ -152,6 +156,11 @@ def new_record(
         side=request.side,
         qty=request.qty,
         counts_against_budget=counts_against_budget,
+        # An admission takes the earlier hold over; otherwise the earlier hold, if any, still
+        # counts whatever an earlier attempt may have placed, until this attempt learns its fate.
+        counted_lease_id=lease_id
+        if counts_against_budget
+        else (previous.counted_lease_id if previous else None),
         # An earlier attempt may have reached the broker under its id: every attempt uses it.
         client_order_id=(previous.client_order_id if previous else "") or request.client_order_id,
     )
@@ -198,12 +207,17 @@ class ReservationHandle(Protocol):
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
+        fate_unknown: bool = False,
     ) -> ReleaseResult:
         """End the lease with `outcome`.
 
-        Must be idempotent (a second call changes nothing), must never raise (a failure is logged,
-        answered UNRECORDED and left for the sweeper), and must change the document only while it
-        still carries this handle's `lease_id` (a fenced release changes nothing: FENCED).
+        `fate_unknown`: an order under the intent's client order id may exist that `outcome` does
+        not name (a broker call whose answer was lost; an earlier attempt's call never looked up);
+        the intent's hold then keeps counting against the account's position and daily orders
+        (`execution.account_state`). Must be idempotent (a second call changes nothing), must
+        never raise (a failure is logged, answered UNRECORDED and left for the sweeper), and must
+        change the document only while it still carries this handle's `lease_id` (a fenced
+        release changes nothing: FENCED).
         """
         ...
 
@@ -272,6 +286,7 @@ class NoopHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
+        fate_unknown: bool = False,
     ) -> ReleaseResult:
         return ReleaseResult.RECORDED
 
@@ -304,9 +319,12 @@ class _NeverRaisingHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
+        fate_unknown: bool = False,
     ) -> ReleaseResult:
         try:
-            return self._inner.release(outcome, error=error, broker_order_id=broker_order_id)
+            return self._inner.release(
+                outcome, error=error, broker_order_id=broker_order_id, fate_unknown=fate_unknown
+            )
         except Exception as exc:  # the contract: release never raises
             emit(
                 logger,

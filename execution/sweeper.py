@@ -1,8 +1,11 @@
 """The sweeper: the second safety net, for leases that no `finally` released.
 
 A killed instance, a function timeout or a store outage during release leaves a document
-`reserved` past its `expires_at`. Such a lease already stopped blocking anything (acquire takes
-over expired leases, budgets ignore them), but the document still claims an invocation is running.
+`reserved` past its `expires_at`. Such a lease already stopped blocking the intent and the budget
+(acquire takes over expired leases, budgets ignore them), but the document still claims an
+invocation is running. Its hold on the account's position and daily orders is left alone: the
+invocation may have died inside its broker call, so only a redelivery or the reconciler, which
+ask the broker, end it (`execution.account_state`).
 The sweeper marks it `expired` (outcome `expired`, retryable), so the record tells the truth and the
 next delivery re-acquires it. Each expiry is fenced by the lease and the document's update time, so
 two sweeps at once, or a sweep racing a late release, change a document at most once.

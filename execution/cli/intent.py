@@ -204,6 +204,13 @@ def next_steps(story: IntentStory, now: datetime) -> list[str]:
             f"{story.dead_letters_scanned} recent dead letters were searched."
         ]
     steps = _steps_for_status(record, story, now)
+    if record.get("counted_lease_id") and record.get("status") != ReservationStatus.RESERVED.value:
+        steps.append(
+            f"Still counts against the account's position and daily orders (hold "
+            f"{record['counted_lease_id']}): the fate of an order under its client order id is "
+            "unknown. A redelivery settles it, or `reconcile` once no broker call of it can "
+            "land (its lease's expiry plus BROKER_TIMEOUT_SECONDS and CLOCK_SKEW_SECONDS)."
+        )
     repair = record.get("repair")
     if isinstance(repair, dict):
         steps.append(

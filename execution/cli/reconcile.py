@@ -33,7 +33,16 @@ def reconcile(
         out.print(
             table(
                 f"Reconcile report (orders since {report.since})",
-                ("listed", "ours", "agreed", "repaired", "pending", "placed records", "complete"),
+                (
+                    "listed",
+                    "ours",
+                    "agreed",
+                    "repaired",
+                    "pending",
+                    "placed records",
+                    "holds placed/released/pending",
+                    "complete",
+                ),
                 [
                     (
                         report.listed,
@@ -42,6 +51,7 @@ def reconcile(
                         report.repaired,
                         report.pending,
                         report.placed_records,
+                        f"{report.holds_placed}/{report.holds_released}/{report.holds_pending}",
                         "yes" if report.complete else "no (see errors; run again)",
                     )
                 ],

@@ -5,6 +5,8 @@ why one document carries every limit)::
 
     tenant_id, broker_account_id, updated_at
     leases         {lease_id: {client_intent_id, amount_usd, expires_at, symbol, side, qty}}
+                   the holds: intents whose order the account may not know yet; `expires_at`
+                   is when the lease ends (its expiry, or its release where the hold outlives it)
     positions      {symbol: net quantity placed}          only ever incremented
     placed_orders  {"YYYY-MM-DD": orders placed that UTC day}
 
@@ -15,6 +17,7 @@ a concurrent acquire that read the older version then fails its precondition and
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,8 +26,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 from pydantic import ValidationError
 
-from execution.account_state import AccountLimits, AccountState, Admitted, Lease, utc_day
+from execution.account_state import AccountLimits, AccountState, Admitted, Hold, Lease, utc_day
 from execution.accounts import AccountSettings
+from execution.models import Outcome
+from execution.reservations import ReservationRecord
+from execution.telemetry import emit
+
+logger = logging.getLogger(__name__)
 
 INFLIGHT = "execution_inflight"
 Snapshot = firestore.DocumentSnapshot[firestore.DocumentReference]
@@ -35,6 +43,12 @@ def inflight_ref(
 ) -> firestore.DocumentReference:
     """`tenants/{tenant_id}/execution_inflight/{broker_account_id}`: the account's state."""
     return db.collection("tenants", tenant_id, INFLIGHT).document(broker_account_id)
+
+
+def account_states_query(db: firestore.Client) -> firestore.Query:
+    """Every account's state document, of every tenant (the reconciler's walk over the holds);
+    no filter and no order, so no index beyond the built-in one."""
+    return db.collection_group(INFLIGHT)
 
 
 def limits_from_account(data: dict[str, Any] | None) -> AccountLimits | None:
@@ -164,4 +178,72 @@ def end_lease(
     batch.update(
         inflight_ref(db, tenant_id, broker_account_id),
         {FieldPath("leases", lease_id).to_api_repr(): firestore.DELETE_FIELD},
+    )
+
+
+def stage_attempt_end(
+    batch: firestore.WriteBatch,
+    db: firestore.Client,
+    record: ReservationRecord,
+    outcome: Outcome,
+    now: datetime,
+    *,
+    counted_lease_id: str | None,
+    fate_unknown: bool,
+) -> str | None:
+    """Stage what the end of `record`'s attempt does to its account's state; the hold the record
+    keeps (its `counted_lease_id`), or None.
+
+    A placed order joins the position and the day's count, its hold ending in the same batch
+    (positions are kept for every account, limited or not yet, so a limit set later starts from
+    what this service placed). An attempt that knows no order exists ends the hold. An attempt
+    whose fate is unknown keeps it against the position and daily orders until a redelivery, the
+    settle or the reconciler learns what the broker holds; its lease ends now all the same, so
+    it gives the in-flight budget back, as every release does.
+    """
+    if outcome is Outcome.PLACED:
+        placed = PlacedOrder(
+            record.tenant_id, record.broker_account_id, record.symbol, record.side, record.qty, now
+        )
+        add_placed_order(batch, db, placed, ending_lease_id=counted_lease_id)
+        return None
+    if counted_lease_id is None:
+        return None
+    if not fate_unknown:
+        end_lease(batch, db, record.tenant_id, record.broker_account_id, counted_lease_id)
+        return None
+    if counted_lease_id == record.lease_id:  # an inherited hold's lease ended long ago
+        batch.update(
+            inflight_ref(db, record.tenant_id, record.broker_account_id),
+            {FieldPath("leases", counted_lease_id, "expires_at").to_api_repr(): now},
+        )
+    return counted_lease_id
+
+
+def holds_in(data: dict[str, Any], path: str) -> list[Hold]:
+    """The holds of one account-state document (`path` names it in the logs of a bad entry)."""
+    tenant_id = str(data.get("tenant_id") or path.split("/")[1])
+    broker_account_id = str(data.get("broker_account_id") or path.rsplit("/", 1)[-1])
+    return [
+        Hold(tenant_id, broker_account_id, lease_id, lease.client_intent_id, lease.expires_at)
+        for lease_id, lease in state_from_document(data).leases.items()
+    ]
+
+
+def log_kept_hold(record: ReservationRecord, lease_id: str, outcome: Outcome) -> None:
+    """Tell operators an intent still counts against its account's position and daily orders
+    although its attempt ended: the fate of its order at the broker is unknown."""
+    emit(
+        logger,
+        "exec.limits.fate_unknown",
+        logging.WARNING,
+        tenant_id=record.tenant_id,
+        broker_account_id=record.broker_account_id,
+        client_intent_id=record.client_intent_id,
+        counted_lease_id=lease_id,
+        outcome=outcome.value,
+        symbol=record.symbol,
+        side=record.side,
+        qty=record.qty,
+        settled_by="a redelivery, or `python -m execution reconcile` once the lease lapsed",
     )

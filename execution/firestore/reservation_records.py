@@ -6,13 +6,21 @@ that changed meanwhile (a newer attempt's release, the sweeper): the caller read
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
 
+from execution.account_state import Hold
 from execution.broker_truth import VersionedRecord
-from execution.firestore.account_state import PlacedOrder, add_placed_order
+from execution.firestore.account_state import (
+    PlacedOrder,
+    account_states_query,
+    add_placed_order,
+    end_lease,
+    holds_in,
+)
 from execution.firestore.reservations import record_from_document, reservation_ref
 from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
 from execution.models import BrokerOrder, Outcome
@@ -53,20 +61,43 @@ class FirestoreReservationRecords:
                 "released_at": rec.released_at or now,
                 "purge_at": now + self._retention,
                 "repair": repair,
+                "counted_lease_id": None,
             },
             option=self._db.write_option(last_update_time=current.version),
         )
         # The order joins the account's position and daily count, once: this batch is
-        # conditioned on the record as read, and the record was not `placed` then.
-        still_counted = rec.status is ReservationStatus.RESERVED and rec.counts_against_budget
+        # conditioned on the record as read, and the record was not `placed` then. The hold
+        # that counted it meanwhile ends in the same batch.
         add_placed_order(
             batch,
             self._db,
             PlacedOrder(rec.tenant_id, rec.broker_account_id, rec.symbol, rec.side, rec.qty, now),
-            ending_lease_id=rec.lease_id if still_counted else None,
+            ending_lease_id=rec.counted_lease_id,
         )
+        return self._commit(batch, "reservation repair")
+
+    def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
+        """End `hold`: the broker has no order of its intent and none can land any more."""
+        batch = self._db.batch()
+        rec = current.record
+        if rec.counted_lease_id == hold.lease_id:
+            batch.update(
+                reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
+                {"counted_lease_id": None},
+                option=self._db.write_option(last_update_time=current.version),
+            )
+        end_lease(batch, self._db, hold.tenant_id, hold.broker_account_id, hold.lease_id)
+        return self._commit(batch, "hold release")
+
+    def holds(self) -> Iterator[Hold]:
+        """Every hold of every account (one read per account-state document)."""
+        with store_errors("account states listing"):
+            for snap in account_states_query(self._db).stream(**self._policy.kwargs()):
+                yield from holds_in(snap.to_dict() or {}, snap.reference.path)
+
+    def _commit(self, batch: firestore.WriteBatch, what: str) -> bool:
         try:
-            with store_errors("reservation repair"):
+            with store_errors(what):
                 batch.commit(**self._policy.kwargs())
         except RACE_ERRORS:
             return False

@@ -42,11 +42,10 @@ from execution.clock import Clock
 from execution.errors import LimitWaitError, ReservationContentionError
 from execution.firestore.account_state import (
     INFLIGHT,
-    PlacedOrder,
-    add_placed_order,
-    end_lease,
     limits_from_account,
+    log_kept_hold,
     stage_admission,
+    stage_attempt_end,
     state_from_document,
 )
 from execution.firestore.account_state import inflight_ref as inflight_ref  # the sweeper's import
@@ -126,6 +125,7 @@ def record_to_document(record: ReservationRecord) -> dict[str, Any]:
         "side": record.side,
         "qty": record.qty,
         "counts_against_budget": record.counts_against_budget,
+        "counted_lease_id": record.counted_lease_id,
         "client_order_id": record.client_order_id,
         # Only finished reservations are purged (TTL policy on this field); a live one has none.
         "purge_at": None,
@@ -154,6 +154,7 @@ def record_from_document(data: dict[str, Any]) -> ReservationRecord:
         side=str(data.get("side") or ""),
         qty=float(data.get("qty") or 0.0),
         counts_against_budget=bool(data.get("counts_against_budget", False)),
+        counted_lease_id=_counted_lease_id(data),
         # Before tenant-safe ids, the broker was sent the intent's own id.
         client_order_id=data.get("client_order_id") or data["client_intent_id"],
         repair=data.get("repair"),
@@ -451,12 +452,13 @@ class FirestoreReservationHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
+        fate_unknown: bool = False,
     ) -> ReleaseResult:
         """Record `outcome` and end the lease, if the document still carries it."""
         if self._released is not None:
             return self._released
         try:
-            self._released = self._release(outcome, error, broker_order_id)
+            self._released = self._release(outcome, error, broker_order_id, fate_unknown)
         except Exception as exc:  # the contract: release never raises; the sweeper is the net
             emit(
                 logger,
@@ -472,11 +474,11 @@ class FirestoreReservationHandle:
         return self._released
 
     def _release(
-        self, outcome: Outcome, error: str | None, broker_order_id: str | None
+        self, outcome: Outcome, error: str | None, broker_order_id: str | None, fate_unknown: bool
     ) -> ReleaseResult:
         rec = self._record
         doc = reservation_ref(self._db, rec.tenant_id, rec.client_intent_id)
-        version, counts_against_budget = self._version, rec.counts_against_budget
+        version, counted = self._version, rec.counted_lease_id
         riders = self._riders
         for attempt in range(self._max_attempts):
             if version is None:
@@ -499,9 +501,18 @@ class FirestoreReservationHandle:
                     return ReleaseResult.RECORDED
                 # `reserved`, or `expired` by the sweeper while this lease still held it: the
                 # outcome we know beats the sweeper's guess, and no newer attempt exists.
-                version, counts_against_budget = snap.update_time, current.counts_against_budget
+                version, counted = snap.update_time, current.counted_lease_id
             now = self._clock()
             batch = self._db.batch()
+            kept = stage_attempt_end(
+                batch,
+                self._db,
+                rec,
+                outcome,
+                now,
+                counted_lease_id=counted,
+                fate_unknown=fate_unknown,
+            )
             batch.update(
                 doc,
                 {
@@ -511,10 +522,10 @@ class FirestoreReservationHandle:
                     "broker_order_id": broker_order_id,
                     "released_at": now,
                     "purge_at": now + self._retention,
+                    "counted_lease_id": kept,
                 },
                 option=self._db.write_option(last_update_time=version),
             )
-            self._stage_account_state(batch, outcome, now, counted=counts_against_budget)
             if riders is not None:
                 riders.add_to(batch)
             try:
@@ -554,24 +565,20 @@ class FirestoreReservationHandle:
                 outcome=outcome.value,
                 held_seconds=round((now - rec.created_at).total_seconds(), 3),
             )
+            if kept is not None:
+                log_kept_hold(rec, kept, outcome)
             return ReleaseResult.RECORDED
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
 
-    def _stage_account_state(
-        self, batch: firestore.WriteBatch, outcome: Outcome, now: datetime, *, counted: bool
-    ) -> None:
-        """A placed order joins the account's position and daily count; any other outcome only
-        ends the counted lease. Positions are kept for every account, limited or not yet, so a
-        limit set later starts from what this service placed."""
-        rec = self._record
-        ending = rec.lease_id if counted else None
-        if outcome is Outcome.PLACED:
-            placed = PlacedOrder(
-                rec.tenant_id, rec.broker_account_id, rec.symbol, rec.side, rec.qty, now
-            )
-            add_placed_order(batch, self._db, placed, ending_lease_id=ending)
-        elif ending is not None:
-            end_lease(batch, self._db, rec.tenant_id, rec.broker_account_id, ending)
+
+def _counted_lease_id(data: dict[str, Any]) -> str | None:
+    """The record's hold; a record written before holds outlived their lease names none unless
+    its own counted lease is still `reserved` (every other one was ended when it was released)."""
+    if "counted_lease_id" in data:
+        held = data["counted_lease_id"]
+        return str(held) if held else None
+    counted = data.get("counts_against_budget") and data.get("status") == "reserved"
+    return str(data["lease_id"]) if counted else None
 
 
 def _new_lease_id() -> str:

@@ -16,9 +16,8 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
-from google.cloud.firestore_v1.field_path import FieldPath
 
-from execution.firestore.reservations import RESERVATIONS, inflight_ref
+from execution.firestore.reservations import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
 from execution.reservations import ReservationStatus
@@ -77,11 +76,8 @@ class FirestoreExpiredLeases:
             },
             option=self._db.write_option(last_update_time=snap.update_time),
         )
-        if (snap.to_dict() or {}).get("counts_against_budget"):
-            batch.update(
-                inflight_ref(self._db, lease.tenant_id, lease.broker_account_id),
-                {FieldPath("leases", lease.lease_id).to_api_repr(): firestore.DELETE_FIELD},
-            )
+        # The lease's hold, if any, is left in its account's state: the invocation died, maybe
+        # inside its broker call, so its order's fate is unknown (`execution.account_state`).
         try:
             with store_errors("sweep expiry"):
                 batch.commit(**self._policy.kwargs())

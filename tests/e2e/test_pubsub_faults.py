@@ -177,3 +177,36 @@ def test_a_killed_instance_mid_broker_call_never_places_twice_and_never_blocks_t
     assert orders_for(broker, doomed) == 1
     # The dead lease blocks the account for at most one TTL, plus the retry backoff.
     assert unblocked_after < TTL_SECONDS + 3 * channel.redelivery_interval_seconds
+
+
+def recorded(db: firestore.Client, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The reservation once released with a terminal outcome."""
+    doc = reservation(db, payload)
+    terminal = doc.get("outcome") in {"placed", "rejected", "halted", "stale", "dry_run"}
+    return doc if doc.get("status") == "released" and terminal else None
+
+
+def test_an_order_whose_answer_was_lost_keeps_counting_against_the_daily_limit_until_found(
+    channel: PushChannel, broker: AlpacaSandbox, db: firestore.Client
+) -> None:
+    account = unique("acct")
+    db.collection("tenants", TENANT, "accounts").document(account).set({"max_daily_orders": 1})
+    lost = intent(broker_account_id=account)
+    second = intent(broker_account_id=account)
+    # The broker takes the order and its answer never comes in time; then the redeliveries'
+    # lookups fail for a while, so the order's fate stays unknown across several attempts.
+    broker.inject("POST", alpaca_sandbox.hang_after_accept(seconds=3))
+    broker.inject("GET", *[alpaca_sandbox.status(503, "upstream unavailable")] * 3)
+
+    channel.publish(lost)
+    channel.publish(second)
+
+    found = wait_until(lambda: placed(db, lost), timeout=WAIT, what="the lost order to be found")
+    refused = wait_until(lambda: recorded(db, second), timeout=WAIT, what="the second to end")
+    ours = {payload_client_order_id(lost), payload_client_order_id(second)}
+    assert found["broker_order_id"] == broker.orders[payload_client_order_id(lost)]["id"]
+    assert (refused["outcome"], refused["error"]) == (
+        "rejected",
+        "max_daily_orders_reached: 1 of 1 used today (UTC)",
+    )
+    assert sum(1 for coid in broker.orders if coid in ours) == 1

@@ -21,6 +21,7 @@ from execution.brokers.paper import PaperBroker
 from execution.cli import app
 from execution.cli.context import EXIT_PROBLEMS
 from execution.clock import system_clock
+from execution.errors import BrokerTransientError
 from execution.firestore.dead_letters import FirestoreDeadLetters
 from execution.firestore.support import CallPolicy
 from execution.intake import Delivery
@@ -194,3 +195,30 @@ def test_a_broker_that_does_not_answer_is_reported_and_the_records_are_still_tol
     assert told["broker"]["order"] is None
     assert told["broker"]["error"].startswith("BrokerTransientError")
     assert told["next_steps"][-1].startswith("The broker could not be asked")
+
+
+class AnswerLost(PaperBroker):
+    """The paper broker whose placement acts and then loses its answer (a timeout)."""
+
+    def place_order(self, order: Any) -> Any:
+        super().place_order(order)
+        raise BrokerTransientError("read timeout after the broker acted")
+
+
+def test_an_intent_whose_broker_answer_was_lost_is_told_as_still_counting_against_the_limits(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    intent = make_intent(tenant_id=unique("tenant"), created_at=datetime.now(UTC), qty=2)
+    db.collection("tenants", intent.tenant_id, "accounts").document(intent.broker_account_id).set(
+        {"max_position_qty": 10}
+    )
+    settings = fast_settings(firestore_timeout_seconds=PATIENT.timeout_seconds)
+    broker = AnswerLost(db, clock=system_clock, policy=PATIENT)
+    service = emulator_service(db, system_clock, settings=settings, broker=broker)
+    with pytest.raises(BrokerTransientError):
+        service.engine.execute_intent(intent)
+
+    told = story(cli, intent, "--no-broker")
+
+    assert told["reservation"]["outcome"] == "exception"
+    assert any("Still counts against the account's position" in s for s in told["next_steps"])

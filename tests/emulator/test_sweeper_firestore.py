@@ -154,20 +154,22 @@ def test_a_sweep_racing_a_take_over_does_not_overwrite_the_new_lease(
     assert status_of(db, request) == ("reserved", None)
 
 
-def test_expiry_frees_the_lease_from_the_accounts_inflight_document(
+def test_expiry_leaves_the_hold_of_a_lease_whose_order_may_exist_but_frees_its_budget(
     db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
 ) -> None:
     account = unique("acct")
     db.collection("tenants", "tenant-s", "accounts").document(account).set(
-        {"max_inflight_usd": 500}
+        {"max_inflight_usd": 50, "max_daily_orders": 2}
     )
-    reserve(manager, account)
+    request, handle = reserve(manager, account)
     clock.advance(TTL.total_seconds() + 1)
 
     sweeper(db, clock).sweep()
+    reserve(manager, account)  # the dead lease's 50 USD no longer count
 
-    leases = (inflight_ref(db, "tenant-s", account).get().to_dict() or {}).get("leases")
-    assert leases == {}
+    leases = (inflight_ref(db, "tenant-s", account).get().to_dict() or {}).get("leases") or {}
+    assert handle.lease_id in leases  # the invocation may have died inside its broker call
+    assert status_of(db, request) == ("expired", "expired")
 
 
 def test_a_late_release_by_the_same_lease_records_its_outcome_over_expired(

@@ -21,15 +21,17 @@ After every step:
   found lapsed.
 At the end (every process killed, leases lapsed, one clean sweep and one clean reconcile):
 no reservation is `reserved`, every broker order is recorded `placed` with its id (cancelled, or
-the repair saying why not, where its record had forbidden it), and every acked message is
-recorded terminal or dead-lettered. Two gaps found by the simulation are exempt while they are
-open (`FENCED_ACKS_ALLOWED`, `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`).
+the repair saying why not, where its record had forbidden it), no account state holds a count for
+an order of unknown fate (the reconciler settled each), and every acked message is recorded
+terminal or dead-lettered. The reconciler ends a hold only where the broker holds no order of its
+intent and no attempt of it can still reach the broker. Gaps found by the simulation are exempt
+while they are open (`FENCED_ACKS_ALLOWED`, `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`; both closed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from execution.models import ExecutionResult, Outcome
@@ -49,16 +51,14 @@ terminal; seed 149). The engine now retries such a delivery unless its order was
 Kept as a switch so that an invariant relaxed for a future gap has one place to be named."""
 
 
-UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = True
-"""A second known gap, reported to the lead (ARCHITECTURE "Limits hold at every instant"): an
-order whose placing attempt lost the broker's answer (a timeout or garbage after accept: released
-`exception`) or died before recording it (its lease lapses) stops counting against the account's
-limits, although the broker holds it, until a redelivery or the reconciler records it `placed`
-(likewise an order placed in time whose release comes after its lease lapsed); another intent
-admitted meanwhile takes the account past `max_daily_orders` or `max_position_qty` at the broker.
-While True, orders whose record was neither `placed` nor under a live lease when an intent was
-admitted are left out of that intent's broker-side count; set False and run
-`make simulate SEED=104` to watch one."""
+UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = False
+"""Closed (issue #12): an order whose placing attempt lost the broker's answer (released
+`exception`) or died before recording it (its lease lapsed) used to stop counting against the
+account's `max_daily_orders` and `max_position_qty` until it was recorded `placed`, so another
+intent could take the account past a limit at the broker (seed 104). Its hold now counts until
+its fate is known (`execution.account_state`). While True, orders whose record was neither
+`placed` nor under a live lease when an intent was admitted are left out of that intent's
+broker-side count."""
 
 
 class Violation(AssertionError):
@@ -78,6 +78,12 @@ class Origin:
     zombie: bool = False
     """Placed by a process paused inside the broker call past its lease: the design lets such
     a late order pass the limits (its record is then repaired), so the limits' count skips it."""
+
+
+def _only_the_hold_ended(before: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """Whether `doc` differs from `before` only in its hold, now ended (`counted_lease_id`)."""
+    changed = {name for name in before.keys() | doc.keys() if before.get(name) != doc.get(name)}
+    return changed == {"counted_lease_id"} and doc["counted_lease_id"] is None
 
 
 def reservation_path(key: tuple[str, str]) -> str:
@@ -231,6 +237,12 @@ class Invariants:
                     f"{doc.get('broker_order_id')} after the final reconcile"
                 )
             self._check_forbidden_order_cancelled(order_id, doc)
+        for path, state in self._world.db.view("execution_inflight").items():
+            if state.get("leases"):
+                raise Violation(
+                    f"{path} still holds {sorted(state['leases'])} after the final reconcile: "
+                    "a count kept for an unknown fate was never settled"
+                )
         self._check_acked(final=True)
 
     # -- the checks' parts -----------------------------------------------------------------
@@ -280,6 +292,9 @@ class Invariants:
             return
         if doc.get("repair") != before.get("repair"):
             return  # a settlement to the broker's order: `_check_names_own_order` judges it
+        if writer.kind == "reconcile" and _only_the_hold_ended(before, doc):
+            self._check_hold_release(path, before)
+            return
         if writer.kind == "sweep":
             if not (
                 before["status"] == "reserved"
@@ -362,6 +377,24 @@ class Invariants:
             raise Violation(
                 f"{writer.name} admitted {path}: {live:g} USD in flight on {tenant}/{account} "
                 f"over the budget of {limit:g}"
+            )
+
+    def _check_hold_release(self, path: str, before: dict[str, Any]) -> None:
+        """The reconciler ends an intent's hold only where the broker holds no order of it and
+        no attempt of it can still reach the broker."""
+        from tests.simulation.world import SETTINGS
+
+        key = key_of(path)
+        ordered = [order for order, origin in self.origins.items() if origin.key == key]
+        if ordered:
+            raise Violation(
+                f"the reconciler ended {path}'s hold although the broker holds {ordered}"
+            )
+        margin = timedelta(seconds=SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds)
+        if before["expires_at"] + margin > self._world.now:
+            raise Violation(
+                f"the reconciler ended {path}'s hold while lease {before['lease_id']} (until "
+                f"{before['expires_at'].isoformat()}) might still reach the broker"
             )
 
     def _check_names_own_order(self, path: str, doc: dict[str, Any]) -> None:

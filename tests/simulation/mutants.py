@@ -61,7 +61,7 @@ MUTANTS = (
     Mutant(
         "no lease check before the broker call",
         "execution.engine",
-        "ExecutionEngine._execute_held",
+        "ExecutionEngine._call_broker",
         (("self._check_lease_room(intent, handle)", "pass"),),
     ),
     Mutant(
@@ -70,11 +70,30 @@ MUTANTS = (
         "admit",
         (
             (
-                "_position(others, state.positions.get(lease.symbol, 0.0)",
-                "_position({}, state.positions.get(lease.symbol, 0.0)",
+                "others, state.positions.get(lease.symbol, 0.0), lease,",
+                "{}, state.positions.get(lease.symbol, 0.0), lease,",
             ),
         ),
         also_bound_in=("execution.firestore.reservations",),
+    ),
+    Mutant(
+        "a lapsed hold stops counting against position and daily orders",
+        "execution.account_state",
+        "admit",
+        (("for lid, held in state.leases.items()", "for lid, held in state.active(now).items()"),),
+        also_bound_in=("execution.firestore.reservations",),
+    ),
+    Mutant(
+        "a release of unknown fate ends its hold",
+        "execution.engine",
+        "ExecutionEngine._release",
+        (("fate_unknown=fate.unknown and outcome is not Outcome.PLACED", "fate_unknown=False"),),
+    ),
+    Mutant(
+        "the reconciler ends a hold without asking the broker",
+        "execution.broker_truth",
+        "BrokerTruth.settle_hold",
+        (("if record.counted_lease_id == hold.lease_id:", "if False:"),),
     ),
     Mutant(
         "client order id without the tenant",

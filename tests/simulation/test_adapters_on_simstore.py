@@ -70,7 +70,8 @@ def lifecycle(db: Any, tenant_id: str) -> dict[str, Any]:
     taken = acquired(manager.acquire(request(tenant_id, "taken")))
     acquired(manager.acquire(request(tenant_id, "lapsed")))
     failed = acquired(manager.acquire(request(tenant_id, "retried")))
-    failed.release(Outcome.EXCEPTION, error="boom")
+    # The broker's answer was lost: the lease ends, its hold stays until the fate is known.
+    failed.release(Outcome.EXCEPTION, error="boom", fate_unknown=True)
     clock.advance(TTL.total_seconds() + 1)
     acquired(manager.acquire(request(tenant_id, "taken"))).release(Outcome.REJECTED)
     # fenced: the newer lease ended the intent
@@ -134,7 +135,17 @@ def test_lifecycle_outcomes_on_the_simulated_store(sim_db: SimClient) -> None:
         "lapsed": ("expired", "expired", 1),
         "retried": ("reserved", None, 2),
     }
+    # The lapsed lease's invocation died, maybe inside its broker call: its hold stays (the
+    # reconciler settles it); the retried intent's new lease took its earlier hold over.
     assert docs[f"execution_inflight/{ACCOUNT}"]["leases"] == {
+        "lease:lapsed#1": {
+            "client_intent_id": "lapsed",
+            "amount_usd": 100.0,
+            "expires_at": docs["execution_reservations/lapsed"]["expires_at"],
+            "symbol": "AAPL",
+            "side": "buy",
+            "qty": 1.0,
+        },
         "lease:retried#2": {
             "client_intent_id": "retried",
             "amount_usd": 100.0,
@@ -142,7 +153,7 @@ def test_lifecycle_outcomes_on_the_simulated_store(sim_db: SimClient) -> None:
             "symbol": "AAPL",
             "side": "buy",
             "qty": 1.0,
-        }
+        },
     }
     assert result["sweep"] == (1, 1, 0, 0)
     assert (result["duplicate"], result["placed_today"], result["position"]) == (True, 1, 1.0)

@@ -542,7 +542,9 @@ class World:
                 self.note(f"{actor.name}: killed at the end")
         self.invariants.after_step()
         self.faults_on = False
-        self._advance(TTL_SECONDS + 1.0, "time passes")
+        # Past every lease and the last broker call it allowed: the reconciler settles every hold.
+        last_call = SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds
+        self._advance(TTL_SECONDS + last_call + 1.0, "time passes")
         for kind, body in (("sweep", self._sweep), ("reconcile", self._reconcile)):
             actor = self._spawn(kind, f"final-{kind}", body)
             while actor.state != "done":

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from execution.account_state import AccountLimits, AccountState, Admitted, Lease, Refused, admit
+from execution.account_state import (
+    AccountLimits,
+    AccountState,
+    Admitted,
+    Hold,
+    Lease,
+    Refused,
+    admit,
+)
 from execution.accounts import AccountRead, AccountSettings, AccountSource
 from execution.authority import Authority, KillSwitchSource
 from execution.broker_truth import BrokerTruth, VersionedRecord
@@ -202,6 +210,7 @@ class InMemoryReservationManager:
         outcome: Outcome,
         error: str | None,
         broker_order_id: str | None,
+        fate_unknown: bool = False,
     ) -> ReleaseResult:
         held = handle.record
         self.releases.append((held.lease_id, outcome, error, broker_order_id))
@@ -214,6 +223,8 @@ class InMemoryReservationManager:
             return ReleaseResult.FENCED
         if current.status is ReservationStatus.RELEASED:
             return ReleaseResult.RECORDED
+        # As the Firestore handle does: a hold whose fate is unknown keeps counting.
+        kept = current.counted_lease_id if fate_unknown else None
         self.records[key] = replace(
             current,
             status=ReservationStatus.RELEASED,
@@ -221,10 +232,15 @@ class InMemoryReservationManager:
             outcome=outcome,
             error=error,
             broker_order_id=broker_order_id,
+            counted_lease_id=kept,
         )
-        leases = self.inflight.get((held.tenant_id, held.broker_account_id))
-        if leases is not None:
-            leases.leases.pop(held.lease_id, None)
+        state = self.inflight.get((held.tenant_id, held.broker_account_id))
+        if state is not None and current.counted_lease_id in state.leases:
+            if kept is None:
+                del state.leases[current.counted_lease_id]
+            else:  # the lease ends (the budget is free); the hold stays
+                ended = replace(state.leases[current.counted_lease_id], expires_at=self.clock())
+                state.leases[current.counted_lease_id] = ended
         return ReleaseResult.RECORDED
 
     # The `ReservationRecords` port, for `BrokerTruth`: the record's version is the record itself.
@@ -247,7 +263,19 @@ class InMemoryReservationManager:
             error=None,
             released_at=current.record.released_at or now,
             repair=repair,
+            counted_lease_id=None,
         )
+        return True
+
+    def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
+        key = (current.record.tenant_id, current.record.client_intent_id)
+        if self.records.get(key) is not current.version:
+            return False
+        if current.record.counted_lease_id == hold.lease_id:
+            self.records[key] = replace(current.record, counted_lease_id=None)
+        state = self.inflight.get((hold.tenant_id, hold.broker_account_id))
+        if state is not None:
+            state.leases.pop(hold.lease_id, None)
         return True
 
 
@@ -280,8 +308,9 @@ class InMemoryHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
+        fate_unknown: bool = False,
     ) -> ReleaseResult:
-        return self._manager._release(self, outcome, error, broker_order_id)
+        return self._manager._release(self, outcome, error, broker_order_id, fate_unknown)
 
 
 def make_record(**overrides: Any) -> ReservationRecord:
@@ -367,6 +396,7 @@ class RaisingHandle:
         *,
         error: str | None = None,
         broker_order_id: str | None = None,
+        fate_unknown: bool = False,
     ) -> ReleaseResult:
         self.calls.append(outcome)
         raise self._error
@@ -616,6 +646,9 @@ class NoRecords:
     def record_order(
         self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
     ) -> bool:
+        return False
+
+    def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
         return False
 
 

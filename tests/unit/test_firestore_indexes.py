@@ -19,6 +19,7 @@ from google.cloud import firestore
 
 from execution.brokers.paper import paper_order_by_id_query, paper_orders_listing_query
 from execution.cli.queries import query_shapes
+from execution.firestore.account_state import account_states_query
 from execution.firestore.placed_records import (
     by_client_order_id_query,
     placed_since_all_tenants_query,
@@ -30,6 +31,7 @@ NOW = datetime(2026, 1, 5, tzinfo=UTC)
 
 QUERY_BUILDERS: dict[str, Callable[[firestore.Client], list[Any]]] = {
     "execution/firestore/sweeper_store.py": lambda db: [expired_leases_query(db, NOW)],
+    "execution/firestore/account_state.py": lambda db: [account_states_query(db)],
     "execution/cli/queries.py": lambda db: list(query_shapes(db, NOW).values()),
     "execution/firestore/placed_records.py": lambda db: [
         placed_since_all_tenants_query(db, NOW),

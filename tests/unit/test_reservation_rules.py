@@ -207,12 +207,12 @@ def refused(state: AccountState, new: Lease, **limits: float) -> str:
     return answer.reason
 
 
-def test_a_lease_that_fits_is_added_to_the_pruned_map() -> None:
-    state = AccountState({"a": lease("one", 400), "gone": lease("old", 900, expires_in=0)})
+def test_a_lease_that_fits_is_added_beside_the_holds_whose_fate_is_unknown() -> None:
+    state = AccountState({"a": lease("one", 400), "lapsed": lease("old", 900, expires_in=0)})
 
     answer = admitted(state, lease("two", 500), max_inflight_usd=1000)
 
-    assert set(answer.leases) == {"a", "new"}
+    assert set(answer.leases) == {"a", "lapsed", "new"}
 
 
 def test_a_lease_that_fills_the_budget_exactly_is_admitted() -> None:
@@ -258,7 +258,35 @@ def test_an_expired_lease_stops_counting_at_once() -> None:
         state, lease("two", 900, expires_in=600), T0 + timedelta(seconds=10), max_inflight_usd=1000
     )
 
-    assert set(answer.leases) == {"new"}
+    assert set(answer.leases) == {"a", "new"}  # its order's fate is still unknown
+
+
+def test_a_lapsed_hold_keeps_counting_against_the_position_until_its_fate_is_known() -> None:
+    state = AccountState({"a": lease("one", 100, expires_in=0, qty=2)})
+
+    with pytest.raises(LimitWaitError) as raised:
+        admit(
+            state,
+            now=T0 + timedelta(seconds=1),
+            lease_id="b",
+            lease=lease("two", 100, qty=2),
+            limits=AccountLimits(max_position_qty=3),
+        )
+
+    assert "1 of unknown fate" in str(raised.value)
+
+
+def test_a_lapsed_hold_keeps_counting_against_the_daily_orders_until_its_fate_is_known() -> None:
+    state = AccountState({"a": lease("one", 100, expires_in=0)})
+
+    with pytest.raises(LimitWaitError):
+        admit(
+            state,
+            now=T0 + timedelta(seconds=1),
+            lease_id="b",
+            lease=lease("two", 100),
+            limits=AccountLimits(max_daily_orders=1),
+        )
 
 
 def test_a_lapsed_lease_of_the_same_intent_is_replaced_not_counted_twice() -> None:
