@@ -29,7 +29,8 @@ from execution.cli.queries import (
     tenant_reservations_query,
 )
 from execution.cli.render import console, on_off, print_json, relative, table, when
-from execution.firestore.reservations import account_ref
+from execution.documents import AccountSettings, MalformedAccountError
+from execution.firestore.paths import account_ref
 from execution.reservations import ReservationStatus
 
 RESERVED = ReservationStatus.RESERVED.value
@@ -136,9 +137,7 @@ def _read(cli: CliContext, tenant: str | None, recent: int) -> Snapshot:
             accounts = {s.reference.path: s for s in db.get_all(refs, **cli.policy.kwargs())}
             for row, ref in zip(in_flight, refs, strict=True):
                 snap = accounts.get(ref.path)
-                document = (snap.to_dict() if snap is not None and snap.exists else None) or {}
-                budget = document.get("max_inflight_usd")
-                row.max_inflight_usd = float(budget) if budget is not None else None
+                row.max_inflight_usd = _budget(snap.to_dict() if snap is not None else None)
         outcomes: list[ReservationRow] | None
         problem = None
         try:
@@ -307,3 +306,11 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
 
 def _short(text: str, size: int = 160) -> str:
     return text if len(text) <= size else text[: size - 3] + "..."
+
+
+def _budget(document: dict[str, Any] | None) -> float | None:
+    """The account's in-flight budget; None where it sets none or cannot be read."""
+    try:
+        return AccountSettings.parse(document or {}).max_inflight_usd
+    except MalformedAccountError:
+        return None

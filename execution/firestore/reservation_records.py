@@ -12,8 +12,9 @@ from typing import Any
 from google.cloud import firestore
 
 from execution.broker_truth import VersionedRecord
+from execution.documents import reservation_from_document
 from execution.firestore.account_state import PlacedOrder, add_placed_order
-from execution.firestore.reservations import record_from_document, reservation_ref
+from execution.firestore.paths import reservation_ref
 from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationStatus
@@ -35,7 +36,7 @@ class FirestoreReservationRecords:
             )
         if not snap.exists:
             return None
-        return VersionedRecord(record_from_document(snap.to_dict() or {}), snap.update_time)
+        return VersionedRecord(reservation_from_document(snap.to_dict() or {}), snap.update_time)
 
     def record_order(
         self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
