@@ -93,7 +93,9 @@ StoredOutcome = Annotated[Outcome, _AS_VALUE]
 class StoredDocument(BaseModel):
     """A document's fields; operators may keep fields of their own on it, which are ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # `defer_build`: each model's validator is built on its first use, by the adapter that reads
+    # that kind, not when `import main` loads this module (the cold start pays for what it uses).
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     document_kind: ClassVar[str] = "stored"
     malformed: ClassVar[type[MalformedDocumentError]] = MalformedDocumentError
@@ -148,18 +150,21 @@ class ReservationDocument(StoredDocument):
     @classmethod
     def from_record(cls, record: ReservationRecord) -> ReservationDocument:
         """The document of `record`, live (no `purge_at`)."""
-        fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
-        return cls.parse(fields)
+        return cls.parse({name: getattr(record, name) for name in _RECORD_FIELDS})
 
     def to_record(self) -> ReservationRecord:
         """The record, free of storage fields."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ReservationRecord)}
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS}
         values["client_order_id"] = self.client_order_id or self.client_intent_id
         return ReservationRecord(**values)
 
     def to_document(self) -> dict[str, Any]:
         """Every field but `repair`, which an acquire's update must leave as it is."""
         return self.model_dump(exclude={"repair"})
+
+
+_RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(ReservationRecord))
+"""The record's fields: each is a field of the document, under the same name."""
 
 
 def reservation_from_document(data: Mapping[str, Any]) -> ReservationRecord:
