@@ -167,6 +167,24 @@ _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(ReservationRec
 """The record's fields: each is a field of the document, under the same name."""
 
 
+def ended_fields(
+    status: ReservationStatus,
+    outcome: Outcome,
+    *,
+    error: str | None,
+    released_at: datetime,
+    purge_at: datetime,
+) -> dict[str, Any]:
+    """The fields that end a lease (a release, an expiry, a repair); an update leaves the rest."""
+    return {
+        "status": status.value,
+        "outcome": outcome.value,
+        "error": error,
+        "released_at": released_at,
+        "purge_at": purge_at,
+    }
+
+
 def reservation_from_document(data: Mapping[str, Any]) -> ReservationRecord:
     """Parse a reservation document; raises `MalformedDocumentError`."""
     return ReservationDocument.parse(data).to_record()

@@ -12,7 +12,7 @@ from typing import Any
 from google.cloud import firestore
 
 from execution.broker_truth import VersionedRecord
-from execution.documents import reservation_from_document
+from execution.documents import ended_fields, reservation_from_document
 from execution.firestore.account_state import PlacedOrder, add_placed_order
 from execution.firestore.paths import reservation_ref
 from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
@@ -47,12 +47,14 @@ class FirestoreReservationRecords:
         batch.update(
             reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
             {
-                "status": ReservationStatus.RELEASED.value,
-                "outcome": Outcome.PLACED.value,
+                **ended_fields(
+                    ReservationStatus.RELEASED,
+                    Outcome.PLACED,
+                    error=None,
+                    released_at=rec.released_at or now,
+                    purge_at=now + self._retention,
+                ),
                 "broker_order_id": order.broker_order_id,
-                "error": None,
-                "released_at": rec.released_at or now,
-                "purge_at": now + self._retention,
                 "repair": repair,
             },
             option=self._db.write_option(last_update_time=current.version),

@@ -16,10 +16,10 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
-from google.cloud.firestore_v1.field_path import FieldPath
 
-from execution.documents import MalformedDocumentError, ReservationDocument
-from execution.firestore.paths import RESERVATIONS, inflight_ref
+from execution.documents import MalformedDocumentError, ReservationDocument, ended_fields
+from execution.firestore.account_state import end_lease
+from execution.firestore.paths import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
 from execution.reservations import ReservationStatus
@@ -69,20 +69,17 @@ class FirestoreExpiredLeases:
         batch = self._db.batch()
         batch.update(
             snap.reference,
-            {
-                "status": ReservationStatus.EXPIRED.value,
-                "outcome": Outcome.EXPIRED.value,
-                "error": "lease expired before release: the invocation died or lost the store",
-                "released_at": now,
-                "purge_at": now + self._retention,
-            },
+            ended_fields(
+                ReservationStatus.EXPIRED,
+                Outcome.EXPIRED,
+                error="lease expired before release: the invocation died or lost the store",
+                released_at=now,
+                purge_at=now + self._retention,
+            ),
             option=self._db.write_option(last_update_time=snap.update_time),
         )
         if ReservationDocument.parse(snap.to_dict() or {}).counts_against_budget:
-            batch.update(
-                inflight_ref(self._db, lease.tenant_id, lease.broker_account_id),
-                {FieldPath("leases", lease.lease_id).to_api_repr(): firestore.DELETE_FIELD},
-            )
+            end_lease(batch, self._db, lease.tenant_id, lease.broker_account_id, lease.lease_id)
         try:
             with store_errors("sweep expiry"):
                 batch.commit(**self._policy.kwargs())
