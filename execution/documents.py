@@ -117,14 +117,19 @@ class StoredDocument(BaseModel):
 # -- reservations -------------------------------------------------------------------------------
 
 
-class ReservationDocument(StoredDocument):
-    """`tenants/{tenant_id}/execution_reservations/{client_intent_id}` (contract fields)."""
+class ReservationKeys(StoredDocument):
+    """A reservation's ids alone: what a lookup of its owner reads (by client order id, say)."""
 
     document_kind = "reservation"
 
     tenant_id: Id
     broker_account_id: Id
     client_intent_id: Id
+
+
+class ReservationDocument(ReservationKeys):
+    """`tenants/{tenant_id}/execution_reservations/{client_intent_id}` (contract fields)."""
+
     symbol: Text = ""
     amount_usd: Amount = 0.0
     status: Status

@@ -37,7 +37,7 @@ from execution.cli.context import (
 )
 from execution.cli.queries import KillSwitchRow, kill_switches_query
 from execution.cli.render import console, on_off, print_json, relative, table
-from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationDocument
+from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationKeys
 from execution.firestore.paths import KILL_SWITCH, account_ref, kill_switch_ref, reservation_ref
 from execution.firestore.placed_records import FirestorePlacedRecords
 from execution.settings import AgentMode
@@ -275,7 +275,7 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
     def account_of(tenant: str, intent: str) -> str | None:
         snap = reservation_ref(db, tenant, intent).get(**cli.policy.kwargs())
         try:
-            return ReservationDocument.parse(snap.to_dict() or {}).broker_account_id
+            return ReservationKeys.parse(snap.to_dict() or {}).broker_account_id
         except MalformedDocumentError:
             return None
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from execution.documents import ReservationDocument, reservation_from_document
+from execution.documents import ReservationKeys, reservation_from_document
 from execution.firestore.paths import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
@@ -72,5 +72,5 @@ class FirestorePlacedRecords:
             )
         if not snaps:
             return None
-        record = ReservationDocument.parse(snaps[0].to_dict() or {})
+        record = ReservationKeys.parse(snaps[0].to_dict() or {})
         return record.tenant_id, record.client_intent_id

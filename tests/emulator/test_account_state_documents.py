@@ -10,6 +10,7 @@ admit an intent past the account's limits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -24,29 +25,33 @@ from tests.support.builders import FAST_POLICY, unique
 TTL = timedelta(seconds=30)
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+@dataclass
+class Rig:
+    """The real reservations adapter on the emulator, on a clock the test holds."""
+
+    db: firestore.Client
+    clock: FakeClock
+    manager: FirestoreReservationManager
 
 
 @pytest.fixture
-def manager(db: firestore.Client, clock: FakeClock) -> FirestoreReservationManager:
-    return FirestoreReservationManager(db, clock=clock, ttl=TTL, policy=FAST_POLICY)
+def rig(db: firestore.Client) -> Rig:
+    clock = FakeClock()
+    return Rig(db, clock, FirestoreReservationManager(db, clock=clock, ttl=TTL, policy=FAST_POLICY))
 
 
-def request_for(**overrides: Any) -> ReservationRequest:
-    fields: dict[str, Any] = {
-        "tenant_id": "tenant-d",
-        "broker_account_id": unique("acct"),
-        "client_intent_id": unique("intent"),
-        "symbol": "AAPL",
-        "amount_usd": 60.0,
-        "payload_hash": "hash-1",
-        "side": "buy",
-        "qty": 20.0,
-    }
-    fields.update(overrides)
-    return ReservationRequest(**fields)
+def buy(amount_usd: float, qty: float) -> ReservationRequest:
+    """A fresh intent of a fresh account (so no test sees another's state)."""
+    return ReservationRequest(
+        "tenant-d",
+        unique("acct"),
+        unique("intent"),
+        "AAPL",
+        amount_usd,
+        "hash-1",
+        side="buy",
+        qty=qty,
+    )
 
 
 def held(clock: FakeClock, amount_usd: float, qty: float = 1.0) -> dict[str, Any]:
@@ -84,52 +89,44 @@ def reservation_exists(db: firestore.Client, request: ReservationRequest) -> boo
 
 @pytest.mark.parametrize("amount", [math.nan, -1_000_000.0], ids=["NaN", "negative"])
 def test_a_held_amount_that_is_not_a_finite_non_negative_number_admits_nothing(
-    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock, amount: float
+    rig: Rig, amount: float
 ) -> None:
-    request = request_for()
+    request = buy(60.0, qty=1.0)
     # 60 held + 60 asked > 100: this intent must wait, whatever the damaged lease says.
-    state = store(
-        db,
-        request,
-        {"max_inflight_usd": 100.0},
-        {"leases": {"held-ok": held(clock, 60.0), "held-bad": held(clock, amount)}},
-    )
+    held_leases = {"held-ok": held(rig.clock, 60.0), "held-bad": held(rig.clock, amount)}
+    state = store(rig.db, request, {"max_inflight_usd": 100.0}, {"leases": held_leases})
     before = state.get().to_dict()
 
     with pytest.raises(ValueError) as raised:
-        manager.acquire(request)
+        rig.manager.acquire(request)
 
     assert "amount_usd" in str(raised.value)
-    assert reservation_exists(db, request) is False
+    assert reservation_exists(rig.db, request) is False
     assert str(state.get().to_dict()) == str(before)  # NaN != NaN: compare as written
 
 
-def test_a_position_that_is_not_finite_admits_nothing_past_the_position_limit(
-    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
-) -> None:
-    request = request_for(qty=20.0)  # 20 more shares where 10 is the most the account may hold
-    store(db, request, {"max_position_qty": 10.0}, {"positions": {"AAPL": math.nan}})
+def test_a_position_that_is_not_finite_admits_nothing_past_the_position_limit(rig: Rig) -> None:
+    request = buy(60.0, qty=20.0)  # 20 more shares where 10 is the most the account may hold
+    store(rig.db, request, {"max_position_qty": 10.0}, {"positions": {"AAPL": math.nan}})
 
     with pytest.raises(ValueError) as raised:
-        manager.acquire(request)
+        rig.manager.acquire(request)
 
     assert "positions.AAPL" in str(raised.value)
-    assert reservation_exists(db, request) is False
+    assert reservation_exists(rig.db, request) is False
 
 
-def test_a_state_with_finite_numbers_still_decides_as_before(
-    db: firestore.Client, manager: FirestoreReservationManager, clock: FakeClock
-) -> None:
-    request = request_for(amount_usd=30.0)
+def test_a_state_with_finite_numbers_still_decides_as_before(rig: Rig) -> None:
+    request = buy(30.0, qty=1.0)
     state = store(
-        db,
+        rig.db,
         request,
         {"max_inflight_usd": 100.0},
-        {"leases": {"held-ok": held(clock, 60.0)}, "positions": {"AAPL": 2}},
+        {"leases": {"held-ok": held(rig.clock, 60.0)}, "positions": {"AAPL": 2}},
     )
 
-    manager.acquire(request)
+    rig.manager.acquire(request)
 
-    assert reservation_exists(db, request) is True
+    assert reservation_exists(rig.db, request) is True
     leases = (state.get().to_dict() or {})["leases"]
     assert sorted(lease["amount_usd"] for lease in leases.values()) == [30.0, 60.0]

@@ -55,29 +55,30 @@ RESERVATION_CONTRACT = {
 }
 
 
+BASE = ReservationRecord(
+    tenant_id="t-1",
+    broker_account_id="a-1",
+    client_intent_id="i-1",
+    symbol="AAPL",
+    amount_usd=190.5,
+    status=ReservationStatus.RELEASED,
+    lease_id="lease-1",
+    attempt=2,
+    created_at=NOW,
+    expires_at=NOW + timedelta(minutes=10),
+    payload_hash="h",
+    released_at=NOW + timedelta(seconds=3),
+    outcome=Outcome.PLACED,
+    broker_order_id="o-1",
+    side="buy",
+    qty=1.0,
+    counts_against_budget=True,
+    client_order_id="coid-1",
+)
+
+
 def record(**overrides: Any) -> ReservationRecord:
-    fields: dict[str, Any] = {
-        "tenant_id": "t-1",
-        "broker_account_id": "a-1",
-        "client_intent_id": "i-1",
-        "symbol": "AAPL",
-        "amount_usd": 190.5,
-        "status": ReservationStatus.RELEASED,
-        "lease_id": "lease-1",
-        "attempt": 2,
-        "created_at": NOW,
-        "expires_at": NOW + timedelta(minutes=10),
-        "payload_hash": "h",
-        "released_at": NOW + timedelta(seconds=3),
-        "outcome": Outcome.PLACED,
-        "broker_order_id": "o-1",
-        "side": "buy",
-        "qty": 1.0,
-        "counts_against_budget": True,
-        "client_order_id": "coid-1",
-    }
-    fields.update(overrides)
-    return ReservationRecord(**fields)
+    return dataclasses.replace(BASE, **overrides)
 
 
 @pytest.fixture(scope="module")
