@@ -1,4 +1,5 @@
-"""The account-state document on Firestore: parse it, and stage the writes that change it.
+"""The account-state document on Firestore: the writes that change it (its model, and its one
+parse, are `execution.documents.AccountStateDocument`).
 
 `tenants/{tenant_id}/execution_inflight/{broker_account_id}` (see `execution.account_state` for
 why one document carries every limit)::

@@ -12,7 +12,7 @@ from datetime import datetime
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from execution.documents import ReservationKeys, reservation_from_document
+from execution.documents import MalformedDocumentError, ReservationKeys, reservation_from_document
 from execution.firestore.paths import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
@@ -55,7 +55,7 @@ class FirestorePlacedRecords:
             ):
                 try:
                     yield reservation_from_document(snap.to_dict() or {})
-                except ValueError as exc:  # a MalformedDocumentError
+                except MalformedDocumentError as exc:
                     emit(
                         logger,
                         "exec.reconcile.malformed_record",
