@@ -93,9 +93,10 @@ StoredOutcome = Annotated[Outcome, _AS_VALUE]
 class StoredDocument(BaseModel):
     """A document's fields; operators may keep fields of their own on it, which are ignored."""
 
-    # `defer_build`: each model's validator is built on its first use, by the adapter that reads
-    # that kind, not when `import main` loads this module (the cold start pays for what it uses).
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+    # Built at import, not deferred: pydantic's deferred build is not thread-safe (a concurrent
+    # first use can validate with the parent class's validator), and an instance serves
+    # concurrent requests. `import main` pays for every model once instead.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     document_kind: ClassVar[str] = "stored"
     malformed: ClassVar[type[MalformedDocumentError]] = MalformedDocumentError
