@@ -1,10 +1,10 @@
 """Every stored document kind as one pydantic model: its contract field names, types and bounds.
 
-Each model is the one way its document is read (`parse`) and written (`to_document`): the adapters,
-the command line and the tests go through it, so a field is named in one place. A document that
-does not fit its model raises `MalformedDocumentError`, a `ValueError` (what the callers catch
-already), whose message names the fields and the rules broken but never quotes a stored value.
-Where each document lives: `execution.firestore.paths`.
+Each model is the one way its document is read (`parse`) and written (`to_document`): the adapters
+and the command line go through it, so a field is named in one place. A document that does not
+fit its model raises `MalformedDocumentError`, a `ValueError` (what the callers catch already),
+whose message names the fields and the rules broken; it quotes no stored value, except the prices
+a quote's own check (`quote_problem`) names. Where each document lives: `execution.firestore.paths`.
 
 The models hold plain values (`datetime`, `str`, `float`): no storage type appears here.
 """

@@ -39,8 +39,7 @@ from google.cloud import firestore
 
 from execution.account_state import Admitted, Lease, Refused, admit
 from execution.clock import Clock
-from execution.documents import reservation_from_document as record_from_document
-from execution.documents import reservation_to_document as record_to_document
+from execution.documents import reservation_from_document, reservation_to_document
 from execution.errors import LimitWaitError, ReservationContentionError
 from execution.firestore.account_state import (
     PlacedOrder,
@@ -75,6 +74,10 @@ from execution.telemetry import emit
 logger = logging.getLogger(__name__)
 
 Snapshot = firestore.DocumentSnapshot[firestore.DocumentReference]
+
+# The names this adapter had for the document's one parse and write (bench and tests import them).
+record_from_document = reservation_from_document
+record_to_document = reservation_to_document
 
 
 @dataclass(frozen=True)
