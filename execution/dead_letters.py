@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from execution.documents import DeadLetterDocument
 from execution.intake import Delivery
 from execution.text import bounded_printable
 
@@ -36,21 +37,21 @@ class DeadLetters(Protocol):
 def dead_letter_fields(delivery: Delivery, reason: str, recorded_at: datetime) -> dict[str, Any]:
     """The dead-letter document for `delivery`: bounded and storable whatever it holds."""
     attributes = list(delivery.attributes.items())
-    return {
-        "message_id": delivery.message_label,
-        "reason": bounded_printable(reason, MAX_REASON_CHARS),
-        "data": delivery.data[:MAX_STORED_DATA_BYTES].decode("utf-8", "replace"),
-        "truncated": len(delivery.data) > MAX_STORED_DATA_BYTES,
-        "data_bytes": len(delivery.data),
-        "data_sha256": hashlib.sha256(delivery.data).hexdigest(),
-        "attributes": {
+    return DeadLetterDocument(
+        message_id=delivery.message_label,
+        reason=bounded_printable(reason, MAX_REASON_CHARS),
+        data=delivery.data[:MAX_STORED_DATA_BYTES].decode("utf-8", "replace"),
+        truncated=len(delivery.data) > MAX_STORED_DATA_BYTES,
+        data_bytes=len(delivery.data),
+        data_sha256=hashlib.sha256(delivery.data).hexdigest(),
+        attributes={
             stored_attribute_name(name): bounded_printable(value, MAX_ATTRIBUTE_VALUE_CHARS)
             for name, value in attributes[:MAX_ATTRIBUTES]
         },
-        "attributes_dropped": max(len(attributes) - MAX_ATTRIBUTES, 0),
-        "published_at": delivery.published_at,
-        "recorded_at": recorded_at,
-    }
+        attributes_dropped=max(len(attributes) - MAX_ATTRIBUTES, 0),
+        published_at=delivery.published_at,
+        recorded_at=recorded_at,
+    ).to_document()
 
 
 def stored_attribute_name(name: str) -> str:

@@ -22,11 +22,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from execution.brokers.matching import order_mismatch
 from execution.clock import Clock
+from execution.documents import PaperOrderDocument
 from execution.errors import BrokerRejectedError, BrokerTransientError, OrderNotCancelableError
+from execution.firestore.paths import PAPER_ORDERS as PAPER_ORDERS
+from execution.firestore.paths import paper_order_ref, tenant_collection
 from execution.firestore.support import UNAVAILABLE_ERRORS, CallPolicy, snapshot_data
 from execution.models import BrokerOrder, OrderRequest
 
-PAPER_ORDERS = "paper_orders"
 LIST_PAGE_SIZE = 500
 """Documents read per page of the listing."""
 
@@ -35,7 +37,7 @@ def paper_order_by_id_query(
     db: firestore.Client, tenant_id: str, broker_order_id: str
 ) -> firestore.Query:
     """The tenant's paper order with `broker_order_id` (an equality: the built-in index serves)."""
-    orders = db.collection("tenants", tenant_id, PAPER_ORDERS)
+    orders = tenant_collection(db, tenant_id, PAPER_ORDERS)
     return orders.where(filter=FieldFilter("broker_order_id", "==", broker_order_id)).limit(1)
 
 
@@ -82,12 +84,10 @@ class PaperBroker:
             submitted_at=self._clock(),
             filled_avg_price=price,
         )
-        doc = self._orders(order.tenant_id).document(order.client_order_id)
+        doc = paper_order_ref(self._db, order.tenant_id, order.client_order_id)
         try:
-            doc.create(
-                {**_document(filled), "broker_account_id": order.broker_account_id},
-                **self._policy.kwargs(),
-            )
+            document = PaperOrderDocument.from_order(filled, order.broker_account_id)
+            doc.create(document.to_document(), **self._policy.kwargs())
         except gexc.AlreadyExists:
             return self._existing(order)
         except UNAVAILABLE_ERRORS as exc:
@@ -100,11 +100,12 @@ class PaperBroker:
     ) -> BrokerOrder | None:
         """The paper order recorded under `client_order_id`, or None."""
         try:
-            snap = self._orders(tenant_id).document(client_order_id).get(**self._policy.kwargs())
+            ref = paper_order_ref(self._db, tenant_id, client_order_id)
+            snap = ref.get(**self._policy.kwargs())
         except UNAVAILABLE_ERRORS as exc:
             raise BrokerTransientError(f"paper broker store unavailable: {exc}") from exc
         data = snapshot_data(snap)
-        return None if data is None else _order(data)
+        return None if data is None else PaperOrderDocument.parse(data).to_order()
 
     def get_order(
         self, tenant_id: str, broker_account_id: str, broker_order_id: str
@@ -115,7 +116,7 @@ class PaperBroker:
             snaps = list(query.stream(**self._policy.kwargs()))
         except UNAVAILABLE_ERRORS as exc:
             raise BrokerTransientError(f"paper broker store unavailable: {exc}") from exc
-        return _order(snaps[0].to_dict() or {}) if snaps else None
+        return PaperOrderDocument.parse(snaps[0].to_dict() or {}).to_order() if snaps else None
 
     def list_orders(
         self, *, after: datetime, until: datetime | None = None
@@ -129,7 +130,7 @@ class PaperBroker:
                 snaps = list(page.stream(**self._policy.kwargs()))
             except UNAVAILABLE_ERRORS as exc:
                 raise BrokerTransientError(f"paper broker store unavailable: {exc}") from exc
-            yield from (_order(snap.to_dict() or {}) for snap in snaps)
+            yield from (PaperOrderDocument.parse(s.to_dict() or {}).to_order() for s in snaps)
             if len(snaps) < self._page_size:
                 return
             cursor = snaps[-1]
@@ -158,43 +159,6 @@ class PaperBroker:
             )
         return existing
 
-    def _orders(self, tenant_id: str) -> firestore.CollectionReference:
-        return self._db.collection("tenants", tenant_id, PAPER_ORDERS)
-
 
 def _new_order_id() -> str:
     return f"paper-{uuid.uuid4().hex}"
-
-
-def _document(order: BrokerOrder) -> dict[str, Any]:
-    return {
-        "broker_order_id": order.broker_order_id,
-        "client_order_id": order.client_order_id,
-        "symbol": order.symbol,
-        "side": order.side,
-        "qty": order.qty,
-        "order_type": order.order_type,
-        "limit_price": order.limit_price,
-        "time_in_force": order.time_in_force,
-        "status": order.status,
-        "filled_avg_price": order.filled_avg_price,
-        "submitted_at": order.submitted_at,
-    }
-
-
-def _order(data: dict[str, Any]) -> BrokerOrder:
-    limit = data.get("limit_price")
-    filled = data.get("filled_avg_price")
-    return BrokerOrder(
-        broker_order_id=data["broker_order_id"],
-        client_order_id=data["client_order_id"],
-        symbol=data["symbol"],
-        side=data["side"],
-        qty=float(data["qty"]),
-        status=data["status"],
-        filled_avg_price=None if filled is None else float(filled),
-        order_type=data.get("order_type", "market"),
-        limit_price=None if limit is None else float(limit),
-        time_in_force=data.get("time_in_force", "day"),
-        submitted_at=data.get("submitted_at"),
-    )

@@ -35,11 +35,11 @@ from execution.cli.context import (
     document_id,
     reports_errors,
 )
-from execution.cli.queries import KillSwitchRow, kill_switch_ref, kill_switches_query
+from execution.cli.queries import KillSwitchRow, kill_switches_query
 from execution.cli.render import console, on_off, print_json, relative, table
+from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationKeys
+from execution.firestore.paths import KILL_SWITCH, account_ref, kill_switch_ref, reservation_ref
 from execution.firestore.placed_records import FirestorePlacedRecords
-from execution.firestore.reservations import account_ref, reservation_ref
-from execution.firestore.switches import KILL_SWITCH
 from execution.settings import AgentMode
 
 app = typer.Typer(
@@ -233,7 +233,9 @@ def _write(
         updated_by=by or default_operator(cli.environ),
         updated_at=cli.clock(),
     )
-    fields = {k: getattr(row, k) for k in ("enabled", "reason", "updated_by", "updated_at")}
+    fields = KillSwitchDocument(
+        enabled=enabled, reason=reason, updated_by=row.updated_by, updated_at=row.updated_at
+    ).to_document()
     with cli.firestore_call("kill switch write"):
         if tenant is not None and account is not None:
             ref = account_ref(db, tenant, account)
@@ -272,8 +274,10 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
 
     def account_of(tenant: str, intent: str) -> str | None:
         snap = reservation_ref(db, tenant, intent).get(**cli.policy.kwargs())
-        account = (snap.to_dict() or {}).get("broker_account_id")
-        return account if isinstance(account, str) else None
+        try:
+            return ReservationKeys.parse(snap.to_dict() or {}).broker_account_id
+        except MalformedDocumentError:
+            return None
 
     def owner_of(client_order_id: str) -> Owner | None:
         return plain_owner(client_order_id) or owner_through_record(

@@ -21,72 +21,65 @@ docs/EMULATOR-FACTS.md, F2).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from execution.firestore.ledger import ledger_ref
-from execution.firestore.reservations import RESERVATIONS
+from execution.documents import (
+    DeadLetterDocument,
+    KillSwitchDocument,
+    MalformedDocumentError,
+    reservation_from_document,
+)
+from execution.firestore.paths import DEAD_LETTERS, LEDGER, OPS, RESERVATIONS, tenant_collection
 from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import expired_leases_query
-from execution.firestore.switches import KILL_SWITCH
 from execution.reservations import ReservationStatus
-
-DEAD_LETTERS = "execution_dead_letters"
-OPS = "ops"
 
 
 @dataclass(frozen=True)
 class ReservationRow:
-    """A reservation document as the command line shows it (tolerant of missing fields)."""
+    """A reservation document as the command line shows it; a malformed one still lists."""
 
     path: str
     tenant_id: str
-    broker_account_id: str
     client_intent_id: str
-    symbol: str
-    amount_usd: float
-    status: str
-    outcome: str | None
-    attempt: int
-    created_at: datetime | None
-    expires_at: datetime | None
-    released_at: datetime | None
-    error: str | None
-    broker_order_id: str | None
-    lease_id: str
-    client_order_id: str
+    broker_account_id: str = ""
+    symbol: str = ""
+    amount_usd: float = 0.0
+    status: str = ""
+    outcome: str | None = None
+    attempt: int = 1
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    released_at: datetime | None = None
+    error: str | None = None
+    broker_order_id: str | None = None
+    lease_id: str = ""
+    client_order_id: str = ""
     """What the broker knows the order by (the intent's id on records older than the field)."""
-    repair: dict[str, Any] | None
+    repair: dict[str, Any] | None = None
     """Set where the record was brought to what the broker holds."""
+    problem: str | None = None
+    """Why the document cannot be read; its fields beyond the path's ids are then blank."""
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> ReservationRow:
-        """Read the contract fields; a malformed document still lists, with blanks."""
-        data = snap.to_dict() or {}
-        parent = snap.reference.parent.parent
-        return cls(
-            path=snap.reference.path,
-            tenant_id=str(data.get("tenant_id") or (parent.id if parent else "")),
-            broker_account_id=str(data.get("broker_account_id") or ""),
-            client_intent_id=str(data.get("client_intent_id") or snap.id),
-            symbol=str(data.get("symbol") or ""),
-            amount_usd=float(data.get("amount_usd") or 0.0),
-            status=str(data.get("status") or ""),
-            outcome=data.get("outcome"),
-            attempt=int(data.get("attempt") or 1),
-            created_at=_time(data.get("created_at")),
-            expires_at=_time(data.get("expires_at")),
-            released_at=_time(data.get("released_at")),
-            error=data.get("error"),
-            broker_order_id=data.get("broker_order_id"),
-            lease_id=str(data.get("lease_id") or ""),
-            client_order_id=str(data.get("client_order_id") or data.get("client_intent_id") or ""),
-            repair=data.get("repair") if isinstance(data.get("repair"), dict) else None,
-        )
+        """Read the document through its model; a malformed one lists with its `problem`."""
+        path = snap.reference.path
+        try:
+            record = reservation_from_document(snap.to_dict() or {})
+        except MalformedDocumentError as exc:
+            parent = snap.reference.parent.parent
+            tenant_id = parent.id if parent is not None else ""
+            return cls(path=path, tenant_id=tenant_id, client_intent_id=snap.id, problem=str(exc))
+        shown = {f.name: getattr(record, f.name) for f in fields(cls) if hasattr(record, f.name)}
+        shown["status"] = record.status.value
+        shown["outcome"] = record.outcome.value if record.outcome else None
+        return cls(path=path, **shown)
 
     def is_stuck(self, now: datetime) -> bool:
         """Still `reserved` although its lease has lapsed: its invocation died."""
@@ -117,15 +110,12 @@ class KillSwitchRow:
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> KillSwitchRow:
         """Read a switch document; an absent one reads as off."""
-        data = (snap.to_dict() if snap.exists else None) or {}
+        switch = KillSwitchDocument.parse((snap.to_dict() if snap.exists else None) or {})
         parent = snap.reference.parent.parent
         return cls(
             path=snap.reference.path,
             tenant_id=parent.id if parent is not None else None,
-            enabled=bool(data.get("enabled")),
-            reason=data.get("reason"),
-            updated_by=data.get("updated_by"),
-            updated_at=_time(data.get("updated_at")),
+            **switch.model_dump(),
         )
 
     @property
@@ -157,28 +147,21 @@ class DeadLetterRow:
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> DeadLetterRow:
-        """Read a dead letter."""
-        data = snap.to_dict() or {}
+        """Read a dead letter; a malformed one lists with its problem as the reason."""
+        try:
+            letter = DeadLetterDocument.parse(snap.to_dict() or {})
+        except MalformedDocumentError as exc:
+            return cls(message_id=snap.id, reason=str(exc), recorded_at=None, data="")
         return cls(
-            message_id=str(data.get("message_id") or snap.id),
-            reason=str(data.get("reason") or ""),
-            recorded_at=_time(data.get("recorded_at")),
-            data=str(data.get("data") or ""),
+            message_id=letter.message_id or snap.id,
+            reason=letter.reason,
+            recorded_at=letter.recorded_at,
+            data=letter.data,
         )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return {k: json_ready(v) for k, v in asdict(self).items()}
-
-
-# -- document references -----------------------------------------------------------------------
-
-
-def kill_switch_ref(db: firestore.Client, tenant_id: str | None) -> firestore.DocumentReference:
-    """`ops/execution_kill_switch`, or `tenants/{tenant_id}/ops/execution_kill_switch`."""
-    if tenant_id is None:
-        return db.collection(OPS).document(KILL_SWITCH)
-    return db.collection("tenants", tenant_id, OPS).document(KILL_SWITCH)
 
 
 # -- query builders (each shape is listed in `query_shapes`) -----------------------------------
@@ -192,7 +175,7 @@ def tenant_reservations_query(
     status: str | None = None,
 ) -> firestore.Query:
     """One tenant's reservations, equality filters only (merged single-field indexes)."""
-    query = firestore.Query(db.collection("tenants", tenant_id, RESERVATIONS))
+    query = firestore.Query(tenant_collection(db, tenant_id, RESERVATIONS))
     if broker_account_id is not None:
         query = query.where(filter=FieldFilter("broker_account_id", "==", broker_account_id))
     if status is not None:
@@ -219,7 +202,7 @@ def recent_outcomes_query(db: firestore.Client, tenant_id: str | None = None) ->
     source: Any = (
         db.collection_group(RESERVATIONS)
         if tenant_id is None
-        else db.collection("tenants", tenant_id, RESERVATIONS)
+        else tenant_collection(db, tenant_id, RESERVATIONS)
     )
     query: firestore.Query = source.order_by("released_at", direction=firestore.Query.DESCENDING)
     return query
@@ -234,7 +217,7 @@ def ledger_of_intent_query(
     db: firestore.Client, tenant_id: str, client_intent_id: str
 ) -> firestore.Query:
     """A tenant's ledger entries written for one intent (one equality: an automatic index)."""
-    ledger = ledger_ref(db, tenant_id, "any").parent
+    ledger = tenant_collection(db, tenant_id, LEDGER)
     query: firestore.Query = ledger.where(
         filter=FieldFilter("client_intent_id", "==", client_intent_id)
     )
@@ -297,10 +280,6 @@ def read_pages(
         if len(page) < page_size:
             return
         after = page[-1]
-
-
-def _time(value: Any) -> datetime | None:
-    return value if isinstance(value, datetime) else None
 
 
 def json_ready(value: Any) -> Any:

@@ -9,11 +9,15 @@ Which query runs (see `execution.cli.queries` for their indexes):
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
 import typer
+from google.cloud import firestore
+from rich.table import Table
 from rich.text import Text
 
 from execution.cli.context import CliContext, document_id, reports_errors
@@ -66,6 +70,36 @@ def reservations(
 ) -> None:
     """List reservations (tenants/{tenant}/execution_reservations), as a table or --json."""
     cli: CliContext = ctx.obj
+    _check_options(tenant, account, status, stuck)
+    now = cli.clock()
+    with cli.firestore_call("reservations query"):
+        title, found = _read(cli, now, tenant=tenant, account=account, status=status, stuck=stuck)
+        rows = list(itertools.islice(found, limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if tenant is not None and not stuck:
+        # Equality-only queries come back in document-id order; newest first reads better.
+        rows.sort(key=lambda r: r.created_at.timestamp() if r.created_at else 0.0, reverse=True)
+    if json_output:
+        print_json([row.as_dict() for row in rows])
+        return
+    out = console()
+    if not rows:
+        out.print(f"{title}: none.", markup=False)
+        return
+    out.print(_table(title, rows, now, with_tenant=tenant is None))
+    shown = f"{len(rows)} shown"
+    if more:
+        shown += (
+            f"; more match: raise --limit (now {limit}) or narrow with --tenant/--account/--status"
+        )
+    out.print(shown, markup=False)
+
+
+def _check_options(
+    tenant: str | None, account: str | None, status: StatusChoice | None, stuck: bool
+) -> None:
+    """Refuse the combinations no query answers."""
     if stuck and status not in (None, StatusChoice.reserved):
         raise typer.BadParameter(
             "--stuck lists reserved leases only; drop --status", param_hint="--status"
@@ -75,81 +109,65 @@ def reservations(
             "account ids are per tenant: add --tenant (or use --stuck, which scans every tenant)",
             param_hint="--account",
         )
-    now = cli.clock()
-    db = cli.db()
-    with cli.firestore_call("reservations query"):
-        if stuck:
-            snaps = read_pages(
-                stuck_reservations_query(db, now),
-                cli.policy,
-                limit=limit + 1,
-                keep=lambda s: _matches(ReservationRow.from_snapshot(s), tenant, account),
-            )
-            title = "Stuck reservations (reserved past expires_at), oldest first"
-        elif tenant is not None:
-            snaps = read_pages(
-                tenant_reservations_query(
-                    db,
-                    tenant,
-                    broker_account_id=account,
-                    status=status.value if status else None,
-                ),
-                cli.policy,
-                limit=limit + 1,
-            )
-            title = f"Reservations of tenant {tenant}"
-        else:
-            chosen = (status or StatusChoice.reserved).value
-            snaps = read_pages(
-                reservations_by_status_query(db, chosen), cli.policy, limit=limit + 1
-            )
-            title = f"Reservations in status {chosen}, all tenants, soonest expiry first"
-        rows = [ReservationRow.from_snapshot(snap) for snap in snaps]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if tenant is not None and not stuck:
-        # Equality-only queries come back in document-id order; newest first reads better.
-        rows.sort(key=lambda r: r.created_at.timestamp() if r.created_at else 0.0, reverse=True)
 
-    if json_output:
-        print_json([row.as_dict() for row in rows])
-        return
-    out = console()
-    if not rows:
-        out.print(f"{title}: none.", markup=False)
-        return
-    # Narrow enough for a 100-column terminal: the tenant column is left out where --tenant
-    # names it (the title says it); --json has every field.
+
+def _read(
+    cli: CliContext,
+    now: datetime,
+    *,
+    tenant: str | None,
+    account: str | None,
+    status: StatusChoice | None,
+    stuck: bool,
+) -> tuple[str, Iterator[ReservationRow]]:
+    """The listing's title and its rows, read lazily page by page."""
+    db = cli.db()
+    if stuck:
+        found = _rows(stuck_reservations_query(db, now), cli)
+        rows = (row for row in found if _matches(row, tenant, account))
+        return "Stuck reservations (reserved past expires_at), oldest first", rows
+    if tenant is not None:
+        query = tenant_reservations_query(
+            db, tenant, broker_account_id=account, status=status.value if status else None
+        )
+        return f"Reservations of tenant {tenant}", _rows(query, cli)
+    chosen = (status or StatusChoice.reserved).value
+    title = f"Reservations in status {chosen}, all tenants, soonest expiry first"
+    return title, _rows(reservations_by_status_query(db, chosen), cli)
+
+
+def _rows(query: firestore.Query, cli: CliContext) -> Iterator[ReservationRow]:
+    return map(ReservationRow.from_snapshot, read_pages(query, cli.policy))
+
+
+def _table(title: str, rows: list[ReservationRow], now: datetime, *, with_tenant: bool) -> Table:
+    """Narrow enough for a 100-column terminal: the tenant column is left out where --tenant
+    names it (the title says it); --json has every field."""
     columns = ("account", "intent", "USD", "state", "attempt", "lease")
-    out.print(
-        table(
-            title,
-            columns if tenant is not None else ("tenant", *columns),
+    return table(
+        title,
+        ("tenant", *columns) if with_tenant else columns,
+        (
             (
-                (
-                    *(() if tenant is not None else (row.tenant_id,)),
-                    row.broker_account_id,
-                    row.client_intent_id,
-                    row.amount_usd,
-                    _state(row, now),
-                    row.attempt,
-                    _lease(row, now),
-                )
-                for row in rows
-            ),
-        )
+                *((row.tenant_id,) if with_tenant else ()),
+                row.broker_account_id,
+                row.client_intent_id,
+                row.amount_usd,
+                _state(row, now),
+                row.attempt,
+                _lease(row, now),
+            )
+            for row in rows
+        ),
     )
-    shown = f"{len(rows)} shown"
-    if more:
-        shown += (
-            f"; more match: raise --limit (now {limit}) or narrow with --tenant/--account/--status"
-        )
-    out.print(shown, markup=False)
 
 
 def _state(row: ReservationRow, now: datetime) -> Text:
     """`reserved`, `STUCK`, or `released: placed` / `expired: expired`; `(repaired)` where the
-    record was brought to what the broker holds (see `repair` in --json)."""
+    record was brought to what the broker holds (see `repair` in --json); `MALFORMED` where the
+    document cannot be read (its `problem` in --json)."""
+    if row.problem is not None:
+        return Text("MALFORMED", style="bold red")
     if row.is_stuck(now):
         return Text("STUCK", style="bold red")
     state = f"{row.status}: {row.outcome}" if row.outcome else row.status

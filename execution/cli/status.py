@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from google.api_core import exceptions as gexc
-from rich.console import Group
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.text import Text
 
@@ -29,7 +29,8 @@ from execution.cli.queries import (
     tenant_reservations_query,
 )
 from execution.cli.render import console, on_off, print_json, relative, table, when
-from execution.firestore.reservations import account_ref
+from execution.documents import AccountSettings, MalformedAccountError
+from execution.firestore.paths import account_ref
 from execution.reservations import ReservationStatus
 
 RESERVED = ReservationStatus.RESERVED.value
@@ -136,9 +137,7 @@ def _read(cli: CliContext, tenant: str | None, recent: int) -> Snapshot:
             accounts = {s.reference.path: s for s in db.get_all(refs, **cli.policy.kwargs())}
             for row, ref in zip(in_flight, refs, strict=True):
                 snap = accounts.get(ref.path)
-                document = (snap.to_dict() if snap is not None and snap.exists else None) or {}
-                budget = document.get("max_inflight_usd")
-                row.max_inflight_usd = float(budget) if budget is not None else None
+                row.max_inflight_usd = _budget(snap.to_dict() if snap is not None else None)
         outcomes: list[ReservationRow] | None
         problem = None
         try:
@@ -196,7 +195,15 @@ def _per_account(rows: list[ReservationRow], now: datetime) -> list[AccountInFli
 
 def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
     out = console()
-    now = snap.now
+    out.print(_overview(cli, snap))
+    out.print(switches_table(snap.switches, cli))
+    _print_in_flight(out, snap)
+    _print_outcomes(out, snap, tenant)
+    _print_dead_letters(out, snap)
+
+
+def _overview(cli: CliContext, snap: Snapshot) -> Panel:
+    """Where this shell points, its trading settings, and whether a kill switch halts."""
     halted = any(row.enabled for row in snap.switches) or cli.settings.execution_halted
     header = Text.assemble(
         ("project ", "bold"),
@@ -209,7 +216,7 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
         cli.pubsub_target,
         "  ",
         ("at ", "bold"),
-        when(now),
+        when(snap.now),
     )
     mode = Text.assemble(
         ("AGENT_MODE ", "bold"),
@@ -233,11 +240,11 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
         if halted
         else Text("Execution allowed by every kill switch", style="green")
     )
-    out.print(
-        Panel(Group(header, mode, note, verdict), title="execution status", title_align="left")
-    )
-    out.print(switches_table(snap.switches, cli))
+    return Panel(Group(header, mode, note, verdict), title="execution status", title_align="left")
 
+
+def _print_in_flight(out: Console, snap: Snapshot) -> None:
+    now = snap.now
     if snap.in_flight:
         out.print(
             table(
@@ -267,6 +274,9 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
     else:
         out.print("In flight: nothing reserved.", markup=False)
 
+
+def _print_outcomes(out: Console, snap: Snapshot, tenant: str | None) -> None:
+    now = snap.now
     if snap.outcomes is None:
         out.print(f"Recent outcomes: unavailable ({snap.outcomes_problem}).", markup=False)
     elif snap.outcomes:
@@ -290,6 +300,9 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
     else:
         out.print("Recent outcomes: none yet.", markup=False)
 
+
+def _print_dead_letters(out: Console, snap: Snapshot) -> None:
+    now = snap.now
     if snap.dead_letters:
         out.print(
             table(
@@ -307,3 +320,11 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
 
 def _short(text: str, size: int = 160) -> str:
     return text if len(text) <= size else text[: size - 3] + "..."
+
+
+def _budget(document: dict[str, Any] | None) -> float | None:
+    """The account's in-flight budget; None where it sets none or cannot be read."""
+    try:
+        return AccountSettings.parse(document or {}).max_inflight_usd
+    except MalformedAccountError:
+        return None

@@ -10,7 +10,7 @@ import typer
 from execution.cli.context import EXIT_PROBLEMS, CliContext, reports_errors
 from execution.cli.render import age, console, print_json, table
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
-from execution.sweeper import ExpiredLease, FoundLease, Sweeper
+from execution.sweeper import ExpiredLease, FoundLease, Sweeper, SweepReport
 
 PAGE_SIZE = 200
 
@@ -26,86 +26,92 @@ def sweep(
     """Expire reservations whose lease lapsed without a release (their invocation died)."""
     cli: CliContext = ctx.obj
     store = FirestoreExpiredLeases(cli.db(), policy=cli.policy)
-    now = cli.clock()
-    out = console()
-
     if dry_run:
-        with cli.firestore_call("sweep preview"), out.status("Looking for lapsed leases..."):
-            leases = _all_expired(store, now)
-        if json_output:
-            print_json(
-                {
-                    "dry_run": True,
-                    "would_expire": len(leases),
-                    "leases": [
-                        {
-                            "path": lease.path,
-                            "tenant_id": lease.tenant_id,
-                            "broker_account_id": lease.broker_account_id,
-                            "client_intent_id": lease.client_intent_id,
-                            "attempt": lease.attempt,
-                            "expires_at": lease.expires_at.isoformat(),
-                        }
-                        for lease in leases
-                    ],
-                }
-            )
-            return
-        if leases:
-            out.print(
-                table(
-                    "Would expire (dry run: nothing changed)",
-                    ("tenant", "account", "client_intent_id", "attempt", "lapsed for"),
-                    (
-                        (
-                            lease.tenant_id,
-                            lease.broker_account_id,
-                            lease.client_intent_id,
-                            lease.attempt,
-                            age((now - lease.expires_at).total_seconds()),
-                        )
-                        for lease in leases
-                    ),
-                )
-            )
-        out.print(f"Dry run: {len(leases)} lapsed lease(s) would be expired.", markup=False)
+        _preview(cli, store, json_output=json_output)
         return
-
     sweeper = Sweeper(
         store,
         clock=cli.clock,
         page_size=PAGE_SIZE,
         deadline_seconds=cli.settings.sweep_deadline_seconds,
     )
-    with cli.firestore_call("sweep"), out.status("Sweeping lapsed leases..."):
-        report = sweeper.sweep(now)
+    with cli.firestore_call("sweep"), console().status("Sweeping lapsed leases..."):
+        report = sweeper.sweep(cli.clock())
     if json_output:
         print_json(report.as_dict())
     else:
-        out.print(
-            table(
-                "Sweep report",
-                ("scanned", "expired", "skipped", "errors", "oldest lapsed", "complete"),
-                [
-                    (
-                        report.scanned,
-                        report.expired,
-                        report.skipped,
-                        report.errors,
-                        age(report.oldest_age_seconds)
-                        if report.oldest_age_seconds is not None
-                        else "",
-                        "yes" if report.complete else "no (deadline; run again)",
-                    )
-                ],
-            )
-        )
-        for path in report.expired_ids:
-            out.print(f"expired {path}", markup=False)
-        for path in report.error_ids:
-            out.print(f"error   {path} (unreadable or not written; see the logs)", markup=False)
+        _print_report(report)
     if report.errors:
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _preview(cli: CliContext, store: FirestoreExpiredLeases, *, json_output: bool) -> None:
+    """List what a sweep would expire now, changing nothing."""
+    now = cli.clock()
+    out = console()
+    with cli.firestore_call("sweep preview"), out.status("Looking for lapsed leases..."):
+        leases = _all_expired(store, now)
+    if json_output:
+        print_json(
+            {
+                "dry_run": True,
+                "would_expire": len(leases),
+                "leases": [
+                    {
+                        "path": lease.path,
+                        "tenant_id": lease.tenant_id,
+                        "broker_account_id": lease.broker_account_id,
+                        "client_intent_id": lease.client_intent_id,
+                        "attempt": lease.attempt,
+                        "expires_at": lease.expires_at.isoformat(),
+                    }
+                    for lease in leases
+                ],
+            }
+        )
+        return
+    if leases:
+        out.print(
+            table(
+                "Would expire (dry run: nothing changed)",
+                ("tenant", "account", "client_intent_id", "attempt", "lapsed for"),
+                (
+                    (
+                        lease.tenant_id,
+                        lease.broker_account_id,
+                        lease.client_intent_id,
+                        lease.attempt,
+                        age((now - lease.expires_at).total_seconds()),
+                    )
+                    for lease in leases
+                ),
+            )
+        )
+    out.print(f"Dry run: {len(leases)} lapsed lease(s) would be expired.", markup=False)
+
+
+def _print_report(report: SweepReport) -> None:
+    out = console()
+    out.print(
+        table(
+            "Sweep report",
+            ("scanned", "expired", "skipped", "errors", "oldest lapsed", "complete"),
+            [
+                (
+                    report.scanned,
+                    report.expired,
+                    report.skipped,
+                    report.errors,
+                    age(report.oldest_age_seconds) if report.oldest_age_seconds is not None else "",
+                    "yes" if report.complete else "no (deadline; run again)",
+                )
+            ],
+        )
+    )
+    for path in report.expired_ids:
+        out.print(f"expired {path}", markup=False)
+    for path in report.error_ids:
+        out.print(f"error   {path} (unreadable or not written; see the logs)", markup=False)
 
 
 def _all_expired(store: FirestoreExpiredLeases, now: datetime) -> list[ExpiredLease]:

@@ -1,4 +1,5 @@
-"""The account-state document on Firestore: parse it, and stage the writes that change it.
+"""The account-state document on Firestore: the writes that change it (its model, and its one
+parse, are `execution.documents.AccountStateDocument`).
 
 `tenants/{tenant_id}/execution_inflight/{broker_account_id}` (see `execution.account_state` for
 why one document carries every limit)::
@@ -24,25 +25,19 @@ from typing import Any
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
-from pydantic import ValidationError
 
-from execution.account_state import AccountLimits, AccountState, Admitted, Hold, Lease, utc_day
-from execution.accounts import AccountSettings
+from execution.account_state import AccountLimits, Admitted, Hold, utc_day
+from execution.documents import AccountSettings, MalformedAccountError, leases_to_document
+from execution.documents import state_from_document as state_from_document
+from execution.firestore.paths import INFLIGHT as INFLIGHT
+from execution.firestore.paths import inflight_ref
 from execution.models import Outcome
 from execution.reservations import ReservationRecord
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
 
-INFLIGHT = "execution_inflight"
 Snapshot = firestore.DocumentSnapshot[firestore.DocumentReference]
-
-
-def inflight_ref(
-    db: firestore.Client, tenant_id: str, broker_account_id: str
-) -> firestore.DocumentReference:
-    """`tenants/{tenant_id}/execution_inflight/{broker_account_id}`: the account's state."""
-    return db.collection("tenants", tenant_id, INFLIGHT).document(broker_account_id)
 
 
 def account_states_query(db: firestore.Client) -> firestore.Query:
@@ -56,49 +51,14 @@ def limits_from_account(data: dict[str, Any] | None) -> AccountLimits | None:
     if data is None:
         return AccountLimits()
     try:
-        settings = AccountSettings.model_validate(data)
-    except ValidationError:
+        settings = AccountSettings.parse(data)
+    except MalformedAccountError:
         return None
     return AccountLimits(
         max_inflight_usd=settings.max_inflight_usd,
         max_daily_orders=settings.max_daily_orders,
         max_position_qty=settings.max_position_qty,
     )
-
-
-def state_from_document(data: dict[str, Any] | None) -> AccountState:
-    """Parse an account-state document (absent: empty)."""
-    data = data or {}
-    return AccountState(
-        leases={
-            lease_id: Lease(
-                client_intent_id=entry["client_intent_id"],
-                amount_usd=float(entry["amount_usd"]),
-                expires_at=entry["expires_at"],
-                symbol=str(entry.get("symbol") or ""),
-                side=str(entry.get("side") or ""),
-                qty=float(entry.get("qty") or 0.0),
-            )
-            for lease_id, entry in (data.get("leases") or {}).items()
-        },
-        positions={symbol: float(qty) for symbol, qty in (data.get("positions") or {}).items()},
-        placed_orders={day: int(n) for day, n in (data.get("placed_orders") or {}).items()},
-    )
-
-
-def leases_to_document(leases: dict[str, Lease]) -> dict[str, Any]:
-    """The `leases` map for an account-state document."""
-    return {
-        lease_id: {
-            "client_intent_id": lease.client_intent_id,
-            "amount_usd": lease.amount_usd,
-            "expires_at": lease.expires_at,
-            "symbol": lease.symbol,
-            "side": lease.side,
-            "qty": lease.qty,
-        }
-        for lease_id, lease in leases.items()
-    }
 
 
 def stage_admission(

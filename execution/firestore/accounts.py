@@ -6,8 +6,8 @@ from typing import Any
 
 from google.cloud import firestore
 
-from execution.accounts import AccountSettings, parse_account_settings
-from execution.firestore.reservations import account_ref
+from execution.documents import AccountSettings
+from execution.firestore.paths import account_ref
 from execution.firestore.support import CallPolicy, snapshot_data, store_errors
 
 
@@ -16,7 +16,7 @@ def account_from_document(data: dict[str, Any] | None) -> AccountSettings | None
 
     Raises `MalformedAccountError` where the document is malformed.
     """
-    return None if data is None else parse_account_settings(data)
+    return None if data is None else AccountSettings.parse(data)
 
 
 class FirestoreAccountSource:

@@ -6,10 +6,9 @@ from google.cloud import firestore
 
 from execution.clock import Clock
 from execution.dead_letters import dead_letter_fields
+from execution.firestore.paths import dead_letter_ref
 from execution.firestore.support import CallPolicy, store_errors
 from execution.intake import Delivery
-
-DEAD_LETTERS = "execution_dead_letters"
 
 
 class FirestoreDeadLetters:
@@ -22,6 +21,6 @@ class FirestoreDeadLetters:
 
     def record(self, delivery: Delivery, reason: str) -> None:
         """Upsert the dead letter for `delivery`."""
-        doc = self._db.collection(DEAD_LETTERS).document(delivery.dead_letter_id)
+        doc = dead_letter_ref(self._db, delivery.dead_letter_id)
         with store_errors("dead letter write"):
             doc.set(dead_letter_fields(delivery, reason, self._clock()), **self._policy.kwargs())

@@ -12,7 +12,8 @@ from datetime import datetime
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from execution.firestore.reservations import RESERVATIONS, record_from_document
+from execution.documents import MalformedDocumentError, ReservationKeys, reservation_from_document
+from execution.firestore.paths import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
 from execution.reservations import ReservationRecord
@@ -53,8 +54,8 @@ class FirestorePlacedRecords:
                 **self._policy.kwargs()
             ):
                 try:
-                    yield record_from_document(snap.to_dict() or {})
-                except (KeyError, TypeError, ValueError) as exc:
+                    yield reservation_from_document(snap.to_dict() or {})
+                except MalformedDocumentError as exc:
                     emit(
                         logger,
                         "exec.reconcile.malformed_record",
@@ -71,5 +72,5 @@ class FirestorePlacedRecords:
             )
         if not snaps:
             return None
-        data = snaps[0].to_dict() or {}
-        return str(data["tenant_id"]), str(data["client_intent_id"])
+        record = ReservationKeys.parse(snaps[0].to_dict() or {})
+        return record.tenant_id, record.client_intent_id

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
 
+from execution.documents import MalformedDocumentError, QuoteDocument
+from execution.firestore.paths import quote_ref as quote_ref
 from execution.firestore.support import CallPolicy, snapshot_data, store_errors
-from execution.routing import Quote, quote_problem
+from execution.routing import Quote
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
-
-QUOTES = "market_quotes"
-
-
-def quote_ref(db: firestore.Client, symbol: str) -> firestore.DocumentReference:
-    """`market_quotes/{symbol}`."""
-    return db.collection(QUOTES).document(symbol)
 
 
 def quote_from_document(symbol: str, data: dict[str, Any] | None) -> Quote | None:
@@ -31,21 +25,11 @@ def quote_from_document(symbol: str, data: dict[str, Any] | None) -> Quote | Non
     """
     if not data:
         return None
-    problem = _document_problem(data)
-    if problem is not None:
-        emit(logger, "exec.quote.malformed", logging.WARNING, symbol=symbol, problem=problem)
+    try:
+        return QuoteDocument.parse(data).to_quote(symbol)
+    except MalformedDocumentError as exc:
+        emit(logger, "exec.quote.malformed", logging.WARNING, symbol=symbol, problem=str(exc))
         return None
-    return Quote(symbol=symbol, bid=float(data["bid"]), ask=float(data["ask"]), ts=data["ts"])
-
-
-def _document_problem(data: dict[str, Any]) -> str | None:
-    for name in ("bid", "ask"):
-        value = data.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"{name} is {type(value).__name__}, not a number"
-    if not isinstance(data.get("ts"), datetime):
-        return f"ts is {type(data.get('ts')).__name__}, not a timestamp"
-    return quote_problem(float(data["bid"]), float(data["ask"]))
 
 
 class FirestoreQuoteSource:

@@ -14,6 +14,7 @@ from google.cloud import firestore
 
 from execution.account_state import Hold
 from execution.broker_truth import VersionedRecord
+from execution.documents import ended_fields, reservation_from_document
 from execution.firestore.account_state import (
     PlacedOrder,
     account_states_query,
@@ -21,7 +22,7 @@ from execution.firestore.account_state import (
     end_lease,
     holds_in,
 )
-from execution.firestore.reservations import record_from_document, reservation_ref
+from execution.firestore.paths import reservation_ref
 from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationStatus
@@ -43,7 +44,7 @@ class FirestoreReservationRecords:
             )
         if not snap.exists:
             return None
-        return VersionedRecord(record_from_document(snap.to_dict() or {}), snap.update_time)
+        return VersionedRecord(reservation_from_document(snap.to_dict() or {}), snap.update_time)
 
     def record_order(
         self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
@@ -54,12 +55,14 @@ class FirestoreReservationRecords:
         batch.update(
             reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
             {
-                "status": ReservationStatus.RELEASED.value,
-                "outcome": Outcome.PLACED.value,
+                **ended_fields(
+                    ReservationStatus.RELEASED,
+                    Outcome.PLACED,
+                    error=None,
+                    released_at=rec.released_at or now,
+                    purge_at=now + self._retention,
+                ),
                 "broker_order_id": order.broker_order_id,
-                "error": None,
-                "released_at": rec.released_at or now,
-                "purge_at": now + self._retention,
                 "repair": repair,
                 "counted_lease_id": None,
             },

@@ -39,16 +39,20 @@ from google.cloud import firestore
 
 from execution.account_state import Admitted, Lease, Refused, admit
 from execution.clock import Clock
+from execution.documents import reservation_from_document, reservation_to_document
 from execution.errors import LimitWaitError, ReservationContentionError
 from execution.firestore.account_state import (
-    INFLIGHT,
     limits_from_account,
     log_kept_hold,
     stage_admission,
     stage_attempt_end,
     state_from_document,
 )
-from execution.firestore.account_state import inflight_ref as inflight_ref  # the sweeper's import
+from execution.firestore.paths import RESERVATIONS as RESERVATIONS
+from execution.firestore.paths import account_path, inflight_path
+from execution.firestore.paths import account_ref as account_ref
+from execution.firestore.paths import inflight_ref as inflight_ref
+from execution.firestore.paths import reservation_ref as reservation_ref
 from execution.firestore.staged_writes import StagedWrites
 from execution.firestore.support import RACE_ERRORS, CallPolicy, jitter_sleep, store_errors
 from execution.models import Outcome
@@ -68,23 +72,11 @@ from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
 
-RESERVATIONS = "execution_reservations"
 Snapshot = firestore.DocumentSnapshot[firestore.DocumentReference]
-ACCOUNTS = "accounts"
 
-
-def reservation_ref(
-    db: firestore.Client, tenant_id: str, client_intent_id: str
-) -> firestore.DocumentReference:
-    """`tenants/{tenant_id}/execution_reservations/{client_intent_id}`."""
-    return db.collection("tenants", tenant_id, RESERVATIONS).document(client_intent_id)
-
-
-def account_ref(
-    db: firestore.Client, tenant_id: str, broker_account_id: str
-) -> firestore.DocumentReference:
-    """`tenants/{tenant_id}/accounts/{broker_account_id}`."""
-    return db.collection("tenants", tenant_id, ACCOUNTS).document(broker_account_id)
+# The names this adapter had for the document's one parse and write (bench and tests import them).
+record_from_document = reservation_from_document
+record_to_document = reservation_to_document
 
 
 @dataclass(frozen=True)
@@ -101,63 +93,6 @@ def budget_refs(
     """The account and in-flight documents of one account, in `BudgetRead` order."""
     return account_ref(db, tenant_id, broker_account_id), inflight_ref(
         db, tenant_id, broker_account_id
-    )
-
-
-def record_to_document(record: ReservationRecord) -> dict[str, Any]:
-    """The document fields for `record` (contract names)."""
-    return {
-        "tenant_id": record.tenant_id,
-        "broker_account_id": record.broker_account_id,
-        "client_intent_id": record.client_intent_id,
-        "symbol": record.symbol,
-        "amount_usd": record.amount_usd,
-        "status": record.status.value,
-        "lease_id": record.lease_id,
-        "attempt": record.attempt,
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-        "released_at": record.released_at,
-        "outcome": record.outcome.value if record.outcome else None,
-        "error": record.error,
-        "broker_order_id": record.broker_order_id,
-        "payload_hash": record.payload_hash,
-        "side": record.side,
-        "qty": record.qty,
-        "counts_against_budget": record.counts_against_budget,
-        "counted_lease_id": record.counted_lease_id,
-        "client_order_id": record.client_order_id,
-        # Only finished reservations are purged (TTL policy on this field); a live one has none.
-        "purge_at": None,
-    }
-
-
-def record_from_document(data: dict[str, Any]) -> ReservationRecord:
-    """Parse a reservation document."""
-    outcome = data.get("outcome")
-    return ReservationRecord(
-        tenant_id=data["tenant_id"],
-        broker_account_id=data["broker_account_id"],
-        client_intent_id=data["client_intent_id"],
-        symbol=data.get("symbol", ""),
-        amount_usd=float(data.get("amount_usd") or 0.0),
-        status=ReservationStatus(data["status"]),
-        lease_id=data["lease_id"],
-        attempt=int(data.get("attempt", 1)),
-        created_at=data["created_at"],
-        expires_at=data["expires_at"],
-        payload_hash=data.get("payload_hash", ""),
-        released_at=data.get("released_at"),
-        outcome=Outcome(outcome) if outcome else None,
-        error=data.get("error"),
-        broker_order_id=data.get("broker_order_id"),
-        side=str(data.get("side") or ""),
-        qty=float(data.get("qty") or 0.0),
-        counts_against_budget=bool(data.get("counts_against_budget", False)),
-        counted_lease_id=_counted_lease_id(data),
-        # Before tenant-safe ids, the broker was sent the intent's own id.
-        client_order_id=data.get("client_order_id") or data["client_intent_id"],
-        repair=data.get("repair"),
     )
 
 
@@ -571,26 +506,15 @@ class FirestoreReservationHandle:
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
 
 
-def _counted_lease_id(data: dict[str, Any]) -> str | None:
-    """The record's hold; a record written before holds outlived their lease names none unless
-    its own counted lease is still `reserved` (every other one was ended when it was released)."""
-    if "counted_lease_id" in data:
-        held = data["counted_lease_id"]
-        return str(held) if held else None
-    counted = data.get("counts_against_budget") and data.get("status") == "reserved"
-    return str(data["lease_id"]) if counted else None
-
-
 def _new_lease_id() -> str:
     return uuid.uuid4().hex
 
 
 def _check_read_is_of(read: BudgetRead, request: ReservationRequest) -> None:
     """Refuse a read of another account's documents: the acquire would decide and write on them."""
-    tenant = f"tenants/{request.tenant_id}"
     expected = (
-        f"{tenant}/{ACCOUNTS}/{request.broker_account_id}",
-        f"{tenant}/{INFLIGHT}/{request.broker_account_id}",
+        account_path(request.tenant_id, request.broker_account_id),
+        inflight_path(request.tenant_id, request.broker_account_id),
     )
     found = (read.account.reference.path, read.inflight.reference.path)
     if found != expected:

@@ -17,7 +17,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from execution.firestore.reservations import RESERVATIONS
+from execution.documents import MalformedDocumentError, ReservationDocument, ended_fields
+from execution.firestore.paths import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
 from execution.reservations import ReservationStatus
@@ -67,13 +68,13 @@ class FirestoreExpiredLeases:
         batch = self._db.batch()
         batch.update(
             snap.reference,
-            {
-                "status": ReservationStatus.EXPIRED.value,
-                "outcome": Outcome.EXPIRED.value,
-                "error": "lease expired before release: the invocation died or lost the store",
-                "released_at": now,
-                "purge_at": now + self._retention,
-            },
+            ended_fields(
+                ReservationStatus.EXPIRED,
+                Outcome.EXPIRED,
+                error="lease expired before release: the invocation died or lost the store",
+                released_at=now,
+                purge_at=now + self._retention,
+            ),
             option=self._db.write_option(last_update_time=snap.update_time),
         )
         # The lease's hold, if any, is left in its account's state: the invocation died, maybe
@@ -88,47 +89,17 @@ class FirestoreExpiredLeases:
 
 def lease_from_snapshot(snap: firestore.DocumentSnapshot[Any]) -> FoundLease:
     """The lease a lapsed document holds, or an `UnreadableLease` saying what is wrong with it."""
-    data = snap.to_dict() or {}
     try:
-        return ExpiredLease(
-            path=snap.reference.path,
-            tenant_id=_text(data, "tenant_id"),
-            broker_account_id=_text(data, "broker_account_id"),
-            client_intent_id=_text(data, "client_intent_id"),
-            lease_id=_text(data, "lease_id"),
-            attempt=_attempt(data),
-            expires_at=_timestamp(data, "expires_at"),
-            token=snap,
-        )
-    except ValueError as exc:
+        document = ReservationDocument.parse(snap.to_dict() or {})
+    except MalformedDocumentError as exc:
         return UnreadableLease(path=snap.reference.path, problem=str(exc), token=snap)
-
-
-def _text(data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} is {_kind(value)}, not a non-empty string")
-    return value
-
-
-def _attempt(data: dict[str, Any]) -> int:
-    value = data.get("attempt")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"attempt is {_kind(value)}, not a whole number from 1")
-    return value
-
-
-def _timestamp(data: dict[str, Any], name: str) -> datetime:
-    value = data.get(name)
-    if not isinstance(value, datetime):
-        raise ValueError(f"{name} is {_kind(value)}, not a timestamp")
-    return value
-
-
-def _kind(value: object) -> str:
-    """A value described without quoting it (a document may hold anything, of any size)."""
-    if value is None:
-        return "missing or null"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{type(value).__name__} {value!r}"
-    return f"a {type(value).__name__}"
+    return ExpiredLease(
+        path=snap.reference.path,
+        tenant_id=document.tenant_id,
+        broker_account_id=document.broker_account_id,
+        client_intent_id=document.client_intent_id,
+        lease_id=document.lease_id,
+        attempt=document.attempt,
+        expires_at=document.expires_at,
+        token=snap,
+    )

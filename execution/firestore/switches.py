@@ -6,19 +6,16 @@ from typing import Any
 
 from google.cloud import firestore
 
+from execution.documents import KillSwitchDocument
+from execution.firestore.paths import kill_switch_ref
 from execution.firestore.support import CallPolicy, snapshot_data, store_errors
-
-KILL_SWITCH = "execution_kill_switch"
 
 
 def switch_refs(
     db: firestore.Client, tenant_id: str
 ) -> tuple[firestore.DocumentReference, firestore.DocumentReference]:
     """The global switch and `tenant_id`'s, in the order `engaged_switch` takes them."""
-    return (
-        db.collection("ops").document(KILL_SWITCH),
-        db.collection("tenants", tenant_id, "ops").document(KILL_SWITCH),
-    )
+    return kill_switch_ref(db, None), kill_switch_ref(db, tenant_id)
 
 
 def engaged_switch(
@@ -26,7 +23,7 @@ def engaged_switch(
 ) -> str | None:
     """`global`, `tenant` or None, from the two switch documents (None where absent)."""
     for name, data in (("global", global_data), ("tenant", tenant_data)):
-        if data is not None and bool(data.get("enabled")):
+        if data is not None and KillSwitchDocument.parse(data).enabled:
             return name
     return None
 

@@ -761,3 +761,59 @@ def test_kill_switch_on_and_off_answer_json_with_the_document_they_wrote(
     assert off_row["enabled"] is False
     stored = switch_doc(db, "tenant-j") or {}
     assert (stored["enabled"], stored["updated_by"]) == (False, "ops")
+
+
+# -- malformed documents: listed with their problem, never a crash -------------------------------
+
+
+def damage(db: firestore.Client, tenant_id: str, client_intent_id: str, **fields: Any) -> None:
+    """Overwrite fields of a stored reservation (an operator's hand edit, a bad migration)."""
+    db.collection("tenants", tenant_id, "execution_reservations").document(client_intent_id).update(
+        fields
+    )
+
+
+def test_reservations_lists_a_malformed_document_with_its_problem_beside_the_good_ones(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    good = live(db, "tenant-m")
+    bad = live(db, "tenant-m")
+    damage(db, "tenant-m", bad, amount_usd="lots", attempt="x")
+
+    result = cli("reservations", "--tenant", "tenant-m", "--json")
+
+    assert ids(result) == sorted([good, bad])
+    rows = {row["client_intent_id"]: row for row in json.loads(result.stdout)}
+    assert rows[good]["problem"] is None
+    problem = rows[bad]["problem"]
+    assert "amount_usd" in problem and "attempt" in problem
+    assert "lots" not in problem  # the fields and rules are named, a stored value never quoted
+    assert rows[bad]["tenant_id"] == "tenant-m"
+
+
+def test_reservations_table_marks_a_malformed_document(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    bad = live(db, "tenant-m2")
+    damage(db, "tenant-m2", bad, expires_at="tomorrow")
+
+    result = cli("reservations", "--tenant", "tenant-m2")
+
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if bad in line]
+    assert "MALFORMED" in row
+
+
+def test_status_shows_no_budget_for_an_account_whose_budget_is_malformed(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    db.collection("tenants", "tenant-b", "accounts").document("acct-1").set(
+        {"max_inflight_usd": "5k"}
+    )
+    live(db, "tenant-b", "acct-1")
+
+    result = cli("status", "--json")
+
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)["in_flight"]
+    assert (row["broker_account_id"], row["live"], row["max_inflight_usd"]) == ("acct-1", 1, None)

@@ -15,6 +15,7 @@ from execution.bootstrap import Service, bootstrap
 from execution.brokers.paper import PaperBroker
 from execution.client_order_ids import client_order_id_for, parse_plain
 from execution.clock import Clock
+from execution.firestore.paths import LEDGER, reservation_ref, tenant_collection
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, TradeIntent
 from execution.settings import Settings
@@ -154,7 +155,7 @@ def emulator_service(
 
 def ledger_entries(db: firestore.Client, tenant_id: str, client_intent_id: str) -> list[str]:
     """The broker order ids in the ledger for one intent: two would mean two orders placed."""
-    ledger = db.collection("tenants", tenant_id, "ledger_trades")
+    ledger = tenant_collection(db, tenant_id, LEDGER)
     return [
         snap.id
         for snap in ledger.where(
@@ -165,10 +166,6 @@ def ledger_entries(db: firestore.Client, tenant_id: str, client_intent_id: str) 
 
 def reservation(db: firestore.Client, tenant_id: str, client_intent_id: str) -> dict[str, Any]:
     """The reservation document as stored."""
-    snap = (
-        db.collection("tenants", tenant_id, "execution_reservations")
-        .document(client_intent_id)
-        .get()
-    )
+    snap = reservation_ref(db, tenant_id, client_intent_id).get()
     assert snap.exists, f"no reservation for {client_intent_id}"
     return snap.to_dict() or {}
