@@ -10,11 +10,14 @@ is current when its commit lands; races with other instances are still decided b
 preconditions and retried with jitter, as before.
 
 A turn is an optimisation, never a guarantee: the preconditions alone keep every limit. So a turn
-is waited for at most `timeout_seconds` (a holder paused or hung past it is not waited for) and
-then the writer goes ahead without it; with a timeout of 0 it never waits (a simulation that
-decides every interleaving itself must not block on a lock its parked actor holds). Locks are
-striped: a fixed number, shared by accounts whose keys hash alike, so memory stays bounded
-however many accounts an instance sees.
+is waited for at most `timeout_seconds` and then the writer goes ahead without it. Every holder
+ends within its own store deadlines, so the bound only matters for a process paused while
+holding; it is long (60 s) because a writer that stops waiting barges into the line and loses
+its races (a 64-intent burst on a loaded machine, with 10 s, sent 4 intents back for
+contention). With a timeout of 0 it never waits: a simulation that decides every interleaving
+itself must not block on a lock its parked actor holds. Locks are striped: a fixed number,
+shared by accounts whose keys hash alike, so memory stays bounded however many accounts an
+instance sees.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 DEFAULT_STRIPES = 64
-DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_TIMEOUT_SECONDS = 60.0
 
 
 class AccountTurns:

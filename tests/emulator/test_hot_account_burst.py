@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 from google.cloud import firestore
 
@@ -20,7 +21,7 @@ from execution.clock import system_clock
 from execution.errors import RetryableError
 from execution.firestore.reservations import inflight_ref
 from execution.firestore.support import CallPolicy
-from execution.models import TradeIntent
+from execution.models import ExecutionResult, TradeIntent
 from tests.support.builders import CountingBroker, emulator_service, fast_settings, make_intent
 
 BURST = 64
@@ -36,10 +37,10 @@ PATIENT = CallPolicy(timeout_seconds=10.0)
 SETTINGS = fast_settings(firestore_timeout_seconds=10.0)
 
 
-def answer_of(deliver: object) -> str:
+def answer_of(deliver: Callable[[], ExecutionResult]) -> str:
     """What `main` answers for one delivery: the outcome (ack) or the retryable error's name."""
     try:
-        result = deliver()  # type: ignore[operator]
+        result = deliver()
     except RetryableError as exc:
         return type(exc).__name__
     return str(result.outcome.value)
