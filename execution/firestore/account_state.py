@@ -4,7 +4,7 @@ parse, are `execution.documents.AccountStateDocument`).
 `tenants/{tenant_id}/execution_inflight/{broker_account_id}` (see `execution.account_state` for
 why one document carries every limit)::
 
-    tenant_id, broker_account_id, updated_at
+    tenant_id, broker_account_id, updated_at   where an acquire admitted a lease
     leases         {lease_id: {client_intent_id, amount_usd, expires_at, symbol, side, qty}}
                    the holds: intents whose order the account may not know yet; `expires_at`
                    is when the lease ends (its expiry, or its release where the hold outlives it)
@@ -114,12 +114,11 @@ def add_placed_order(
     fenced update).
     """
     signed = placed.qty if placed.side == "buy" else -placed.qty
+    # Only the two increments: every release of an order of every account writes this, so each
+    # field costs every intent (encoded here, decoded by every opening read of the account).
     fields: dict[str, Any] = {
-        "tenant_id": placed.tenant_id,
-        "broker_account_id": placed.broker_account_id,
         "positions": {placed.symbol: firestore.Increment(signed)},
         "placed_orders": {utc_day(placed.placed_at): firestore.Increment(1)},
-        "updated_at": placed.placed_at,
     }
     if ending_lease_id is not None:
         fields["leases"] = {ending_lease_id: firestore.DELETE_FIELD}

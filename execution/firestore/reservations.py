@@ -11,6 +11,14 @@ fails and the next attempt reads all three, at once. The emulator's pessimistic 
 livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1); preconditions
 never hold a lock, so contention is cheap and always ends.
 
+Within one process the writers of one limited account's state document take turns
+(`execution.firestore.account_turns`): an acquire holds the account's turn from its read to its
+commit, a counted lease's release for its commit. Without them the invocations of one instance
+on one hot account read the same version and all but one lose every round (a 64-intent burst
+answered `ReservationContentionError` to a quarter of its intents); with them a read is current
+when its commit lands, and an acquire that waited for its turn drops its opening read, which a
+writer before it made stale. The preconditions still decide every race, between instances too.
+
 The same batch writes the account's state document where the account sets a counting limit
 (`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided
 against what the commit's precondition proves current (`execution.account_state`). A release of
@@ -30,6 +38,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,13 +57,20 @@ from execution.firestore.account_state import (
     stage_attempt_end,
     state_from_document,
 )
+from execution.firestore.account_turns import DEFAULT_TIMEOUT_SECONDS, AccountTurns
 from execution.firestore.paths import RESERVATIONS as RESERVATIONS
 from execution.firestore.paths import account_path, inflight_path
 from execution.firestore.paths import account_ref as account_ref
 from execution.firestore.paths import inflight_ref as inflight_ref
 from execution.firestore.paths import reservation_ref as reservation_ref
 from execution.firestore.staged_writes import StagedWrites
-from execution.firestore.support import RACE_ERRORS, CallPolicy, jitter_sleep, store_errors
+from execution.firestore.support import (
+    RACE_ERRORS,
+    CallPolicy,
+    jitter_sleep,
+    snapshot_data,
+    store_errors,
+)
 from execution.models import Outcome
 from execution.reservations import (
     AcquireAction,
@@ -127,9 +143,11 @@ class FirestoreReservationManager:
         sleep: Callable[[float], None] | None = None,
         lease_ids: Callable[[], str] | None = None,
         uniform: Callable[[float, float], float] | None = None,
+        turns: AccountTurns | None = None,
     ) -> None:
         """`sleep`, `lease_ids` and `uniform` (the jitter's randomness) default to the system's;
-        a simulation injects its own so that a seed decides them."""
+        a simulation injects its own so that a seed decides them. `turns` orders this process's
+        writers of one account's state document (`execution.firestore.account_turns`)."""
         self._db = db
         self._clock = clock
         self._ttl = ttl
@@ -139,6 +157,11 @@ class FirestoreReservationManager:
         self._sleep = sleep
         self._lease_ids = lease_ids or _new_lease_id
         self._uniform = uniform
+        # Where sleeps are injected, the caller (a simulation) decides the interleaving: a real
+        # wait for a turn its parked actor holds would stall it, so turns are never waited for.
+        self._turns = turns or AccountTurns(
+            timeout_seconds=0.0 if sleep is not None else DEFAULT_TIMEOUT_SECONDS
+        )
 
     def acquire(
         self,
@@ -155,6 +178,20 @@ class FirestoreReservationManager:
         lease_id = self._lease_ids()
         if budget_read is not None:
             _check_read_is_of(budget_read, request)
+        if not _writes_account_state(request, budget_read):
+            return self._acquire(request, lease_id, budget_read, riders)
+        with self._turns.turn(request.tenant_id, request.broker_account_id) as waited:
+            # A writer that went first changed the state document since the opening read.
+            return self._acquire(request, lease_id, None if waited else budget_read, riders)
+
+    def _acquire(
+        self,
+        request: ReservationRequest,
+        lease_id: str,
+        budget_read: BudgetRead | None,
+        riders: StagedWrites | None,
+    ) -> Acquisition:
+        """Attempt until an answer, a bounded number of times; see `acquire`."""
         # The optimistic create is not a race lost: it takes no attempt and no pause.
         optimistic = budget_read
         for attempt in range(self._max_attempts + (1 if optimistic is not None else 0)):
@@ -309,6 +346,7 @@ class FirestoreReservationManager:
             retention=self._retention,
             max_attempts=self._max_attempts,
             pause=self._pause,
+            turns=self._turns,
         )
 
     def _pause(self, attempt: int) -> None:
@@ -350,6 +388,7 @@ class FirestoreReservationHandle:
         retention: timedelta,
         max_attempts: int,
         pause: Callable[[int], None],
+        turns: AccountTurns | None = None,
     ) -> None:
         self._db = db
         self._record = record
@@ -363,6 +402,7 @@ class FirestoreReservationHandle:
         self._retention = retention
         self._max_attempts = max_attempts
         self._pause = pause
+        self._turns = turns
         self._released: ReleaseResult | None = None
 
     @property
@@ -393,7 +433,8 @@ class FirestoreReservationHandle:
         if self._released is not None:
             return self._released
         try:
-            self._released = self._release(outcome, error, broker_order_id, fate_unknown)
+            with self._turn():
+                self._released = self._release(outcome, error, broker_order_id, fate_unknown)
         except Exception as exc:  # the contract: release never raises; the sweeper is the net
             emit(
                 logger,
@@ -407,6 +448,13 @@ class FirestoreReservationHandle:
             )
             return ReleaseResult.UNRECORDED
         return self._released
+
+    def _turn(self) -> AbstractContextManager[object]:
+        """A release that ends or keeps a hold changes the account's state document: it waits
+        its turn behind the acquires that read that document (`account_turns`)."""
+        if self._turns is None or self._record.counted_lease_id is None:
+            return nullcontext()
+        return self._turns.turn(self._record.tenant_id, self._record.broker_account_id)
 
     def _release(
         self, outcome: Outcome, error: str | None, broker_order_id: str | None, fate_unknown: bool
@@ -504,6 +552,17 @@ class FirestoreReservationHandle:
                 log_kept_hold(rec, kept, outcome)
             return ReleaseResult.RECORDED
         raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
+
+
+def _writes_account_state(request: ReservationRequest, budget_read: BudgetRead | None) -> bool:
+    """Whether this acquire may write the account's state document (a limit is set; unknown
+    until read where no opening read was passed)."""
+    if not request.enforce_budget:
+        return False
+    if budget_read is None:
+        return True
+    limits = limits_from_account(snapshot_data(budget_read.account))
+    return limits is not None and limits.any()
 
 
 def _new_lease_id() -> str:
