@@ -97,7 +97,7 @@ from tests.support.waiting import wait_until
 
 SWEEP_POLICY = CallPolicy(timeout_seconds=2.0)
 PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
-REACH_SECONDS = 30.0
+REACH_SECONDS = 45.0
 """How long a storm waits for its first attempt to reach the pause point (a busy machine, a
 broker fault and its redelivery on the way) before it gives up on that storm."""
 
@@ -376,6 +376,11 @@ class Rig:
         self._stack = contextlib.ExitStack()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chaos")
         self._stack.callback(self._pool.shutdown, wait=True, cancel_futures=False)
+        # Storms, outages and kills run one at a time, in timeline order: a storm's take-over
+        # never meets a store that is down or a server that is cold-starting, and an outage or
+        # a kill always finds its victims' calls in flight. Each starts late if one still runs.
+        self._serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-serial")
+        self._stack.callback(self._serial.shutdown, wait=True, cancel_futures=False)
         self.sandbox = self._stack.enter_context(AlpacaSandbox())
         self.emulator = OwnedFirestore(workdir)
         self._stack.callback(self.emulator.stop)
@@ -386,9 +391,6 @@ class Rig:
         self.topics: Topics | None = None
         self.pause_dir = workdir / "pauses"
         self.pause_dir.mkdir()
-        self._storm_lock = threading.Lock()
-        self._store_up = threading.Event()
-        self._store_up.set()
         self.jumped: set[str] = set()
         """Intents whose lease a clock jump expired (read by the monitor: see its excuses)."""
 
@@ -520,7 +522,6 @@ class Rig:
             outage.victims, self.plan.timing.broker_timeout * 0.25, "broker calls in flight"
         )
         cut_at = time.monotonic()
-        self._store_up.clear()
         self.proxy.cut()
         prober = threading.Thread(target=probe_during_outage, daemon=True)
         prober.start()
@@ -531,7 +532,6 @@ class Rig:
         if remaining > 0:
             time.sleep(remaining)
         self.proxy.restore()
-        self._store_up.set()
         restored_at = time.monotonic()
         outage_over.set()
         prober.join()
@@ -667,15 +667,10 @@ class Rig:
     # -- zombie storms --------------------------------------------------------------------
 
     def zombie_storm(self, storm: ZombieStorm) -> None:
-        """One storm at a time, and not while the store is cut (its take-over needs the store):
-        a storm that would meet another, or an outage, starts when they are over."""
-        with self._storm_lock:
-            self._store_up.wait(timeout=90)
-            # A server still cold-starting after a kill is no place to stage a pause.
-            self._bounded_wait(
-                lambda: all(_serving(s.functions) for s in self.servers.values()), 60
-            )
-            self._zombie_storm(storm)
+        """A storm (run on the serial executor: see `__init__`) on two serving servers."""
+        # A server still cold-starting after a kill is no place to stage a pause.
+        self._bounded_wait(lambda: all(_serving(s.functions) for s in self.servers.values()), 60)
+        self._zombie_storm(storm)
 
     def _zombie_storm(self, storm: ZombieStorm) -> None:
         """Pause the first attempt at `storm.point` past its lease while the other server takes
@@ -824,30 +819,34 @@ class Rig:
     def run_timeline(self) -> None:
         """Publish every message and fire every fault at its planned time; wait for all."""
         plan = self.plan
-        events: list[tuple[float, int, Callable[[], Any]]] = []
+        pool, serial = self._pool, self._serial
+        events: list[tuple[float, int, ThreadPoolExecutor, Callable[[], Any]]] = []
         for order, message in enumerate(plan.messages):
-            events.append((message.at, order, lambda m=message: self.publish(m)))
+            events.append((message.at, order, pool, lambda m=message: self.publish(m)))
         for fault in plan.broker_faults:
-            events.append((fault.at, 0, lambda f=fault: self.sandbox.inject(f.method, f.fault)))
+            events.append(
+                (fault.at, 0, pool, lambda f=fault: self.sandbox.inject(f.method, f.fault))
+            )
         for outage in plan.outages:
-            events.append((outage.at, 0, lambda o=outage: self.outage(o)))
+            events.append((outage.at, 0, serial, lambda o=outage: self.outage(o)))
         for kill in plan.kills:
-            events.append((kill.at, 0, lambda k=kill: self.kill(k)))
+            events.append((kill.at, 0, serial, lambda k=kill: self.kill(k)))
         for jump in plan.jumps:
-            events.append((jump.at, 0, lambda j=jump: self.jump_clock(j.seconds, j.at)))
+            events.append((jump.at, 0, pool, lambda j=jump: self.jump_clock(j.seconds, j.at)))
         for storm in plan.storms:
-            events.append((storm.at, 0, lambda z=storm: self.zombie_storm(z)))
+            events.append((storm.at, 0, serial, lambda z=storm: self.zombie_storm(z)))
         events.sort(key=lambda e: (e[0], e[1]))
         began = time.monotonic()
         futures = []
-        for at, _order, action in events:
+        for at, _order, executor, action in events:
             delay = began + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            futures.append(self._pool.submit(action))
+            futures.append(executor.submit(action))
         for future in futures:
             try:
-                future.result(timeout=120)
+                # Serial actions queue behind each other: the bound covers the queue.
+                future.result(timeout=900)
             except Exception as exc:
                 self.log.errors.append(f"timeline action failed: {exc!r}"[:300])
         self.log.timings["timeline"] = time.monotonic() - began

@@ -29,13 +29,14 @@ import os
 import random
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from execution.client_order_ids import client_order_id_for
 from execution.clock import system_clock
 from tests.chaos.harness import Rig
 from tests.chaos.invariants import (
@@ -45,10 +46,11 @@ from tests.chaos.invariants import (
     audit_leases,
     final_checks,
     message_resolved,
+    over_limits,
     render,
     zombie_staged,
 )
-from tests.chaos.workload import Plan, build_plan
+from tests.chaos.workload import Account, Plan, build_plan
 from tests.support.builders import intent_id_at_broker
 
 CHAOS_N = int(os.environ.get("CHAOS_N") or 40)
@@ -330,3 +332,30 @@ def test_the_plan_is_a_function_of_the_seed() -> None:
         (f.at, f.label) for f in again.broker_faults
     ]
     assert [m.data for m in first.messages] != [m.data for m in other.messages]
+
+
+def _order(number: int, side: str, submitted: str, qty: int = 2) -> dict[str, Any]:
+    return {
+        "id": f"order-{number}",
+        "client_order_id": client_order_id_for("limits-co", "acct-pos", f"intent-{number}"),
+        "symbol": "AAPL",
+        "side": side,
+        "qty": str(qty),
+        "submitted_at": submitted,
+    }
+
+
+def test_the_broker_side_limit_check_flags_a_position_past_its_limit_unless_repaired_late() -> None:
+    account = Account("limits-co", "acct-pos", 400.0, 250.0, max_position_qty=5)
+    monitor = Monitor(None, (account,))  # type: ignore[arg-type]  # never polled here
+    at = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+    orders = [_order(n, "buy", f"2026-01-05T14:59:0{n}Z") for n in range(3)]  # 6 shares
+    monitor.book_samples.append((account, at, orders))
+
+    breaches, peaks = over_limits(monitor, late=set())
+    excused, _ = over_limits(monitor, late={"order-2"})
+
+    assert len(breaches) == 1
+    assert "6 > max_position_qty=5" in breaches[0]
+    assert peaks[("limits-co", "acct-pos", "max_position_qty")] == 6
+    assert excused == []
