@@ -85,6 +85,12 @@ def malformed_json_after_accept() -> Fault:
     return Fault(accept=True, malformed=True)
 
 
+def no_fault() -> Fault:
+    """Answer normally: aimed at one order (`inject_for_order`), it shields that order from the
+    faults queued for its method."""
+    return Fault(accept=True)
+
+
 def drop_after_accept() -> Fault:
     """Take the order, then close the connection without a response."""
     return Fault(accept=True, drop=True)
@@ -296,6 +302,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         elif fault.status is not None:
             self._answer(fault.status, {"code": fault.status * 100000, "message": fault.message})
+        else:
+            self._answer(code, payload)
 
     def _read_body(self) -> object:
         length = int(self.headers.get("Content-Length") or 0)

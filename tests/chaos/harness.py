@@ -819,6 +819,10 @@ class Rig:
     def run_timeline(self) -> None:
         """Publish every message and fire every fault at its planned time; wait for all."""
         plan = self.plan
+        for message in plan.messages:
+            if message.kind == "limit_burst" and message.account and message.intent_id:
+                coid = client_order_id_for(*message.account, message.intent_id)
+                self.sandbox.inject_for_order(coid, alpaca_sandbox.no_fault())
         pool, serial = self._pool, self._serial
         events: list[tuple[float, int, ThreadPoolExecutor, Callable[[], Any]]] = []
         for order, message in enumerate(plan.messages):

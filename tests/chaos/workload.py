@@ -485,8 +485,10 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
             publish_copies(kind, other, at + rng.uniform(0.0, 0.3), 1)
 
     for burst in range(1 + n // 200):
-        # Several intents at once on each limited account: a limit that counted only placed
-        # orders (not those in flight) lets them all through, past the limit at the broker.
+        # Several intents at once on each limited account, each to both servers: a limit that
+        # counted only placed orders (not those in flight) lets them all through, past the limit
+        # at the broker. The rig shields their orders from broker faults (an order whose answer
+        # is lost is the known gap's, which the monitor excuses): they test the limits alone.
         at = rng.uniform(0.0, 0.8 * window)
         for account in (a for a in tradable if a.counted_limits):
             symbol = rng.choice(account.symbols)
@@ -503,7 +505,17 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
                     "strategy_id": "chaos-limit-burst",
                 }
                 kinds["limit_burst"] = kinds.get("limit_burst", 0) + 1
-                publish_copies("limit_burst", payload, at + rng.uniform(0.0, 0.05), 1)
+                messages.append(
+                    Message(
+                        kind="limit_burst",
+                        data=json.dumps(payload).encode(),
+                        at=at + rng.uniform(0.0, 0.05),
+                        topic=TOPIC_BOTH,
+                        intent_id=payload["client_intent_id"],
+                        payload_hash=payload_hash(payload),
+                        account=account.key,
+                    )
+                )
 
     menu = _fault_menu(timing)
     fault_count = max(len(menu), round(n * 0.35))
