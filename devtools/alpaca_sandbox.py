@@ -15,7 +15,8 @@ Crypto pairs are written as Alpaca writes them (`BTCUSD` → `BTC/USD`).
 Faults are queued per HTTP method and each one is used by the next request of that method: answer
 a status, accept the order and then hang past the client's read timeout, accept it and answer
 malformed JSON, or accept it and drop the connection. A fault can also be aimed at one order
-(`inject_for_order`): the next POST carrying that `client_order_id` gets it, whatever else runs.
+(`inject_for_order`): the next POST carrying that `client_order_id` gets it, whatever else runs
+(`no_fault()` so aimed shields an order from the faults queued for its method).
 """
 
 from __future__ import annotations
