@@ -690,6 +690,10 @@ class Rig:
             # Accepted, then answered only after the pause: the zombie's answer is lost.
             self.sandbox.inject_for_order(coid, alpaca_sandbox.hang_after_accept(STORM_SPAN))
         else:
+            # Shielded from the queued broker faults: a lost answer would skip the `after` pause
+            # (and leave a `before` zombie's order to the reconciler rather than to its own
+            # settle, a path `inside` storms already take).
+            self.sandbox.inject_for_order(coid, alpaca_sandbox.no_fault())
             (self.pause_dir / f"{coid}.{storm.point}").touch()
         self.publish(message)
         record.reached = self._await_pause(storm, server, coid)
