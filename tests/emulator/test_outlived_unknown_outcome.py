@@ -55,7 +55,7 @@ def alpaca_broker(alpaca: AlpacaSandbox) -> Iterator[AlpacaBroker]:
 
 
 class PausedBeforeTheCall(CountingBroker):
-    """Runs `meanwhile` once, inside the first `place_order`, before the order reaches the broker."""
+    """Runs `meanwhile` once, inside the first `place_order`, before the order reaches it."""
 
     def __init__(self, inner: Any, meanwhile: Callable[[], None]) -> None:
         super().__init__(inner)
