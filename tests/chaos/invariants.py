@@ -103,8 +103,9 @@ class Monitor(threading.Thread):
         self._limited = [a for a in accounts if a.counted_limits]
         self._broker = broker
         self._jumped = jumped if jumped is not None else set()
-        self.book_samples: list[tuple[Account, datetime, list[dict[str, Any]]]] = []
-        """Per limited account and snapshot instant: the broker's orders the records counted."""
+        self.book_samples: list[Sample] = []
+        """Per limited account and snapshot instant: the broker's orders the records counted,
+        and all of its orders."""
         self.excused: dict[str, set[str]] = {why: set() for why in EXCUSES}
         """Why an order was left out of a snapshot's count → the order ids, for the report."""
         self._interval = interval
@@ -210,11 +211,12 @@ class Monitor(threading.Thread):
                 .where(filter=FieldFilter("broker_account_id", "==", account.account_id))
                 .stream(retry=None, timeout=2, read_time=at)
             }
-            counted = []
+            counted, held = [], []
             for order in book:
                 ids = parse_plain(order["client_order_id"])
                 if ids is None or (ids[0], ids[1]) != account.key:
                     continue
+                held.append(order)
                 why = self._excused_as(order["id"])
                 why = why or _excuse(records.get(ids[2]), order, at, ids[2] in self._jumped)
                 if why is None:
@@ -223,7 +225,7 @@ class Monitor(threading.Thread):
                     # Once excused, for good: the records that count it later (a redelivery's
                     # `placed`, a repair) came too late for the intents admitted meanwhile.
                     self.excused[why].add(order["id"])
-            self.book_samples.append((account, at, counted))
+            self.book_samples.append((account, at, counted, held))
 
     def _excused_as(self, order_id: str) -> str | None:
         return next((why for why, ids in self.excused.items() if order_id in ids), None)
@@ -239,29 +241,41 @@ class Monitor(threading.Thread):
         return [v for v in self.violations.values() if v.kind in kinds]
 
 
+def _holdings(orders: list[dict[str, Any]], at: datetime) -> dict[tuple[str, str], float]:
+    """(limit, what) → how much `orders` hold of it at `at`: orders that UTC day, and the net
+    quantity per symbol (its size: a limit holds both ways)."""
+    position: dict[str, float] = {}
+    for order in orders:
+        signed = float(order["qty"]) * (1.0 if order["side"] == "buy" else -1.0)
+        position[order["symbol"]] = position.get(order["symbol"], 0.0) + signed
+    today = sum(1 for o in orders if _submitted(o).date() == at.date())
+    held = {("max_daily_orders", "orders today"): float(today)}
+    held.update({("max_position_qty", s): abs(q) for s, q in position.items()})
+    return held
+
+
 def over_limits(
     monitor: Monitor, late: set[str]
 ) -> tuple[list[str], dict[tuple[str, str, str], float]]:
     """Every sampled instant at which the broker held more than an account's limits allow, and
     each limit's peak. `late`: orders whose record learned of them by a repair (placed by an
     outlived attempt, or found by the reconciler), excused like `outlived` for the whole run:
-    the monitor may sample between such an order's acceptance and its repair only by luck."""
+    the monitor may sample between such an order's acceptance and its repair only by luck.
+
+    A breach is the broker's whole book past the limit (the truth) and the counted orders past
+    it too: leaving an excused order out can only lower a count of orders, but it can push a
+    net position further (an excused buy left out of a short position), which is no breach."""
     breaches: dict[str, tuple[str, int]] = {}
     peaks: dict[tuple[str, str, str], float] = {}
-    for account, at, orders in monitor.book_samples:
+    for account, at, orders, book in monitor.book_samples:
         counted = [o for o in orders if o["id"] not in late]
-        today = sum(1 for o in counted if _submitted(o).date() == at.date())
-        position: dict[str, float] = {}
-        for order in counted:
-            signed = float(order["qty"]) * (1.0 if order["side"] == "buy" else -1.0)
-            position[order["symbol"]] = position.get(order["symbol"], 0.0) + signed
-        held = {("max_daily_orders", "orders today"): float(today)}
-        held.update({("max_position_qty", s): abs(q) for s, q in position.items()})
-        for (limit, what), count in held.items():
+        truth = _holdings(book, at)
+        for (limit, what), count in _holdings(counted, at).items():
             value = account.counted_limits.get(limit)
             if value is None:
                 continue
             key = (*account.key, limit)
+            count = min(count, truth.get((limit, what), 0.0))
             peaks[key] = max(peaks.get(key, 0.0), count)
             if count > value + _EPSILON:
                 name = f"{'/'.join(account.key)}: {what}"
@@ -272,6 +286,9 @@ def over_limits(
                 )
                 breaches[name] = (detail, seen + 1)
     return [f"{detail} (seen in {seen} snapshots)" for detail, seen in breaches.values()], peaks
+
+
+Sample = tuple[Account, datetime, list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def _submitted(order: dict[str, Any]) -> datetime:

@@ -350,7 +350,7 @@ def test_the_broker_side_limit_check_flags_a_position_past_its_limit_unless_repa
     monitor = Monitor(None, (account,))  # type: ignore[arg-type]  # never polled here
     at = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
     orders = [_order(n, "buy", f"2026-01-05T14:59:0{n}Z") for n in range(3)]  # 6 shares
-    monitor.book_samples.append((account, at, orders))
+    monitor.book_samples.append((account, at, orders, orders))
 
     breaches, peaks = over_limits(monitor, late=set())
     excused, _ = over_limits(monitor, late={"order-2"})
@@ -359,3 +359,16 @@ def test_the_broker_side_limit_check_flags_a_position_past_its_limit_unless_repa
     assert "6 > max_position_qty=5" in breaches[0]
     assert peaks[("limits-co", "acct-pos", "max_position_qty")] == 6
     assert excused == []
+
+
+def test_an_excused_order_left_out_of_a_position_is_no_breach_while_the_book_is_within() -> None:
+    account = Account("limits-co", "acct-pos", 400.0, 250.0, max_position_qty=5)
+    monitor = Monitor(None, (account,))  # type: ignore[arg-type]  # never polled here
+    at = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+    buy = _order(0, "buy", "2026-01-05T14:59:00Z", qty=2)
+    sells = [_order(n, "sell", f"2026-01-05T14:59:0{n}Z", qty=3) for n in (1, 2)]  # book: -4
+    monitor.book_samples.append((account, at, sells, [buy, *sells]))  # the buy was excused
+
+    breaches, _ = over_limits(monitor, late=set())
+
+    assert breaches == []
