@@ -641,7 +641,7 @@ class Rig:
                 what="B's take-over of the zombie intent",
             )
         finally:
-            s1.signal(signal.SIGCONT)
+            self._resume(s1, at_broker)
 
         def answered(server: int) -> bool:
             return any(
@@ -706,7 +706,7 @@ class Rig:
             self.publish(dataclasses.replace(message, topic=second))
             self._take_over(storm, record)
         finally:
-            server.signal(signal.SIGCONT)
+            self._resume(server, coid)
             record.paused_seconds = round(time.monotonic() - paused, 1)
 
     def _withdraw_pause(self, storm: ZombieStorm, server: FunctionsServer, coid: str) -> None:
@@ -716,6 +716,11 @@ class Rig:
         except FileNotFoundError:
             if storm.point != "inside":
                 self._bounded_wait((self.pause_dir / f"{coid}.paused").exists, 30.0)
+        self._resume(server, coid)
+
+    def _resume(self, server: FunctionsServer, coid: str) -> None:
+        """Let a paused process go on: the word its pause waits for, then SIGCONT."""
+        (self.pause_dir / f"{coid}.resume").touch()
         server.signal(signal.SIGCONT)
 
     def resume_all(self) -> None:
@@ -724,6 +729,8 @@ class Rig:
             plan.unlink(missing_ok=True)
         for plan in self.pause_dir.glob("*.after"):
             plan.unlink(missing_ok=True)
+        for paused in self.pause_dir.glob("*.paused"):
+            paused.with_suffix(".resume").touch()
         for server in self.servers.values():
             server.functions.signal(signal.SIGCONT)
 

@@ -32,7 +32,8 @@ window the design leaves to a later layer, which the final checks then hold to a
 An order once excused stays excused for the rest of the run (intents admitted while it was not
 counted may be placed after its record counts it again), and so does an order its record learned
 of only by a repair (a sample may fall between its acceptance and its repair only by luck). The
-samples are judged after the run (`over_limits`), with that knowledge.
+samples are judged after the run (`over_limits`), with that knowledge; a breach needs the whole
+book past the limit too (an excused buy left out of a short position is no breach).
 
 After draining and one sweep, `final_checks` compares the reservations, the dead letters, the
 broker sandbox's order book (the ground truth for orders) and the functions' own structured logs:

@@ -6,7 +6,8 @@ pause of the process that places that order: right before its broker call (past 
 engine makes, the lease-room check included) or right after the broker answered (before the
 release). The process claims the plan (an atomic rename: one process, once), writes
 `{client_order_id}.paused`, and stops its whole process group with SIGSTOP, as a GC pause, a
-throttled CPU or a VM pause stops an instance; the rig sends SIGCONT when its take-over is done.
+throttled CPU or a VM pause stops an instance; when its take-over is done the rig writes
+`{client_order_id}.resume` and sends SIGCONT.
 
 Nothing else changes: the broker call itself, and everything the engine does around it, is the
 product's own. Without `CHAOS_PAUSE_DIR` this module does nothing.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,10 @@ def _claim(directory: Path, client_order_id: str, point: str) -> bool:
 def _pause(directory: Path, client_order_id: str) -> None:
     (directory / f"{client_order_id}.paused").write_text(str(os.getpgid(0)))
     os.killpg(os.getpgid(0), signal.SIGSTOP)
+    # A stop can take effect a little after the signal is sent (seen: a release committed in
+    # between): this thread also waits for the rig's word, so it never moves on early.
+    while not (directory / f"{client_order_id}.resume").exists():
+        time.sleep(0.05)
 
 
 def _install(directory: Path) -> None:
