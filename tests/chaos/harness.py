@@ -70,6 +70,7 @@ from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.sweeper import Sweeper
 from tests.chaos.workload import (
+    BURST_SIZE,
     QUOTE,
     STALE_MARGIN,
     STORM_SPAN,
@@ -82,6 +83,7 @@ from tests.chaos.workload import (
     Outage,
     Plan,
     ZombieStorm,
+    burst_topic,
     payload_hash,
 )
 from tests.conftest import (
@@ -97,6 +99,8 @@ from tests.support.waiting import wait_until
 
 SWEEP_POLICY = CallPolicy(timeout_seconds=2.0)
 PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
+BURST_CALL = 1.0
+"""How long the broker takes to answer a limit burst's orders (well inside its deadline)."""
 REACH_SECONDS = 45.0
 """How long a storm waits for its first attempt to reach the pause point (a busy machine, a
 broker fault and its redelivery on the way) before it gives up on that storm."""
@@ -830,10 +834,15 @@ class Rig:
     def run_timeline(self) -> None:
         """Publish every message and fire every fault at its planned time; wait for all."""
         plan = self.plan
+        assert self.topics is not None
+        for index in range(BURST_SIZE):
+            self.topics.dedicated(burst_topic(index), self.servers[1 + index % 2].functions)
         for message in plan.messages:
             if message.kind == "limit_burst" and message.account and message.intent_id:
+                # A slow broker (accepted, answered within the call's deadline) keeps a burst
+                # in flight together, where a limit must count intents in flight.
                 coid = client_order_id_for(*message.account, message.intent_id)
-                self.sandbox.inject_for_order(coid, alpaca_sandbox.no_fault())
+                self.sandbox.inject_for_order(coid, alpaca_sandbox.hang_after_accept(BURST_CALL))
         pool, serial = self._pool, self._serial
         events: list[tuple[float, int, ThreadPoolExecutor, Callable[[], Any]]] = []
         for order, message in enumerate(plan.messages):

@@ -178,6 +178,14 @@ INTENT_MAX_AGE_SECONDS, or a kill switch (global, tenant) or the account's tradi
 turns on until the take-over has ended the intent."""
 BURST_SIZE = 4
 """Intents published at once on each limited account, more than its limits admit together."""
+
+
+def burst_topic(index: int) -> str:
+    """A topic of its own for each intent of a burst (the emulator pushes one message at a time
+    per subscription): the burst reaches the servers at once."""
+    return f"burst-{index}"
+
+
 STORM_SPAN = 15.0
 """A storm's length: reaching the pause, one lease TTL paused, the take-over, the resume."""
 STALE_MARGIN = 8.0
@@ -491,8 +499,9 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
     for burst in range(1 + n // 200):
         # Several intents at once on each limited account, each to both servers: a limit that
         # counted only placed orders (not those in flight) lets them all through, past the limit
-        # at the broker. The rig shields their orders from broker faults (an order whose answer
-        # is lost is the known gap's, which the monitor excuses): they test the limits alone.
+        # at the broker. The rig gives their orders a slow broker of their own instead of the
+        # queued faults (an order whose answer is lost is the known gap's, which the monitor
+        # excuses): they test the limits alone, in flight together.
         at = rng.uniform(0.0, 0.8 * window)
         for account in (a for a in tradable if a.counted_limits):
             symbol = rng.choice(account.symbols)
@@ -503,7 +512,7 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
                     "client_intent_id": f"ci-{seed}-burst-{burst}-{account.account_id}-{index}",
                     "symbol": symbol,
                     "side": "buy",
-                    "qty": 2,
+                    "qty": 3,
                     "order_type": "limit",
                     "limit_price": round(rng.uniform(5.0, 20.0), 2),
                     "strategy_id": "chaos-limit-burst",
@@ -514,7 +523,7 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
                         kind="limit_burst",
                         data=json.dumps(payload).encode(),
                         at=at + rng.uniform(0.0, 0.05),
-                        topic=TOPIC_BOTH,
+                        topic=burst_topic(index),
                         intent_id=payload["client_intent_id"],
                         payload_hash=payload_hash(payload),
                         account=account.key,
