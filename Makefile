@@ -63,7 +63,8 @@ test: $(EMULATOR_DEPS)
 	@echo "==> running the test suite inside the Firestore and Pub/Sub emulators"
 	@$(IN_EMULATORS) "$(PYTEST) $(PYTEST_ARGS)" || $(EMULATOR_HINT)
 
-# A larger chaos run than the one `make test` includes: `make chaos N=200` (intents);
+# A larger chaos run than the one `make test` includes: `make chaos N=1000` (intents; zombie
+# storms, outages and kills grow with N and run one at a time, so N=1000 takes several minutes);
 # `SEED=<seed>` (or CHAOS_SEED in the environment) replays the run that printed it.
 N ?= 200
 CHAOS_ENV = CHAOS_N=$(N)$(if $(SEED), CHAOS_SEED=$(SEED))

@@ -14,7 +14,9 @@ Crypto pairs are written as Alpaca writes them (`BTCUSD` → `BTC/USD`).
 
 Faults are queued per HTTP method and each one is used by the next request of that method: answer
 a status, accept the order and then hang past the client's read timeout, accept it and answer
-malformed JSON, or accept it and drop the connection.
+malformed JSON, or accept it and drop the connection. A fault can also be aimed at one order
+(`inject_for_order`): the next POST carrying that `client_order_id` gets it, whatever else runs
+(`no_fault()` so aimed shields an order from the faults queued for its method).
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ def malformed_json_after_accept() -> Fault:
     return Fault(accept=True, malformed=True)
 
 
+def no_fault() -> Fault:
+    """Answer normally: aimed at one order (`inject_for_order`), it shields that order from the
+    faults queued for its method."""
+    return Fault(accept=True)
+
+
 def drop_after_accept() -> Fault:
     """Take the order, then close the connection without a response."""
     return Fault(accept=True, drop=True)
@@ -114,6 +122,8 @@ class _State:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     """By client order id, in submission order (dicts keep insertion order)."""
     faults: dict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
+    order_faults: dict[str, Fault] = field(default_factory=dict)
+    """By client order id: the fault the next POST of that order gets, ahead of `faults`."""
     seen: list[Seen] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -170,6 +180,17 @@ class AlpacaSandbox:
         """Queue `faults` ahead of every fault already queued for `method`, in order."""
         with self._state.lock:
             self._state.faults[method.upper()].extendleft(reversed(faults))
+
+    def inject_for_order(self, client_order_id: str, fault: Fault) -> None:
+        """Give `fault` to the next POST of `client_order_id` only (ahead of the method's queue)."""
+        with self._state.lock:
+            self._state.order_faults[client_order_id] = fault
+
+    def clear_faults(self) -> None:
+        """Drop every fault not used yet: from now on the sandbox answers normally."""
+        with self._state.lock:
+            self._state.faults.clear()
+            self._state.order_faults.clear()
 
     def queued(self, method: str) -> list[Fault]:
         """The faults queued for `method` and not used yet, next first."""
@@ -262,8 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(401, {"code": 40110000, "message": "request is not authorized"})
             return
         with state.lock:
-            queue = state.faults[self.command]
-            fault = queue.popleft() if queue else None
+            fault = _take_fault(state, self.command, body)
         if fault is not None and not fault.accept and fault.status is not None:
             self._answer(fault.status, {"code": fault.status * 100000, "message": fault.message})
             return
@@ -283,6 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         elif fault.status is not None:
             self._answer(fault.status, {"code": fault.status * 100000, "message": fault.message})
+        else:
+            self._answer(code, payload)
 
     def _read_body(self) -> object:
         length = int(self.headers.get("Content-Length") or 0)
@@ -308,6 +330,16 @@ class _Handler(BaseHTTPRequestHandler):
             if code != 204:
                 self.wfile.write(raw)
             self.wfile.flush()
+
+
+def _take_fault(state: _State, method: str, body: object) -> Fault | None:
+    """The fault this request gets: its order's own first, else the next of its method's."""
+    if method == "POST" and isinstance(body, dict):
+        own = state.order_faults.pop(str(body.get("client_order_id")), None)
+        if own is not None:
+            return own
+    queue = state.faults[method]
+    return queue.popleft() if queue else None
 
 
 # --- the API ---------------------------------------------------------------------------------

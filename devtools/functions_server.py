@@ -87,6 +87,19 @@ class FunctionsServer:
         self._process.wait()
         self._process = None
 
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the whole server (SIGSTOP pauses it as a frozen instance; SIGCONT)."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signum)
+
+    def stopped(self) -> bool:
+        """Whether every process of the server is stopped (state `T` in /proc)."""
+        if self._process is None:
+            return False
+        pids = [self._process.pid, *_children(self._process.pid)]
+        return all(_state(pid) in {"T", "t"} for pid in pids)
+
     def restart(self) -> None:
         """A new instance on the same port: cold start, no state but the store's."""
         self.kill()
@@ -132,3 +145,20 @@ class FunctionsServer:
         with socket.socket() as sock:
             sock.settimeout(0.5)
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (`?` once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[1].split()[0]

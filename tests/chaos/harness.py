@@ -27,6 +27,14 @@ invocations are still running, and their redeliveries take over. That is exactly
 clock does to the lease protocol (the functions read the system clock, which a test cannot move
 for another process), and it is what the `lease_id` fence exists for: the live invocation's late
 release must not clobber the take-over.
+
+A zombie storm pauses a function process for real (SIGSTOP of its process group) at a planned
+point of one intent's broker call, past that intent's lease, while the other process takes the
+intent over: right before the call and right after the answer, by a plan the process reads
+(`pause_hook/sitecustomize.py`), or inside it, while the sandbox holds the accepted order's answer
+(the rig sends SIGSTOP). Meanwhile the intent may turn stale, or a kill switch (global, tenant, or
+the account's trading mode) turns on until the take-over has ended the intent; then SIGCONT. At
+the end `main.reconcile_orders` runs once, as Cloud Scheduler runs it, before the final checks.
 """
 
 from __future__ import annotations
@@ -34,11 +42,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import signal
+import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,7 +68,10 @@ from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.sweeper import Sweeper
 from tests.chaos.workload import (
+    BURST_SIZE,
     QUOTE,
+    STALE_MARGIN,
+    STORM_SPAN,
     SYMBOLS,
     TOPIC_BOTH,
     TOPIC_S1,
@@ -66,6 +80,8 @@ from tests.chaos.workload import (
     Message,
     Outage,
     Plan,
+    ZombieStorm,
+    burst_topic,
     payload_hash,
 )
 from tests.support.builders import client_at
@@ -73,6 +89,12 @@ from tests.support.tcp_proxy import CuttableProxy
 from tests.support.waiting import wait_until
 
 SWEEP_POLICY = CallPolicy(timeout_seconds=2.0)
+PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
+BURST_CALL = 1.0
+"""How long the broker takes to answer a limit burst's orders (well inside its deadline)."""
+REACH_SECONDS = 45.0
+"""How long a storm waits for its first attempt to reach the pause point (a busy machine, a
+broker fault and its redelivery on the way) before it gives up on that storm."""
 
 
 def pending_faults(sandbox: AlpacaSandbox, method: str) -> int:
@@ -217,6 +239,22 @@ class JumpRecord:
     seconds: float
     expired: int
     error: str | None
+    expired_intents: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StormRecord:
+    """What one zombie storm did."""
+
+    storm: ZombieStorm
+    intent: str
+    reached: bool = False
+    """The first attempt paused at its point (else the storm ended there)."""
+    taken_over: bool = False
+    """A newer attempt ended the intent while the first was paused."""
+    take_over_outcome: str | None = None
+    paused_seconds: float = 0.0
+    note: str = ""
 
 
 @dataclass
@@ -229,7 +267,9 @@ class RunLog:
     jumps: list[JumpRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     zombie: dict[str, Any] = field(default_factory=dict)
+    storms: list[StormRecord] = field(default_factory=list)
     final_sweep: dict[str, Any] = field(default_factory=dict)
+    reconcile: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -239,6 +279,7 @@ class Topics:
     def __init__(self, project: str, run: str, s1: FunctionsServer, s2: FunctionsServer) -> None:
         self.publisher = PublisherClient()
         self.subscriber = SubscriberClient()
+        self._project, self._run = project, run
         self.topics = {
             name: self.publisher.topic_path(project, f"chaos-{run}-{name}")
             for name in (TOPIC_BOTH, TOPIC_S1, TOPIC_S2)
@@ -258,6 +299,25 @@ class Topics:
                 }
             )
             self.subscriptions.append(path)
+
+    def dedicated(self, name: str, server: FunctionsServer) -> str:
+        """A new topic pushing to `server` alone, named `name`: nothing else's failed pushes
+        (the emulator backs a failing subscription off, by tens of seconds after an outage)
+        delay its first delivery."""
+        topic = self.publisher.topic_path(self._project, f"chaos-{self._run}-{name}")
+        self.publisher.create_topic(request={"name": topic})
+        self.topics[name] = topic
+        path = self.subscriber.subscription_path(self._project, f"chaos-{self._run}-{name}")
+        self.subscriber.create_subscription(
+            request={
+                "name": path,
+                "topic": topic,
+                "push_config": {"push_endpoint": server.url},
+                "ack_deadline_seconds": 10,
+            }
+        )
+        self.subscriptions.append(path)
+        return name
 
     def publish(self, topic: str, data: bytes) -> Future[str]:
         return self.publisher.publish(self.topics[topic], data)  # type: ignore[return-value]
@@ -285,13 +345,23 @@ class Rig:
         self._stack = contextlib.ExitStack()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chaos")
         self._stack.callback(self._pool.shutdown, wait=True, cancel_futures=False)
+        # Storms, outages and kills run one at a time, in timeline order: a storm's take-over
+        # never meets a store that is down or a server that is cold-starting, and an outage or
+        # a kill always finds its victims' calls in flight. Each starts late if one still runs.
+        self._serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-serial")
+        self._stack.callback(self._serial.shutdown, wait=True, cancel_futures=False)
         self.sandbox = self._stack.enter_context(AlpacaSandbox())
         self.emulator = OwnedFirestore(workdir)
         self._stack.callback(self.emulator.stop)
         self.proxy: CuttableProxy | None = None
         self.servers: dict[int, Server] = {}
         self.sweep_server: FunctionsServer | None = None
+        self.reconcile_server: FunctionsServer | None = None
         self.topics: Topics | None = None
+        self.pause_dir = workdir / "pauses"
+        self.pause_dir.mkdir()
+        self.jumped: set[str] = set()
+        """Intents whose lease a clock jump expired (read by the monitor: see its excuses)."""
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -300,6 +370,8 @@ class Rig:
         env = self._function_env_without_store()
         # The functions need only the proxy's address to start; the emulator comes up meanwhile.
         emulator_started = self._pool.submit(self.emulator.start)
+        # Closing waits for that start first, so that a failed start-up stops the emulator too.
+        self._stack.callback(wait_for_futures, [emulator_started])
         self.proxy = CuttableProxy(self.emulator.host)
         self._stack.callback(self.proxy.close)
         env["FIRESTORE_EMULATOR_HOST"] = self.proxy.address
@@ -311,7 +383,11 @@ class Rig:
         self.sweep_server = FunctionsServer(
             "sweep_reservations", "http", env, self.workdir / "sweep_reservations.log"
         )
-        processes = [s.functions for s in self.servers.values()] + [self.sweep_server]
+        self.reconcile_server = FunctionsServer(
+            "reconcile_orders", "http", env, self.workdir / "reconcile_orders.log"
+        )
+        processes = [s.functions for s in self.servers.values()]
+        processes += [self.sweep_server, self.reconcile_server]
         for functions in processes:
             self._stack.callback(functions.kill)
         list(self._pool.map(lambda f: f.start(), processes))
@@ -344,6 +420,8 @@ class Rig:
             # A loopback Alpaca is not Alpaca's paper host, so only LIVE may reach it.
             "AGENT_MODE": "LIVE",
             **self.plan.timing.env(),
+            "PYTHONPATH": str(PAUSE_HOOK),
+            "CHAOS_PAUSE_DIR": str(self.pause_dir),
         }
 
     def _seed_documents(self) -> None:
@@ -387,7 +465,9 @@ class Rig:
         )
         try:
             report = sweeper.sweep()
-            record = JumpRecord(at, seconds, report.expired, None)
+            expired = [path.rsplit("/", 1)[-1] for path in report.expired_ids]
+            self.jumped.update(expired)
+            record = JumpRecord(at, seconds, report.expired, None, expired)
         except Exception as exc:  # the store may be down right now: that is part of the storm
             record = JumpRecord(at, seconds, 0, repr(exc)[:200])
         self.log.jumps.append(record)
@@ -469,16 +549,23 @@ class Rig:
         status, report = self.sweep_server.post()
         self.log.final_sweep = {"status": status, **(report if isinstance(report, dict) else {})}
 
+    def reconcile(self) -> None:
+        """One `main.reconcile_orders` run, as Cloud Scheduler calls it."""
+        assert self.reconcile_server is not None
+        status, report = self.reconcile_server.post()
+        self.log.reconcile = {"status": status, **(report if isinstance(report, dict) else {})}
+
     # -- the staged take-over -----------------------------------------------------------
 
     def zombie_takeover(self) -> None:
-        """An invocation in its broker call loses its lease to a clock jump and a take-over.
+        """An invocation that has its broker's answer loses its lease to a take-over.
 
-        A (S1) is in a slow, successful broker call; the jumped sweep expires A's lease; B (S2)
-        takes over and sits in a slower broker call (its order lookup) while A returns and
-        releases. The fence must
+        A (S1) gets its order's answer and is paused before its release (the `after` pause
+        point); the jumped sweep expires A's lease; B (S2) takes over and sits in a slow broker
+        call (its order lookup); A resumes and releases while B holds the lease. The fence must
         refuse A's release; without it A overwrites B's reservation and B's release, finding the
         document already released, leaves B's lease counted in the account's in-flight document.
+        Staged with a pause rather than timed calls, so a slow machine cannot reorder it.
         """
         zombie = self.plan.zombie
         coid = zombie.payload["client_intent_id"]
@@ -491,24 +578,39 @@ class Rig:
             payload_hash=payload_hash(zombie.payload),
             account=zombie.account.key,
         )
-        self.sandbox.inject("POST", alpaca_sandbox.hang_after_accept(zombie.first_hang))
-        began = time.monotonic()
-        self.publish(message)
         at_broker = client_order_id_for(
             zombie.payload["tenant_id"], zombie.payload["broker_account_id"], coid
         )
+        (self.pause_dir / f"{at_broker}.after").touch()
+        began = time.monotonic()
+        self.publish(message)
+        s1, s2 = self.servers[1].functions, self.servers[2].functions
         wait_until(
-            lambda: at_broker in self.sandbox.orders, timeout=30, what="A's order at the broker"
+            lambda: (self.pause_dir / f"{at_broker}.paused").exists() and s1.stopped(),
+            timeout=30,
+            what="A paused with its order's answer",
         )
         in_call = time.monotonic() - began
-        jump = self.jump_clock(self.plan.timing.ttl * 2, at=-1.0)
-        doc = self.direct.collection("tenants", zombie.account.tenant_id, "execution_reservations")
-        lapsed = (doc.document(coid).get().to_dict() or {}).get("status") == "expired"
-        # B's first broker call is slow: the lookup of the order by client_order_id (a retry
-        # asks the broker first), or, in a product that posts again, the lookup that resolves
-        # the duplicate answer. A returns and releases while B holds the lease.
-        self.sandbox.inject("GET", alpaca_sandbox.hang_after_accept(zombie.second_hang))
-        self.publish(dataclasses.replace(message, topic=TOPIC_S2))
+        try:
+            jump = self.jump_clock(self.plan.timing.ttl * 2, at=-1.0)
+            doc = self.direct.collection(
+                "tenants", zombie.account.tenant_id, "execution_reservations"
+            )
+            lapsed = (doc.document(coid).get().to_dict() or {}).get("status") == "expired"
+            # B's first broker call is slow: the lookup of the order by client_order_id (a retry
+            # asks the broker first). A resumes and releases while B holds the lease.
+            self.sandbox.inject("GET", alpaca_sandbox.hang_after_accept(zombie.second_hang))
+            self.publish(dataclasses.replace(message, topic=TOPIC_S2))
+            wait_until(
+                lambda: any(
+                    r.get("client_intent_id") == coid and int(r.get("attempt") or 0) >= 2
+                    for r in s2.events("exec.reservation.acquired")
+                ),
+                timeout=30,
+                what="B's take-over of the zombie intent",
+            )
+        finally:
+            self._resume(s1, at_broker)
 
         def answered(server: int) -> bool:
             return any(
@@ -525,39 +627,215 @@ class Rig:
         )
         self.log.zombie = {
             "intent": coid,
-            "a_in_broker_after_s": round(in_call, 2),
+            "a_paused_after_s": round(in_call, 2),
             "jump_expired": jump.expired,
             "a_lease_expired_by_jump": lapsed,
             "took_s": round(time.monotonic() - began, 2),
         }
+
+    # -- zombie storms --------------------------------------------------------------------
+
+    def zombie_storm(self, storm: ZombieStorm) -> None:
+        """A storm (run on the serial executor: see `__init__`) on two serving servers."""
+        # A server still cold-starting after a kill is no place to stage a pause.
+        self._bounded_wait(lambda: all(_serving(s.functions) for s in self.servers.values()), 60)
+        self._zombie_storm(storm)
+
+    def _zombie_storm(self, storm: ZombieStorm) -> None:
+        """Pause the first attempt at `storm.point` past its lease while the other server takes
+        the intent over (the transition turned on meanwhile), then let the zombie resume."""
+        assert self.topics is not None
+        server = self.servers[storm.server].functions
+        other = self.servers[3 - storm.server].functions
+        intent = storm.payload["client_intent_id"]
+        first = self.topics.dedicated(f"{intent}-first", server)
+        second = self.topics.dedicated(f"{intent}-takeover", other)
+        message = self._storm_message(storm, first)
+        assert message.intent_id is not None
+        record = StormRecord(storm, message.intent_id)
+        self.log.storms.append(record)
+        coid = client_order_id_for(storm.account.tenant_id, storm.account.account_id, record.intent)
+        if storm.point == "inside":
+            # Accepted, then answered only after the pause: the zombie's answer is lost.
+            self.sandbox.inject_for_order(coid, alpaca_sandbox.hang_after_accept(STORM_SPAN))
+        else:
+            # Shielded from the queued broker faults: a lost answer would skip the `after` pause
+            # (and leave a `before` zombie's order to the reconciler rather than to its own
+            # settle, a path `inside` storms already take).
+            self.sandbox.inject_for_order(coid, alpaca_sandbox.no_fault())
+            (self.pause_dir / f"{coid}.{storm.point}").touch()
+        self.publish(message)
+        record.reached = self._await_pause(storm, server, coid)
+        if not record.reached:
+            record.note = "the first attempt never reached its pause point"
+            self._withdraw_pause(storm, server, coid)
+            return
+        paused = time.monotonic()
+        try:
+            self.publish(dataclasses.replace(message, topic=second))
+            self._take_over(storm, record)
+        finally:
+            self._resume(server, coid)
+            record.paused_seconds = round(time.monotonic() - paused, 1)
+
+    def _withdraw_pause(self, storm: ZombieStorm, server: FunctionsServer, coid: str) -> None:
+        """Cancel a pause not reached in time; one claimed meanwhile is let go once it stops."""
+        try:
+            (self.pause_dir / f"{coid}.{storm.point}").unlink()
+        except FileNotFoundError:
+            if storm.point != "inside":
+                self._bounded_wait((self.pause_dir / f"{coid}.paused").exists, 30.0)
+        self._resume(server, coid)
+
+    def _resume(self, server: FunctionsServer, coid: str) -> None:
+        """Let a paused process go on: the word its pause waits for, then SIGCONT."""
+        (self.pause_dir / f"{coid}.resume").touch()
+        server.signal(signal.SIGCONT)
+
+    def resume_all(self) -> None:
+        """After the timeline: no plan left behind, no server left paused."""
+        for plan in self.pause_dir.glob("*.before"):
+            plan.unlink(missing_ok=True)
+        for plan in self.pause_dir.glob("*.after"):
+            plan.unlink(missing_ok=True)
+        for paused in self.pause_dir.glob("*.paused"):
+            paused.with_suffix(".resume").touch()
+        for server in self.servers.values():
+            server.functions.signal(signal.SIGCONT)
+
+    def _storm_message(self, storm: ZombieStorm, topic: str) -> Message:
+        payload = dict(storm.payload)
+        if storm.transition == "stale":
+            age = self.plan.timing.intent_max_age - STALE_MARGIN
+            born = system_clock() - timedelta(seconds=age)
+            payload["created_at"] = born.isoformat().replace("+00:00", "Z")
+        return Message(
+            kind="storm",
+            data=json.dumps(payload).encode(),
+            at=storm.at,
+            topic=topic,
+            intent_id=payload["client_intent_id"],
+            payload_hash=payload_hash(payload),
+            account=storm.account.key,
+        )
+
+    def _await_pause(self, storm: ZombieStorm, server: FunctionsServer, coid: str) -> bool:
+        """Wait (bounded) until the first attempt is paused at its point."""
+        if storm.point == "inside":
+            reached = self._bounded_wait(lambda: coid in self.sandbox.orders, REACH_SECONDS)
+            if reached:
+                server.signal(signal.SIGSTOP)
+        else:
+            reached = self._bounded_wait((self.pause_dir / f"{coid}.paused").exists, REACH_SECONDS)
+        return reached and self._bounded_wait(server.stopped, 5.0)
+
+    @staticmethod
+    def _bounded_wait(condition: Callable[[], bool], timeout: float) -> bool:
+        """Whether `condition` held within `timeout` s (an error reading it counts as not yet:
+        the rig's own reads meet the storm's Firestore outages too)."""
+
+        def holds() -> bool:
+            try:
+                return condition()
+            except Exception:
+                return False
+
+        with contextlib.suppress(AssertionError):
+            wait_until(holds, timeout=timeout, interval=0.05, what="a storm step")
+            return True
+        return False
+
+    def _take_over(self, storm: ZombieStorm, record: StormRecord) -> None:
+        """Until the other server's attempt has ended the intent (bounded), the transition on."""
+        ref = self.direct.collection(
+            "tenants", storm.account.tenant_id, "execution_reservations"
+        ).document(record.intent)
+        # The lease was taken just before the pause: it ends a TTL from now at the latest.
+        latest = system_clock() + timedelta(seconds=self.plan.timing.ttl)
+        lease_ends = _read(ref, attempts=3).get("expires_at") or latest
+        if storm.transition.startswith("halt"):
+            # Shortly before the lease lapses: the take-over meets it, the rest of the storm
+            # only briefly (a global switch halts every intent meanwhile).
+            wait = (lease_ends - system_clock()).total_seconds() - 2.0
+            if wait > 0:
+                time.sleep(wait)
+            self._switch(storm, on=True)
+        try:
+            record.taken_over = self._bounded_wait(
+                lambda: _ended_by_take_over(ref.get(timeout=5).to_dict() or {}),
+                self.plan.timing.ttl + 10.0,
+            )
+        finally:
+            if storm.transition.startswith("halt"):
+                self._switch(storm, on=False)
+        record.take_over_outcome = _read(ref).get("outcome")
+
+    def _switch(self, storm: ZombieStorm, *, on: bool) -> None:
+        """Turn the storm's kill switch on or off (the account's: trading mode OFF), retrying
+        through an outage: a switch left on would halt the rest of the run."""
+        tenant, account = storm.account.key
+
+        def flip() -> bool:
+            if storm.transition == "halt_account":
+                mode = "OFF" if on else firestore.DELETE_FIELD
+                ref = self.direct.collection("tenants", tenant, "accounts").document(account)
+                ref.update({"trading_mode": mode}, timeout=5)
+                return True
+            scope = (
+                self.direct
+                if storm.transition == "halt_global"
+                else self.direct.document("tenants", tenant)
+            )
+            scope.collection("ops").document("execution_kill_switch").set(
+                {"enabled": on}, timeout=5
+            )
+            return True
+
+        if not self._bounded_wait(flip, 90.0):
+            self.log.errors.append(f"storm {storm.transition}: could not turn it {on}")
 
     # -- the storm ----------------------------------------------------------------------
 
     def run_timeline(self) -> None:
         """Publish every message and fire every fault at its planned time; wait for all."""
         plan = self.plan
-        events: list[tuple[float, int, Callable[[], Any]]] = []
+        assert self.topics is not None
+        for index in range(BURST_SIZE):
+            self.topics.dedicated(burst_topic(index), self.servers[1 + index % 2].functions)
+        for message in plan.messages:
+            if message.kind == "limit_burst" and message.account and message.intent_id:
+                # A slow broker (accepted, answered within the call's deadline) keeps a burst
+                # in flight together, where a limit must count intents in flight.
+                coid = client_order_id_for(*message.account, message.intent_id)
+                self.sandbox.inject_for_order(coid, alpaca_sandbox.hang_after_accept(BURST_CALL))
+        pool, serial = self._pool, self._serial
+        events: list[tuple[float, int, ThreadPoolExecutor, Callable[[], Any]]] = []
         for order, message in enumerate(plan.messages):
-            events.append((message.at, order, lambda m=message: self.publish(m)))
+            events.append((message.at, order, pool, lambda m=message: self.publish(m)))
         for fault in plan.broker_faults:
-            events.append((fault.at, 0, lambda f=fault: self.sandbox.inject(f.method, f.fault)))
+            events.append(
+                (fault.at, 0, pool, lambda f=fault: self.sandbox.inject(f.method, f.fault))
+            )
         for outage in plan.outages:
-            events.append((outage.at, 0, lambda o=outage: self.outage(o)))
+            events.append((outage.at, 0, serial, lambda o=outage: self.outage(o)))
         for kill in plan.kills:
-            events.append((kill.at, 0, lambda k=kill: self.kill(k)))
+            events.append((kill.at, 0, serial, lambda k=kill: self.kill(k)))
         for jump in plan.jumps:
-            events.append((jump.at, 0, lambda j=jump: self.jump_clock(j.seconds, j.at)))
+            events.append((jump.at, 0, pool, lambda j=jump: self.jump_clock(j.seconds, j.at)))
+        for storm in plan.storms:
+            events.append((storm.at, 0, serial, lambda z=storm: self.zombie_storm(z)))
         events.sort(key=lambda e: (e[0], e[1]))
         began = time.monotonic()
         futures = []
-        for at, _order, action in events:
+        for at, _order, executor, action in events:
             delay = began + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            futures.append(self._pool.submit(action))
+            futures.append(executor.submit(action))
         for future in futures:
             try:
-                future.result(timeout=120)
+                # Serial actions queue behind each other: the bound covers the queue.
+                future.result(timeout=900)
             except Exception as exc:
                 self.log.errors.append(f"timeline action failed: {exc!r}"[:300])
         self.log.timings["timeline"] = time.monotonic() - began
@@ -566,3 +844,27 @@ class Rig:
         for server in self.servers.values():
             for records, killed in server.lives():
                 yield server.name, records, killed
+
+
+def _ended_by_take_over(doc: dict[str, Any]) -> bool:
+    """A newer attempt than the first holds the record, and has ended it."""
+    return int(doc.get("attempt") or 0) >= 2 and doc.get("status") == "released"
+
+
+def _read(ref: firestore.DocumentReference, attempts: int = 60) -> dict[str, Any]:
+    """A document, retried through the storm's outages (bounded); {} where it never answered."""
+    for _ in range(attempts):
+        try:
+            return ref.get(timeout=5).to_dict() or {}
+        except Exception:
+            time.sleep(0.5)
+    return {}
+
+
+def _serving(functions: FunctionsServer) -> bool:
+    """Whether the server accepts connections and is not paused."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        if sock.connect_ex(("127.0.0.1", functions.port)) != 0:
+            return False
+    return not functions.stopped()

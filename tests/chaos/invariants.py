@@ -12,6 +12,29 @@ is the contract's own definition: a lease past `expires_at`, or expired by a swe
 A clock jump therefore lets new leases in while the old invocations still run; that exposure is
 inherent to leases with a TTL and is not counted as a breach.
 
+The same instant is held against the broker's order book (the truth): for every account with
+`max_daily_orders` or `max_position_qty`, the orders the broker had accepted by the snapshot's
+instant, that UTC day, and their net quantity per symbol, must fit the limits. An order counts
+unless the records at that instant did not count it for one of these reasons (`EXCUSES`), each a
+window the design leaves to a later layer, which the final checks then hold to account:
+- `outlived`: its intent was recorded `stale`/`halted`/`rejected`/`dry_run` (or held by a stale
+  take-over's lease, which counts nowhere): an attempt that outlived its lease placed it after a
+  newer attempt ended the intent. No check before a broker call can stop a paused process; the
+  fenced release or the reconciler settles it (the record then names it, counted from there on,
+  and it is cancelled: "no order ... unless it was cancelled and the record says so").
+- `clock_jump`: a chaos clock jump expired its intent's lease while the invocation still ran (a
+  sweep reading a clock a TTL ahead): to the records that lease had lapsed, so it stopped counting,
+  exactly as a lapsed lease must, while the invocation went on to place its order. A real clock
+  cannot jump for one process only; this is the rig's way to outlive a lease, not a product gap.
+- `unknown_fate`: its attempt lost the broker's answer (released `exception`), or died or was
+  paused before recording it (its lease lapsed, or the sweeper expired it): the known gap of
+  `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`, being fixed in parallel.
+An order once excused stays excused for the rest of the run (intents admitted while it was not
+counted may be placed after its record counts it again), and so does an order its record learned
+of only by a repair (a sample may fall between its acceptance and its repair only by luck). The
+samples are judged after the run (`over_limits`), with that knowledge; a breach needs the whole
+book past the limit too (an excused buy left out of a short position is no breach).
+
 After draining and one sweep, `final_checks` compares the reservations, the dead letters, the
 broker sandbox's order book (the ground truth for orders) and the functions' own structured logs:
 every lease an invocation acquired must have been ended by that same invocation (released,
@@ -31,6 +54,8 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from devtools.alpaca_sandbox import AlpacaSandbox
+from execution.client_order_ids import parse_plain
 from execution.clock import system_clock
 from execution.models import TERMINAL_OUTCOMES
 from tests.chaos.workload import Account, Plan
@@ -38,6 +63,16 @@ from tests.chaos.workload import Account, Plan
 _EPSILON = 1e-6
 NO_ORDER_OUTCOMES = frozenset({"halted", "rejected", "stale", "dry_run"})
 TERMINAL = frozenset(o.value for o in TERMINAL_OUTCOMES)
+
+UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = True
+"""The known gap (tests/simulation/invariants.py has the same switch): an order whose attempt
+lost the broker's answer (released `exception`) or whose invocation died or was paused before
+recording it (lease lapsed or expired by the sweeper) stops counting against the account's limits
+until a redelivery or the reconciler records it `placed`; an intent admitted meanwhile can take the
+account past `max_daily_orders` or `max_position_qty` at the broker. While True such orders are
+left out of the broker-side count (and listed as excused in the report); set False once the fix
+is merged."""
+EXCUSES = ("outlived", "clock_jump", "unknown_fate")
 
 
 @dataclass
@@ -58,12 +93,22 @@ class Monitor(threading.Thread):
         db: firestore.Client,
         accounts: tuple[Account, ...],
         *,
+        broker: AlpacaSandbox | None = None,
+        jumped: set[str] | None = None,
         interval: float = 0.15,
         lag: float = 0.3,
     ) -> None:
         super().__init__(name="chaos-monitor", daemon=True)
         self._db = db
         self._budgeted = [a for a in accounts if a.max_inflight_usd is not None]
+        self._limited = [a for a in accounts if a.counted_limits]
+        self._broker = broker
+        self._jumped = jumped if jumped is not None else set()
+        self.book_samples: list[Sample] = []
+        """Per limited account and snapshot instant: the broker's orders the records counted,
+        and all of its orders."""
+        self.excused: dict[str, set[str]] = {why: set() for why in EXCUSES}
+        """Why an order was left out of a snapshot's count → the order ids, for the report."""
         self._interval = interval
         self._lag = lag
         self._halt = threading.Event()
@@ -79,7 +124,10 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         while not self._halt.is_set():
             try:
-                self.poll(system_clock() - timedelta(seconds=self._lag))
+                at = system_clock() - timedelta(seconds=self._lag)
+                self.poll(at)
+                if self._broker is not None:
+                    self.poll_broker_limits(at)
             except Exception:  # the emulator is restarting, or the snapshot predates its import
                 self.failed_reads += 1
             self._halt.wait(self._interval)
@@ -150,6 +198,39 @@ class Monitor(threading.Thread):
                         "missing from the in-flight document",
                     )
 
+    def poll_broker_limits(self, at: datetime) -> None:
+        """Sample the broker's order book as of `at` for each limited account: the orders the
+        records counted then (see the module docstring); judged after the run (`over_limits`)."""
+        assert self._broker is not None
+        book = [o for o in self._broker.orders.values() if _submitted(o) <= at]
+        for account in self._limited:
+            records = {
+                snap.id: snap.to_dict() or {}
+                for snap in self._db.collection(
+                    "tenants", account.tenant_id, "execution_reservations"
+                )
+                .where(filter=FieldFilter("broker_account_id", "==", account.account_id))
+                .stream(retry=None, timeout=2, read_time=at)
+            }
+            counted, held = [], []
+            for order in book:
+                ids = parse_plain(order["client_order_id"])
+                if ids is None or (ids[0], ids[1]) != account.key:
+                    continue
+                held.append(order)
+                why = self._excused_as(order["id"])
+                why = why or _excuse(records.get(ids[2]), order, at, ids[2] in self._jumped)
+                if why is None:
+                    counted.append(order)
+                else:
+                    # Once excused, for good: the records that count it later (a redelivery's
+                    # `placed`, a repair) came too late for the intents admitted meanwhile.
+                    self.excused[why].add(order["id"])
+            self.book_samples.append((account, at, counted, held))
+
+    def _excused_as(self, order_id: str) -> str | None:
+        return next((why for why, ids in self.excused.items() if order_id in ids), None)
+
     def _record(self, kind: str, key: str, detail: str) -> None:
         existing = self.violations.get((kind, key))
         if existing is None:
@@ -159,6 +240,78 @@ class Monitor(threading.Thread):
 
     def of_kind(self, *kinds: str) -> list[Violation]:
         return [v for v in self.violations.values() if v.kind in kinds]
+
+
+def _holdings(orders: list[dict[str, Any]], at: datetime) -> dict[tuple[str, str], float]:
+    """(limit, what) → how much `orders` hold of it at `at`: orders that UTC day, and the net
+    quantity per symbol (its size: a limit holds both ways)."""
+    position: dict[str, float] = {}
+    for order in orders:
+        signed = float(order["qty"]) * (1.0 if order["side"] == "buy" else -1.0)
+        position[order["symbol"]] = position.get(order["symbol"], 0.0) + signed
+    today = sum(1 for o in orders if _submitted(o).date() == at.date())
+    held = {("max_daily_orders", "orders today"): float(today)}
+    held.update({("max_position_qty", s): abs(q) for s, q in position.items()})
+    return held
+
+
+def over_limits(
+    monitor: Monitor, late: set[str]
+) -> tuple[list[str], dict[tuple[str, str, str], float]]:
+    """Every sampled instant at which the broker held more than an account's limits allow, and
+    each limit's peak. `late`: orders whose record learned of them by a repair (placed by an
+    outlived attempt, or found by the reconciler), excused like `outlived` for the whole run:
+    the monitor may sample between such an order's acceptance and its repair only by luck.
+
+    A breach is the broker's whole book past the limit (the truth) and the counted orders past
+    it too: leaving an excused order out can only lower a count of orders, but it can push a
+    net position further (an excused buy left out of a short position), which is no breach."""
+    breaches: dict[str, tuple[str, int]] = {}
+    peaks: dict[tuple[str, str, str], float] = {}
+    for account, at, orders, book in monitor.book_samples:
+        counted = [o for o in orders if o["id"] not in late]
+        truth = _holdings(book, at)
+        for (limit, what), count in _holdings(counted, at).items():
+            value = account.counted_limits.get(limit)
+            if value is None:
+                continue
+            key = (*account.key, limit)
+            count = min(count, truth.get((limit, what), 0.0))
+            peaks[key] = max(peaks.get(key, 0.0), count)
+            if count > value + _EPSILON:
+                name = f"{'/'.join(account.key)}: {what}"
+                first, seen = breaches.get(name, ("", 0))
+                detail = first or (
+                    f"{name}: the broker holds {count:g} > {limit}={value:g} at {at:%H:%M:%S.%f} "
+                    f"(orders counted: {', '.join(o['client_order_id'] for o in counted)})"
+                )
+                breaches[name] = (detail, seen + 1)
+    return [f"{detail} (seen in {seen} snapshots)" for detail, seen in breaches.values()], peaks
+
+
+Sample = tuple[Account, datetime, list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _submitted(order: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(order["submitted_at"]).replace("Z", "+00:00"))
+
+
+def _excuse(
+    doc: dict[str, Any] | None, order: dict[str, Any], at: datetime, jumped: bool
+) -> str | None:
+    """Why the records did not count `order` at `at` (see the module docstring), or None."""
+    if doc is None:
+        return None  # no record at all: counted, and the final checks report it
+    if doc.get("outcome") == "placed":
+        return None  # counted, under whatever order it names (the final checks compare)
+    live = doc.get("status") == "reserved" and doc["expires_at"] > at
+    if live and doc.get("counts_against_budget"):
+        return None  # its lease counts it as if placed
+    if live or doc.get("outcome") in NO_ORDER_OUTCOMES:
+        return "outlived"
+    if jumped:
+        return "clock_jump"
+    return "unknown_fate" if UNKNOWN_ORDERS_UNCOUNTED_ALLOWED else None
 
 
 Lives = list[tuple[str, list[dict[str, Any]], datetime | None]]
@@ -295,6 +448,8 @@ class Evidence:
     monitor: Monitor
     audit: LeaseAudit
     checked_at: datetime
+    reconcile: dict[str, Any] = field(default_factory=dict)
+    storms: list[Any] = field(default_factory=list)
 
 
 def message_resolved(
@@ -345,7 +500,7 @@ def final_checks(ev: Evidence) -> list[Check]:
                     f"{intent_id}: recorded order {doc.get('broker_order_id')} but the broker's is "
                     f"{order['id']}"
                 )
-        elif order is not None and doc.get("outcome") not in NO_ORDER_OUTCOMES:
+        elif order is not None:
             failures.append(
                 f"{intent_id}: the broker has order {order['id']} but the record says "
                 f"{doc.get('status')}/{doc.get('outcome')}"
@@ -353,7 +508,7 @@ def final_checks(ev: Evidence) -> list[Check]:
     reached = len({c for c in ev.posted if c in intents})
     checks.append(
         Check(
-            "exactly one broker order per intent that reached the broker",
+            "every broker order recorded placed with its order id (one per intent)",
             not failures,
             f"{len(ev.orders)} orders for {reached} intents posted; {placed} recorded placed; "
             f"{sum(Counter(ev.posted).values()) - len(set(ev.posted))} re-posts deduped",
@@ -361,26 +516,10 @@ def final_checks(ev: Evidence) -> list[Check]:
         )
     )
 
-    failures = []
-    for intent_id in sorted(intents):
-        outcome = (ev.reservations.get(intent_id) or {}).get("outcome")
-        if outcome in NO_ORDER_OUTCOMES and intent_id in ev.orders:
-            reason = (ev.reservations[intent_id].get("error") or "")[:90]
-            failures.append(
-                f"{intent_id}: recorded {outcome} ({reason}) "
-                f"but the broker holds order {ev.orders[intent_id]['id']}"
-            )
-    no_order = sum(
-        1 for i in intents if (ev.reservations.get(i) or {}).get("outcome") in NO_ORDER_OUTCOMES
-    )
-    checks.append(
-        Check(
-            "no order for halted / rejected / stale / dry_run",
-            not failures,
-            f"{no_order} such intents",
-            failures,
-        )
-    )
+    checks.append(_forbidden_orders_cancelled(ev, intents))
+    checks.append(_within_limits_at_the_broker(ev))
+    checks.append(_reconciler_agrees(ev))
+    checks.append(_storms_happened(ev))
 
     over = ev.monitor.of_kind("over_budget")
     peaks = ", ".join(
@@ -452,6 +591,93 @@ def final_checks(ev: Evidence) -> list[Check]:
         )
     )
     return checks
+
+
+def _forbidden_orders_cancelled(ev: Evidence, intents: set[str | None]) -> Check:
+    """No order for an intent recorded stale/halted/rejected/dry_run unless it was cancelled and
+    the record says so (a `repair` naming the earlier outcome and the cancel)."""
+    failures = []
+    repaired = 0
+    for intent_id in sorted(i for i in intents if i in ev.orders):
+        doc = ev.reservations.get(intent_id) or {}
+        order = ev.orders[intent_id]
+        repair = doc.get("repair") or {}
+        if doc.get("outcome") in NO_ORDER_OUTCOMES:
+            reason = (doc.get("error") or "")[:90]
+            failures.append(
+                f"{intent_id}: recorded {doc['outcome']} ({reason}) but the broker holds order "
+                f"{order['id']} ({order['status']})"
+            )
+        elif repair.get("previous_outcome") in NO_ORDER_OUTCOMES:
+            repaired += 1
+            if order["status"] != "canceled" or repair.get("cancel") != "requested":
+                failures.append(
+                    f"{intent_id}: recorded {repair['previous_outcome']} then repaired to its "
+                    f"order {order['id']}, which is {order['status']} (cancel: "
+                    f"{repair.get('cancel')})"
+                )
+    no_order = sum(
+        1 for i in intents if (ev.reservations.get(i) or {}).get("outcome") in NO_ORDER_OUTCOMES
+    )
+    return Check(
+        "no order for stale / halted / rejected / dry_run unless cancelled and recorded so",
+        not failures,
+        f"{no_order} such intents; {repaired} late orders cancelled and repaired",
+        failures,
+    )
+
+
+def _within_limits_at_the_broker(ev: Evidence) -> Check:
+    late = {
+        str(doc.get("broker_order_id")) for doc in ev.reservations.values() if doc.get("repair")
+    }
+    over, peak = over_limits(ev.monitor, late)
+    peaks = ", ".join(
+        f"{tenant}/{account} {limit} {value:g}/"
+        f"{ev.plan.account((tenant, account)).counted_limits[limit]:g}"
+        for (tenant, account, limit), value in sorted(peak.items())
+    )
+    excused = ", ".join(f"{why} {len(ids)}" for why, ids in ev.monitor.excused.items())
+    return Check(
+        "no account past max_daily_orders / max_position_qty at the broker (continuous)",
+        not over,
+        f"{len(ev.monitor.book_samples)} samples; peak {peaks}; excused (uncounted when seen): "
+        f"{excused}, repaired late {len(late)}"
+        + ("" if UNKNOWN_ORDERS_UNCOUNTED_ALLOWED else " (unknown fates counted)"),
+        over,
+    )
+
+
+def _reconciler_agrees(ev: Evidence) -> Check:
+    """The scheduled reconciler, run once at the end, finds nothing it cannot settle."""
+    report = ev.reconcile
+    failures = [f"conflict: {c}" for c in report.get("conflicts") or []]
+    failures += [f"missing at the broker: {m}" for m in report.get("missing_at_broker") or []]
+    if report.get("pending"):
+        # Everything has ended by now: no live lease may still hold an intent with an order.
+        failures.append(f"{report['pending']} orders left pending (not settled onto a record)")
+    if report.get("status") != 200 or not report.get("complete"):
+        failures.append(f"the run did not complete: {report}")
+    return Check(
+        "the reconciler settles every broker order and finds every placed record's order",
+        not failures,
+        ", ".join(
+            f"{k} {report.get(k)}" for k in ("listed", "ours", "agreed", "repaired", "pending")
+        ),
+        failures,
+    )
+
+
+def _storms_happened(ev: Evidence) -> Check:
+    """The storms must have paused something, or they proved nothing."""
+    reached = [s for s in ev.storms if s.reached]
+    taken = [s for s in reached if s.taken_over]
+    return Check(
+        "zombie storms: first attempts paused past their lease and taken over",
+        bool(taken) or not ev.storms,
+        f"{len(reached)}/{len(ev.storms)} paused at their point, {len(taken)} taken over",
+        [] if taken or not ev.storms else ["no storm was taken over while its zombie was paused"],
+    )
 
 
 def render(checks: list[Check], extra: list[tuple[str, str]]) -> str:

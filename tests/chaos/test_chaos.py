@@ -1,14 +1,19 @@
 """Chaos: a seeded storm of intents, duplicates and faults; afterwards nothing may be poisoned.
 
 One run: start the rig (`harness.py`), stage one zombie take-over, play the seeded timeline of
-publishes and faults (`workload.py`), wait until every message has ended (bounded by the settings,
-not a tuned sleep), run one sweep through `main.sweep_reservations`, and check and print the
-invariants (`invariants.py`):
+publishes and faults, zombie storms included (`workload.py`), wait until every message has ended
+(bounded by the settings, not a tuned sleep), run one sweep through `main.sweep_reservations` and
+one reconciliation through `main.reconcile_orders`, and check and print the invariants
+(`invariants.py`):
 
 - zero `reserved` documents;
-- exactly one broker order for every intent that reached the broker, named by its record;
-- no order for `halted`, `rejected`, `stale`, `dry_run`;
+- every broker order recorded `placed` with its order id, one order per intent;
+- no order for an intent recorded `halted`, `rejected`, `stale`, `dry_run` unless it was cancelled
+  and the record says so (the repair of a zombie's late order);
 - no account over its in-flight budget, at any snapshot;
+- no account past `max_daily_orders` or `max_position_qty` by the broker's own order book, at any
+  snapshot (the excused windows are listed in `invariants.py`);
+- the reconciler settles every broker order and finds the order of every `placed` record;
 - every message ends as a terminal record of its payload, or as a dead letter;
 - the in-flight leases match the live reservations, at any snapshot and at the end;
 - every lease is ended by the invocation that took it, unless that process was killed.
@@ -24,13 +29,14 @@ import os
 import random
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from execution.client_order_ids import client_order_id_for
 from execution.clock import system_clock
 from tests.chaos.harness import Rig
 from tests.chaos.invariants import (
@@ -40,10 +46,11 @@ from tests.chaos.invariants import (
     audit_leases,
     final_checks,
     message_resolved,
+    over_limits,
     render,
     zombie_staged,
 )
-from tests.chaos.workload import Plan, build_plan
+from tests.chaos.workload import Account, Plan, build_plan
 from tests.support.builders import intent_id_at_broker
 
 CHAOS_N = int(os.environ.get("CHAOS_N") or 40)
@@ -138,6 +145,8 @@ def collect(rig: Rig, monitor: Monitor) -> Evidence:
         monitor=monitor,
         audit=audit_leases(list(rig.lives()), release_grace(rig.plan)),
         checked_at=system_clock(),
+        reconcile=rig.log.reconcile,
+        storms=rig.log.storms,
     )
 
 
@@ -190,6 +199,26 @@ def facts(rig: Rig, ev: Evidence, drained: bool, drain_seconds: float) -> list[t
             ", ".join(f"{k}={v}" for k, v in log.zombie.items()),
         ),
         (
+            "zombie storms",
+            "; ".join(
+                f"{r.storm.point}/{r.storm.transition} on S{r.storm.server}: "
+                + (
+                    f"paused {r.paused_seconds:g}s, take-over "
+                    f"{'ended ' + str(r.take_over_outcome) if r.taken_over else 'did not end'}, "
+                    f"final {_final(ev, r.intent)}"
+                    if r.reached
+                    else r.note
+                )
+                for r in log.storms
+            ),
+        ),
+        (
+            "reconciler",
+            ", ".join(
+                f"{k}={v}" for k, v in log.reconcile.items() if k not in {"since", "skipped"}
+            ),
+        ),
+        (
             "Firestore outages",
             "; ".join(
                 f"at {o.at:.1f}s with {o.calls_in_flight} broker calls in flight: cut "
@@ -234,6 +263,19 @@ def facts(rig: Rig, ev: Evidence, drained: bool, drain_seconds: float) -> list[t
     return rows
 
 
+def _final(ev: Evidence, intent_id: str) -> str:
+    """An intent's final record in a few words: outcome, and the repair where there is one."""
+    doc = ev.reservations.get(intent_id) or {}
+    repair = doc.get("repair") or {}
+    text = str(doc.get("outcome"))
+    if repair:
+        text += (
+            f" (repaired by {repair.get('found_by')} from {repair.get('previous_outcome')}, "
+            f"cancel {repair.get('cancel')})"
+        )
+    return text
+
+
 @pytest.mark.timeout(240 + CHAOS_N * 2)
 def test_no_failure_poisons_the_system(
     pubsub_emulator_host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -245,15 +287,20 @@ def test_no_failure_poisons_the_system(
     rig = Rig(plan, tmp_path, project=f"demo-chaos-{SEED}")
     try:
         rig.start()
-        monitor = Monitor(rig.direct, plan.accounts)
+        monitor = Monitor(rig.direct, plan.accounts, broker=rig.sandbox, jumped=rig.jumped)
         monitor.start()
         step = time.monotonic()
         rig.zombie_takeover()
         rig.log.timings["zombie"] = time.monotonic() - step
         rig.run_timeline()
+        rig.resume_all()
         drained, drain_seconds = drain(rig, drain_bound(plan))
         rig.final_sweep()
         rig.log.timings["settle"] = settle_leases(rig, 2 * plan.timing.function_timeout + 10)
+        # As Cloud Scheduler would, once everything has ended (the broker's faults with it: one
+        # left queued would fail the listing, which the reconciler reports as incomplete).
+        rig.sandbox.clear_faults()
+        rig.reconcile()
         monitor.stop()
         evidence = collect(rig, monitor)
         checks = final_checks(evidence)
@@ -285,3 +332,43 @@ def test_the_plan_is_a_function_of_the_seed() -> None:
         (f.at, f.label) for f in again.broker_faults
     ]
     assert [m.data for m in first.messages] != [m.data for m in other.messages]
+
+
+def _order(number: int, side: str, submitted: str, qty: int = 2) -> dict[str, Any]:
+    return {
+        "id": f"order-{number}",
+        "client_order_id": client_order_id_for("limits-co", "acct-pos", f"intent-{number}"),
+        "symbol": "AAPL",
+        "side": side,
+        "qty": str(qty),
+        "submitted_at": submitted,
+    }
+
+
+def test_the_broker_side_limit_check_flags_a_position_past_its_limit_unless_repaired_late() -> None:
+    account = Account("limits-co", "acct-pos", 400.0, 250.0, max_position_qty=5)
+    monitor = Monitor(None, (account,))  # type: ignore[arg-type]  # never polled here
+    at = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+    orders = [_order(n, "buy", f"2026-01-05T14:59:0{n}Z") for n in range(3)]  # 6 shares
+    monitor.book_samples.append((account, at, orders, orders))
+
+    breaches, peaks = over_limits(monitor, late=set())
+    excused, _ = over_limits(monitor, late={"order-2"})
+
+    assert len(breaches) == 1
+    assert "6 > max_position_qty=5" in breaches[0]
+    assert peaks[("limits-co", "acct-pos", "max_position_qty")] == 6
+    assert excused == []
+
+
+def test_an_excused_order_left_out_of_a_position_is_no_breach_while_the_book_is_within() -> None:
+    account = Account("limits-co", "acct-pos", 400.0, 250.0, max_position_qty=5)
+    monitor = Monitor(None, (account,))  # type: ignore[arg-type]  # never polled here
+    at = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+    buy = _order(0, "buy", "2026-01-05T14:59:00Z", qty=2)
+    sells = [_order(n, "sell", f"2026-01-05T14:59:0{n}Z", qty=3) for n in (1, 2)]  # book: -4
+    monitor.book_samples.append((account, at, sells, [buy, *sells]))  # the buy was excused
+
+    breaches, _ = over_limits(monitor, late=set())
+
+    assert breaches == []

@@ -1,10 +1,13 @@
 """The chaos workload: one seeded plan of messages and faults, identical for the same seed and size.
 
 `build_plan(seed, n)` draws everything from `random.Random(seed)`: the accounts' budgets and risk
-limits, `n` intents of every kind the engine can end in (trades, dry runs, a halted tenant, risk
-rejections, stale and malformed payloads, reused ids with another payload), how often and when each
-is published and to which push subscription, and the faults on a timeline: broker faults, Firestore
-outages, killed function processes and clock jumps. The seed fixes the plan, not the interleaving:
+limits (in-flight budget, orders per day, position), `n` intents of every kind the engine can end
+in (trades, dry runs, a halted tenant, risk rejections, stale and malformed payloads, reused ids
+with another payload), how often and when each is published and to which push subscription, and
+the faults on a timeline: broker faults, Firestore outages, killed function processes, clock
+jumps and zombie storms (a function process paused past a lease at a planned point of a broker
+call while the other takes the intent over, the intent turning stale or a kill switch turning on
+meanwhile). The seed fixes the plan, not the interleaving:
 the processes race for real, so a seed replays the same storm, not the same thread schedule.
 """
 
@@ -44,7 +47,9 @@ class Timing:
     broker_timeout: float = 4.0
     ttl: float = 9.0
     firestore_timeout: float = 2.0
-    intent_max_age: float = 300.0
+    intent_max_age: float = 1800.0
+    """Long: on a busy machine a large run's outages back Pub/Sub's pushes off for minutes, and
+    a trade meant to execute would end `stale` (the `stale` kind is dated far in the past)."""
     clock_skew: float = 1.0
     """The processes share one machine's clock; the broker call still needs room in the lease."""
 
@@ -63,21 +68,38 @@ class Timing:
 
 @dataclass(frozen=True)
 class Account:
-    """`tenants/{tenant_id}/accounts/{account_id}`: an in-flight budget and a risk limit."""
+    """`tenants/{tenant_id}/accounts/{account_id}`: an in-flight budget and risk limits."""
 
     tenant_id: str
     account_id: str
     max_inflight_usd: float | None
     max_order_notional_usd: float
+    max_daily_orders: int | None = None
+    max_position_qty: float | None = None
+    symbols: tuple[str, ...] = SYMBOLS
+    """What its intents trade: few symbols make a position limit bind."""
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.tenant_id, self.account_id)
 
+    @property
+    def counted_limits(self) -> dict[str, float]:
+        """The limits the broker's order book is held to (orders per UTC day, net position)."""
+        limits = {
+            "max_daily_orders": self.max_daily_orders,
+            "max_position_qty": self.max_position_qty,
+        }
+        return {name: float(value) for name, value in limits.items() if value is not None}
+
     def document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"max_order_notional_usd": self.max_order_notional_usd}
-        if self.max_inflight_usd is not None:
-            doc["max_inflight_usd"] = self.max_inflight_usd
+        optional = {
+            "max_inflight_usd": self.max_inflight_usd,
+            "max_daily_orders": self.max_daily_orders,
+            "max_position_qty": self.max_position_qty,
+        }
+        doc.update({name: value for name, value in optional.items() if value is not None})
         return doc
 
 
@@ -142,10 +164,46 @@ class Zombie:
 
     account: Account
     payload: dict[str, Any]
-    first_hang: float
-    """The first attempt's broker call: accepted, answered after this long (below the timeout)."""
     second_hang: float
     """The taker's broker call: long enough that the first attempt releases while it holds."""
+
+
+PAUSE_POINTS = ("before", "inside", "after")
+"""Where a storm pauses its first attempt: right before the broker call (past the lease-room
+check), inside it (the broker accepted the order and holds the answer), after the answer (before
+the release)."""
+TRANSITIONS = ("none", "stale", "halt_global", "halt_tenant", "halt_account")
+"""What changes while the first attempt is paused: nothing, the intent's age passes
+INTENT_MAX_AGE_SECONDS, or a kill switch (global, tenant) or the account's trading mode (OFF)
+turns on until the take-over has ended the intent."""
+BURST_SIZE = 4
+"""Intents published at once on each limited account, more than its limits admit together."""
+
+
+def burst_topic(index: int) -> str:
+    """A topic of its own for each intent of a burst (the emulator pushes one message at a time
+    per subscription): the burst reaches the servers at once."""
+    return f"burst-{index}"
+
+
+STORM_SPAN = 15.0
+"""A storm's length: reaching the pause, one lease TTL paused, the take-over, the resume."""
+STALE_MARGIN = 8.0
+"""A stale storm's intent is this many seconds short of INTENT_MAX_AGE_SECONDS when published:
+fresh for the first attempt, stale for the take-over a lease later."""
+
+
+@dataclass(frozen=True)
+class ZombieStorm:
+    """Pause server `server`'s attempt at `point`, past its lease, while the other takes over."""
+
+    at: float
+    point: str
+    transition: str
+    server: int
+    account: Account
+    payload: dict[str, Any]
+    """Without `created_at`: a stale storm dates it when it publishes (see STALE_MARGIN)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +222,7 @@ class Plan:
     kills: tuple[Kill, ...]
     jumps: tuple[ClockJump, ...]
     zombie: Zombie
+    storms: tuple[ZombieStorm, ...] = ()
     kinds: dict[str, int] = field(default_factory=dict)
 
     def account(self, key: tuple[str, str]) -> Account:
@@ -178,7 +237,9 @@ class Plan:
         return (
             f"{self.n} intents ({kinds}); {len(self.messages)} messages over {self.window:.0f} s; "
             f"broker faults: {fault_text}; Firestore outages {len(self.outages)}; "
-            f"kills {len(self.kills)}; clock jumps {len(self.jumps)}; staged zombie take-over 1"
+            f"kills {len(self.kills)}; clock jumps {len(self.jumps)}; staged zombie take-over 1; "
+            "zombie storms "
+            + ", ".join(f"{s.point}/{s.transition} on S{s.server}" for s in self.storms)
         )
 
 
@@ -235,7 +296,7 @@ def _fault_menu(timing: Timing) -> list[tuple[str, str, float, Any]]:
     ]
 
 
-def _accounts() -> tuple[tuple[Account, ...], tuple[str, ...], Account]:
+def _accounts(n: int, storms: int) -> tuple[tuple[Account, ...], tuple[str, ...], Account, Account]:
     accounts = (
         Account("acme", "acct-1", 300.0, 250.0),
         Account("acme", "acct-2", 200.0, 160.0),
@@ -243,12 +304,25 @@ def _accounts() -> tuple[tuple[Account, ...], tuple[str, ...], Account]:
         Account("globex", "acct-1", 250.0, 200.0),
         Account("globex", "acct-2", 400.0, 300.0),
         Account("halted-co", "acct-1", 300.0, 250.0),
+        # Limits that bind: about 1 in 14 intents trades here, two symbols of 1-4 shares each.
+        Account("limits-co", "acct-pos", 400.0, 250.0, max_position_qty=5, symbols=SYMBOLS[:2]),
+        Account("limits-co", "acct-daily", 400.0, 250.0, max_daily_orders=max(3, n // 25)),
     )
     zombie = Account("acme", "acct-zombie", 1000.0, 1000.0)
-    return (*accounts, zombie), ("halted-co",), zombie
+    # Room for every storm's order; the limits still count each zombie's order at the broker.
+    storm = Account(
+        "storm-co",
+        "acct-1",
+        50.0,
+        50.0,
+        max_daily_orders=storms,
+        max_position_qty=4,
+        symbols=SYMBOLS[:1],
+    )
+    return (*accounts, zombie, storm), ("halted-co",), zombie, storm
 
 
-def _order_fields(rng: random.Random, amount: float) -> dict[str, Any]:
+def _order_fields(rng: random.Random, amount: float, symbols: tuple[str, ...]) -> dict[str, Any]:
     """A limit order worth `amount`, or a market order declaring `notional_usd` = `amount`.
 
     A market order is valued at the quote too (`QUOTE`, seeded for every symbol, worth less than
@@ -256,7 +330,7 @@ def _order_fields(rng: random.Random, amount: float) -> dict[str, Any]:
     """
     qty = rng.randint(1, 4)
     side = rng.choice(("buy", "sell"))
-    symbol = rng.choice(SYMBOLS)
+    symbol = rng.choice(symbols)
     if rng.random() < 0.75:
         price = round(amount / qty, 2)
         return {
@@ -337,10 +411,15 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
     """The whole run for `seed` and `n` intents."""
     timing = timing or Timing()
     rng = random.Random(seed)
-    accounts, halted, zombie_account = _accounts()
-    tradable = [a for a in accounts if a.tenant_id not in halted and a is not zombie_account]
+    # Two at the default size (each pauses a server for a lease: the CI run stays short), one
+    # more per 80 intents: `make chaos N=1000` plays every point and transition several times.
+    storm_count = 2 + n // 80
+    accounts, halted, zombie_account, storm_account = _accounts(n, storm_count)
+    special = (zombie_account, storm_account)
+    tradable = [a for a in accounts if a.tenant_id not in halted and a not in special]
     halted_accounts = [a for a in accounts if a.tenant_id in halted]
-    window = max(28.0, n * 0.25)
+    # Storms pause a server each, so they cannot overlap: the window fits them all.
+    window = max(28.0, n * 0.25, storm_count * (STORM_SPAN + 1.0) + 4.0)
     # Any instant far enough back is stale; a fixed one keeps the payloads a function of the seed.
     stale_born = STALE_EPOCH
 
@@ -399,7 +478,7 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
             "tenant_id": account.tenant_id,
             "broker_account_id": account.account_id,
             "client_intent_id": intent_id,
-            **_order_fields(rng, amount),
+            **_order_fields(rng, amount, account.symbols),
             "strategy_id": f"chaos-{kind}",
         }
         if kind == "dry_run":
@@ -417,6 +496,40 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
                 other["limit_price"] = round(amount / other["qty"], 2)
             publish_copies(kind, other, at + rng.uniform(0.0, 0.3), 1)
 
+    for burst in range(1 + n // 200):
+        # Several intents at once on each limited account, each to both servers: a limit that
+        # counted only placed orders (not those in flight) lets them all through, past the limit
+        # at the broker. The rig gives their orders a slow broker of their own instead of the
+        # queued faults (an order whose answer is lost is the known gap's, which the monitor
+        # excuses): they test the limits alone, in flight together.
+        at = rng.uniform(0.0, 0.8 * window)
+        for account in (a for a in tradable if a.counted_limits):
+            symbol = rng.choice(account.symbols)
+            for index in range(BURST_SIZE):
+                payload = {
+                    "tenant_id": account.tenant_id,
+                    "broker_account_id": account.account_id,
+                    "client_intent_id": f"ci-{seed}-burst-{burst}-{account.account_id}-{index}",
+                    "symbol": symbol,
+                    "side": "buy",
+                    "qty": 3,
+                    "order_type": "limit",
+                    "limit_price": round(rng.uniform(5.0, 20.0), 2),
+                    "strategy_id": "chaos-limit-burst",
+                }
+                kinds["limit_burst"] = kinds.get("limit_burst", 0) + 1
+                messages.append(
+                    Message(
+                        kind="limit_burst",
+                        data=json.dumps(payload).encode(),
+                        at=at + rng.uniform(0.0, 0.05),
+                        topic=burst_topic(index),
+                        intent_id=payload["client_intent_id"],
+                        payload_hash=payload_hash(payload),
+                        account=account.key,
+                    )
+                )
+
     menu = _fault_menu(timing)
     fault_count = max(len(menu), round(n * 0.35))
     picks = list(menu) + rng.choices(menu, weights=[m[2] for m in menu], k=fault_count - len(menu))
@@ -428,7 +541,9 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
         key=lambda f: f.at,
     )
 
-    busy: list[tuple[float, float]] = []
+    storms = _storms(rng, seed, storm_count, storm_account, window)
+    # Outages and kills keep clear of storms where the window has room (they may still meet).
+    busy: list[tuple[float, float]] = [(s.at, s.at + STORM_SPAN) for s in storms]
 
     def victim(label: str, number: int, at: float, topic: str) -> Message:
         account = rng.choice([a for a in tradable if a.max_inflight_usd is not None])
@@ -436,7 +551,9 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
             "tenant_id": account.tenant_id,
             "broker_account_id": account.account_id,
             "client_intent_id": f"ci-{seed}-{label}-{number}",
-            **_order_fields(rng, rng.uniform(0.1, 0.3) * account.max_order_notional_usd),
+            **_order_fields(
+                rng, rng.uniform(0.1, 0.3) * account.max_order_notional_usd, account.symbols
+            ),
             "strategy_id": f"chaos-{label}",
         }
         kinds[label] = kinds.get(label, 0) + 1
@@ -497,9 +614,6 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
     zombie = Zombie(
         account=zombie_account,
         payload=zombie_payload,
-        # The take-over must acquire while the first attempt is in its call: on a busy machine
-        # the second delivery takes seconds to arrive, so the first call lasts most of its bound.
-        first_hang=timing.broker_timeout * 0.75,
         second_hang=timing.broker_timeout * 0.9,
     )
     return Plan(
@@ -515,5 +629,49 @@ def build_plan(seed: int, n: int, timing: Timing | None = None) -> Plan:
         kills=tuple(kills),
         jumps=tuple(jumps),
         zombie=zombie,
+        storms=storms,
         kinds=kinds,
     )
+
+
+def _storms(
+    rng: random.Random,
+    seed: int,
+    count: int,
+    account: Account,
+    window: float,
+) -> tuple[ZombieStorm, ...]:
+    """`count` storms, every pause point and transition played before any repeats."""
+    # One slot each, in order: other faults may land inside a storm, but storms never overlap.
+    slot = (window - 2.0) / count
+    times = [index * slot + rng.uniform(0.0, slot - STORM_SPAN) for index in range(count)]
+    first = rng.randrange(len(PAUSE_POINTS))  # which points a short run plays: the seed's
+    points = [PAUSE_POINTS[(first + i) % len(PAUSE_POINTS)] for i in range(count)]
+    start = rng.randrange(len(TRANSITIONS))
+    transitions = [TRANSITIONS[(start + i) % len(TRANSITIONS)] for i in range(count)]
+    rng.shuffle(transitions)
+    storms = []
+    for index, at in enumerate(times):
+        payload = {
+            "tenant_id": account.tenant_id,
+            "broker_account_id": account.account_id,
+            "client_intent_id": f"ci-{seed}-storm-{index}",
+            "symbol": account.symbols[0],
+            # Alternate sides keep the position near zero, so no storm is refused by its limit.
+            "side": ("buy", "sell")[index % 2],
+            "qty": 1,
+            "order_type": "limit",
+            "limit_price": 1.0,
+            "strategy_id": "chaos-storm",
+        }
+        storms.append(
+            ZombieStorm(
+                at=at,
+                point=points[index],
+                transition=transitions[index],
+                server=rng.choice((1, 2)),
+                account=account,
+                payload=payload,
+            )
+        )
+    return tuple(storms)
