@@ -138,7 +138,8 @@ class ExecutionEngine:
             raise
         finally:
             if result is None:
-                self._release(handle, intent, Outcome.EXCEPTION, error, None, fate)
+                released = self._release(handle, intent, Outcome.EXCEPTION, error, None, fate)
+                self._settle_lost_answer(intent, handle, fate, released)
             else:
                 released = self._release(
                     handle, intent, result.outcome, result.reason, result.broker_order_id, fate
@@ -174,6 +175,38 @@ class ExecutionEngine:
             "and a newer attempt holds or ended the intent; the delivery will be retried so "
             "that the message is acked only once the intent's record is final"
         )
+
+    def _settle_lost_answer(
+        self,
+        intent: TradeIntent,
+        handle: ReservationHandle,
+        fate: OrderFate,
+        released: ReleaseResult,
+    ) -> None:
+        """This attempt's broker call lost its answer and a newer attempt held or ended the
+        intent meanwhile: settle the record to the order, if the broker has one.
+
+        The newer attempt may have asked the broker before this order landed and recorded, say,
+        `halted`; its redeliveries are then duplicates of that record, and nothing else would look
+        for the order before the reconciler. Contained: the exception that ended this attempt is
+        already on its way (the delivery is retried), and the reconciler is the net.
+        """
+        if released is not ReleaseResult.FENCED or not (fate.unknown and fate.called):
+            return
+        try:
+            order = self._earlier_order(intent, handle.client_order_id)
+            if order is not None:
+                self._settle_outlived(intent, handle, order)
+        except Exception as exc:
+            emit(
+                logger,
+                "exec.intent.lost_answer_unsettled",
+                logging.ERROR,
+                tenant_id=intent.tenant_id,
+                client_intent_id=intent.client_intent_id,
+                attempt=handle.attempt,
+                error=repr(exc),
+            )
 
     def _settle_outlived(
         self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder
@@ -330,7 +363,7 @@ class ExecutionEngine:
         if reference_price is None and intent.notional_usd is not None:
             reference_price = intent.notional_usd / intent.qty
         self._check_lease_room(intent, handle)
-        fate.unknown = True
+        fate.unknown = fate.called = True
         try:
             order = self._broker.place_order(
                 OrderRequest.from_intent(intent, reference_price, handle.client_order_id)
@@ -556,6 +589,8 @@ class OrderFate:
     know of; the release then keeps the intent counting against the account's limits."""
 
     unknown: bool
+    called: bool = False
+    """This attempt started a broker call (its own order may exist, not only an earlier one's)."""
 
 
 def _reservation_request(

@@ -28,7 +28,7 @@ window the design leaves to a later layer, which the final checks then hold to a
   cannot jump for one process only; this is the rig's way to outlive a lease, not a product gap.
 - `unknown_fate`: its attempt lost the broker's answer (released `exception`), or died or was
   paused before recording it (its lease lapsed, or the sweeper expired it): the known gap of
-  `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`, being fixed in parallel.
+  `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`, closed (False): such an order's hold keeps counting it.
 An order once excused stays excused for the rest of the run (intents admitted while it was not
 counted may be placed after its record counts it again), and so does an order its record learned
 of only by a repair (a sample may fall between its acceptance and its repair only by luck). The
@@ -64,14 +64,14 @@ _EPSILON = 1e-6
 NO_ORDER_OUTCOMES = frozenset({"halted", "rejected", "stale", "dry_run"})
 TERMINAL = frozenset(o.value for o in TERMINAL_OUTCOMES)
 
-UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = True
+UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = False
 """The known gap (tests/simulation/invariants.py has the same switch): an order whose attempt
 lost the broker's answer (released `exception`) or whose invocation died or was paused before
 recording it (lease lapsed or expired by the sweeper) stops counting against the account's limits
 until a redelivery or the reconciler records it `placed`; an intent admitted meanwhile can take the
 account past `max_daily_orders` or `max_position_qty` at the broker. While True such orders are
-left out of the broker-side count (and listed as excused in the report); set False once the fix
-is merged."""
+left out of the broker-side count (and listed as excused in the report). False since the holds of
+`execution.account_state` keep counting an order of unknown fate until its fate is known."""
 EXCUSES = ("outlived", "clock_jump", "unknown_fate")
 
 

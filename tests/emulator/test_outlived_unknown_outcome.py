@@ -4,9 +4,10 @@ suite's zombie storms: `CHAOS_SEED=4242`, storm `before/halt_global`).
 The attempt is paused right before its broker call; meanwhile its lease lapses, a kill switch
 turns on and a redelivery on another instance takes the intent over and records `halted`. The
 attempt resumes and its order reaches the broker, but the answer is lost (malformed after
-accept: outcome unknown). Its release of `exception` is fenced. Nothing then looks for the order:
-the engine settles only an order it holds, and the next delivery is a `duplicate` of `halted`,
-acked. The broker keeps an open order under a record that says `halted` until the reconciler runs.
+accept: outcome unknown). Its release of `exception` is fenced; the engine then looks the order up
+and settles the record to it (cancelled, since the record said `halted`), so the next delivery is
+a `duplicate` of `placed` and no open order stays under a record that says `halted` until the
+reconciler runs (it did before the fix).
 """
 
 from __future__ import annotations
@@ -73,11 +74,6 @@ def live(**overrides: Any) -> Any:
     return fast_settings(agent_mode=AgentMode.LIVE, **overrides)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap reported by chaos: an outlived attempt that lost its broker answer never "
-    "looks its order up; the record stays `halted` with an open order until the reconciler",
-)
 def test_an_outlived_attempt_that_lost_its_answer_leaves_no_open_order_under_halted(
     db: firestore.Client,
     alpaca: AlpacaSandbox,
