@@ -459,12 +459,19 @@ class FirestoreReservationHandle:
     def _release_once(self, ending: _Ending, known: _Known) -> ReleaseResult | Retry:
         """Read (where the version is unknown), decide, build the batch, commit once."""
         if known.version is None:
-            answer = self._read_current(ending, known)
-            if answer is not None:
-                return answer
+            current, version = self._read_current()
+            if current is None or current.lease_id != self._record.lease_id:
+                self._log_fenced(ending, current)
+                return ReleaseResult.FENCED
+            if current.status is ReservationStatus.RELEASED:
+                return ReleaseResult.RECORDED
+            # `reserved`, or `expired` by the sweeper while this lease still held it: the
+            # outcome we know beats the sweeper's guess, and no newer attempt exists.
+            known.version, known.counted = version, current.counted_lease_id
         now = self._clock()
         batch = self._db.batch()
-        kept = self._stage_end(batch, ending, known, now)
+        fence = self._db.write_option(last_update_time=known.version)
+        kept = self._stage_end(batch, ending, known, now, fence)
         retry = self._commit_end(batch, known)
         if retry is not None:
             return retry
@@ -474,37 +481,36 @@ class FirestoreReservationHandle:
     def _doc(self) -> firestore.DocumentReference:
         return reservation_ref(self._db, self._record.tenant_id, self._record.client_intent_id)
 
-    def _read_current(self, ending: _Ending, known: _Known) -> ReleaseResult | None:
-        """The answer where the document is no longer this lease's to end; else None, with
-        `known` brought up to the document as read."""
-        rec = self._record
+    def _read_current(self) -> tuple[ReservationRecord | None, Any]:
+        """The document as it is now (None where it is gone), and its update time."""
         with store_errors("reservation release read"):
             snap = self._doc().get(**self._policy.kwargs())
-        current = record_from_document(snap.to_dict() or {}) if snap.exists else None
-        if current is None or current.lease_id != rec.lease_id:
-            emit(
-                logger,
-                "exec.reservation.release_fenced",
-                logging.WARNING,
-                tenant_id=rec.tenant_id,
-                client_intent_id=rec.client_intent_id,
-                lease_id=rec.lease_id,
-                current_lease_id=current.lease_id if current else None,
-                outcome=ending.outcome.value,
-            )
-            return ReleaseResult.FENCED
-        if current.status is ReservationStatus.RELEASED:
-            return ReleaseResult.RECORDED
-        # `reserved`, or `expired` by the sweeper while this lease still held it: the outcome we
-        # know beats the sweeper's guess, and no newer attempt exists.
-        known.version, known.counted = snap.update_time, current.counted_lease_id
-        return None
+        if not snap.exists:
+            return None, None
+        return record_from_document(snap.to_dict() or {}), snap.update_time
+
+    def _log_fenced(self, ending: _Ending, current: ReservationRecord | None) -> None:
+        emit(
+            logger,
+            "exec.reservation.release_fenced",
+            logging.WARNING,
+            tenant_id=self._record.tenant_id,
+            client_intent_id=self._record.client_intent_id,
+            lease_id=self._record.lease_id,
+            current_lease_id=current.lease_id if current else None,
+            outcome=ending.outcome.value,
+        )
 
     def _stage_end(
-        self, batch: firestore.WriteBatch, ending: _Ending, known: _Known, now: datetime
+        self,
+        batch: firestore.WriteBatch,
+        ending: _Ending,
+        known: _Known,
+        now: datetime,
+        fence: Any,
     ) -> str | None:
-        """Stage the account state's end (or kept hold) and the reservation's end, fenced on the
-        version we know; the hold kept counting the intent, if any."""
+        """Stage the account state's end (or kept hold) and the reservation's end under `fence`
+        (the precondition on the version we know); the hold kept counting the intent, if any."""
         kept = stage_attempt_end(
             batch,
             self._db,
@@ -524,7 +530,7 @@ class FirestoreReservationHandle:
         batch.update(
             self._doc(),
             {**ended, "broker_order_id": ending.broker_order_id, "counted_lease_id": kept},
-            option=self._db.write_option(last_update_time=known.version),
+            option=fence,
         )
         return kept
 
