@@ -4,12 +4,13 @@ Each acquire is one read (`get_all` of the reservation, the account and its in-f
 and one atomic batch guarded by preconditions: `create` where the document was absent, an update
 conditioned on the `update_time` we read where it existed. A lost race fails the whole batch with
 `AlreadyExists`/`FailedPrecondition`; we read again after a jittered pause, a bounded number of
-times. An invocation that read the account and in-flight documents at its start passes them as
-`budget_read`: the first attempt then creates the reservation without reading it, since a fresh
-intent's document does not exist yet; where it does (a redelivery, a duplicate), the `create`
-fails and the next attempt reads all three, at once. The emulator's pessimistic transactions
-livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1); preconditions
-never hold a lock, so contention is cheap and always ends.
+times (`support.Attempts`: the one loop of acquire and release, each attempt a read, a decision,
+a batch and a commit). An invocation that read the account and in-flight documents at its start
+passes them as `budget_read`: the first attempt then creates the reservation without reading it,
+since a fresh intent's document does not exist yet; where it does (a redelivery, a duplicate),
+the `create` fails and the next attempt reads all three, at once. The emulator's pessimistic
+transactions livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1);
+preconditions never hold a lock, so contention is cheap and always ends.
 
 Within one process the writers of one limited account's state document take turns
 (`execution.firestore.account_turns`): an acquire holds the account's turn from its read to its
