@@ -254,8 +254,12 @@ class ExecutionEngine:
     ) -> ReleaseResult:
         """Release, containing a handle that raises (then UNRECORDED).
 
-        A raise here would replace the outcome (a placed order would look failed) or mask the
-        original exception; the lease then lapses and the redelivery or the sweeper records it.
+        The one place "release never raises" is enforced (`ReservationHandle.release`). Here,
+        because this `finally` is what the rule protects: a raise here would replace the outcome
+        (a placed order would look failed) or mask the original exception. Contained here, it
+        holds for every handle (Firestore, the simulated store, fakes, fail-open's no-op, any
+        adapter to come) while each adapter reports a failure by raising, as every port does.
+        The lease then lapses and the redelivery or the sweeper records the outcome.
         """
         try:
             return handle.release(

@@ -175,7 +175,8 @@ class ReleaseResult(StrEnum):
     """A newer attempt held or ended the intent: nothing was written. Where the outcome is an
     order, the record may contradict the broker: the engine settles it (`BrokerTruth`)."""
     UNRECORDED = "unrecorded"
-    """The store could not record it; the lease lapses and the sweeper or a redelivery ends it."""
+    """The store could not record it (the handle raised; the engine answers this); the lease
+    lapses and the sweeper or a redelivery ends it."""
 
 
 class ReservationHandle(Protocol):
@@ -214,10 +215,12 @@ class ReservationHandle(Protocol):
         `fate_unknown`: an order under the intent's client order id may exist that `outcome` does
         not name (a broker call whose answer was lost; an earlier attempt's call never looked up);
         the intent's hold then keeps counting against the account's position and daily orders
-        (`execution.account_state`). Must be idempotent (a second call changes nothing), must
-        never raise (a failure is logged, answered UNRECORDED and left for the sweeper), and must
-        change the document only while it still carries this handle's `lease_id` (a fenced
-        release changes nothing: FENCED).
+        (`execution.account_state`). Must be idempotent (a second call after an answer changes
+        nothing) and must change the document only while it still carries this handle's
+        `lease_id` (a fenced release changes nothing: FENCED). Raises where the store fails
+        (`StoreUnavailableError`, `ReservationContentionError`, ...): release never raises into
+        the flow because its one caller, `ExecutionEngine._release`, contains every raise (logs
+        it, answers UNRECORDED and leaves the lease to a redelivery or the sweeper).
         """
         ...
 
@@ -291,53 +294,8 @@ class NoopHandle:
         return ReleaseResult.RECORDED
 
 
-class _NeverRaisingHandle:
-    """Wraps a handle so that even a faulty `release` cannot raise into the engine."""
-
-    def __init__(self, inner: ReservationHandle) -> None:
-        self._inner = inner
-
-    @property
-    def lease_id(self) -> str:
-        return self._inner.lease_id
-
-    @property
-    def attempt(self) -> int:
-        return self._inner.attempt
-
-    @property
-    def client_order_id(self) -> str:
-        return self._inner.client_order_id
-
-    @property
-    def expires_at(self) -> datetime | None:
-        return self._inner.expires_at
-
-    def release(
-        self,
-        outcome: Outcome,
-        *,
-        error: str | None = None,
-        broker_order_id: str | None = None,
-        fate_unknown: bool = False,
-    ) -> ReleaseResult:
-        try:
-            return self._inner.release(
-                outcome, error=error, broker_order_id=broker_order_id, fate_unknown=fate_unknown
-            )
-        except Exception as exc:  # the contract: release never raises
-            emit(
-                logger,
-                "exec.reservation.release_failed",
-                logging.ERROR,
-                lease_id=self._inner.lease_id,
-                error=repr(exc),
-            )
-            return ReleaseResult.UNRECORDED
-
-
 class BestEffortReservationManager:
-    """Fail-open wrapper: a store failure at acquire or release never blocks trading.
+    """Fail-open wrapper: a store failure at acquire never blocks trading.
 
     Answers are passed through — a live lease elsewhere, a full limit, a payload conflict, an
     intent already executed — because they are the store working, not failing. What fails open is
@@ -354,7 +312,7 @@ class BestEffortReservationManager:
     def acquire(self, request: ReservationRequest) -> Acquisition:
         """Acquire through the wrapped manager, or hand out a no-op handle if it fails."""
         try:
-            acquisition = self._inner.acquire(request)
+            return self._inner.acquire(request)
         except self._ANSWERS:
             raise
         except Exception as exc:  # unreachable, contended or faulty store: fail open
@@ -366,6 +324,3 @@ class BestEffortReservationManager:
                 error=repr(exc),
             )
             return Acquired(NoopHandle(request.client_order_id))
-        if isinstance(acquisition, Acquired):
-            return Acquired(_NeverRaisingHandle(acquisition.handle), acquisition.refused)
-        return acquisition

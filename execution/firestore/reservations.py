@@ -4,12 +4,13 @@ Each acquire is one read (`get_all` of the reservation, the account and its in-f
 and one atomic batch guarded by preconditions: `create` where the document was absent, an update
 conditioned on the `update_time` we read where it existed. A lost race fails the whole batch with
 `AlreadyExists`/`FailedPrecondition`; we read again after a jittered pause, a bounded number of
-times. An invocation that read the account and in-flight documents at its start passes them as
-`budget_read`: the first attempt then creates the reservation without reading it, since a fresh
-intent's document does not exist yet; where it does (a redelivery, a duplicate), the `create`
-fails and the next attempt reads all three, at once. The emulator's pessimistic transactions
-livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1); preconditions
-never hold a lock, so contention is cheap and always ends.
+times (`support.Attempts`: the one loop of acquire and release, each attempt a read, a decision,
+a batch and a commit). An invocation that read the account and in-flight documents at its start
+passes them as `budget_read`: the first attempt then creates the reservation without reading it,
+since a fresh intent's document does not exist yet; where it does (a redelivery, a duplicate),
+the `create` fails and the next attempt reads all three, at once. The emulator's pessimistic
+transactions livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1);
+preconditions never hold a lock, so contention is cheap and always ends.
 
 Within one process the writers of one limited account's state document take turns
 (`execution.firestore.account_turns`): an acquire holds the account's turn from its read to its
@@ -48,7 +49,7 @@ from google.cloud import firestore
 
 from execution.account_state import Admitted, Lease, Refused, admit
 from execution.clock import Clock
-from execution.documents import reservation_from_document, reservation_to_document
+from execution.documents import ended_fields, reservation_from_document, reservation_to_document
 from execution.errors import LimitWaitError, ReservationContentionError
 from execution.firestore.account_state import (
     limits_from_account,
@@ -66,7 +67,9 @@ from execution.firestore.paths import reservation_ref as reservation_ref
 from execution.firestore.staged_writes import StagedWrites
 from execution.firestore.support import (
     RACE_ERRORS,
+    Attempts,
     CallPolicy,
+    Retry,
     jitter_sleep,
     snapshot_data,
     store_errors,
@@ -119,13 +122,6 @@ class _AcquireRead:
     reservation: Snapshot | None
     account: Snapshot
     state: Snapshot
-
-
-class _Retry:
-    """An attempt lost a race or must read the reservation first: try again."""
-
-    def __init__(self, *, pause: bool) -> None:
-        self.pause = pause
 
 
 class FirestoreReservationManager:
@@ -192,23 +188,24 @@ class FirestoreReservationManager:
         riders: StagedWrites | None,
     ) -> Acquisition:
         """Attempt until an answer, a bounded number of times; see `acquire`."""
-        # The optimistic create is not a race lost: it takes no attempt and no pause.
-        optimistic = budget_read
-        for attempt in range(self._max_attempts + (1 if optimistic is not None else 0)):
-            if optimistic is not None:
-                read = _AcquireRead(None, optimistic.account, optimistic.inflight)
-                optimistic = None
-            else:
-                read = self._read(request)
-            answer = self._attempt(request, read, lease_id, riders)
-            if not isinstance(answer, _Retry):
-                return answer
-            if answer.pause:
-                self._pause(attempt)
-        raise ReservationContentionError(
-            f"reservation of {request.client_intent_id!r} lost {self._max_attempts} optimistic "
-            "commits to concurrent writers; the delivery will be retried"
+        # The optimistic create decides on the opening read, once: it is not a race lost, so it
+        # takes no attempt of the budget and no pause.
+        opening = [] if budget_read is None else [budget_read]
+        optimistic = iter([_AcquireRead(None, read.account, read.inflight) for read in opening])
+
+        def attempt(_: int) -> Acquisition | Retry:
+            read = next(optimistic, None) or self._read(request)
+            return self._attempt(request, read, lease_id, riders)
+
+        attempts = Attempts[Acquisition](
+            limit=self._max_attempts + len(opening),
+            pause=self._pause,
+            exhausted=lambda: ReservationContentionError(
+                f"reservation of {request.client_intent_id!r} lost {self._max_attempts} "
+                "optimistic commits to concurrent writers; the delivery will be retried"
+            ),
         )
+        return attempts.until_answer(attempt)
 
     def _read(self, request: ReservationRequest) -> _AcquireRead:
         """The reservation, the account and its state, in one round trip."""
@@ -229,8 +226,8 @@ class FirestoreReservationManager:
         read: _AcquireRead,
         lease_id: str,
         riders: StagedWrites | None,
-    ) -> Acquisition | _Retry:
-        """Decide on `read` and commit once: the answer, or `_Retry` where a race was lost."""
+    ) -> Acquisition | Retry:
+        """Decide on `read` and commit once: the answer, or `Retry` where a race was lost."""
         existing: ReservationRecord | None = None
         version: Any = None  # the update time the batch's precondition holds the document to
         if read.reservation is not None and read.reservation.exists:
@@ -247,7 +244,7 @@ class FirestoreReservationManager:
             admission = self._admission(request, read, now, lease_id)
         except LimitWaitError:
             if read.reservation is None:
-                return _Retry(pause=False)  # unread: a duplicate needs no limit; read it first
+                return Retry(pause=False)  # unread: a duplicate needs no limit; read it first
             raise
         record = new_record(
             request,
@@ -275,7 +272,7 @@ class FirestoreReservationManager:
             )
         written = self._commit(batch, request, read)
         if written is None:
-            return _Retry(pause=read.reservation is not None)
+            return Retry(pause=read.reservation is not None)
         refused = admission.reason if isinstance(admission, Refused) else None
         _log_acquired(request, record, took_over=existing is not None, refused=refused)
         return Acquired(self._handle(record, written, riders), refused)
@@ -374,7 +371,7 @@ def _log_acquired(
 
 
 class FirestoreReservationHandle:
-    """One held lease; `release` is idempotent, fenced by `lease_id`, and never raises."""
+    """One held lease; `release` is idempotent and fenced by `lease_id`."""
 
     def __init__(
         self,
@@ -429,24 +426,17 @@ class FirestoreReservationHandle:
         broker_order_id: str | None = None,
         fate_unknown: bool = False,
     ) -> ReleaseResult:
-        """Record `outcome` and end the lease, if the document still carries it."""
-        if self._released is not None:
-            return self._released
-        try:
+        """Record `outcome` and end the lease, if the document still carries it.
+
+        Raises `StoreUnavailableError`, `ReservationContentionError` or what the store raised:
+        the engine contains every raise (`ExecutionEngine._release`); a later call tries again.
+        """
+        if self._released is None:
             with self._turn():
-                self._released = self._release(outcome, error, broker_order_id, fate_unknown)
-        except Exception as exc:  # the contract: release never raises; the sweeper is the net
-            emit(
-                logger,
-                "exec.reservation.release_failed",
-                logging.ERROR,
-                tenant_id=self._record.tenant_id,
-                client_intent_id=self._record.client_intent_id,
-                lease_id=self.lease_id,
-                outcome=outcome.value,
-                error=repr(exc),
-            )
-            return ReleaseResult.UNRECORDED
+                self._released = self._release(
+                    _Ending(outcome, error, broker_order_id, fate_unknown),
+                    _Known(self._version, self._record.counted_lease_id, self._riders),
+                )
         return self._released
 
     def _turn(self) -> AbstractContextManager[object]:
@@ -456,102 +446,163 @@ class FirestoreReservationHandle:
             return nullcontext()
         return self._turns.turn(self._record.tenant_id, self._record.broker_account_id)
 
-    def _release(
-        self, outcome: Outcome, error: str | None, broker_order_id: str | None, fate_unknown: bool
-    ) -> ReleaseResult:
-        rec = self._record
-        doc = reservation_ref(self._db, rec.tenant_id, rec.client_intent_id)
-        version, counted = self._version, rec.counted_lease_id
-        riders = self._riders
-        for attempt in range(self._max_attempts):
-            if version is None:
-                with store_errors("reservation release read"):
-                    snap = doc.get(**self._policy.kwargs())
-                current = record_from_document(snap.to_dict() or {}) if snap.exists else None
-                if current is None or current.lease_id != rec.lease_id:
-                    emit(
-                        logger,
-                        "exec.reservation.release_fenced",
-                        logging.WARNING,
-                        tenant_id=rec.tenant_id,
-                        client_intent_id=rec.client_intent_id,
-                        lease_id=rec.lease_id,
-                        current_lease_id=current.lease_id if current else None,
-                        outcome=outcome.value,
-                    )
-                    return ReleaseResult.FENCED
-                if current.status is ReservationStatus.RELEASED:
-                    return ReleaseResult.RECORDED
-                # `reserved`, or `expired` by the sweeper while this lease still held it: the
-                # outcome we know beats the sweeper's guess, and no newer attempt exists.
-                version, counted = snap.update_time, current.counted_lease_id
-            now = self._clock()
-            batch = self._db.batch()
-            kept = stage_attempt_end(
-                batch,
-                self._db,
-                rec,
-                outcome,
-                now,
-                counted_lease_id=counted,
-                fate_unknown=fate_unknown,
-            )
-            batch.update(
-                doc,
-                {
-                    "status": ReservationStatus.RELEASED.value,
-                    "outcome": outcome.value,
-                    "error": error,
-                    "broker_order_id": broker_order_id,
-                    "released_at": now,
-                    "purge_at": now + self._retention,
-                    "counted_lease_id": kept,
-                },
-                option=self._db.write_option(last_update_time=version),
-            )
-            if riders is not None:
-                riders.add_to(batch)
-            try:
-                with store_errors("reservation release"):
-                    batch.commit(**self._policy.kwargs())
-                if riders is not None:
-                    riders.committed()
-            except RACE_ERRORS:
-                # Changed since we knew it (a sweep, a take-over, our own landed retry): read it.
-                if version is not self._version:
-                    self._pause(attempt)
-                version = None
-                continue
-            except gexc.GoogleAPICallError as exc:
-                if riders is None:
-                    raise
-                # The store refused the batch (an invalid ledger id, say): a best-effort rider
-                # must never cost the release. Release alone; `flush` tries the riders again.
-                emit(
-                    logger,
-                    "exec.reservation.riders_refused",
-                    logging.WARNING,
-                    client_intent_id=rec.client_intent_id,
-                    lease_id=rec.lease_id,
-                    error=repr(exc),
-                )
-                riders = None
-                continue
+    def _release(self, ending: _Ending, known: _Known) -> ReleaseResult:
+        """Attempt until an answer, a bounded number of times; see `release`."""
+        attempts = Attempts[ReleaseResult](
+            limit=self._max_attempts,
+            pause=self._pause,
+            exhausted=lambda: ReservationContentionError(
+                f"release of {self._record.client_intent_id!r} kept losing races"
+            ),
+        )
+        return attempts.until_answer(lambda _: self._release_once(ending, known))
+
+    def _release_once(self, ending: _Ending, known: _Known) -> ReleaseResult | Retry:
+        """Read (where the version is unknown), decide, build the batch, commit once."""
+        if known.version is None:
+            current, version = self._read_current()
+            if current is None or current.lease_id != self._record.lease_id:
+                self._log_fenced(ending, current)
+                return ReleaseResult.FENCED
+            if current.status is ReservationStatus.RELEASED:
+                return ReleaseResult.RECORDED
+            # `reserved`, or `expired` by the sweeper while this lease still held it: the
+            # outcome we know beats the sweeper's guess, and no newer attempt exists.
+            known.version, known.counted = version, current.counted_lease_id
+        now = self._clock()
+        batch = self._db.batch()
+        fence = self._db.write_option(last_update_time=known.version)
+        kept = self._stage_end(batch, ending, known, now, fence)
+        retry = self._commit_end(batch, known)
+        if retry is not None:
+            return retry
+        self._log_released(ending, now, kept)
+        return ReleaseResult.RECORDED
+
+    def _doc(self) -> firestore.DocumentReference:
+        return reservation_ref(self._db, self._record.tenant_id, self._record.client_intent_id)
+
+    def _read_current(self) -> tuple[ReservationRecord | None, Any]:
+        """The document as it is now (None where it is gone), and its update time."""
+        with store_errors("reservation release read"):
+            snap = self._doc().get(**self._policy.kwargs())
+        if not snap.exists:
+            return None, None
+        return record_from_document(snap.to_dict() or {}), snap.update_time
+
+    def _log_fenced(self, ending: _Ending, current: ReservationRecord | None) -> None:
+        emit(
+            logger,
+            "exec.reservation.release_fenced",
+            logging.WARNING,
+            tenant_id=self._record.tenant_id,
+            client_intent_id=self._record.client_intent_id,
+            lease_id=self._record.lease_id,
+            current_lease_id=current.lease_id if current else None,
+            outcome=ending.outcome.value,
+        )
+
+    def _stage_end(
+        self,
+        batch: firestore.WriteBatch,
+        ending: _Ending,
+        known: _Known,
+        now: datetime,
+        fence: Any,
+    ) -> str | None:
+        """Stage the account state's end (or kept hold) and the reservation's end under `fence`
+        (the precondition on the version we know); the hold kept counting the intent, if any."""
+        kept = stage_attempt_end(
+            batch,
+            self._db,
+            self._record,
+            ending.outcome,
+            now,
+            counted_lease_id=known.counted,
+            fate_unknown=ending.fate_unknown,
+        )
+        ended = ended_fields(
+            ReservationStatus.RELEASED,
+            ending.outcome,
+            error=ending.error,
+            released_at=now,
+            purge_at=now + self._retention,
+        )
+        batch.update(
+            self._doc(),
+            {**ended, "broker_order_id": ending.broker_order_id, "counted_lease_id": kept},
+            option=fence,
+        )
+        return kept
+
+    def _commit_end(self, batch: firestore.WriteBatch, known: _Known) -> Retry | None:
+        """Commit with the riders; None where it landed, `Retry` where it must be built again."""
+        if known.riders is not None:
+            known.riders.add_to(batch)
+        try:
+            with store_errors("reservation release"):
+                batch.commit(**self._policy.kwargs())
+        except RACE_ERRORS:
+            # Changed since we knew it (a sweep, a take-over, our own landed retry): read it. A
+            # race against the version acquire wrote is not worth a pause: the read settles it.
+            pause = known.version is not self._version
+            known.version = None
+            return Retry(pause=pause)
+        except gexc.GoogleAPICallError as exc:
+            if known.riders is None:
+                raise
+            # The store refused the batch (an invalid ledger id, say): a best-effort rider must
+            # never cost the release. Release alone; `flush` tries the riders again.
             emit(
                 logger,
-                "exec.reservation.released",
-                tenant_id=rec.tenant_id,
-                broker_account_id=rec.broker_account_id,
-                client_intent_id=rec.client_intent_id,
-                lease_id=rec.lease_id,
-                attempt=rec.attempt,
-                outcome=outcome.value,
-                held_seconds=round((now - rec.created_at).total_seconds(), 3),
+                "exec.reservation.riders_refused",
+                logging.WARNING,
+                client_intent_id=self._record.client_intent_id,
+                lease_id=self._record.lease_id,
+                error=repr(exc),
             )
-            if kept is not None:
-                log_kept_hold(rec, kept, outcome)
-            return ReleaseResult.RECORDED
-        raise ReservationContentionError(f"release of {rec.client_intent_id!r} kept losing races")
+            known.riders = None
+            return Retry(pause=False)
+        if known.riders is not None:
+            known.riders.committed()
+        return None
+
+    def _log_released(self, ending: _Ending, now: datetime, kept: str | None) -> None:
+        rec = self._record
+        emit(
+            logger,
+            "exec.reservation.released",
+            tenant_id=rec.tenant_id,
+            broker_account_id=rec.broker_account_id,
+            client_intent_id=rec.client_intent_id,
+            lease_id=rec.lease_id,
+            attempt=rec.attempt,
+            outcome=ending.outcome.value,
+            held_seconds=round((now - rec.created_at).total_seconds(), 3),
+        )
+        if kept is not None:
+            log_kept_hold(rec, kept, ending.outcome)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """What one release records."""
+
+    outcome: Outcome
+    error: str | None
+    broker_order_id: str | None
+    fate_unknown: bool
+
+
+@dataclass
+class _Known:
+    """What a release knows of the document between its attempts: the version its precondition
+    holds the document to (None: read it first), the hold that counts the intent, and the riders
+    still to carry (dropped once the store refused them)."""
+
+    version: Any
+    counted: str | None
+    riders: StagedWrites | None
 
 
 def _writes_account_state(request: ReservationRequest, budget_read: BudgetRead | None) -> bool:

@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 
 from execution.errors import StoreUnavailableError
+
+Answer = TypeVar("Answer")
 
 # Errors that say the store did not answer, as opposed to answering "no".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -91,3 +93,36 @@ def jitter_sleep(
     `sleep` and `uniform` are injectable so that a simulation decides both.
     """
     sleep(uniform(0, min(cap, base * (2**attempt))))
+
+
+class Retry:
+    """An attempt lost a race, or must read before it can decide: try again (after a pause
+    where `pause`: a race lost to a writer we read, not one against a guess we made unread)."""
+
+    def __init__(self, *, pause: bool) -> None:
+        self.pause = pause
+
+
+@dataclass(frozen=True)
+class Attempts(Generic[Answer]):
+    """The one loop of the optimistic writers (a reservation's acquire and its release): each
+    attempt reads, decides, builds its batch and commits; a lost race comes back as `Retry`.
+
+    Generic in the answer, named at the call (`Attempts[ReleaseResult](...)`): mypy cannot
+    infer a union answer through `Answer | Retry`.
+    """
+
+    limit: int
+    pause: Callable[[int], None]
+    exhausted: Callable[[], Exception]
+
+    def until_answer(self, attempt: Callable[[int], Answer | Retry]) -> Answer:
+        """Call `attempt(n)` for n = 0, 1, ... until it answers; raise `exhausted()` after
+        `limit` attempts, pausing after each `Retry` that asks for it."""
+        for n in range(self.limit):
+            answer = attempt(n)
+            if not isinstance(answer, Retry):
+                return answer
+            if answer.pause:
+                self.pause(n)
+        raise self.exhausted()

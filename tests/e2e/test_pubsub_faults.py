@@ -199,6 +199,9 @@ def test_an_order_whose_answer_was_lost_keeps_counting_against_the_daily_limit_u
     broker.inject("GET", *[alpaca_sandbox.status(503, "upstream unavailable")] * 3)
 
     channel.publish(lost)
+    # Published together, either could reach the broker first and take the lost answer: the
+    # second goes out once the broker holds the first's order, while its fate is unknown.
+    wait_until(lambda: orders_for(broker, lost), timeout=WAIT, what="the broker to take the first")
     channel.publish(second)
 
     found = wait_until(lambda: placed(db, lost), timeout=WAIT, what="the lost order to be found")

@@ -52,10 +52,13 @@ MUTANTS = (
     Mutant(
         "release not fenced",
         "execution.firestore.reservations",
-        "FirestoreReservationHandle._release",
+        "FirestoreReservationHandle._release_once",
         (
-            ("option=self._db.write_option(last_update_time=version),", ""),
-            ("if current is None or current.lease_id != rec.lease_id:", "if current is None:"),
+            ("fence = self._db.write_option(last_update_time=known.version)", "fence = None"),
+            (
+                "if current is None or current.lease_id != self._record.lease_id:",
+                "if current is None:",
+            ),
         ),
     ),
     Mutant(

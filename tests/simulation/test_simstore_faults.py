@@ -8,11 +8,11 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from execution.clock import FakeClock
-from execution.errors import BrokerTransientError, StoreUnavailableError
+from execution.errors import BrokerTransientError, OutcomeUnrecordedError, StoreUnavailableError
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.models import Outcome
-from execution.reservations import Acquired, ReleaseResult, ReservationRequest
+from execution.reservations import ReservationRequest
 from execution.sweeper import Sweeper
 from tests.simulation.simstore import Fault, SimClient, StoreCall
 from tests.simulation.simstore.faults import deadline_exceeded, unavailable
@@ -78,19 +78,35 @@ def test_a_commit_failed_after_it_landed_leaves_a_lease_the_sweeper_expires(
     assert (sim_db.peek(RESERVATION) or {})["status"] == "expired"
 
 
-def test_a_release_whose_answer_was_lost_reports_failure_though_it_landed(
+def test_a_release_whose_answer_was_lost_is_redelivered_though_it_landed(
     sim_db: SimClient, sim_clock: FakeClock
 ) -> None:
-    result = manager(sim_db, sim_clock).acquire(request())
-    assert isinstance(result, Acquired)
-    sim_db.faults = FailCommits(unavailable(after_commit=True))
+    intent = make_intent(tenant_id="t")
+    reservation = f"tenants/t/execution_reservations/{intent.client_intent_id}"
+    commits_of_the_reservation: list[StoreCall] = []
 
-    released = result.handle.release(Outcome.PLACED, broker_order_id="o-1")
+    def lose_the_release_answer(call: StoreCall) -> Fault | None:
+        if call.kind == "commit" and reservation in call.paths:
+            commits_of_the_reservation.append(call)
+            if len(commits_of_the_reservation) == 2:  # the acquire's, then the release's
+                return unavailable(after_commit=True)
+        return None
+
+    sim_db.faults = lose_the_release_answer
+    service = emulator_service(sim_db, sim_clock)
+
+    # The engine answers the raising release UNRECORDED: the delivery is retried.
+    with pytest.raises(OutcomeUnrecordedError):
+        service.engine.execute_intent(intent)
 
     # The answer was lost; the document says what happened.
-    assert released is ReleaseResult.UNRECORDED
-    doc = sim_db.peek(RESERVATION) or {}
-    assert (doc["status"], doc["outcome"], doc["broker_order_id"]) == ("released", "placed", "o-1")
+    [order] = sim_db.dump("paper_orders").values()
+    doc = sim_db.peek(reservation) or {}
+    assert (doc["status"], doc["outcome"], doc["broker_order_id"]) == (
+        "released",
+        "placed",
+        order["broker_order_id"],
+    )
 
 
 def test_the_hook_sees_every_call_with_its_kind_and_documents(sim_db: SimClient) -> None:

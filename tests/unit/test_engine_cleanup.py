@@ -461,6 +461,22 @@ def test_best_effort_reservations_turn_an_unrecorded_placed_order_into_a_redeliv
     assert len(events(caplog, "exec.reservation.release_failed")) == 1
 
 
+def test_best_effort_passes_a_raising_release_to_the_engine_which_logs_its_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    inner = RaisingHandle(StoreUnavailableError("release timed out"))
+    manager = BestEffortReservationManager(ScriptedReservationManager(Acquired(inner)))
+    rig = make_engine(reservations=manager)
+
+    with pytest.raises(OutcomeUnrecordedError):
+        rig.engine.execute_intent(make_intent())
+
+    assert inner.calls == [Outcome.PLACED]
+    failures = events(caplog, "exec.reservation.release_failed")
+    assert [f["lease_id"] for f in failures] == ["lease-x"]
+
+
 def test_best_effort_reservations_never_let_a_raising_release_mask_the_original_error() -> None:
     rig, inner = best_effort_rig(
         release_error=StoreUnavailableError("release write timed out"),

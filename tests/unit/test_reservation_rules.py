@@ -500,22 +500,6 @@ def test_best_effort_does_not_swallow_a_keyboard_interrupt_at_acquire() -> None:
         manager.acquire(make_request())
 
 
-def test_best_effort_wraps_the_handle_so_a_raising_release_is_logged_not_raised(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO)
-    inner = RaisingHandle(StoreUnavailableError("release timed out"))
-    manager = BestEffortReservationManager(ScriptedReservationManager(Acquired(inner)))
-    acquisition = manager.acquire(make_request())
-    assert isinstance(acquisition, Acquired)
-
-    acquisition.handle.release(Outcome.PLACED)
-
-    assert inner.calls == [Outcome.PLACED]
-    failures = logged(caplog.records, "exec.reservation.release_failed")
-    assert [f["lease_id"] for f in failures] == ["lease-x"]
-
-
 def test_best_effort_keeps_the_wrapped_handles_lease_and_attempt() -> None:
     inner = RaisingHandle(RuntimeError("x"), lease_id="lease-9", attempt=3)
     manager = BestEffortReservationManager(ScriptedReservationManager(Acquired(inner)))
