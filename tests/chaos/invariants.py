@@ -181,6 +181,8 @@ class Monitor(threading.Thread):
             for lease_id, entry in leases.items():
                 doc = held.get(entry["client_intent_id"])
                 if doc is None or doc["lease_id"] != lease_id:
+                    if self._kept_hold(account, entry["client_intent_id"], lease_id, at):
+                        continue
                     state = "no live reservation" if doc is None else f"lease {doc['lease_id']}"
                     self._record(
                         "leaked_lease",
@@ -197,6 +199,19 @@ class Monitor(threading.Thread):
                         f"{name}: live reservation {intent_id} (lease {doc['lease_id'][:8]}) is "
                         "missing from the in-flight document",
                     )
+
+    def _kept_hold(self, account: Account, intent_id: str, lease_id: str, at: datetime) -> bool:
+        """Whether the intent's record, as of `at`, keeps this lease's hold (`counted_lease_id`).
+
+        A lease the sweeper expired, or whose order's fate its release did not know, keeps
+        counting until that fate is known (`execution.account_state`). A jumped sweep expires
+        live leases, so such a hold can still be unexpired here; a real sweep only lapsed ones.
+        """
+        ref = self._db.collection("tenants", account.tenant_id, "execution_reservations").document(
+            intent_id
+        )
+        doc = ref.get(retry=None, timeout=2, read_time=at).to_dict() or {}
+        return bool(doc.get("counted_lease_id") == lease_id)
 
     def poll_broker_limits(self, at: datetime) -> None:
         """Sample the broker's order book as of `at` for each limited account: the orders the
