@@ -9,14 +9,13 @@ second instance to completion before the paused call goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from google.cloud import firestore
 
-from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox, status
+from devtools.alpaca_sandbox import AlpacaSandbox, status
 from execution.brokers.alpaca import AlpacaBroker
 from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
@@ -32,9 +31,11 @@ from execution.settings import AgentMode
 from tests.support.builders import (
     FAST_POLICY,
     CountingBroker,
+    PausedInsideTheCall,
     client_order_id_of,
     emulator_service,
     fast_settings,
+    live,
     make_intent,
     reservation,
     unique,
@@ -48,42 +49,8 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def alpaca() -> Iterator[AlpacaSandbox]:
-    with AlpacaSandbox() as server:
-        yield server
-
-
-@pytest.fixture
-def alpaca_broker(alpaca: AlpacaSandbox) -> Iterator[AlpacaBroker]:
-    with httpx.Client() as client:
-        yield AlpacaBroker(
-            key_id=KEY_ID, secret_key=SECRET_KEY, base_url=alpaca.base_url, client=client
-        )
-
-
-class PausedInsideTheCall(CountingBroker):
-    """Runs `meanwhile` once, inside the first `place_order`, before the order reaches the broker:
-    the attempt has passed every check and is paused in its broker call."""
-
-    def __init__(self, inner: Any, meanwhile: Callable[[], None]) -> None:
-        super().__init__(inner)
-        self._meanwhile: Callable[[], None] | None = meanwhile
-
-    def place_order(self, order: OrderRequest) -> BrokerOrder:
-        meanwhile, self._meanwhile = self._meanwhile, None
-        if meanwhile is not None:
-            meanwhile()
-        return super().place_order(order)
-
-
 def settings_with_max_age() -> Any:
     return fast_settings(intent_max_age_seconds=MAX_AGE_S)
-
-
-def live(**overrides: Any) -> Any:
-    """Settings for the Alpaca sandbox: a loopback URL is not Alpaca's paper endpoint."""
-    return fast_settings(agent_mode=AgentMode.LIVE, **overrides)
 
 
 def paper_orders(db: firestore.Client, intent: TradeIntent) -> list[dict[str, Any]]:

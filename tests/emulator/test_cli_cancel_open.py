@@ -9,10 +9,9 @@ each, and be safe to run again.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner, Result
@@ -23,20 +22,6 @@ from execution.cli import app
 from execution.cli.context import EXIT_PROBLEMS
 from execution.client_order_ids import HASHED_PREFIX, client_order_id_for
 from tests.support.builders import make_order_request, unique
-
-
-@pytest.fixture
-def alpaca() -> Iterator[AlpacaSandbox]:
-    with AlpacaSandbox() as server:
-        yield server
-
-
-@pytest.fixture
-def broker(alpaca: AlpacaSandbox) -> Iterator[AlpacaBroker]:
-    with httpx.Client() as client:
-        yield AlpacaBroker(
-            key_id=KEY_ID, secret_key=SECRET_KEY, base_url=alpaca.base_url, client=client
-        )
 
 
 @pytest.fixture
@@ -95,8 +80,8 @@ class Book:
 
 
 @pytest.fixture
-def book(broker: AlpacaBroker, db: firestore.Client) -> Book:
-    orders = Book(broker, db)
+def book(alpaca_broker: AlpacaBroker, db: firestore.Client) -> Book:
+    orders = Book(alpaca_broker, db)
     orders.place("tenant acct-1", orders.tenant, "acct-1")
     orders.place("tenant acct-2", orders.tenant, "acct-2")
     orders.place("other tenant", orders.other_tenant, "acct-1")

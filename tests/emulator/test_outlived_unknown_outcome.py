@@ -12,66 +12,27 @@ reconciler runs (it did before the fix).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import httpx
 import pytest
 from google.cloud import firestore
 
 from devtools.alpaca_sandbox import (
-    KEY_ID,
-    SECRET_KEY,
     AlpacaSandbox,
     malformed_json_after_accept,
 )
 from execution.brokers.alpaca import AlpacaBroker
 from execution.clock import FakeClock
 from execution.errors import RetryableError
-from execution.models import BrokerOrder, OrderRequest, Outcome
-from execution.settings import AgentMode
+from execution.models import Outcome
 from tests.support.builders import (
-    CountingBroker,
+    PausedInsideTheCall,
     client_order_id_of,
     emulator_service,
     fast_settings,
+    live,
     make_intent,
     reservation,
     unique,
 )
-
-
-@pytest.fixture
-def alpaca() -> Iterator[AlpacaSandbox]:
-    with AlpacaSandbox() as server:
-        yield server
-
-
-@pytest.fixture
-def alpaca_broker(alpaca: AlpacaSandbox) -> Iterator[AlpacaBroker]:
-    with httpx.Client() as client:
-        yield AlpacaBroker(
-            key_id=KEY_ID, secret_key=SECRET_KEY, base_url=alpaca.base_url, client=client
-        )
-
-
-class PausedBeforeTheCall(CountingBroker):
-    """Runs `meanwhile` once, inside the first `place_order`, before the order reaches it."""
-
-    def __init__(self, inner: Any, meanwhile: Callable[[], None]) -> None:
-        super().__init__(inner)
-        self._meanwhile: Callable[[], None] | None = meanwhile
-
-    def place_order(self, order: OrderRequest) -> BrokerOrder:
-        meanwhile, self._meanwhile = self._meanwhile, None
-        if meanwhile is not None:
-            meanwhile()
-        return super().place_order(order)
-
-
-def live(**overrides: Any) -> Any:
-    """Settings for the Alpaca sandbox: a loopback URL is not Alpaca's paper endpoint."""
-    return fast_settings(agent_mode=AgentMode.LIVE, **overrides)
 
 
 def test_an_outlived_attempt_that_lost_its_answer_leaves_no_open_order_under_halted(
@@ -91,7 +52,7 @@ def test_an_outlived_attempt_that_lost_its_answer_leaves_no_open_order_under_hal
         take_over.engine.execute_intent(intent)
         alpaca.inject("POST", malformed_json_after_accept())  # the zombie's answer is lost
 
-    zombie = PausedBeforeTheCall(alpaca_broker, meanwhile)
+    zombie = PausedInsideTheCall(alpaca_broker, meanwhile)
     service = emulator_service(
         db, clock, settings=live(shared_read_max_age_seconds=0.0), broker=zombie
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from execution.clock import Clock
 from execution.firestore.paths import LEDGER, reservation_ref, tenant_collection
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, OrderRequest, TradeIntent
-from execution.settings import Settings
+from execution.settings import AgentMode, Settings
 
 FAST_POLICY = CallPolicy(timeout_seconds=2.0)
 """Short store deadlines, so an outage test fails over in seconds."""
@@ -169,3 +169,23 @@ def reservation(db: firestore.Client, tenant_id: str, client_intent_id: str) -> 
     snap = reservation_ref(db, tenant_id, client_intent_id).get()
     assert snap.exists, f"no reservation for {client_intent_id}"
     return snap.to_dict() or {}
+
+
+class PausedInsideTheCall(CountingBroker):
+    """Runs `meanwhile` once, inside the first `place_order`, before the order reaches the broker:
+    the attempt has passed every check and is paused in its broker call."""
+
+    def __init__(self, inner: Any, meanwhile: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def place_order(self, order: OrderRequest) -> BrokerOrder:
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return super().place_order(order)
+
+
+def live(**overrides: Any) -> Settings:
+    """Settings for the Alpaca sandbox: a loopback URL is not Alpaca's paper endpoint."""
+    return fast_settings(agent_mode=AgentMode.LIVE, **overrides)

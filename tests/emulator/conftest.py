@@ -1,0 +1,25 @@
+"""Fixtures the emulator tests share: the loopback Alpaca sandbox and a broker pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
+from execution.brokers.alpaca import AlpacaBroker
+
+
+@pytest.fixture
+def alpaca() -> Iterator[AlpacaSandbox]:
+    with AlpacaSandbox() as server:
+        yield server
+
+
+@pytest.fixture
+def alpaca_broker(alpaca: AlpacaSandbox) -> Iterator[AlpacaBroker]:
+    with httpx.Client() as client:
+        yield AlpacaBroker(
+            key_id=KEY_ID, secret_key=SECRET_KEY, base_url=alpaca.base_url, client=client
+        )
