@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from execution.account_state import Hold
+from execution.account_state import Hold, UnreadableState
 from execution.authority import Authority
 from execution.broker_truth import BrokerTruth, HoldSettlement, Settlement
 from execution.brokers.base import Broker
@@ -57,8 +57,10 @@ class PlacedRecords(Protocol):
 class Holds(Protocol):
     """Where the reconciler finds the holds of every account."""
 
-    def holds(self) -> Iterable[Hold]:
-        """Every hold of every account. Raises `StoreUnavailableError`."""
+    def holds(self) -> Iterable[Hold | UnreadableState]:
+        """Every hold of every account; an account-state document that cannot be read is an
+        `UnreadableState` in its place (one bad document never ends the walk). Raises
+        `StoreUnavailableError`."""
         ...
 
 
@@ -233,6 +235,9 @@ class Reconciler:
         lapsed_before = self._clock() - self._last_call
         try:
             for hold in holds.holds():
+                if isinstance(hold, UnreadableState):
+                    self._unreadable(hold, report)
+                    continue
                 if hold.expires_at > lapsed_before:
                     continue  # its attempt may be alive, or still inside its broker call
                 self._settle_hold(hold, report)
@@ -241,6 +246,20 @@ class Reconciler:
                     return
         except ExecutionError as exc:
             self._incomplete(report, f"listing holds failed: {exc}")
+
+    @staticmethod
+    def _unreadable(state: UnreadableState, report: ReconcileReport) -> None:
+        """Its holds are neither settled nor concluded on: the run is partial, an operator must
+        repair the document (acquires on that account are refused until then)."""
+        report.errors.append(f"{state.path}: {state.problem}")
+        report.complete = False
+        emit(
+            logger,
+            "exec.reconcile.state_unreadable",
+            logging.ERROR,
+            path=state.path,
+            problem=state.problem,
+        )
 
     def _settle_hold(self, hold: Hold, report: ReconcileReport) -> None:
         try:
