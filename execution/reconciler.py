@@ -34,12 +34,17 @@ from execution.broker_truth import BrokerTruth, HoldSettlement, Settlement
 from execution.brokers.base import Broker
 from execution.client_order_ids import is_ours, parse_plain
 from execution.clock import Clock
+from execution.documents import MalformedDocumentError
 from execution.errors import AgentModeError, ExecutionError
 from execution.models import BrokerOrder
 from execution.reservations import ReservationRecord
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
+
+UNSETTLED_ERRORS: tuple[type[Exception], ...] = (ExecutionError, MalformedDocumentError)
+"""What leaves one order or hold unsettled without ending the run: the store's and the broker's
+errors, and a record an operator's edit made unreadable (one bad document hides no other)."""
 
 
 class PlacedRecords(Protocol):
@@ -169,7 +174,11 @@ class Reconciler:
         return seen
 
     def _settle(self, order: BrokerOrder, report: ReconcileReport) -> None:
-        located = self._locate(order.client_order_id)
+        try:
+            located = self._locate(order.client_order_id)
+        except MalformedDocumentError as exc:
+            self._unsettled(report, order.client_order_id, exc)
+            return
         if located is None:
             report.conflicts.append(
                 f"order {order.broker_order_id} ({order.client_order_id}) has no record"
@@ -184,9 +193,8 @@ class Reconciler:
             return
         try:
             settlement = self._truth.settle(*located, order, found_by="reconciler")
-        except ExecutionError as exc:
-            report.errors.append(f"{order.client_order_id}: {type(exc).__name__}: {exc}")
-            report.complete = False
+        except UNSETTLED_ERRORS as exc:
+            self._unsettled(report, f"{located[0]}/{located[1]}", exc)
             return
         if settlement is Settlement.CONFLICT:
             report.conflicts.append(
@@ -264,9 +272,8 @@ class Reconciler:
     def _settle_hold(self, hold: Hold, report: ReconcileReport) -> None:
         try:
             settled = self._truth.settle_hold(hold, last_call_ends=self._last_call)
-        except ExecutionError as exc:
-            report.errors.append(f"hold {hold.client_intent_id}: {type(exc).__name__}: {exc}")
-            report.complete = False
+        except UNSETTLED_ERRORS as exc:
+            self._unsettled(report, f"hold {hold.tenant_id}/{hold.client_intent_id}", exc)
             return
         if settled is HoldSettlement.CONFLICT:
             report.conflicts.append(
@@ -285,6 +292,16 @@ class Reconciler:
             )
             is not None
         )
+
+    @staticmethod
+    def _unsettled(report: ReconcileReport, what: str, exc: Exception) -> None:
+        """One order or hold could not be settled: the run goes on, and says it is partial."""
+        report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        report.complete = False
+        if isinstance(exc, MalformedDocumentError):
+            emit(
+                logger, "exec.reconcile.malformed_record", logging.ERROR, what=what, error=str(exc)
+            )
 
     @staticmethod
     def _incomplete(report: ReconcileReport, why: str) -> None:

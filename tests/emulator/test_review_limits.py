@@ -22,6 +22,7 @@ from execution.reservations import Acquired, ReservationRequest
 from tests.support.builders import (
     FAST_POLICY,
     CountingBroker,
+    client_order_id_of,
     emulator_service,
     fast_settings,
     make_intent,
@@ -177,3 +178,29 @@ def test_a_deleted_account_state_does_not_leave_a_refused_intent_reserved(
     assert result.outcome is Outcome.REJECTED
     stored = reservation(db, intent.tenant_id, intent.client_intent_id)
     assert (stored["status"], stored["outcome"]) == ("released", "rejected")
+
+
+def test_an_order_whose_record_is_corrupted_does_not_stop_the_reconciler(
+    db: firestore.Client,
+) -> None:
+    clock = FakeClock()
+    paper = PaperBroker(db, clock=clock, policy=FAST_POLICY)
+    corrupted, halted = make_intent(tenant_id=unique("tenant")), make_intent()
+    db.collection("tenants", corrupted.tenant_id, "execution_reservations").document(
+        corrupted.client_intent_id
+    ).set({"status": "reserved", "attempt": "one"})  # an operator's hand edit
+    paper.place_order(OrderRequest.from_intent(corrupted, None, client_order_id_of(corrupted)))
+    halt = db.collection("tenants", halted.tenant_id, "ops").document("execution_kill_switch")
+    halt.set({"enabled": True})
+    assert emulator_service(db, clock).engine.execute_intent(halted).outcome is Outcome.HALTED
+    halt.set({"enabled": False})
+    clock.advance(1)  # listed after the corrupted record's order
+    order = paper.place_order(OrderRequest.from_intent(halted, None, client_order_id_of(halted)))
+
+    # Before: the record's MalformedDocumentError (a ValueError) escaped the whole run.
+    report = emulator_service(db, clock).reconciler.reconcile()
+
+    repaired = reservation(db, halted.tenant_id, halted.client_intent_id)
+    assert (repaired["outcome"], repaired["broker_order_id"]) == ("placed", order.broker_order_id)
+    assert report.complete is False
+    assert any(corrupted.client_intent_id in error for error in report.errors)
