@@ -16,7 +16,7 @@ import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner, Result
 
-from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
+from devtools.alpaca_sandbox import AlpacaSandbox
 from execution.brokers.alpaca import AlpacaBroker
 from execution.cli import app
 from execution.clock import FakeClock
@@ -27,18 +27,13 @@ from tests.support.builders import (
     emulator_service,
     live,
     make_intent,
+    sandbox_cli_env,
     unique,
 )
 
 
 def halt_with_cancel_open(project: str, alpaca: AlpacaSandbox, tenant_id: str) -> Result:
-    env = {
-        "BROKER": "alpaca",
-        "AGENT_MODE": "LIVE",  # a loopback URL is not Alpaca's paper endpoint
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": alpaca.base_url,
-    }
+    env = sandbox_cli_env(alpaca.base_url)
     args = ["--project", project, "kill-switch", "on", "--tenant", tenant_id]
     return CliRunner().invoke(app, [*args, "--reason", "drill", "--cancel-open", "--json"], env=env)
 

@@ -7,7 +7,7 @@ at the UTC day's end, an account-state document an operator corrupted or deleted
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,15 +21,15 @@ from execution.errors import (
     LimitWaitError,
     PayloadConflictError,
 )
-from execution.firestore.reservations import FirestoreReservationManager, inflight_ref
-from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
-from execution.reservations import Acquired, ReservationRequest
+from execution.firestore.reservations import inflight_ref
+from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
+from tests.emulator.test_limits_firestore import account, execute
+from tests.emulator.test_unknown_fate_firestore import PAST_THE_LAST_CALL, die_before_the_broker
 from tests.support.builders import (
     FAST_POLICY,
     CountingBroker,
     client_order_id_of,
     emulator_service,
-    fast_settings,
     make_intent,
     reservation,
     unique,
@@ -38,23 +38,6 @@ from tests.support.builders import (
 BEFORE_MIDNIGHT = datetime(2026, 1, 5, 23, 59, 59, 500000, tzinfo=UTC)
 AFTER_MIDNIGHT = datetime(2026, 1, 6, 0, 0, 0, 500000, tzinfo=UTC)
 """Two instances' clocks a second apart across the end of a UTC day."""
-
-TTL = timedelta(seconds=fast_settings().reservation_ttl_seconds)
-PAST_THE_LAST_CALL = TTL + timedelta(
-    seconds=fast_settings().broker_call_seconds + fast_settings().clock_skew_seconds + 1
-)
-
-
-def account(db: firestore.Client, intent: TradeIntent, **limits: Any) -> None:
-    db.collection("tenants", intent.tenant_id, "accounts").document(intent.broker_account_id).set(
-        limits
-    )
-
-
-def execute(
-    db: firestore.Client, clock: FakeClock, broker: CountingBroker, intent: TradeIntent
-) -> ExecutionResult:
-    return emulator_service(db, clock, broker=broker).engine.execute_intent(intent)
 
 
 def state_ref(intent: TradeIntent, db: firestore.Client) -> firestore.DocumentReference:
@@ -114,27 +97,6 @@ def test_a_corrupted_account_state_is_a_named_wait_that_writes_nothing(
     assert broker.place_calls == 0
 
 
-def request_of(intent: TradeIntent) -> ReservationRequest:
-    return ReservationRequest(
-        tenant_id=intent.tenant_id,
-        broker_account_id=intent.broker_account_id,
-        client_intent_id=intent.client_intent_id,
-        symbol=intent.symbol,
-        side=intent.side,
-        qty=intent.qty,
-        amount_usd=intent.qty * (intent.limit_price or 0.0),
-        payload_hash=intent.payload_hash(),
-    )
-
-
-def die_before_the_broker(db: firestore.Client, clock: FakeClock, intent: TradeIntent) -> str:
-    """An invocation that took its lease (a hold) and died before its broker call; the lease."""
-    manager = FirestoreReservationManager(db, clock=clock, ttl=TTL, policy=FAST_POLICY)
-    lease = manager.acquire(request_of(intent))
-    assert isinstance(lease, Acquired)
-    return lease.handle.lease_id
-
-
 def test_one_corrupted_account_state_does_not_stop_the_reconciler_settling_other_holds(
     db: firestore.Client,
 ) -> None:
@@ -145,7 +107,8 @@ def test_one_corrupted_account_state_does_not_stop_the_reconciler_settling_other
     state_ref(corrupted, db).set({"leases": {"lease-x": {"amount_usd": "lots"}}})
     dead = make_intent(tenant_id=f"z9-{unique('tenant')}")
     account(db, dead, max_daily_orders=5)
-    lease_id = die_before_the_broker(db, clock, dead)
+    die_before_the_broker(db, clock, dead)
+    (lease_id,) = (state_ref(dead, db).get().to_dict() or {})["leases"]
     clock.advance(PAST_THE_LAST_CALL.total_seconds())
 
     report = emulator_service(db, clock).reconciler.reconcile()
