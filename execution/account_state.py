@@ -13,7 +13,9 @@ commit fails its precondition and reads again: no transaction, no query on the h
   amount, symbol, side, qty, the lease's expiry). An entry is a *hold*: it lives from the acquire
   that admits the intent until the intent's fate at the broker is known, and no longer.
 - `positions`: the net quantity per symbol of the orders this service placed (bought minus sold).
-- `placed_orders`: orders placed per UTC day (`YYYY-MM-DD` → count).
+- `placed_orders`: orders placed per UTC day (`YYYY-MM-DD` → count). An acquire prunes only
+  the days before its yesterday: another instance's clock may be a little on the other side of
+  midnight, and a day it still counts in (or already counts in) must not be erased.
 
 A hold counts in two ways, because the limits are of two kinds:
 
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from execution.errors import BudgetWaitError, InvalidIntentError, LimitWaitError
 
@@ -79,6 +81,15 @@ class Hold:
     lease_id: str
     client_intent_id: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class UnreadableState:
+    """An account-state document whose holds cannot be read (an operator's edit): reported in
+    its place, so that one bad document never stops the holds of every other account."""
+
+    path: str
+    problem: str
 
 
 @dataclass(frozen=True)
@@ -171,7 +182,15 @@ def admit(
     waits = [check for check in checks if isinstance(check, LimitWaitError)]
     if waits:
         raise waits[0]
-    return Admitted({**others, lease_id: lease}, {today: placed_today})
+    return Admitted({**others, lease_id: lease}, _recent_days(state.placed_orders, now))
+
+
+def _recent_days(placed_orders: dict[str, int], now: datetime) -> dict[str, int]:
+    """The day counts an acquire keeps: today's (0 where none yet) and every day from
+    yesterday on, so that a peer whose clock is on the other side of midnight keeps its count."""
+    yesterday = utc_day(now - timedelta(days=1))
+    kept = {day: count for day, count in placed_orders.items() if day >= yesterday}
+    return {**kept, utc_day(now): placed_orders.get(utc_day(now), 0)}
 
 
 def _live(holds: dict[str, Lease], now: datetime) -> dict[str, Lease]:

@@ -28,18 +28,23 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from execution.account_state import Hold
+from execution.account_state import Hold, UnreadableState
 from execution.authority import Authority
 from execution.broker_truth import BrokerTruth, HoldSettlement, Settlement
 from execution.brokers.base import Broker
 from execution.client_order_ids import is_ours, parse_plain
 from execution.clock import Clock
+from execution.documents import MalformedDocumentError
 from execution.errors import AgentModeError, ExecutionError
 from execution.models import BrokerOrder
 from execution.reservations import ReservationRecord
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
+
+UNSETTLED_ERRORS: tuple[type[Exception], ...] = (ExecutionError, MalformedDocumentError)
+"""What leaves one order or hold unsettled without ending the run: the store's and the broker's
+errors, and a record an operator's edit made unreadable (one bad document hides no other)."""
 
 
 class PlacedRecords(Protocol):
@@ -57,8 +62,10 @@ class PlacedRecords(Protocol):
 class Holds(Protocol):
     """Where the reconciler finds the holds of every account."""
 
-    def holds(self) -> Iterable[Hold]:
-        """Every hold of every account. Raises `StoreUnavailableError`."""
+    def holds(self) -> Iterable[Hold | UnreadableState]:
+        """Every hold of every account; an account-state document that cannot be read is an
+        `UnreadableState` in its place (one bad document never ends the walk). Raises
+        `StoreUnavailableError`."""
         ...
 
 
@@ -167,7 +174,11 @@ class Reconciler:
         return seen
 
     def _settle(self, order: BrokerOrder, report: ReconcileReport) -> None:
-        located = self._locate(order.client_order_id)
+        try:
+            located = self._locate(order.client_order_id)
+        except MalformedDocumentError as exc:
+            self._unsettled(report, order.client_order_id, exc)
+            return
         if located is None:
             report.conflicts.append(
                 f"order {order.broker_order_id} ({order.client_order_id}) has no record"
@@ -182,9 +193,8 @@ class Reconciler:
             return
         try:
             settlement = self._truth.settle(*located, order, found_by="reconciler")
-        except ExecutionError as exc:
-            report.errors.append(f"{order.client_order_id}: {type(exc).__name__}: {exc}")
-            report.complete = False
+        except UNSETTLED_ERRORS as exc:
+            self._unsettled(report, f"{located[0]}/{located[1]}", exc)
             return
         if settlement is Settlement.CONFLICT:
             report.conflicts.append(
@@ -233,6 +243,9 @@ class Reconciler:
         lapsed_before = self._clock() - self._last_call
         try:
             for hold in holds.holds():
+                if isinstance(hold, UnreadableState):
+                    self._unreadable(hold, report)
+                    continue
                 if hold.expires_at > lapsed_before:
                     continue  # its attempt may be alive, or still inside its broker call
                 self._settle_hold(hold, report)
@@ -242,12 +255,25 @@ class Reconciler:
         except ExecutionError as exc:
             self._incomplete(report, f"listing holds failed: {exc}")
 
+    @staticmethod
+    def _unreadable(state: UnreadableState, report: ReconcileReport) -> None:
+        """Its holds are neither settled nor concluded on: the run is partial, an operator must
+        repair the document (acquires on that account are refused until then)."""
+        report.errors.append(f"{state.path}: {state.problem}")
+        report.complete = False
+        emit(
+            logger,
+            "exec.reconcile.state_unreadable",
+            logging.ERROR,
+            path=state.path,
+            problem=state.problem,
+        )
+
     def _settle_hold(self, hold: Hold, report: ReconcileReport) -> None:
         try:
             settled = self._truth.settle_hold(hold, last_call_ends=self._last_call)
-        except ExecutionError as exc:
-            report.errors.append(f"hold {hold.client_intent_id}: {type(exc).__name__}: {exc}")
-            report.complete = False
+        except UNSETTLED_ERRORS as exc:
+            self._unsettled(report, f"hold {hold.tenant_id}/{hold.client_intent_id}", exc)
             return
         if settled is HoldSettlement.CONFLICT:
             report.conflicts.append(
@@ -266,6 +292,16 @@ class Reconciler:
             )
             is not None
         )
+
+    @staticmethod
+    def _unsettled(report: ReconcileReport, what: str, exc: Exception) -> None:
+        """One order or hold could not be settled: the run goes on, and says it is partial."""
+        report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        report.complete = False
+        if isinstance(exc, MalformedDocumentError):
+            emit(
+                logger, "exec.reconcile.malformed_record", logging.ERROR, what=what, error=str(exc)
+            )
 
     @staticmethod
     def _incomplete(report: ReconcileReport, why: str) -> None:

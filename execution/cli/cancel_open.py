@@ -10,6 +10,12 @@ cannot be found is reported, never cancelled blind.
 
 Safe to run twice: a cancelled order is closed at the next listing and skipped, and one that
 closed between the listing and the cancel (`OrderNotCancelableError`) is reported as such.
+
+The listing cannot see an order not placed yet: an intent of the scope that passed its gates
+before the switch went on (or read the switch, or its account's trading mode, just before) may
+still be on its way to the broker. Its lease says until when: every live lease of the scope,
+up to its expiry plus the broker call and the clock skew, is reported `in_flight`, and the
+command answers "run again" (exit 1) rather than success while any is.
 """
 
 from __future__ import annotations
@@ -55,16 +61,19 @@ class CancelReport:
     cancels: list[dict[str, Any]] = field(default_factory=list)
     unlocated: list[str] = field(default_factory=list)
     """Open orders of ours whose tenant and account no record names: not cancelled."""
+    in_flight: list[dict[str, Any]] = field(default_factory=list)
+    """Live leases of the scope: intents that may still place an order (`may_place_until`)."""
     complete: bool = True
     error: str | None = None
 
     @property
     def problems(self) -> bool:
-        """Something a person must look at: a cancel not done, an unknown owner, a short list."""
+        """Something a person must look at: a cancel not done, an unknown owner, a short list,
+        an intent that may still place an order."""
         failed = any(
             c["result"] not in ("cancel_requested", "already_closed") for c in self.cancels
         )
-        return failed or bool(self.unlocated) or not self.complete
+        return failed or bool(self.unlocated or self.in_flight) or not self.complete
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -98,6 +107,34 @@ def cancel_open_orders(
         report.complete = False
         report.error = f"{type(exc).__name__}: {exc}"
     return report
+
+
+@dataclass(frozen=True)
+class LiveLease:
+    """A `reserved` intent: it may reach the broker until `may_place_until`."""
+
+    tenant_id: str
+    broker_account_id: str
+    client_intent_id: str
+    may_place_until: datetime
+
+
+def note_in_flight(
+    report: CancelReport, leases: Iterable[LiveLease], scope: Scope, now: datetime
+) -> None:
+    """Add the scope's leases that may still place an order after `now` to `report`."""
+    for lease in leases:
+        if scope.covers((lease.tenant_id, lease.broker_account_id)) and (
+            lease.may_place_until > now
+        ):
+            report.in_flight.append(
+                {
+                    "tenant_id": lease.tenant_id,
+                    "broker_account_id": lease.broker_account_id,
+                    "client_intent_id": lease.client_intent_id,
+                    "may_place_until": lease.may_place_until.isoformat(),
+                }
+            )
 
 
 def _open_orders_of_ours(orders: Iterable[BrokerOrder]) -> Iterable[BrokerOrder]:

@@ -8,11 +8,15 @@ account's own narrowing of AGENT_MODE), with the same `kill_switch` fields and t
 before (`previous_trading_mode`), which `off` puts back.
 
 `on --cancel-open` also cancels the open broker orders of ours in that scope
-(`execution.cli.cancel_open`), after the switch is on, so no new order races the cancels.
+(`execution.cli.cancel_open`), after the switch is on, and reports the scope's intents still in
+flight: one that passed its gates before the switch went on may place its order after the
+listing, so the command answers success only where none is.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -22,9 +26,11 @@ from rich.table import Table
 
 from execution.cli.cancel_open import (
     CancelReport,
+    LiveLease,
     Owner,
     Scope,
     cancel_open_orders,
+    note_in_flight,
     owner_through_record,
     plain_owner,
 )
@@ -35,11 +41,18 @@ from execution.cli.context import (
     document_id,
     reports_errors,
 )
-from execution.cli.queries import KillSwitchRow, kill_switches_query
+from execution.cli.queries import (
+    KillSwitchRow,
+    ReservationRow,
+    kill_switches_query,
+    reservations_by_status_query,
+    tenant_reservations_query,
+)
 from execution.cli.render import console, on_off, print_json, relative, table
 from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationKeys
 from execution.firestore.paths import KILL_SWITCH, account_ref, kill_switch_ref, reservation_ref
 from execution.firestore.placed_records import FirestorePlacedRecords
+from execution.reservations import ReservationStatus
 from execution.settings import AgentMode
 
 app = typer.Typer(
@@ -127,6 +140,13 @@ def _print_on(row: KillSwitchRow, reason: str, report: CancelReport | None) -> N
     )
     for client_order_id in report.unlocated:
         out.print(f"Not cancelled, no record names its owner: {client_order_id}", markup=False)
+    for lease in report.in_flight:
+        out.print(
+            f"In flight, may still place an order until {lease['may_place_until']}: "
+            f"{lease['tenant_id']}/{lease['broker_account_id']}/{lease['client_intent_id']}; "
+            "run the command again after then.",
+            markup=False,
+        )
     if not report.complete:
         out.print(f"The listing stopped short ({report.error}): run again.", markup=False)
 
@@ -287,6 +307,34 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
     seconds = lookback or cli.settings.reconcile_lookback_seconds
     broker = cli.broker()
     with cli.firestore_call("cancel open orders"), console().status("Cancelling open orders..."):
-        return cancel_open_orders(
+        report = cancel_open_orders(
             broker, scope, since=cli.clock() - timedelta(seconds=seconds), owner_of=owner_of
         )
+        note_in_flight(report, _live_leases(cli, scope), scope, cli.clock())
+    return report
+
+
+def _live_leases(cli: CliContext, scope: Scope) -> Iterator[LiveLease]:
+    """The scope's `reserved` intents and until when each may still reach the broker.
+
+    Read once an invocation's cached switch read (`SHARED_READ_MAX_AGE_SECONDS`) is younger than
+    the switch: an intent that acquires after this read then sees the switch before its broker
+    call. A lease may place until its expiry plus the broker call and the clock skew; one whose
+    record cannot be read counts for a whole TTL from now.
+    """
+    settings = cli.settings
+    time.sleep(settings.shared_read_max_age_seconds)
+    reserved = ReservationStatus.RESERVED.value
+    db = cli.db()
+    if scope.tenant_id is None:
+        query = reservations_by_status_query(db, reserved)
+    else:
+        query = tenant_reservations_query(
+            db, scope.tenant_id, broker_account_id=scope.broker_account_id, status=reserved
+        )
+    margin = timedelta(seconds=settings.broker_call_seconds + settings.clock_skew_seconds)
+    unknown = cli.clock() + timedelta(seconds=settings.reservation_ttl_seconds)
+    for snap in query.stream(**cli.policy.kwargs()):
+        row = ReservationRow.from_snapshot(snap)
+        until = (row.expires_at or unknown) + margin
+        yield LiveLease(row.tenant_id, row.broker_account_id, row.client_intent_id, until)

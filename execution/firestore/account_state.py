@@ -11,9 +11,10 @@ why one document carries every limit)::
     positions      {symbol: net quantity placed}          only ever incremented
     placed_orders  {"YYYY-MM-DD": orders placed that UTC day}
 
-An acquire rewrites `leases` and `placed_orders` (pruned to today) under a precondition on the
-`update_time` it read. Everything else only increments or deletes single fields, without reading:
-a concurrent acquire that read the older version then fails its precondition and reads again.
+An acquire rewrites `leases` and `placed_orders` (days before yesterday pruned) under a
+precondition on the `update_time` it read. Everything else only increments or deletes single
+fields, without reading: a concurrent acquire that read the older version then fails its
+precondition and reads again.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1.field_path import FieldPath
 
-from execution.account_state import AccountLimits, Admitted, Hold, utc_day
+from execution.account_state import AccountLimits, Admitted, Hold, Lease, utc_day
 from execution.documents import AccountSettings, MalformedAccountError, leases_to_document
 from execution.documents import state_from_document as state_from_document
 from execution.firestore.paths import INFLIGHT as INFLIGHT
@@ -133,10 +133,15 @@ def end_lease(
     broker_account_id: str,
     lease_id: str,
 ) -> None:
-    """Drop a counted lease that ended without an order (it frees its budget, day and position)."""
-    batch.update(
+    """Drop a counted lease that ended without an order (it frees its budget, day and position).
+
+    A merge, not an update: where an operator deleted the document, the update's NotFound would
+    fail the release's whole batch, and the intent would stay `reserved` until its lease lapsed.
+    """
+    batch.set(
         inflight_ref(db, tenant_id, broker_account_id),
-        {FieldPath("leases", lease_id).to_api_repr(): firestore.DELETE_FIELD},
+        {"leases": {lease_id: firestore.DELETE_FIELD}},
+        merge=True,
     )
 
 
@@ -172,9 +177,15 @@ def stage_attempt_end(
         end_lease(batch, db, record.tenant_id, record.broker_account_id, counted_lease_id)
         return None
     if counted_lease_id == record.lease_id:  # an inherited hold's lease ended long ago
-        batch.update(
+        # The whole entry, merged: where an operator deleted the document (or the entry), the
+        # hold is written again rather than the release failing or leaving a partial entry.
+        hold = Lease(
+            record.client_intent_id, record.amount_usd, now, record.symbol, record.side, record.qty
+        )
+        batch.set(
             inflight_ref(db, record.tenant_id, record.broker_account_id),
-            {FieldPath("leases", counted_lease_id, "expires_at").to_api_repr(): now},
+            {"leases": leases_to_document({counted_lease_id: hold})},
+            merge=True,
         )
     return counted_lease_id
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from google.cloud import firestore
 
-from execution.account_state import Hold
+from execution.account_state import Hold, UnreadableState
 from execution.broker_truth import VersionedRecord
-from execution.documents import ended_fields, reservation_from_document
+from execution.documents import MalformedDocumentError, ended_fields, reservation_from_document
 from execution.firestore.account_state import (
     PlacedOrder,
     account_states_query,
@@ -92,11 +92,17 @@ class FirestoreReservationRecords:
         end_lease(batch, self._db, hold.tenant_id, hold.broker_account_id, hold.lease_id)
         return self._commit(batch, "hold release")
 
-    def holds(self) -> Iterator[Hold]:
-        """Every hold of every account (one read per account-state document)."""
+    def holds(self) -> Iterator[Hold | UnreadableState]:
+        """Every hold of every account (one read per account-state document); a document that
+        cannot be read is an `UnreadableState` in its place."""
         with store_errors("account states listing"):
             for snap in account_states_query(self._db).stream(**self._policy.kwargs()):
-                yield from holds_in(snap.to_dict() or {}, snap.reference.path)
+                try:
+                    found = holds_in(snap.to_dict() or {}, snap.reference.path)
+                except MalformedDocumentError as exc:
+                    yield UnreadableState(snap.reference.path, str(exc))
+                    continue
+                yield from found
 
     def _commit(self, batch: firestore.WriteBatch, what: str) -> bool:
         try:

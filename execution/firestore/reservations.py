@@ -49,7 +49,12 @@ from google.cloud import firestore
 
 from execution.account_state import Admitted, Lease, Refused, admit
 from execution.clock import Clock
-from execution.documents import ended_fields, reservation_from_document, reservation_to_document
+from execution.documents import (
+    MalformedDocumentError,
+    ended_fields,
+    reservation_from_document,
+    reservation_to_document,
+)
 from execution.errors import LimitWaitError, ReservationContentionError
 from execution.firestore.account_state import (
     limits_from_account,
@@ -309,7 +314,10 @@ class FirestoreReservationManager:
             side=request.side,
             qty=request.qty,
         )
-        state = state_from_document(read.state.to_dict() if read.state.exists else None)
+        try:
+            state = state_from_document(read.state.to_dict() if read.state.exists else None)
+        except MalformedDocumentError as exc:
+            raise _unreadable_state(request, exc) from exc
         return admit(state, now=now, lease_id=lease_id, lease=lease, limits=limits)
 
     def _commit(
@@ -350,6 +358,22 @@ class FirestoreReservationManager:
         jitter_sleep(
             attempt, sleep=self._sleep or time.sleep, uniform=self._uniform or random.uniform
         )
+
+
+def _unreadable_state(request: ReservationRequest, exc: MalformedDocumentError) -> LimitWaitError:
+    """No limit can be decided on a state document nobody can read (an operator's edit): the
+    intent waits, nothing written, until the document is repaired or the intent turns stale.
+    A named wait and an ERROR event, where the bare parse error was a crash on every delivery."""
+    emit(
+        logger,
+        "exec.limits.state_unreadable",
+        logging.ERROR,
+        tenant_id=request.tenant_id,
+        broker_account_id=request.broker_account_id,
+        client_intent_id=request.client_intent_id,
+        problem=str(exc),
+    )
+    return LimitWaitError(f"account_state_unreadable: {exc}; waiting until it is repaired")
 
 
 def _log_acquired(

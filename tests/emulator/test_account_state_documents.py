@@ -3,8 +3,8 @@
 
 Against the real Firestore emulator through the real reservations adapter. Python compares NaN
 as neither above nor below a limit, and a negative held amount frees budget that no lease gave
-back; a state document holding either must stop the acquire (retried, nothing written), never
-admit an intent past the account's limits.
+back; a state document holding either must stop the acquire (a named wait, `LimitWaitError`:
+retried, nothing written), never admit an intent past the account's limits.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from google.cloud import firestore
 
 from execution.clock import FakeClock
+from execution.errors import LimitWaitError
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.reservations import ReservationRequest
 from tests.support.builders import FAST_POLICY, unique
@@ -97,7 +98,7 @@ def test_a_held_amount_that_is_not_a_finite_non_negative_number_admits_nothing(
     state = store(rig.db, request, {"max_inflight_usd": 100.0}, {"leases": held_leases})
     before = state.get().to_dict()
 
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(LimitWaitError) as raised:
         rig.manager.acquire(request)
 
     assert "amount_usd" in str(raised.value)
@@ -109,7 +110,7 @@ def test_a_position_that_is_not_finite_admits_nothing_past_the_position_limit(ri
     request = buy(60.0, qty=20.0)  # 20 more shares where 10 is the most the account may hold
     store(rig.db, request, {"max_position_qty": 10.0}, {"positions": {"AAPL": math.nan}})
 
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(LimitWaitError) as raised:
         rig.manager.acquire(request)
 
     assert "positions.AAPL" in str(raised.value)

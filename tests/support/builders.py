@@ -11,6 +11,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY
 from execution.bootstrap import Service, bootstrap
 from execution.brokers.paper import PaperBroker
 from execution.client_order_ids import client_order_id_for, parse_plain
@@ -189,3 +190,14 @@ class PausedInsideTheCall(CountingBroker):
 def live(**overrides: Any) -> Settings:
     """Settings for the Alpaca sandbox: a loopback URL is not Alpaca's paper endpoint."""
     return fast_settings(agent_mode=AgentMode.LIVE, **overrides)
+
+
+def sandbox_cli_env(base_url: str) -> dict[str, str]:
+    """The operator command line's environment for a broker at the Alpaca sandbox `base_url`."""
+    return {
+        "BROKER": "alpaca",
+        "AGENT_MODE": "LIVE",  # a loopback URL is not Alpaca's paper endpoint
+        "APCA_API_KEY_ID": KEY_ID,
+        "APCA_API_SECRET_KEY": SECRET_KEY,
+        "APCA_API_BASE_URL": base_url,
+    }
