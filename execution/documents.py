@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from execution.account_state import AccountState, Lease
+from execution.errors import PermanentError
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationRecord, ReservationStatus
 from execution.routing import Quote, quote_problem
@@ -44,6 +45,16 @@ MAX_PROBLEMS = 5
 
 class MalformedDocumentError(ValueError):
     """A stored document that does not fit its model; the message names the fields."""
+
+
+class MalformedReservationError(MalformedDocumentError, PermanentError):
+    """A reservation document that does not fit its model (hand-edited, say).
+
+    Permanent: every delivery of the intent meets the same document until an operator repairs
+    it, and executing beside a record no one can read could place a second order. The delivery
+    is dead-lettered with this reason; the document stays for the operator (the reconciler
+    reports an order at the broker whose record is unreadable).
+    """
 
 
 class MalformedAccountError(MalformedDocumentError):
@@ -204,8 +215,11 @@ def ended_fields(
 
 
 def reservation_from_document(data: Mapping[str, Any]) -> ReservationRecord:
-    """Parse a reservation document; raises `MalformedDocumentError`."""
-    return ReservationDocument.parse(data).to_record()
+    """Parse a reservation document; raises `MalformedReservationError`."""
+    try:
+        return ReservationDocument.parse(data).to_record()
+    except MalformedDocumentError as exc:
+        raise MalformedReservationError(str(exc)) from exc
 
 
 def reservation_to_document(record: ReservationRecord) -> dict[str, Any]:

@@ -22,6 +22,9 @@ The Pub/Sub entry point decides ack or retry from this tree alone::
         ├── AgentModeError             the trading mode forbids this broker call
         ├── ExecutionHaltedError       a kill switch is on
         └── SettingsError              unsafe or incomplete configuration
+
+`execution.documents.MalformedReservationError` is permanent too (and a `ValueError`, as every
+malformed document is): the intent's own record fits no model until an operator repairs it.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
 from execution.errors import (
     BrokerRejectedError,
-    ExecutionError,
     LimitWaitError,
     PayloadConflictError,
+    PermanentError,
 )
 from execution.firestore.reservations import inflight_ref
 from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
@@ -196,25 +196,19 @@ def test_the_same_intent_id_for_a_second_account_of_the_tenant_never_touches_eit
     assert stored["broker_account_id"] == first.broker_account_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="a hand-edited reservation raises a bare MalformedDocumentError (a ValueError) from "
-    "acquire on every delivery: main answers 500 until Pub/Sub's dead-letter topic, with no "
-    "record and no named event (fix, the lead's choice: a named RetryableError with an ERROR "
-    "event, or a PermanentError dead-lettered with the reason, as a payload conflict is)",
-)
-def test_a_corrupted_reservation_is_a_named_answer_not_a_bare_value_error(
+def test_a_corrupted_reservation_is_dead_lettered_with_its_reason_and_left_for_the_operator(
     db: firestore.Client,
 ) -> None:
     clock = FakeClock()
     broker = CountingBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY))
     intent = make_intent()
+    corrupted = {"status": "reserved", "attempt": "one"}
     db.collection("tenants", intent.tenant_id, "execution_reservations").document(
         intent.client_intent_id
-    ).set({"status": "reserved", "attempt": "one"})
+    ).set(corrupted)
 
-    with pytest.raises(ExecutionError):
+    with pytest.raises(PermanentError, match="attempt"):  # main dead-letters and acks it
         execute(db, clock, broker, intent)
 
     assert broker.place_calls == 0
+    assert reservation(db, intent.tenant_id, intent.client_intent_id) == corrupted
