@@ -8,6 +8,8 @@ onto the error tree (`execution/errors.py`)::
 
     2xx with a well-formed order      → the order
     2xx with an unreadable body       → BrokerTransientError  (placed or not: outcome unknown)
+    2xx naming another order than the → BrokerTransientError  (a proxy's or a cache's answer
+      client order id or id asked       says nothing about ours: the engine compares the rest)
     timeout, connection error         → BrokerTransientError  (the request may have landed)
     past the call's overall deadline  → BrokerTransientError  (`execution/brokers/deadline.py`)
     408, 429, 5xx, any other status   → BrokerTransientError
@@ -188,7 +190,7 @@ class AlpacaBroker:
         if response.status_code == 404:
             return None
         if response.is_success:
-            return self._order_from(response, None, what)
+            return self._order_from(response, None, what, order_id=broker_order_id)
         self._raise_for(response, self._message(response), None, what)
 
     def list_orders(
@@ -329,11 +331,22 @@ class AlpacaBroker:
         return self._readable(response, None, what, lambda: _orders_from(response.json()))
 
     def _order_from(
-        self, response: httpx.Response, client_order_id: str | None, what: str
+        self,
+        response: httpx.Response,
+        client_order_id: str | None,
+        what: str,
+        *,
+        order_id: str | None = None,
     ) -> BrokerOrder:
-        """Read an order from a 2xx answer; an unreadable one is outcome unknown."""
+        """Read the order a 2xx answer names; an unreadable one, or one naming another order
+        than the `client_order_id` or `order_id` asked about, is outcome unknown."""
         return self._readable(
-            response, client_order_id, what, lambda: _broker_order(_object(response.json()))
+            response,
+            client_order_id,
+            what,
+            lambda: _asked_order(
+                _broker_order(_object(response.json())), client_order_id, order_id
+            ),
         )
 
     def _readable(
@@ -420,6 +433,18 @@ def _orders_from(data: Any) -> list[BrokerOrder]:
     if not isinstance(data, list):
         raise TypeError(f"expected a JSON array, got {type(data).__name__}")
     return [_broker_order(_object(item)) for item in data]
+
+
+def _asked_order(
+    order: BrokerOrder, client_order_id: str | None, order_id: str | None
+) -> BrokerOrder:
+    """`order` if it is the one asked about: an answer naming another (a proxy's, a cache's) is
+    garbage, never "the broker holds that order under our id"."""
+    if client_order_id is not None and order.client_order_id != client_order_id:
+        raise ValueError("the answer names another client_order_id than the one asked about")
+    if order_id is not None and order.broker_order_id != order_id:
+        raise ValueError("the answer names another order id than the one asked about")
+    return order
 
 
 def _order_body(order: OrderRequest) -> dict[str, str]:
