@@ -62,6 +62,7 @@ from execution.settings import (
     check_alpaca_keys,
 )
 from execution.telemetry import emit
+from execution.text import bounded_printable
 
 _Read = TypeVar("_Read")
 
@@ -421,8 +422,9 @@ class AlpacaBroker:
             text: str = data["message"]
         else:
             text = response.text.strip() or response.reason_phrase
-        # Scrubbed whole, then cut: a cut first could leave part of a key behind.
-        return self._scrub(text)[:_MAX_MESSAGE_CHARS]
+        # Scrubbed whole, then cut: a cut first could leave part of a key behind. Printable: it
+        # is stored on the record and printed to operators (no terminal escape runs there).
+        return bounded_printable(self._scrub(text), _MAX_MESSAGE_CHARS)
 
     def _scrub(self, text: str) -> str:
         return self._scrubber.scrub(text)

@@ -12,10 +12,26 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from execution.text import printable
 
-def console() -> Console:
-    """A console on stdout; width from the terminal, else `COLUMNS`, else 80."""
-    return Console(highlight=False)
+
+class PrintableConsole(Console):
+    """A console that shows every string it renders printable (`execution.text.printable`).
+
+    What the commands print comes from outside: brokers' words, records anyone with write
+    access could have filled, dead letters. An escape sequence among them (clear the screen,
+    retitle the window, write the clipboard, a bidi override) is shown escaped, never run in
+    the operator's terminal. Table cells are made printable by `cell`.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """`text` made printable, then rendered as Rich does."""
+        return super().render_str(printable(text), **kwargs)
+
+
+def console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
+    """A console on stdout (or stderr); width from the terminal, else `COLUMNS`, else 80."""
+    return PrintableConsole(highlight=False, stderr=stderr, soft_wrap=soft_wrap)
 
 
 def print_json(value: Any) -> None:
@@ -64,7 +80,7 @@ def cell(value: Any) -> Text:
         return Text(when(value))
     if isinstance(value, float):
         return Text(f"{value:,.2f}")
-    return Text(str(value))
+    return Text(printable(str(value)))
 
 
 def when(value: datetime | None) -> str:
