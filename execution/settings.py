@@ -108,7 +108,22 @@ def _lowered(name: str, raw: str) -> str:
 
 
 def _url(name: str, raw: str) -> str:
+    check_plain_url(name, raw)
     return raw.rstrip("/")
+
+
+def check_plain_url(variable: str, url: str) -> None:
+    """Refuse a base URL with credentials, a query or a fragment, never quoting it.
+
+    Paths are appended to it: `?` or `#` would send every request to the wrong place (and a
+    404 there is no answer about an order), and a password in it would be quoted by errors.
+    """
+    parts = urlsplit(url.strip())
+    if "@" in parts.netloc or "?" in url or "#" in url:
+        raise SettingsError(
+            f"{variable} must be a plain URL such as {ALPACA_PAPER_URL}: no credentials, query "
+            "or fragment (value not shown)."
+        )
 
 
 def _flag(name: str, raw: str) -> bool:

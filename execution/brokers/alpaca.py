@@ -14,10 +14,13 @@ onto the error tree (`execution/errors.py`)::
     past the call's overall deadline  → BrokerTransientError  (`execution/brokers/deadline.py`)
     408, 429, 5xx, any other status   → BrokerTransientError
     401, 403 refusing our keys        → BrokerTransientError, logged at ERROR (retried until stale)
+    404/405 but "order not found"     → BrokerTransientError, logged at ERROR: no such endpoint,
+                                        APCA_API_BASE_URL is wrong (an unknown symbol is a 422)
     403 for buying power and the like → BrokerRejectedError
     422/409 duplicate client_order_id → look the order up: ours → return it; a different order
                                         under our id → BrokerRejectedError; unreadable → transient
-    other 4xx (400, 404, 422...)      → BrokerRejectedError with the broker's message
+    other 4xx (400, 422, a 404 "order → BrokerRejectedError with the broker's message
+      not found"...)
     422 on a cancel                   → OrderNotCancelableError (the order is already closed)
 
 "Outcome unknown" is always a transient error and never a guess: the retry sends the same
@@ -60,6 +63,7 @@ from execution.settings import (
     Settings,
     alpaca_url_is_paper,
     check_alpaca_keys,
+    check_plain_url,
 )
 from execution.telemetry import emit
 from execution.text import bounded_printable
@@ -76,6 +80,8 @@ DEFAULT_DEADLINE_SECONDS = 10.0
 DUPLICATE_MESSAGE = "client_order_id must be unique"
 ORDER_NOT_FOUND = "order not found"
 _TRANSIENT_STATUSES = frozenset({408, 429})
+_WRONG_URL_STATUSES = frozenset({404, 405})
+"""No such endpoint (or not with this method): APCA_API_BASE_URL is wrong, not the request."""
 _ACCOUNT_REFUSALS = ("buying power", "insufficient", "pattern day", "not enough")
 """Words of a 403 that refuses the order for the account's state, not our keys."""
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -185,14 +191,16 @@ class AlpacaBroker:
     def get_order(
         self, tenant_id: str, broker_account_id: str, broker_order_id: str
     ) -> BrokerOrder | None:
-        """The order with Alpaca's id `broker_order_id`, or None where Alpaca answers 404."""
+        """The order with Alpaca's id `broker_order_id`, or None where Alpaca answers 404
+        "order not found"."""
         what = "GET /v2/orders/{id}"
         response = self._send("GET", f"/v2/orders/{quote(broker_order_id, safe='')}", None)
-        if response.status_code == 404:
-            return None
         if response.is_success:
             return self._order_from(response, None, what, order_id=broker_order_id)
-        self._raise_for(response, self._message(response), None, what)
+        message = self._message(response)
+        if response.status_code == 404 and ORDER_NOT_FOUND in message.lower():
+            return None  # only Alpaca's own words: a 404 of a wrong base URL is no answer
+        self._raise_for(response, message, None, what)
 
     def list_orders(
         self, *, after: datetime, until: datetime | None = None
@@ -392,15 +400,16 @@ class AlpacaBroker:
     ) -> NoReturn:
         status = response.status_code
         # 401/403 say our keys or base URL are wrong (a rotation, a typo), not that the order
-        # is: retried, and logged at ERROR for a person, until the fix lands or the intent is
-        # stale, rather than rejecting every intent of that window for good.
-        refused_keys = _refuses_keys(status, message)
-        transient = refused_keys or status in _TRANSIENT_STATUSES or not 400 <= status < 500
-        event = "keys_refused" if refused_keys else "error_answer"
+        # is; so does a 404/405 that is not Alpaca's "order not found" (a wrong path in
+        # APCA_API_BASE_URL: Alpaca refuses an unknown symbol with 422). Retried, and logged at
+        # ERROR for a person, until the fix lands or the intent is stale, rather than rejecting
+        # every intent of that window for good.
+        event = _configuration_refused(status, message)
+        transient = bool(event) or status in _TRANSIENT_STATUSES or not 400 <= status < 500
         emit(
             logger,
-            f"exec.broker.alpaca.{event}",
-            logging.ERROR if refused_keys else logging.WARNING,
+            f"exec.broker.alpaca.{event or 'error_answer'}",
+            logging.ERROR if event else logging.WARNING,
             what=what,
             status=status,
             client_order_id=client_order_id,
@@ -528,6 +537,16 @@ def _text(data: dict[str, Any], key: str) -> str:
     return value
 
 
+def _configuration_refused(status: int, message: str) -> str | None:
+    """The event naming what of ours an answer refuses (`keys_refused`, `endpoint_refused`), or
+    None where it may be about the request itself."""
+    if _refuses_keys(status, message):
+        return "keys_refused"
+    if status in _WRONG_URL_STATUSES and ORDER_NOT_FOUND not in message.lower():
+        return "endpoint_refused"
+    return None
+
+
 def _refuses_keys(status: int, message: str) -> bool:
     """401, or a 403 that does not name the account's state (Alpaca's buying-power refusals)."""
     if status == 401:
@@ -543,6 +562,7 @@ def _is_duplicate(status: int, message: str) -> bool:
 
 def _normalise_base_url(base_url: str) -> str:
     """Strip a trailing `/` or `/v2`; refuse plain HTTP anywhere but loopback (keys in clear)."""
+    check_plain_url("APCA_API_BASE_URL", base_url)
     url = base_url.strip().rstrip("/")
     url = url.removesuffix("/v2")
     parts = urlsplit(url)
