@@ -353,6 +353,13 @@ class Settings:
         return self.firestore_timeout_seconds
 
     @property
+    def halt_settle_seconds(self) -> float:
+        """How long after a kill switch goes on an order admitted before it may still reach the
+        broker: the switch read's age, one whole broker call, and clock skew to spare. (A
+        process paused between its authority check and its call can land later still.)"""
+        return self.shared_read_max_age_seconds + self.broker_call_seconds + self.clock_skew_seconds
+
+    @property
     def reservation_retention(self) -> timedelta:
         """How long a finished reservation is kept (its `purge_at`) to answer duplicates."""
         return timedelta(days=self.reservation_retention_days)

@@ -13,6 +13,7 @@ import functools
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class CliContext:
     project_option: str | None = None
     timeout_option: float | None = None
     clock: Clock = system_clock
+    sleep: Callable[[float], None] = time.sleep
     db_client: firestore.Client | None = None
     publisher_client: PublisherClient | None = None
     broker_client: Broker | None = None

@@ -286,6 +286,11 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
 
     seconds = lookback or cli.settings.reconcile_lookback_seconds
     broker = cli.broker()
+    # An invocation that passed the authority just before the switch went on may still be in its
+    # broker call: list only once every such call has ended, or its order is missed.
+    settle = cli.settings.halt_settle_seconds
+    with console(stderr=True).status(f"Waiting {settle:g} s for broker calls in flight to end..."):
+        cli.sleep(settle)
     with cli.firestore_call("cancel open orders"), console().status("Cancelling open orders..."):
         return cancel_open_orders(
             broker, scope, since=cli.clock() - timedelta(seconds=seconds), owner_of=owner_of
