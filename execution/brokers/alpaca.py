@@ -368,7 +368,10 @@ class AlpacaBroker:
         """`read()` of an answer; one that cannot be read is outcome unknown: transient."""
         try:
             return read()
-        except (ValueError, TypeError, KeyError) as exc:
+        # Reading is pure, so whatever it raises means unreadable: not only ValueError and the
+        # like, but a time past year 9999 in UTC (OverflowError) or JSON nested past the
+        # recursion limit (RecursionError), which must not escape our error tree.
+        except Exception as exc:
             failure = exc  # may quote the answer, which may echo a key: raised scrubbed below
         # Raised outside the `except`, so the original is not chained as __context__ either.
         emit(
@@ -425,7 +428,7 @@ class AlpacaBroker:
         """The broker's own words: `message` from its JSON error body, else the raw text."""
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             data = None
         if isinstance(data, dict) and isinstance(data.get("message"), str):
             text: str = data["message"]
