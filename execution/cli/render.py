@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -35,8 +36,25 @@ def console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
 
 
 def print_json(value: Any) -> None:
-    """Machine-readable output: indented JSON on stdout, no colour, no wrapping."""
-    typer.echo(json.dumps(value, indent=2, sort_keys=False, default=_default))
+    """Machine-readable output: indented JSON on stdout, no colour, no wrapping.
+
+    Strict JSON (RFC 8259): a non-finite number a record holds (Firestore stores NaN and
+    infinities) is written as the string `"NaN"`, `"Infinity"` or `"-Infinity"`, since most
+    parsers (jq, JavaScript, Go) refuse the bare tokens Python would write.
+    """
+    typer.echo(
+        json.dumps(_finite(value), indent=2, sort_keys=False, default=_default, allow_nan=False)
+    )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 KEY_COLUMNS = frozenset(

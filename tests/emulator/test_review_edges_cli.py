@@ -190,3 +190,38 @@ def test_intent_prints_no_terminal_control_sequence_from_the_record_or_the_broke
     assert "Broker order, asked live" in result.stdout
     assert [c for c in CONTROLS if c in result.stdout] == []
     assert "\\x1b" in result.stdout  # shown, escaped: the operator sees something was there
+
+
+def strict_json(text: str) -> Any:
+    """JSON as every parser reads it: `NaN` and `Infinity` are not JSON (RFC 8259)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(("intent", TENANT, "{intent}", "--no-broker", "--json"), id="intent"),
+        pytest.param(("reservations", "--tenant", TENANT, "--json"), id="reservations"),
+        pytest.param(("status", "--tenant", TENANT, "--json"), id="status"),
+    ],
+)
+def test_json_output_stays_json_when_a_record_holds_a_non_finite_number(
+    cli: Callable[..., Result],
+    db: firestore.Client,
+    refused: TradeIntent,
+    command: tuple[str, ...],
+) -> None:
+    # A record edited by hand, or written by an older version: Firestore stores NaN and infinity.
+    db.document("tenants", TENANT, "execution_reservations", refused.client_intent_id).update(
+        {"amount_usd": float("nan"), "repair": {"cancel": float("inf")}}
+    )
+
+    result = cli(*(part.format(intent=refused.client_intent_id) for part in command))
+
+    assert result.exit_code == 0, result.output
+    told = json.dumps(strict_json(result.stdout))
+    assert refused.client_intent_id in told or command[0] == "status"
