@@ -30,9 +30,16 @@ from execution.bootstrap import bootstrap
 from execution.brokers.alpaca import AlpacaBroker
 from execution.cli import app
 from execution.cli.context import CliContext
+from execution.clock import system_clock
 from execution.models import BrokerOrder, ExecutionResult, OrderRequest
 from execution.settings import Settings
-from tests.support.builders import client_order_id_of, make_intent, unique
+from tests.support.builders import (
+    client_order_id_of,
+    emulator_service,
+    fast_settings,
+    make_intent,
+    unique,
+)
 
 SETTINGS = {
     "BROKER": "alpaca",
@@ -127,3 +134,27 @@ def test_cancel_open_waits_out_the_broker_calls_admitted_before_the_switch(
     report = json.loads(result.stdout)["cancel_open"]
     assert [c["client_order_id"] for c in report["cancels"]] == [client_order_id_of(intent)]
     assert sum(pauses) >= SETTLE_SECONDS
+
+
+def test_halting_and_resuming_an_unknown_account_does_not_make_it_known(
+    db: firestore.Client, firestore_project: str
+) -> None:
+    """With REQUIRE_ACCOUNT_DOCUMENT=1 an account without a settings document never trades.
+    `kill-switch on --account` writes `trading_mode: OFF` into that document, creating it; `off`
+    must leave the account as unknown as it was, not a known account without limits."""
+    tenant, account = unique("tenant"), unique("acct")
+    service = emulator_service(
+        db, system_clock, settings=fast_settings(require_account_document=True)
+    )
+    env = {"COLUMNS": "250", "GOOGLE_CLOUD_PROJECT": firestore_project}
+
+    def cli(*args: str) -> None:
+        result = CliRunner().invoke(app, ["--project", firestore_project, *args], env=env)
+        assert result.exit_code == 0, result.output
+
+    cli("kill-switch", "on", "--tenant", tenant, "--account", account, "--reason", "drill")
+    cli("kill-switch", "off", "--tenant", tenant, "--account", account, "--reason", "done")
+    result = service.engine.execute_intent(make_intent(tenant_id=tenant, broker_account_id=account))
+
+    assert result.outcome.value == "rejected"
+    assert (result.reason or "").startswith("account_unknown")
