@@ -14,7 +14,8 @@ Crypto pairs are written as Alpaca writes them (`BTCUSD` → `BTC/USD`).
 
 Faults are queued per HTTP method and each one is used by the next request of that method: answer
 a status, accept the order and then hang past the client's read timeout, accept it and answer
-malformed JSON, or accept it and drop the connection. A fault can also be aimed at one order
+malformed JSON, accept it and answer with the order's fields changed, or accept it and drop the
+connection. A fault can also be aimed at one order
 (`inject_for_order`): the next POST carrying that `client_order_id` gets it, whatever else runs
 (`no_fault()` so aimed shields an order from the faults queued for its method).
 """
@@ -69,6 +70,8 @@ class Fault:
     """Answer 200 with a body that is not JSON."""
     drop: bool = False
     """Close the connection without answering."""
+    changes: tuple[tuple[str, Any], ...] = ()
+    """Answer the order with these fields changed (a proxy's or a cache's answer: not ours)."""
 
 
 def status(code: int, message: str, *, accept: bool = False) -> Fault:
@@ -90,6 +93,12 @@ def no_fault() -> Fault:
     """Answer normally: aimed at one order (`inject_for_order`), it shields that order from the
     faults queued for its method."""
     return Fault(accept=True)
+
+
+def changed_after_accept(**fields: Any) -> Fault:
+    """Take the order, then answer 200 with the order as if `fields` were different (another
+    `id`, `qty`...): what a proxy or a cache answering for another request would send."""
+    return Fault(accept=True, changes=tuple(fields.items()))
 
 
 def drop_after_accept() -> Fault:
@@ -303,6 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         elif fault.status is not None:
             self._answer(fault.status, {"code": fault.status * 100000, "message": fault.message})
+        elif fault.changes and isinstance(payload, dict):
+            self._answer(code, {**payload, **dict(fault.changes)})
         else:
             self._answer(code, payload)
 

@@ -367,14 +367,14 @@ class ExecutionEngine:
         if reference_price is None and intent.notional_usd is not None:
             reference_price = intent.notional_usd / intent.qty
         self._check_lease_room(intent, handle)
+        request = OrderRequest.from_intent(intent, reference_price, handle.client_order_id)
         fate.unknown = fate.called = True
         try:
-            order = self._broker.place_order(
-                OrderRequest.from_intent(intent, reference_price, handle.client_order_id)
-            )
+            order = self._broker.place_order(request)
         except BrokerRejectedError as exc:
             fate.unknown = False
             return exc
+        _check_answer_is_ours(request, order)  # else the fate stays unknown: a retry asks
         fate.unknown = False
         return order
 
@@ -595,6 +595,32 @@ class OrderFate:
     unknown: bool
     called: bool = False
     """This attempt started a broker call (its own order may exist, not only an earlier one's)."""
+
+
+def _check_answer_is_ours(request: OrderRequest, order: BrokerOrder) -> None:
+    """Raise "outcome unknown" where the broker's answer to our order names another order.
+
+    An answer proves only that something answered (a proxy, a cache, a broker's bug): recorded,
+    it would be `placed` with an order the broker's book may not hold for this intent. Retried
+    instead, the next attempt asks the broker by client order id, and that answer decides.
+    """
+    mismatch = order_mismatch(request, order)
+    if mismatch is None:
+        return
+    emit(
+        logger,
+        "exec.broker.answer_not_ours",
+        logging.ERROR,
+        tenant_id=request.tenant_id,
+        client_order_id=request.client_order_id,
+        broker_order_id=order.broker_order_id,
+        mismatch=mismatch,
+    )
+    raise BrokerTransientError(
+        f"the broker answered client_order_id {request.client_order_id} with order "
+        f"{order.broker_order_id}, which is not this intent's ({mismatch}); outcome unknown, "
+        "the delivery will be retried and the broker asked by client order id"
+    )
 
 
 def _reservation_request(

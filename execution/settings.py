@@ -108,7 +108,22 @@ def _lowered(name: str, raw: str) -> str:
 
 
 def _url(name: str, raw: str) -> str:
+    check_plain_url(name, raw)
     return raw.rstrip("/")
+
+
+def check_plain_url(variable: str, url: str) -> None:
+    """Refuse a base URL with credentials, a query or a fragment, never quoting it.
+
+    Paths are appended to it: `?` or `#` would send every request to the wrong place (and a
+    404 there is no answer about an order), and a password in it would be quoted by errors.
+    """
+    parts = urlsplit(url.strip())
+    if "@" in parts.netloc or "?" in url or "#" in url:
+        raise SettingsError(
+            f"{variable} must be a plain URL such as {ALPACA_PAPER_URL}: no credentials, query "
+            "or fragment (value not shown)."
+        )
 
 
 def _flag(name: str, raw: str) -> bool:
@@ -336,6 +351,13 @@ class Settings:
         if self.broker == "alpaca":
             return self.broker_timeout_seconds
         return self.firestore_timeout_seconds
+
+    @property
+    def halt_settle_seconds(self) -> float:
+        """How long after a kill switch goes on an order admitted before it may still reach the
+        broker: the switch read's age, one whole broker call, and clock skew to spare. (A
+        process paused between its authority check and its call can land later still.)"""
+        return self.shared_read_max_age_seconds + self.broker_call_seconds + self.clock_skew_seconds
 
     @property
     def reservation_retention(self) -> timedelta:

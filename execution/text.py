@@ -9,6 +9,12 @@ def _escaped(char: str) -> str:
     return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
 
 
+def printable(text: str, keep: str = "\n\t") -> str:
+    """`text` with unprintable characters escaped but those in `keep` (line breaks, for a
+    terminal): a control sequence from outside is shown, never run."""
+    return "".join(char if char in keep else _escaped(char) for char in text)
+
+
 def bounded_printable(text: str, max_chars: int) -> str:
     """`text` with unprintable characters escaped, cut to `max_chars` with a note of its length."""
     escaped = "".join(_escaped(char) for char in text[: max_chars + 1])

@@ -8,14 +8,19 @@ onto the error tree (`execution/errors.py`)::
 
     2xx with a well-formed order      → the order
     2xx with an unreadable body       → BrokerTransientError  (placed or not: outcome unknown)
+    2xx naming another order than the → BrokerTransientError  (a proxy's or a cache's answer
+      client order id or id asked       says nothing about ours: the engine compares the rest)
     timeout, connection error         → BrokerTransientError  (the request may have landed)
     past the call's overall deadline  → BrokerTransientError  (`execution/brokers/deadline.py`)
     408, 429, 5xx, any other status   → BrokerTransientError
     401, 403 refusing our keys        → BrokerTransientError, logged at ERROR (retried until stale)
+    404/405 but "order not found"     → BrokerTransientError, logged at ERROR: no such endpoint,
+                                        APCA_API_BASE_URL is wrong (an unknown symbol is a 422)
     403 for buying power and the like → BrokerRejectedError
     422/409 duplicate client_order_id → look the order up: ours → return it; a different order
                                         under our id → BrokerRejectedError; unreadable → transient
-    other 4xx (400, 404, 422...)      → BrokerRejectedError with the broker's message
+    other 4xx (400, 422, a 404 "order → BrokerRejectedError with the broker's message
+      not found"...)
     422 on a cancel                   → OrderNotCancelableError (the order is already closed)
 
 "Outcome unknown" is always a transient error and never a guess: the retry sends the same
@@ -58,8 +63,10 @@ from execution.settings import (
     Settings,
     alpaca_url_is_paper,
     check_alpaca_keys,
+    check_plain_url,
 )
 from execution.telemetry import emit
+from execution.text import bounded_printable
 
 _Read = TypeVar("_Read")
 
@@ -73,6 +80,8 @@ DEFAULT_DEADLINE_SECONDS = 10.0
 DUPLICATE_MESSAGE = "client_order_id must be unique"
 ORDER_NOT_FOUND = "order not found"
 _TRANSIENT_STATUSES = frozenset({408, 429})
+_WRONG_URL_STATUSES = frozenset({404, 405})
+"""No such endpoint (or not with this method): APCA_API_BASE_URL is wrong, not the request."""
 _ACCOUNT_REFUSALS = ("buying power", "insufficient", "pattern day", "not enough")
 """Words of a 403 that refuses the order for the account's state, not our keys."""
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -182,14 +191,16 @@ class AlpacaBroker:
     def get_order(
         self, tenant_id: str, broker_account_id: str, broker_order_id: str
     ) -> BrokerOrder | None:
-        """The order with Alpaca's id `broker_order_id`, or None where Alpaca answers 404."""
+        """The order with Alpaca's id `broker_order_id`, or None where Alpaca answers 404
+        "order not found"."""
         what = "GET /v2/orders/{id}"
         response = self._send("GET", f"/v2/orders/{quote(broker_order_id, safe='')}", None)
-        if response.status_code == 404:
-            return None
         if response.is_success:
-            return self._order_from(response, None, what)
-        self._raise_for(response, self._message(response), None, what)
+            return self._order_from(response, None, what, order_id=broker_order_id)
+        message = self._message(response)
+        if response.status_code == 404 and ORDER_NOT_FOUND in message.lower():
+            return None  # only Alpaca's own words: a 404 of a wrong base URL is no answer
+        self._raise_for(response, message, None, what)
 
     def list_orders(
         self, *, after: datetime, until: datetime | None = None
@@ -329,11 +340,22 @@ class AlpacaBroker:
         return self._readable(response, None, what, lambda: _orders_from(response.json()))
 
     def _order_from(
-        self, response: httpx.Response, client_order_id: str | None, what: str
+        self,
+        response: httpx.Response,
+        client_order_id: str | None,
+        what: str,
+        *,
+        order_id: str | None = None,
     ) -> BrokerOrder:
-        """Read an order from a 2xx answer; an unreadable one is outcome unknown."""
+        """Read the order a 2xx answer names; an unreadable one, or one naming another order
+        than the `client_order_id` or `order_id` asked about, is outcome unknown."""
         return self._readable(
-            response, client_order_id, what, lambda: _broker_order(_object(response.json()))
+            response,
+            client_order_id,
+            what,
+            lambda: _asked_order(
+                _broker_order(_object(response.json())), client_order_id, order_id
+            ),
         )
 
     def _readable(
@@ -346,7 +368,10 @@ class AlpacaBroker:
         """`read()` of an answer; one that cannot be read is outcome unknown: transient."""
         try:
             return read()
-        except (ValueError, TypeError, KeyError) as exc:
+        # Reading is pure, so whatever it raises means unreadable: not only ValueError and the
+        # like, but a time past year 9999 in UTC (OverflowError) or JSON nested past the
+        # recursion limit (RecursionError), which must not escape our error tree.
+        except Exception as exc:
             failure = exc  # may quote the answer, which may echo a key: raised scrubbed below
         # Raised outside the `except`, so the original is not chained as __context__ either.
         emit(
@@ -378,15 +403,16 @@ class AlpacaBroker:
     ) -> NoReturn:
         status = response.status_code
         # 401/403 say our keys or base URL are wrong (a rotation, a typo), not that the order
-        # is: retried, and logged at ERROR for a person, until the fix lands or the intent is
-        # stale, rather than rejecting every intent of that window for good.
-        refused_keys = _refuses_keys(status, message)
-        transient = refused_keys or status in _TRANSIENT_STATUSES or not 400 <= status < 500
-        event = "keys_refused" if refused_keys else "error_answer"
+        # is; so does a 404/405 that is not Alpaca's "order not found" (a wrong path in
+        # APCA_API_BASE_URL: Alpaca refuses an unknown symbol with 422). Retried, and logged at
+        # ERROR for a person, until the fix lands or the intent is stale, rather than rejecting
+        # every intent of that window for good.
+        event = _configuration_refused(status, message)
+        transient = bool(event) or status in _TRANSIENT_STATUSES or not 400 <= status < 500
         emit(
             logger,
-            f"exec.broker.alpaca.{event}",
-            logging.ERROR if refused_keys else logging.WARNING,
+            f"exec.broker.alpaca.{event or 'error_answer'}",
+            logging.ERROR if event else logging.WARNING,
             what=what,
             status=status,
             client_order_id=client_order_id,
@@ -402,14 +428,15 @@ class AlpacaBroker:
         """The broker's own words: `message` from its JSON error body, else the raw text."""
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             data = None
         if isinstance(data, dict) and isinstance(data.get("message"), str):
             text: str = data["message"]
         else:
             text = response.text.strip() or response.reason_phrase
-        # Scrubbed whole, then cut: a cut first could leave part of a key behind.
-        return self._scrub(text)[:_MAX_MESSAGE_CHARS]
+        # Scrubbed whole, then cut: a cut first could leave part of a key behind. Printable: it
+        # is stored on the record and printed to operators (no terminal escape runs there).
+        return bounded_printable(self._scrub(text), _MAX_MESSAGE_CHARS)
 
     def _scrub(self, text: str) -> str:
         return self._scrubber.scrub(text)
@@ -420,6 +447,18 @@ def _orders_from(data: Any) -> list[BrokerOrder]:
     if not isinstance(data, list):
         raise TypeError(f"expected a JSON array, got {type(data).__name__}")
     return [_broker_order(_object(item)) for item in data]
+
+
+def _asked_order(
+    order: BrokerOrder, client_order_id: str | None, order_id: str | None
+) -> BrokerOrder:
+    """`order` if it is the one asked about: an answer naming another (a proxy's, a cache's) is
+    garbage, never "the broker holds that order under our id"."""
+    if client_order_id is not None and order.client_order_id != client_order_id:
+        raise ValueError("the answer names another client_order_id than the one asked about")
+    if order_id is not None and order.broker_order_id != order_id:
+        raise ValueError("the answer names another order id than the one asked about")
+    return order
 
 
 def _order_body(order: OrderRequest) -> dict[str, str]:
@@ -501,6 +540,16 @@ def _text(data: dict[str, Any], key: str) -> str:
     return value
 
 
+def _configuration_refused(status: int, message: str) -> str | None:
+    """The event naming what of ours an answer refuses (`keys_refused`, `endpoint_refused`), or
+    None where it may be about the request itself."""
+    if _refuses_keys(status, message):
+        return "keys_refused"
+    if status in _WRONG_URL_STATUSES and ORDER_NOT_FOUND not in message.lower():
+        return "endpoint_refused"
+    return None
+
+
 def _refuses_keys(status: int, message: str) -> bool:
     """401, or a 403 that does not name the account's state (Alpaca's buying-power refusals)."""
     if status == 401:
@@ -516,6 +565,7 @@ def _is_duplicate(status: int, message: str) -> bool:
 
 def _normalise_base_url(base_url: str) -> str:
     """Strip a trailing `/` or `/v2`; refuse plain HTTP anywhere but loopback (keys in clear)."""
+    check_plain_url("APCA_API_BASE_URL", base_url)
     url = base_url.strip().rstrip("/")
     url = url.removesuffix("/v2")
     parts = urlsplit(url)

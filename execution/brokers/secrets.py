@@ -3,9 +3,10 @@
 An error can quote a key in more forms than the one we sent: h11 quotes a refused header value or
 a broker's illegal status line as `repr` of its bytes (and httpcore's log repr's that again), a
 URL or a query string carries it percent-encoded, a JSON body escaped, and a broker may echo it
-back in any of these in a body, a reason phrase or a header line. So a `SecretScrubber` replaces
-each key raw or URL-encoded, under any depth of repr or JSON escaping, and is used on three
-paths:
+back in any of these in a body, a reason phrase or a header line — Go's JSON as `\\u0026`, an HTML
+error page as `&amp;`. So a `SecretScrubber` replaces each key raw or URL-encoded, under any depth
+of repr or JSON escaping, any character of it as a `\\u00XX` escape or an HTML character
+reference, and is used on three paths:
 
 - the text of every error an adapter raises or logs (`scrub`);
 - the cause chained to it (`scrubbed_cause`): a copy carrying the scrubbed text, because the
@@ -42,14 +43,32 @@ def secret_forms(secret: str) -> set[str]:
     }
 
 
-def _escaped(form: str) -> str:
-    """An expression matching `form` however many times it was repr'd or JSON-escaped.
+_HTML_NAMED = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
 
-    Keys hold printable ASCII only (`check_broker_secret`), so escaping can only put
-    backslashes before a character (`'`, `"`, `/`) or double the backslashes a key holds: any
-    run of backslashes is allowed before each character.
+
+def _escaped(form: str) -> str:
+    """An expression matching `form` however many times it was repr'd, JSON- or HTML-escaped.
+
+    Keys hold printable ASCII only (`check_broker_secret`), so repr and JSON escaping can only
+    put backslashes before a character (`'`, `"`, `/`) or double the backslashes a key holds:
+    any run of backslashes is allowed before each character. A character may also come as a
+    JSON `\\u00XX` escape (Go's encoder writes `&`, `<`, `>` so: Alpaca's API is Go) or an HTML
+    character reference (`&amp;`, `&#38;`, `&#x26;`: a gateway's error page).
     """
-    return "".join(r"\\*" + (r"\\+" if char == "\\" else re.escape(char)) for char in form)
+    return "".join(r"\\*" + _escaped_char(char) for char in form)
+
+
+def _escaped_char(char: str) -> str:
+    code = ord(char)
+    forms = [
+        r"\\+" if char == "\\" else re.escape(char),
+        rf"\\+u{code:04x}",
+        rf"&#0*{code};",
+        rf"&#x0*{code:x};",
+    ]
+    if char in _HTML_NAMED:
+        forms.append(f"&{_HTML_NAMED[char]};")
+    return "(?:" + "|".join(forms) + ")"
 
 
 class SecretScrubber:

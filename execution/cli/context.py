@@ -13,6 +13,7 @@ import functools
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ import typer
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.auth import exceptions as auth_exceptions
-from rich.console import Console
 
+from execution.cli.render import console
 from execution.clock import Clock, system_clock
 from execution.errors import SettingsError, StoreUnavailableError
 from execution.firestore.support import UNAVAILABLE_ERRORS, CallPolicy
@@ -81,7 +82,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def fail(message: str, exit_code: int) -> NoReturn:
     """Print `message` as an error on stderr and exit with `exit_code`."""
-    Console(stderr=True, soft_wrap=True).print(
+    console(stderr=True, soft_wrap=True).print(
         f"Error: {message}", style="red", markup=False, highlight=False
     )
     raise typer.Exit(exit_code)
@@ -117,6 +118,7 @@ class CliContext:
     project_option: str | None = None
     timeout_option: float | None = None
     clock: Clock = system_clock
+    sleep: Callable[[float], None] = time.sleep
     db_client: firestore.Client | None = None
     publisher_client: PublisherClient | None = None
     broker_client: Broker | None = None

@@ -267,19 +267,39 @@ def _write(
     return KillSwitchRow(**{**row.as_fields(), "path": ref.path})
 
 
+ACCOUNT_FIELDS_OF_THE_SWITCH = frozenset({"kill_switch", "trading_mode"})
+"""What `on` writes into an account's settings document."""
+
+
 def _halt_account(
     cli: CliContext, ref: firestore.DocumentReference, fields: dict[str, Any]
 ) -> None:
     """Set (or lift) the account's `trading_mode: OFF`, remembering the mode it replaced.
 
-    Run twice, `on` keeps the mode from before the first `on`, never OFF itself.
+    Run twice, `on` keeps the mode from before the first `on`, never OFF itself. An account
+    without a settings document is unknown (`REQUIRE_ACCOUNT_DOCUMENT=1` rejects its intents):
+    `on` creates the document and says so (`kill_switch.created_document`), and `off` deletes it
+    while it holds nothing else, so halting and resuming never makes an unknown account a known
+    one without limits (nor does an `off` of an account that has no document).
     """
-    data = ref.get(**cli.policy.kwargs()).to_dict() or {}
+    snap = ref.get(**cli.policy.kwargs())
+    data = snap.to_dict() or {}
     stored = data.get("kill_switch")
     halt: dict[str, Any] = stored if isinstance(stored, dict) else {}
     halted_by_us = bool(halt.get("enabled"))
     previous = halt.get("previous_trading_mode") if halted_by_us else data.get("trading_mode")
-    update: dict[str, Any] = {"kill_switch": {**fields, "previous_trading_mode": previous}}
+    created = bool(halt.get("created_document")) if halted_by_us else not snap.exists
+    if not fields["enabled"]:
+        if not snap.exists:
+            return  # nothing to lift, and no document to create
+        if halted_by_us and created and set(data) <= ACCOUNT_FIELDS_OF_THE_SWITCH:
+            # Only if no one wrote the document since it was read (limits added meanwhile stay).
+            option = cli.db().write_option(last_update_time=snap.update_time)
+            ref.delete(option=option, **cli.policy.kwargs())
+            return
+    update: dict[str, Any] = {
+        "kill_switch": {**fields, "previous_trading_mode": previous, "created_document": created}
+    }
     if fields["enabled"]:
         update["trading_mode"] = AgentMode.OFF.value
     elif halted_by_us:
@@ -306,6 +326,11 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
 
     seconds = lookback or cli.settings.reconcile_lookback_seconds
     broker = cli.broker()
+    # An invocation that passed the authority just before the switch went on may still be in its
+    # broker call: list only once every such call has ended, or its order is missed.
+    settle = cli.settings.halt_settle_seconds
+    with console(stderr=True).status(f"Waiting {settle:g} s for broker calls in flight to end..."):
+        cli.sleep(settle)
     with cli.firestore_call("cancel open orders"), console().status("Cancelling open orders..."):
         report = cancel_open_orders(
             broker, scope, since=cli.clock() - timedelta(seconds=seconds), owner_of=owner_of

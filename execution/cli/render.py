@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,15 +13,48 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from execution.text import printable
 
-def console() -> Console:
-    """A console on stdout; width from the terminal, else `COLUMNS`, else 80."""
-    return Console(highlight=False)
+
+class PrintableConsole(Console):
+    """A console that shows every string it renders printable (`execution.text.printable`).
+
+    What the commands print comes from outside: brokers' words, records anyone with write
+    access could have filled, dead letters. An escape sequence among them (clear the screen,
+    retitle the window, write the clipboard, a bidi override) is shown escaped, never run in
+    the operator's terminal. Table cells are made printable by `cell`.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """`text` made printable, then rendered as Rich does."""
+        return super().render_str(printable(text), **kwargs)
+
+
+def console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
+    """A console on stdout (or stderr); width from the terminal, else `COLUMNS`, else 80."""
+    return PrintableConsole(highlight=False, stderr=stderr, soft_wrap=soft_wrap)
 
 
 def print_json(value: Any) -> None:
-    """Machine-readable output: indented JSON on stdout, no colour, no wrapping."""
-    typer.echo(json.dumps(value, indent=2, sort_keys=False, default=_default))
+    """Machine-readable output: indented JSON on stdout, no colour, no wrapping.
+
+    Strict JSON (RFC 8259): a non-finite number a record holds (Firestore stores NaN and
+    infinities) is written as the string `"NaN"`, `"Infinity"` or `"-Infinity"`, since most
+    parsers (jq, JavaScript, Go) refuse the bare tokens Python would write.
+    """
+    typer.echo(
+        json.dumps(_finite(value), indent=2, sort_keys=False, default=_default, allow_nan=False)
+    )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 KEY_COLUMNS = frozenset(
@@ -64,7 +98,7 @@ def cell(value: Any) -> Text:
         return Text(when(value))
     if isinstance(value, float):
         return Text(f"{value:,.2f}")
-    return Text(str(value))
+    return Text(printable(str(value)))
 
 
 def when(value: datetime | None) -> str:

@@ -33,7 +33,7 @@ from execution.bootstrap import Service, bootstrap
 from execution.errors import RetryableError, SettingsError
 from execution.models import TradeIntent
 from execution.settings import Settings
-from tests.support.builders import make_intent, unique
+from tests.support.builders import client_order_id_of, make_intent, unique
 from tests.support.wire_server import (
     Script,
     Trickle,
@@ -204,7 +204,7 @@ def test_no_form_of_either_key_reaches_a_log_a_record_or_a_traceback_in_a_fault_
     monkeypatch.setattr(logging.getLogger("execution"), "propagate", True)
     caplog.set_level(logging.DEBUG)
     intents = [make_intent(tenant_id=TENANT, qty=1, limit_price=100.0) for _ in range(16)]
-    wire.script(*storm([intent.client_intent_id for intent in intents]))
+    wire.script(*storm([client_order_id_of(intent) for intent in intents]))
 
     tracebacks = [deliver_to_the_broker(intent, wire) for intent in intents]
     dead_lettered = deliver(push(b'{"tenant_id": "tenant-storm", "qty": "many"}', unique("m")))

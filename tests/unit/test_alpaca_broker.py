@@ -600,5 +600,6 @@ def test_a_404_that_is_not_alpacas_order_not_found_is_an_error_not_none(
 ) -> None:
     alpaca.inject("GET", status(404, "endpoint not found"))
 
-    with pytest.raises(BrokerRejectedError):
+    # No such endpoint: APCA_API_BASE_URL is wrong, an outage to retry, never an answer.
+    with pytest.raises(BrokerTransientError):
         broker.get_order_by_client_order_id("tenant-a", "acct-1", "ex1-unknown")
