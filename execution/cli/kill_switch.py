@@ -15,7 +15,6 @@ listing, so the command answers success only where none is.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any
@@ -327,28 +326,31 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
     seconds = lookback or cli.settings.reconcile_lookback_seconds
     broker = cli.broker()
     # An invocation that passed the authority just before the switch went on may still be in its
-    # broker call: list only once every such call has ended, or its order is missed.
+    # broker call: list only once every such call has ended, or its order is missed. The wait
+    # also outlasts every cached switch read, so no intent passes the authority after it.
     settle = cli.settings.halt_settle_seconds
     with console(stderr=True).status(f"Waiting {settle:g} s for broker calls in flight to end..."):
         cli.sleep(settle)
     with cli.firestore_call("cancel open orders"), console().status("Cancelling open orders..."):
+        # Leases read before the listing: an intent that ends after this read placed its order
+        # before the listing sees it; one still reserved (slow, paused) is reported in flight.
+        live = list(_live_leases(cli, scope))
         report = cancel_open_orders(
             broker, scope, since=cli.clock() - timedelta(seconds=seconds), owner_of=owner_of
         )
-        note_in_flight(report, _live_leases(cli, scope), scope, cli.clock())
+        note_in_flight(report, live, scope, cli.clock())
     return report
 
 
 def _live_leases(cli: CliContext, scope: Scope) -> Iterator[LiveLease]:
     """The scope's `reserved` intents and until when each may still reach the broker.
 
-    Read once an invocation's cached switch read (`SHARED_READ_MAX_AGE_SECONDS`) is younger than
-    the switch: an intent that acquires after this read then sees the switch before its broker
-    call. A lease may place until its expiry plus the broker call and the clock skew; one whose
-    record cannot be read counts for a whole TTL from now.
+    Read after `halt_settle_seconds`, when every cached switch read (`SHARED_READ_MAX_AGE_SECONDS`)
+    is younger than the switch: an intent that acquires after this read sees the switch before
+    its broker call. A lease may place until its expiry plus the broker call and the clock skew;
+    one whose record cannot be read counts for a whole TTL from now.
     """
     settings = cli.settings
-    time.sleep(settings.shared_read_max_age_seconds)
     reserved = ReservationStatus.RESERVED.value
     db = cli.db()
     if scope.tenant_id is None:
