@@ -17,8 +17,12 @@ Within one process the writers of one limited account's state document take turn
 commit, a counted lease's release for its commit. Without them the invocations of one instance
 on one hot account read the same version and all but one lose every round (a 64-intent burst
 answered `ReservationContentionError` to a quarter of its intents); with them a read is current
-when its commit lands, and an acquire that waited for its turn drops its opening read, which a
-writer before it made stale. The preconditions still decide every race, between instances too.
+when its commit lands. A writer hands the state it committed (and the `update_time` its commit
+answered) to the next in line, which decides on it without a read: the acquire creates its
+reservation and rewrites the state under a precondition on that `update_time`, the release ends
+its hold under it. An acquire that waited and was handed nothing reads first. The preconditions
+still decide every race, between instances too: a handed state that is stale fails its commit,
+and the writer reads, as after any lost race.
 
 The same batch writes the account's state document where the account sets a counting limit
 (`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided
