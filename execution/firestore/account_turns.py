@@ -20,6 +20,16 @@ and the writer reads, exactly as for a stale read. A state is taken off the turn
 enters and put back only when that writer hands one over, so a writer whose commit failed or
 whose outcome is unknown leaves none.
 
+Why carry the work of the writers in line: while one writer holds the turn, the acquires of
+fresh intents behind it wait with everything they need (the request, the opening read). The
+writer that gets the turn next claims all of them (`Queued`, `Turn.claimed`), decides each in
+order on the state the ones before it leave, and creates the admitted reservations and rewrites
+the state in one batch: one commit for the line instead of one each. Each reservation `create`
+is a precondition of its own, and the state's `update_time` one more, so the batch fails as a
+whole (a redelivery among them, another instance's write): every writer whose work was not
+carried then does its own, alone, as before. A writer whose work was carried never takes the
+turn: it picks its answer up when the carrier's turn ends.
+
 A turn is waited for at most `timeout_seconds`, then the writer goes ahead without it (and
 without the handed state). Every holder ends within its own store deadlines, so the bound only
 matters for a process paused while holding; it is long (60 s) because a writer that stops waiting
@@ -63,15 +73,39 @@ class KnownState:
         return self.update_time is not None
 
 
+class Queued:
+    """A writer's work, queued while it waits for its turn, that the writer ahead of it may carry
+    out with its own in one commit (see the module). Settled once: carried out (its writer then
+    only picks its answer up, without taking the turn), or left for its writer to do alone."""
+
+    def __init__(self) -> None:
+        self.settled = False
+        self.carried = False
+
+    def settle(self, *, carried: bool) -> None:
+        """Say whether this work was carried out (its writer learns it when the turn ends)."""
+        if not self.settled:
+            self.settled, self.carried = True, carried
+
+
 class Turn:
     """One writer's turn on one account: whether it waited, the state the writer before it
-    handed over (None where there is none, or the turn is not held), and where to hand one on."""
+    handed over (None where there is none, or the turn is not held), where to hand one on, and
+    the queued work this writer claimed to carry out with its own (its own first in line)."""
 
-    def __init__(self, *, waited: bool, held: bool, handed: KnownState | None) -> None:
+    def __init__(
+        self,
+        *,
+        waited: bool,
+        held: bool,
+        handed: KnownState | None,
+        claimed: list[Queued] | None = None,
+    ) -> None:
         self.waited = waited
         self.held = held
         self.handed = handed
         self.handing: KnownState | None = None
+        self.claimed = claimed or []
 
     def hand_over(self, known: KnownState | None) -> None:
         """Leave `known` for the next writer of this account (None: leave nothing)."""
@@ -84,32 +118,95 @@ class AccountTurns:
     def __init__(
         self, *, stripes: int = DEFAULT_STRIPES, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     ) -> None:
-        self._locks = [threading.Lock() for _ in range(stripes)]
-        # Per stripe: the account key and the state its last writer handed over. Read and written
-        # only by the holder of the stripe's lock.
+        # Per stripe, all guarded by the stripe's condition: whether a writer holds the turn, the
+        # account key and state its last writer handed over, and the work of the writers waiting.
+        self._conditions = [threading.Condition() for _ in range(stripes)]
+        self._busy = [False] * stripes
         self._handed: list[tuple[str, KnownState] | None] = [None] * stripes
+        self._queues: list[list[tuple[str, Queued]]] = [[] for _ in range(stripes)]
         self._timeout_seconds = timeout_seconds
 
     @contextmanager
-    def turn(self, tenant_id: str, broker_account_id: str) -> Iterator[Turn]:
+    def turn(
+        self, tenant_id: str, broker_account_id: str, queued: Queued | None = None
+    ) -> Iterator[Turn]:
         """Hold the account's turn for the block; the `Turn` says whether this writer waited for
-        another to finish (what it read before then may be out of date) and what it handed on."""
+        another to finish (what it read before then may be out of date) and what it handed on.
+
+        `queued`: this writer's work, which a writer ahead in line may claim and carry out with
+        its own; where it was carried, the block runs without the turn (`Turn.held` False) and
+        only picks the answer up. Holding the turn with it unsettled, this writer claims the work
+        waiting in line (`Turn.claimed`, its own included); what it does not settle as carried
+        is settled as left to its writer when the block ends.
+        """
         key = f"{tenant_id}/{broker_account_id}"
-        stripe = zlib.crc32(key.encode()) % len(self._locks)
-        lock = self._locks[stripe]
-        held = lock.acquire(blocking=False)
-        waited = False
-        if not held and self._timeout_seconds > 0:
-            held = waited = lock.acquire(timeout=self._timeout_seconds)
-        handed = None
-        if held:
-            kept, self._handed[stripe] = self._handed[stripe], None
-            handed = kept[1] if kept is not None and kept[0] == key else None
-        turn = Turn(waited=waited, held=held, handed=handed)
+        stripe = zlib.crc32(key.encode()) % len(self._conditions)
+        turn = self._enter(stripe, key, queued)
         try:
             yield turn
         finally:
-            if held:
-                if turn.handing is not None:
-                    self._handed[stripe] = (key, turn.handing)
-                lock.release()
+            if turn.held:
+                self._leave(stripe, key, turn)
+
+    def waiting(self, tenant_id: str, broker_account_id: str) -> int:
+        """How many writers wait in line with work for the account (a test holds a turn until
+        they all do)."""
+        key = f"{tenant_id}/{broker_account_id}"
+        stripe = zlib.crc32(key.encode()) % len(self._conditions)
+        with self._conditions[stripe]:
+            return sum(1 for k, _ in self._queues[stripe] if k == key)
+
+    def _enter(self, stripe: int, key: str, queued: Queued | None) -> Turn:
+        condition, queue = self._conditions[stripe], self._queues[stripe]
+        with condition:
+            lines_up = queued is not None and self._timeout_seconds > 0
+            if lines_up:
+                queue.append((key, queued))  # type: ignore[arg-type]
+            waited = self._busy[stripe] and self._timeout_seconds > 0
+            if waited:
+                condition.wait_for(
+                    lambda: not self._busy[stripe] or _carried(queued), self._timeout_seconds
+                )
+            in_vain = self._busy[stripe] and lines_up and not _carried(queued)
+            if in_vain and not _withdraw(queue, queued):
+                # Waited in vain, but the holder claimed this work: its fate comes as it ends.
+                condition.wait_for(lambda: _settled(queued), self._timeout_seconds)
+            if _carried(queued) or self._busy[stripe]:
+                # Carried out by the writer ahead: pick the answer up; or waited in vain: go
+                # ahead without the turn (the preconditions still decide).
+                return Turn(waited=waited, held=False, handed=None)
+            self._busy[stripe] = True
+            kept, self._handed[stripe] = self._handed[stripe], None
+            handed = kept[1] if kept is not None and kept[0] == key else None
+            claimed: list[Queued] = []
+            if lines_up and not _settled(queued):
+                claimed = [work for k, work in queue if k == key]
+                queue[:] = [(k, work) for k, work in queue if k != key]
+            return Turn(waited=waited, held=True, handed=handed, claimed=claimed)
+
+    def _leave(self, stripe: int, key: str, turn: Turn) -> None:
+        condition = self._conditions[stripe]
+        with condition:
+            for work in turn.claimed:
+                work.settle(carried=False)  # what the holder did not carry, its writer does
+            if turn.handing is not None:
+                self._handed[stripe] = (key, turn.handing)
+            self._busy[stripe] = False
+            condition.notify_all()
+
+
+def _carried(queued: Queued | None) -> bool:
+    return queued is not None and queued.carried
+
+
+def _settled(queued: Queued | None) -> bool:
+    return queued is not None and queued.settled
+
+
+def _withdraw(queue: list[tuple[str, Queued]], queued: Queued | None) -> bool:
+    """Take `queued` out of line; False where a holder already claimed it."""
+    for index, (_, waiting) in enumerate(queue):
+        if waiting is queued:
+            del queue[index]
+            return True
+    return False

@@ -20,9 +20,11 @@ answered `ReservationContentionError` to a quarter of its intents); with them a 
 when its commit lands. A writer hands the state it committed (and the `update_time` its commit
 answered) to the next in line, which decides on it without a read: the acquire creates its
 reservation and rewrites the state under a precondition on that `update_time`, the release ends
-its hold under it. An acquire that waited and was handed nothing reads first. The preconditions
-still decide every race, between instances too: a handed state that is stale fails its commit,
-and the writer reads, as after any lost race.
+its hold under it. An acquire that waited and was handed nothing reads first. The acquires of
+fresh intents waiting in line are carried out together by the writer whose turn comes: decided
+in order, created with one batch that rewrites the state once (`_acquire_together`). The
+preconditions still decide every race, between instances too: a handed state that is stale
+fails its commit, and the writer reads, as after any lost race.
 
 The same batch writes the account's state document where the account sets a counting limit
 (`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided
@@ -55,7 +57,7 @@ from google.cloud import firestore
 from execution.account_state import AccountState, Admitted, Lease, Refused, admit
 from execution.clock import Clock
 from execution.documents import ended_fields, reservation_from_document, reservation_to_document
-from execution.errors import LimitWaitError, ReservationContentionError
+from execution.errors import InvalidIntentError, LimitWaitError, ReservationContentionError
 from execution.firestore.account_state import (
     StagedEnd,
     limits_from_account,
@@ -68,6 +70,7 @@ from execution.firestore.account_turns import (
     DEFAULT_TIMEOUT_SECONDS,
     AccountTurns,
     KnownState,
+    Queued,
     Turn,
 )
 from execution.firestore.paths import RESERVATIONS as RESERVATIONS
@@ -201,9 +204,105 @@ class FirestoreReservationManager:
         if not _writes_account_state(request, budget_read):
             opening = None if budget_read is None else _opening(budget_read, None)
             return self._acquire(request, lease_id, opening, riders, None)
-        with self._turns.turn(request.tenant_id, request.broker_account_id) as turn:
-            opening = None if budget_read is None else _opening(budget_read, turn)
-            return self._acquire(request, lease_id, opening, riders, turn)
+        if budget_read is None:
+            with self._turns.turn(request.tenant_id, request.broker_account_id) as turn:
+                return self._acquire(request, lease_id, None, riders, turn)
+        work = _QueuedAcquire(request, lease_id, budget_read, riders)
+        with self._turns.turn(request.tenant_id, request.broker_account_id, work) as turn:
+            if turn.claimed:
+                self._acquire_together(
+                    turn, [w for w in turn.claimed if isinstance(w, _QueuedAcquire)]
+                )
+            if work.answer is not None:
+                if not turn.claimed:
+                    turn.hand_over(turn.handed)  # the writer that carried it handed this on
+                _log_acquired(request, work.answer.handle_record, took_over=False, refused=None)
+                return work.answer.acquired
+            return self._acquire(request, lease_id, _opening(budget_read, turn), riders, turn)
+
+    def _acquire_together(self, turn: Turn, queue: list[_QueuedAcquire]) -> None:
+        """Decide the acquires waiting in line, in order, on one state, and create those admitted
+        with one batch that rewrites the state once; settle each (carried, or left to its writer).
+
+        Each reservation `create` is a precondition of its own and the state's `update_time`
+        one more: a batch fails as a whole, and then every writer does its own acquire, as if
+        alone. Only fresh intents that fit every limit ride together; anything else (a wait, a
+        refusal, a malformed limit) is left to its writer, whose own acquire decides it.
+        """
+        if len(queue) < 2:
+            return
+        # A writer that waited and was handed nothing reads the state: once for all in line.
+        base = _opening(queue[0].budget_read, turn) or self._read_state(queue[0].request)
+        now = self._clock()
+        admitted, after = self._admit_in_line(queue, base, now)
+        if after is None or len(admitted) < 2:
+            return
+        results = self._commit_together(admitted, base, after, now)
+        if results is None:
+            turn.handed = None  # what the batch decided on was out of date: each writer reads
+            return
+        for (work, record), result in zip(admitted, results, strict=False):
+            handle = self._handle(record, result.update_time, work.riders)
+            work.answer = _Carried(Acquired(handle), record)
+            work.settle(carried=True)
+        # The state document is the batch's last write; what this writer does next decides on it.
+        turn.handed = KnownState(base.known.reference, after.state, results[-1].update_time)
+        turn.hand_over(turn.handed)
+
+    def _admit_in_line(
+        self, queue: list[_QueuedAcquire], base: _AcquireRead, now: datetime
+    ) -> tuple[list[tuple[_QueuedAcquire, ReservationRecord]], KnownState | None]:
+        """The queued acquires that fit every limit, each decided on the state the ones before
+        it leave, with their records; and the state they all leave (None: none fits)."""
+        admitted: list[tuple[_QueuedAcquire, ReservationRecord]] = []
+        known, after, intents = base.known, None, set()
+        for work in queue:
+            if work.request.client_intent_id in intents:
+                continue  # a second delivery of one intent at once: left to decide alone
+            read = _AcquireRead(None, work.budget_read.account, known)
+            try:
+                admission = self._admission(work.request, read, now, work.lease_id)
+            except (LimitWaitError, InvalidIntentError):
+                continue
+            if not isinstance(admission, Admitted):
+                continue
+            record = new_record(
+                work.request,
+                previous=None,
+                lease_id=work.lease_id,
+                now=now,
+                ttl=self._ttl,
+                counts_against_budget=True,
+            )
+            admitted.append((work, record))
+            intents.add(work.request.client_intent_id)
+            known = after = _after_admission(read, admission, known.update_time)
+        return admitted, after
+
+    def _commit_together(
+        self,
+        admitted: list[tuple[_QueuedAcquire, ReservationRecord]],
+        base: _AcquireRead,
+        after: KnownState,
+        now: datetime,
+    ) -> list[Any] | None:
+        """Create every admitted reservation and write the state `after`, in one batch under
+        the precondition on `base`'s state; the write results (the state's last), or None."""
+        batch = self._db.batch()
+        for work, record in admitted:
+            request = work.request
+            res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+            batch.create(res_doc, record_to_document(record))
+        request = admitted[0][0].request
+        stage_admission(
+            batch,
+            base.known,
+            Admitted(after.state.leases, after.state.placed_orders),
+            now=now,
+            tenant_id=request.tenant_id,
+            broker_account_id=request.broker_account_id,
+        )
+        return self._commit(batch, request, base)
 
     def _acquire(
         self,
@@ -244,6 +343,16 @@ class FirestoreReservationManager:
         return _AcquireRead(
             snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
         )
+
+    def _read_state(self, request: ReservationRequest) -> _AcquireRead:
+        """The account and its state, in one round trip (the reservation left unread)."""
+        refs = budget_refs(self._db, request.tenant_id, request.broker_account_id)
+        with store_errors("account state read"):
+            snaps = {
+                snap.reference.path: snap
+                for snap in self._db.get_all(list(refs), **self._policy.kwargs())
+            }
+        return _AcquireRead(None, snaps[refs[0].path], snaps[refs[1].path])
 
     def _attempt(
         self,
@@ -305,7 +414,12 @@ class FirestoreReservationManager:
         if results is None:
             return Retry(pause=read.reservation is not None)
         if turn is not None:
-            turn.hand_over(_after_admission(read, admission, results))
+            # The batch writes the reservation, then the state document.
+            turn.hand_over(
+                _after_admission(read, admission, results[1].update_time)
+                if isinstance(admission, Admitted)
+                else None
+            )
         refused = admission.reason if isinstance(admission, Refused) else None
         _log_acquired(request, record, took_over=existing is not None, refused=refused)
         return Acquired(self._handle(record, results[0].update_time, riders), refused)
@@ -681,21 +795,42 @@ def _opening(budget_read: BudgetRead, turn: Turn | None) -> _AcquireRead | None:
     return _AcquireRead(None, budget_read.account, handed)
 
 
-def _after_admission(
-    read: _AcquireRead, admission: Admitted | Refused | None, results: list[Any]
-) -> KnownState | None:
-    """The account's state as an acquire's landed batch left it; None where it did not write it
-    (the next in line then reads: a state nobody parsed is not handed on)."""
-    if not isinstance(admission, Admitted):
-        return None
+def _after_admission(read: _AcquireRead, admission: Admitted, update_time: Any) -> KnownState:
+    """The account's state once `admission` is written over what `read` decided on, as of
+    `update_time` (the commit's, or the read's while the admissions of one batch add up)."""
     before = read.known
     after = AccountState(
         leases=dict(admission.leases),
         positions=dict(before.state.positions),
         placed_orders=dict(admission.placed_orders),
     )
-    # The batch writes the reservation, then the state document (`_attempt`).
-    return KnownState(before.reference, after, results[1].update_time)
+    return KnownState(before.reference, after, update_time)
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """An acquire another writer carried out: the answer, and the record (its writer logs it)."""
+
+    acquired: Acquired
+    handle_record: ReservationRecord
+
+
+class _QueuedAcquire(Queued):
+    """A fresh intent's acquire, waiting in line with its opening read (`_acquire_together`)."""
+
+    def __init__(
+        self,
+        request: ReservationRequest,
+        lease_id: str,
+        budget_read: BudgetRead,
+        riders: StagedWrites | None,
+    ) -> None:
+        super().__init__()
+        self.request = request
+        self.lease_id = lease_id
+        self.budget_read = budget_read
+        self.riders = riders
+        self.answer: _Carried | None = None
 
 
 def _writes_account_state(request: ReservationRequest, budget_read: BudgetRead | None) -> bool:

@@ -5,11 +5,15 @@ clients stand for two instances: each has its own turns, so only the preconditio
 between them. A writer that decides on a handed-over state commits under a precondition on its
 `update_time`: where the state is current it needs no read; where another instance wrote since,
 the commit fails, and the writer reads and decides again, never admitting on what it was handed.
+The acquires waiting in line behind one writer are decided in order on one state and created in
+one commit; a batch fails as a whole, and then each acquires alone.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,6 +24,7 @@ from google.cloud import firestore
 from execution.account_state import utc_day
 from execution.clock import FakeClock
 from execution.errors import BudgetWaitError
+from execution.firestore.account_turns import AccountTurns
 from execution.firestore.reservations import (
     BudgetRead,
     FirestoreReservationManager,
@@ -27,7 +32,7 @@ from execution.firestore.reservations import (
     inflight_ref,
 )
 from execution.models import Outcome
-from execution.reservations import Acquired, ReservationRequest
+from execution.reservations import Acquired, Acquisition, AlreadyExecuted, ReservationRequest
 from tests.support.builders import FAST_POLICY, reservation, unique
 
 TTL = timedelta(seconds=30)
@@ -160,3 +165,94 @@ def test_a_release_whose_handed_state_another_instance_changed_still_lands_whole
     assert state["positions"] == {"AAPL": 1.0}
     assert state["placed_orders"] == {utc_day(instances.clock()): 1}
     assert reservation(instances.db, "tenant-h", first.client_intent_id)["outcome"] == "placed"
+
+
+def in_line(
+    instances: Instances, requests: list[ReservationRequest]
+) -> dict[str, Acquisition | BaseException]:
+    """Acquire `requests` from threads that line up behind a turn the test holds, each with its
+    opening read, as invocations of one instance do; then let them go. Answers by intent."""
+    turns = AccountTurns()
+    manager = FirestoreReservationManager(
+        instances.db, clock=instances.clock, ttl=TTL, policy=FAST_POLICY, turns=turns
+    )
+    answers: dict[str, Acquisition | BaseException] = {}
+
+    def acquire(request: ReservationRequest, read: BudgetRead) -> None:
+        try:
+            answers[request.client_intent_id] = manager.acquire(request, budget_read=read)
+        except Exception as exc:  # reported with the answers
+            answers[request.client_intent_id] = exc
+
+    reads = [instances.opening_read() for _ in requests]
+    with turns.turn(instances.tenant_id, instances.account_id):
+        threads = [
+            threading.Thread(target=acquire, args=(request, read))
+            for request, read in zip(requests, reads, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for _ in range(30_000):  # a synchronisation, not an assertion on time
+            if turns.waiting(instances.tenant_id, instances.account_id) == len(requests):
+                break
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers
+
+
+def update_times(instances: Instances, requests: list[ReservationRequest]) -> set[Any]:
+    refs = [
+        instances.db.document(f"tenants/tenant-h/execution_reservations/{r.client_intent_id}")
+        for r in requests
+    ]
+    refs.append(inflight_ref(instances.db, instances.tenant_id, instances.account_id))
+    return {snap.update_time for snap in instances.db.get_all(refs)}
+
+
+def test_acquires_waiting_in_line_are_created_with_the_state_in_one_commit(
+    instances: Instances,
+) -> None:
+    requests = [instances.buy(20.0) for _ in range(4)]
+
+    answers = in_line(instances, requests)
+
+    assert all(isinstance(answer, Acquired) for answer in answers.values()), answers
+    # One commit wrote the four reservations and the state: they share its update time.
+    assert len(update_times(instances, requests)) == 1
+    leases = instances.state()["leases"].values()
+    assert sorted(lease["client_intent_id"] for lease in leases) == sorted(
+        r.client_intent_id for r in requests
+    )
+
+
+def test_acquires_in_line_past_a_limit_are_left_to_wait_and_the_rest_ride_together(
+    instances: Instances,
+) -> None:
+    requests = [instances.buy(40.0) for _ in range(4)]  # 100 USD: room for two of them
+
+    answers = in_line(instances, requests)
+
+    acquired_ids = sorted(i for i, a in answers.items() if isinstance(a, Acquired))
+    waiting = [a for a in answers.values() if isinstance(a, BudgetWaitError)]
+    assert (len(acquired_ids), len(waiting)) == (2, 2), answers
+    leases = instances.state()["leases"].values()
+    assert sorted(lease["client_intent_id"] for lease in leases) == acquired_ids
+
+
+def test_a_batch_in_line_with_an_intent_already_executed_falls_back_to_each_alone(
+    instances: Instances,
+) -> None:
+    done, *fresh = [instances.buy(20.0) for _ in range(3)]
+    manager = instances.manager(instances.db)
+    acquired(manager, done).release(Outcome.PLACED, broker_order_id="o-1")
+
+    answers = in_line(instances, [done, *fresh])
+
+    # Its `create` fails the batch as a whole; alone, it is the duplicate, the others acquired.
+    assert isinstance(answers[done.client_intent_id], AlreadyExecuted), answers
+    assert all(isinstance(answers[r.client_intent_id], Acquired) for r in fresh), answers
+    leases = instances.state()["leases"].values()
+    assert sorted(lease["client_intent_id"] for lease in leases) == sorted(
+        r.client_intent_id for r in fresh
+    )

@@ -4,10 +4,12 @@ handed over reaches the next writer of the same account only, once."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from execution.account_state import AccountState
-from execution.firestore.account_turns import AccountTurns, KnownState
+from execution.firestore.account_turns import AccountTurns, KnownState, Queued, Turn
 
 
 def known(version: int) -> KnownState:
@@ -104,3 +106,69 @@ def test_a_writer_that_went_ahead_without_the_turn_hands_nothing_over() -> None:
 def enter(turns: AccountTurns) -> bool:
     with turns.turn("t", "a") as turn:
         return turn.waited
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll until `condition` holds: a synchronisation, not an assertion on time."""
+    for _ in range(30_000):
+        if condition():
+            return
+        time.sleep(0.001)
+    raise AssertionError("the writers never lined up")
+
+
+def test_the_holder_claims_the_work_waiting_in_line_and_what_it_carries_is_picked_up() -> None:
+    turns = AccountTurns(timeout_seconds=30.0)
+    works = [Queued() for _ in range(3)]
+    seen: dict[int, Turn] = {}
+
+    def writer(n: int) -> None:
+        with turns.turn("t", "a", works[n]) as turn:
+            seen[n] = turn
+            for work in turn.claimed[1:]:
+                work.settle(carried=True)  # the first in line carries the others
+
+    with turns.turn("t", "a"):
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: turns.waiting("t", "a") == 3)
+    for thread in threads:
+        thread.join(timeout=30)
+
+    leaders = [n for n, turn in seen.items() if turn.held]
+    assert len(leaders) == 1
+    assert len(seen[leaders[0]].claimed) == 3
+    assert [turn.held for n, turn in seen.items() if n not in leaders] == [False, False]
+    assert all(work.carried for n, work in enumerate(works) if n not in leaders)
+    assert turns.waiting("t", "a") == 0
+
+
+def test_work_the_holder_did_not_carry_is_left_to_its_writer_with_the_turn() -> None:
+    turns = AccountTurns(timeout_seconds=30.0)
+    works = [Queued() for _ in range(2)]
+    held: list[bool] = []
+
+    def writer(n: int) -> None:
+        with turns.turn("t", "a", works[n]) as turn:
+            held.append(turn.held)
+
+    with turns.turn("t", "a"):
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: turns.waiting("t", "a") == 2)
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert held == [True, True]  # each did its own work, in turn
+    assert [(work.settled, work.carried) for work in works] == [(True, False), (True, False)]
+
+
+def test_with_no_timeout_work_never_lines_up() -> None:
+    turns = AccountTurns(timeout_seconds=0.0)
+
+    with turns.turn("t", "a", Queued()) as turn:
+        waiting = turns.waiting("t", "a")
+
+    assert (turn.held, turn.claimed, waiting) == (True, [], 0)
