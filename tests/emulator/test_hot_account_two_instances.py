@@ -19,9 +19,7 @@ from google.cloud import firestore
 
 from execution.brokers.paper import PaperBroker
 from execution.clock import system_clock
-from execution.engine import ExecutionEngine
-from execution.errors import RetryableError
-from execution.models import Outcome, TradeIntent
+from execution.models import Outcome
 from tests.emulator.test_limits_concurrency import (
     LIMITS,
     PATIENT_POLICY,
@@ -30,26 +28,11 @@ from tests.emulator.test_limits_concurrency import (
     Deliveries,
     LimitsMonitor,
     SlowBroker,
+    redeliver,
 )
 from tests.support.builders import emulator_service, make_intent
 
 PER_INSTANCE = 20
-
-
-def deliver(engine: ExecutionEngine, intent: TradeIntent, seen: Deliveries) -> None:
-    """Run `intent` as Pub/Sub would: again after each retryable answer, with a short backoff."""
-    rng = random.Random(intent.client_intent_id)
-    for _ in range(400):
-        try:
-            result = engine.execute_intent(intent)
-        except RetryableError as exc:
-            with seen.lock:
-                seen.retries[type(exc).__name__] += 1
-            time.sleep(rng.uniform(0.02, 0.1))
-            continue
-        with seen.lock:
-            seen.results[intent.client_intent_id] = result
-        return
 
 
 def test_two_instances_racing_on_one_account_never_exceed_any_limit_at_any_instant(
@@ -81,7 +64,7 @@ def test_two_instances_racing_on_one_account_never_exceed_any_limit_at_any_insta
     monitor = LimitsMonitor(db, account)
     monitor.start()
     threads = [
-        threading.Thread(target=deliver, args=(engines[n % 2], intent, seen))
+        threading.Thread(target=redeliver, args=(engines[n % 2], intent, seen))
         for n, intent in enumerate(intents)
     ]
     for thread in threads:

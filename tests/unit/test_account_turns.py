@@ -117,6 +117,17 @@ def wait_until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the writers never lined up")
 
 
+def line_up(turns: AccountTurns, works: list[Queued], writer: Callable[[int], None]) -> None:
+    """Start one `writer(n)` per work behind a turn held here; let them go once all wait."""
+    with turns.turn("t", "a"):
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(len(works))]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: turns.waiting("t", "a") == len(works))
+    for thread in threads:
+        thread.join(timeout=30)
+
+
 def test_the_holder_claims_the_work_waiting_in_line_and_what_it_carries_is_picked_up() -> None:
     turns = AccountTurns(timeout_seconds=30.0)
     works = [Queued() for _ in range(3)]
@@ -125,16 +136,11 @@ def test_the_holder_claims_the_work_waiting_in_line_and_what_it_carries_is_picke
     def writer(n: int) -> None:
         with turns.turn("t", "a", works[n]) as turn:
             seen[n] = turn
-            for work in turn.claimed[1:]:
-                work.settle(carried=True)  # the first in line carries the others
+            for work in turn.claimed:
+                if work is not works[n]:
+                    work.settle(carried=True)  # the writer whose turn comes carries the others
 
-    with turns.turn("t", "a"):
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: turns.waiting("t", "a") == 3)
-    for thread in threads:
-        thread.join(timeout=30)
+    line_up(turns, works, writer)
 
     leaders = [n for n, turn in seen.items() if turn.held]
     assert len(leaders) == 1
@@ -153,13 +159,7 @@ def test_work_the_holder_did_not_carry_is_left_to_its_writer_with_the_turn() -> 
         with turns.turn("t", "a", works[n]) as turn:
             held.append(turn.held)
 
-    with turns.turn("t", "a"):
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: turns.waiting("t", "a") == 2)
-    for thread in threads:
-        thread.join(timeout=30)
+    line_up(turns, works, writer)
 
     assert held == [True, True]  # each did its own work, in turn
     assert [(work.settled, work.carried) for work in works] == [(True, False), (True, False)]
