@@ -256,3 +256,15 @@ def test_a_batch_in_line_with_an_intent_already_executed_falls_back_to_each_alon
     assert sorted(lease["client_intent_id"] for lease in leases) == sorted(
         r.client_intent_id for r in fresh
     )
+
+
+def test_a_release_whose_handed_state_document_is_gone_still_lands(instances: Instances) -> None:
+    manager = instances.manager(instances.db)
+    request = instances.buy()
+    handle = acquired(manager, request)  # hands over the state holding its lease
+    inflight_ref(instances.db, instances.tenant_id, instances.account_id).delete()
+
+    handle.release(Outcome.PLACED, broker_order_id="o-1")
+
+    assert instances.state()["positions"] == {"AAPL": 1.0}
+    assert reservation(instances.db, "tenant-h", request.client_intent_id)["outcome"] == "placed"
