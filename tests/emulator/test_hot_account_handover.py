@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,6 +33,7 @@ from execution.firestore.reservations import (
 from execution.models import Outcome
 from execution.reservations import Acquired, Acquisition, AlreadyExecuted, ReservationRequest
 from tests.support.builders import FAST_POLICY, reservation, unique
+from tests.support.waiting import wait_until
 
 TTL = timedelta(seconds=30)
 LIMITS = {"max_inflight_usd": 100.0, "max_daily_orders": 50, "max_position_qty": 50.0}
@@ -192,10 +192,12 @@ def in_line(
         ]
         for thread in threads:
             thread.start()
-        for _ in range(30_000):  # a synchronisation, not an assertion on time
-            if turns.waiting(instances.tenant_id, instances.account_id) == len(requests):
-                break
-            time.sleep(0.001)
+        wait_until(
+            lambda: turns.waiting(instances.tenant_id, instances.account_id) == len(requests),
+            timeout=60,
+            what="every acquire in line",
+            interval=0.001,
+        )
     for thread in threads:
         thread.join(timeout=60)
     return answers

@@ -4,12 +4,12 @@ handed over reaches the next writer of the same account only, once."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from execution.account_state import AccountState
 from execution.firestore.account_turns import AccountTurns, KnownState, Queued, Turn
+from tests.support.waiting import wait_until
 
 
 def known(version: int) -> KnownState:
@@ -108,22 +108,18 @@ def enter(turns: AccountTurns) -> bool:
         return turn.waited
 
 
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll until `condition` holds: a synchronisation, not an assertion on time."""
-    for _ in range(30_000):
-        if condition():
-            return
-        time.sleep(0.001)
-    raise AssertionError("the writers never lined up")
-
-
 def line_up(turns: AccountTurns, works: list[Queued], writer: Callable[[int], None]) -> None:
     """Start one `writer(n)` per work behind a turn held here; let them go once all wait."""
     with turns.turn("t", "a"):
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(len(works))]
         for thread in threads:
             thread.start()
-        wait_until(lambda: turns.waiting("t", "a") == len(works))
+        wait_until(
+            lambda: turns.waiting("t", "a") == len(works),
+            timeout=30,
+            what="every writer in line",
+            interval=0.001,
+        )
     for thread in threads:
         thread.join(timeout=30)
 
