@@ -211,7 +211,7 @@ class FirestoreReservationManager:
         with self._turns.turn(request.tenant_id, request.broker_account_id, work) as turn:
             if turn.claimed:
                 self._acquire_together(
-                    turn, [w for w in turn.claimed if isinstance(w, _QueuedAcquire)]
+                    turn, work, [w for w in turn.claimed if isinstance(w, _QueuedAcquire)]
                 )
             if work.answer is not None:
                 if not turn.claimed:
@@ -220,7 +220,9 @@ class FirestoreReservationManager:
                 return work.answer.acquired
             return self._acquire(request, lease_id, _opening(budget_read, turn), riders, turn)
 
-    def _acquire_together(self, turn: Turn, queue: list[_QueuedAcquire]) -> None:
+    def _acquire_together(
+        self, turn: Turn, own: _QueuedAcquire, queue: list[_QueuedAcquire]
+    ) -> None:
         """Decide the acquires waiting in line, in order, on one state, and create those admitted
         with one batch that rewrites the state once; settle each (carried, or left to its writer).
 
@@ -231,8 +233,9 @@ class FirestoreReservationManager:
         """
         if len(queue) < 2:
             return
-        # A writer that waited and was handed nothing reads the state: once for all in line.
-        base = _opening(queue[0].budget_read, turn) or self._read_state(queue[0].request)
+        # This writer's opening read or the state handed over, whichever is newer; where it
+        # waited and was handed nothing, it reads the state: once for all in line.
+        base = _opening(own.budget_read, turn) or self._read_state(own.request)
         now = self._clock()
         admitted, after = self._admit_in_line(queue, base, now)
         if after is None or len(admitted) < 2:
