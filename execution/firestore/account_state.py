@@ -25,10 +25,12 @@ from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
-from execution.account_state import AccountLimits, Admitted, Hold, Lease, utc_day
+from execution.account_state import AccountLimits, AccountState, Admitted, Hold, Lease, utc_day
 from execution.documents import AccountSettings, MalformedAccountError, leases_to_document
 from execution.documents import state_from_document as state_from_document
+from execution.firestore.account_turns import KnownState
 from execution.firestore.paths import INFLIGHT as INFLIGHT
 from execution.firestore.paths import inflight_ref
 from execution.models import Outcome
@@ -63,14 +65,15 @@ def limits_from_account(data: dict[str, Any] | None) -> AccountLimits | None:
 
 def stage_admission(
     batch: firestore.WriteBatch,
-    snapshot: Snapshot,
+    snapshot: Snapshot | KnownState,
     admitted: Admitted,
     *,
     now: datetime,
     tenant_id: str,
     broker_account_id: str,
 ) -> None:
-    """Write the admitted state, conditioned on the version `snapshot` read (or its absence)."""
+    """Write the admitted state, conditioned on the version `snapshot` read (or its absence);
+    a `KnownState` a writer handed over stands for a read (`account_turns`)."""
     fields = {
         "leases": leases_to_document(admitted.leases),
         "placed_orders": admitted.placed_orders,
@@ -104,6 +107,7 @@ def add_placed_order(
     placed: PlacedOrder,
     *,
     ending_lease_id: str | None = None,
+    version: Any = None,
 ) -> None:
     """Add "this intent was placed" to `batch`: its quantity joins the position, the day's count
     grows by one, and `ending_lease_id` (its counted lease, if any) leaves the in-flight map.
@@ -111,9 +115,20 @@ def add_placed_order(
     The one way an order enters the account state: the release of `placed` and the repair of a
     record that learns its order late both call it. It increments without reading, so it must
     ride on a batch that a precondition makes happen once per order (the reservation's own
-    fenced update).
+    fenced update). `version`, where given, is the `update_time` the document must still have.
     """
     signed = placed.qty if placed.side == "buy" else -placed.qty
+    ref = inflight_ref(db, placed.tenant_id, placed.broker_account_id)
+    if version is not None:
+        # The same change as a field-path update, which (unlike `set`) takes a precondition.
+        changes: dict[tuple[str, str], Any] = {
+            ("positions", placed.symbol): firestore.Increment(signed),
+            ("placed_orders", utc_day(placed.placed_at)): firestore.Increment(1),
+        }
+        if ending_lease_id is not None:
+            changes[("leases", ending_lease_id)] = firestore.DELETE_FIELD
+        batch.update(ref, _by_field_path(changes), option=_precondition(version))
+        return
     # Only the two increments: every release of an order of every account writes this, so each
     # field costs every intent (encoded here, decoded by every opening read of the account).
     fields: dict[str, Any] = {
@@ -122,7 +137,6 @@ def add_placed_order(
     }
     if ending_lease_id is not None:
         fields["leases"] = {ending_lease_id: firestore.DELETE_FIELD}
-    ref = inflight_ref(db, placed.tenant_id, placed.broker_account_id)
     batch.set(ref, fields, merge=True)
 
 
@@ -132,17 +146,33 @@ def end_lease(
     tenant_id: str,
     broker_account_id: str,
     lease_id: str,
+    *,
+    version: Any = None,
 ) -> None:
     """Drop a counted lease that ended without an order (it frees its budget, day and position).
 
-    A merge, not an update: where an operator deleted the document, the update's NotFound would
-    fail the release's whole batch, and the intent would stay `reserved` until its lease lapsed.
+    `version`, where given (a state handed over in the account's turn), is the `update_time` the
+    document must still have. Without one, a merge, not an update: where an operator deleted the
+    document, an update's NotFound would fail the release's whole batch, and the intent would
+    stay `reserved` until its lease lapsed.
     """
-    batch.set(
-        inflight_ref(db, tenant_id, broker_account_id),
-        {"leases": {lease_id: firestore.DELETE_FIELD}},
-        merge=True,
-    )
+    ref = inflight_ref(db, tenant_id, broker_account_id)
+    if version is not None:
+        field = FieldPath("leases", lease_id).to_api_repr()
+        batch.update(ref, {field: firestore.DELETE_FIELD}, option=_precondition(version))
+        return
+    batch.set(ref, {"leases": {lease_id: firestore.DELETE_FIELD}}, merge=True)
+
+
+@dataclass(frozen=True)
+class StagedEnd:
+    """What `stage_attempt_end` staged: the hold the record keeps (its `counted_lease_id`, or
+    None), whether the batch writes the account's state document, and, where the writer knew the
+    state (`known`), the state the batch leaves once it lands (None: unknown)."""
+
+    kept: str | None
+    writes_state: bool = False
+    state: AccountState | None = None
 
 
 def stage_attempt_end(
@@ -154,9 +184,9 @@ def stage_attempt_end(
     *,
     counted_lease_id: str | None,
     fate_unknown: bool,
-) -> str | None:
-    """Stage what the end of `record`'s attempt does to its account's state; the hold the record
-    keeps (its `counted_lease_id`), or None.
+    known: KnownState | None = None,
+) -> StagedEnd:
+    """Stage what the end of `record`'s attempt does to its account's state.
 
     A placed order joins the position and the day's count, its hold ending in the same batch
     (positions are kept for every account, limited or not yet, so a limit set later starts from
@@ -164,18 +194,29 @@ def stage_attempt_end(
     whose fate is unknown keeps it against the position and daily orders until a redelivery, the
     settle or the reconciler learns what the broker holds; its lease ends now all the same, so
     it gives the in-flight budget back, as every release does.
+
+    `known`: the state a writer handed over (`account_turns`); the writes then carry a
+    precondition on its `update_time`, and the state they leave is worked out without a read.
     """
+    if known is not None and not known.exists:
+        known = None  # a counted hold lives in a document that exists: this one is out of date
+    version = known.update_time if known is not None else None
+    base = known.state if known is not None else None
     if outcome is Outcome.PLACED:
         placed = PlacedOrder(
             record.tenant_id, record.broker_account_id, record.symbol, record.side, record.qty, now
         )
-        add_placed_order(batch, db, placed, ending_lease_id=counted_lease_id)
-        return None
+        add_placed_order(batch, db, placed, ending_lease_id=counted_lease_id, version=version)
+        after = None if base is None else _with_order(base, placed, counted_lease_id)
+        return StagedEnd(None, writes_state=True, state=after)
     if counted_lease_id is None:
-        return None
+        return StagedEnd(None, state=base)
     if not fate_unknown:
-        end_lease(batch, db, record.tenant_id, record.broker_account_id, counted_lease_id)
-        return None
+        end_lease(
+            batch, db, record.tenant_id, record.broker_account_id, counted_lease_id, version=version
+        )
+        after = None if base is None else _without_lease(base, counted_lease_id)
+        return StagedEnd(None, writes_state=True, state=after)
     if counted_lease_id == record.lease_id:  # an inherited hold's lease ended long ago
         # The whole entry, merged: where an operator deleted the document (or the entry), the
         # hold is written again rather than the release failing or leaving a partial entry.
@@ -187,7 +228,40 @@ def stage_attempt_end(
             {"leases": leases_to_document({counted_lease_id: hold})},
             merge=True,
         )
-    return counted_lease_id
+        # A rare path: the next writer reads rather than trust a second copy of this change.
+        return StagedEnd(counted_lease_id, writes_state=True)
+    return StagedEnd(counted_lease_id, state=base)
+
+
+def _with_order(state: AccountState, placed: PlacedOrder, lease_id: str | None) -> AccountState:
+    """`state` once `add_placed_order` landed on it."""
+    signed = placed.qty if placed.side == "buy" else -placed.qty
+    day = utc_day(placed.placed_at)
+    after = _without_lease(state, lease_id)
+    after.positions[placed.symbol] = state.positions.get(placed.symbol, 0.0) + signed
+    after.placed_orders[day] = state.placed_orders.get(day, 0) + 1
+    return after
+
+
+def _without_lease(state: AccountState, lease_id: str | None) -> AccountState:
+    """A copy of `state` (never shared with it) without the lease `lease_id`."""
+    return AccountState(
+        leases={lid: held for lid, held in state.leases.items() if lid != lease_id},
+        positions=dict(state.positions),
+        placed_orders=dict(state.placed_orders),
+    )
+
+
+def _by_field_path(changes: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """`update` fields keyed by escaped field path (a symbol or lease id may hold any character)."""
+    return {FieldPath(*path).to_api_repr(): value for path, value in changes.items()}
+
+
+def _precondition(version: Any) -> Any:
+    """The write option holding a document to `version` (its `update_time`); None: no condition."""
+    if version is None:
+        return None
+    return firestore.Client.write_option(last_update_time=version)
 
 
 def holds_in(data: dict[str, Any], path: str) -> list[Hold]:

@@ -17,8 +17,14 @@ Within one process the writers of one limited account's state document take turn
 commit, a counted lease's release for its commit. Without them the invocations of one instance
 on one hot account read the same version and all but one lose every round (a 64-intent burst
 answered `ReservationContentionError` to a quarter of its intents); with them a read is current
-when its commit lands, and an acquire that waited for its turn drops its opening read, which a
-writer before it made stale. The preconditions still decide every race, between instances too.
+when its commit lands. A writer hands the state it committed (and the `update_time` its commit
+answered) to the next in line, which decides on it without a read: the acquire creates its
+reservation and rewrites the state under a precondition on that `update_time`, the release ends
+its hold under it. An acquire that waited and was handed nothing reads first. The acquires of
+fresh intents waiting in line are carried out together by the writer whose turn comes: decided
+in order, created with one batch that rewrites the state once (`_acquire_together`). The
+preconditions still decide every race, between instances too: a handed state that is stale
+fails its commit, and the writer reads, as after any lost race.
 
 The same batch writes the account's state document where the account sets a counting limit
 (`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided
@@ -42,12 +48,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from execution.account_state import Admitted, Lease, Refused, admit
+from execution.account_state import AccountState, Admitted, Lease, Refused, admit
 from execution.clock import Clock
 from execution.documents import (
     MalformedDocumentError,
@@ -55,15 +62,22 @@ from execution.documents import (
     reservation_from_document,
     reservation_to_document,
 )
-from execution.errors import LimitWaitError, ReservationContentionError
+from execution.errors import InvalidIntentError, LimitWaitError, ReservationContentionError
 from execution.firestore.account_state import (
+    StagedEnd,
     limits_from_account,
     log_kept_hold,
     stage_admission,
     stage_attempt_end,
     state_from_document,
 )
-from execution.firestore.account_turns import DEFAULT_TIMEOUT_SECONDS, AccountTurns
+from execution.firestore.account_turns import (
+    DEFAULT_TIMEOUT_SECONDS,
+    AccountTurns,
+    KnownState,
+    Queued,
+    Turn,
+)
 from execution.firestore.paths import RESERVATIONS as RESERVATIONS
 from execution.firestore.paths import account_path, inflight_path
 from execution.firestore.paths import account_ref as account_ref
@@ -122,11 +136,24 @@ def budget_refs(
 
 @dataclass(frozen=True)
 class _AcquireRead:
-    """What one acquire attempt decides on; `reservation` is None where it was not read."""
+    """What one acquire attempt decides on; `reservation` is None where it was not read, and
+    `state` is a `KnownState` where the writer before in line handed it over."""
 
     reservation: Snapshot | None
     account: Snapshot
-    state: Snapshot
+    state: Snapshot | KnownState
+
+    @cached_property
+    def known(self) -> KnownState:
+        """The account's state, parsed once (where it was read, not handed over)."""
+        if isinstance(self.state, KnownState):
+            return self.state
+        snap = self.state
+        return KnownState(
+            snap.reference,
+            state_from_document(snapshot_data(snap)),
+            snap.update_time if snap.exists else None,
+        )
 
 
 class FirestoreReservationManager:
@@ -180,30 +207,133 @@ class FirestoreReservationManager:
         if budget_read is not None:
             _check_read_is_of(budget_read, request)
         if not _writes_account_state(request, budget_read):
-            return self._acquire(request, lease_id, budget_read, riders)
-        with self._turns.turn(request.tenant_id, request.broker_account_id) as waited:
-            # A writer that went first changed the state document since the opening read.
-            return self._acquire(request, lease_id, None if waited else budget_read, riders)
+            opening = None if budget_read is None else _opening(budget_read, None)
+            return self._acquire(request, lease_id, opening, riders, None)
+        if budget_read is None:
+            with self._turns.turn(request.tenant_id, request.broker_account_id) as turn:
+                return self._acquire(request, lease_id, None, riders, turn)
+        work = _QueuedAcquire(request, lease_id, budget_read, riders)
+        with self._turns.turn(request.tenant_id, request.broker_account_id, work) as turn:
+            if turn.claimed:
+                self._acquire_together(
+                    turn, work, [w for w in turn.claimed if isinstance(w, _QueuedAcquire)]
+                )
+            if work.answer is not None:
+                if not turn.claimed:
+                    turn.hand_over(turn.handed)  # the writer that carried it handed this on
+                _log_acquired(request, work.answer.handle_record, took_over=False, refused=None)
+                return work.answer.acquired
+            return self._acquire(request, lease_id, _opening(budget_read, turn), riders, turn)
+
+    def _acquire_together(
+        self, turn: Turn, own: _QueuedAcquire, queue: list[_QueuedAcquire]
+    ) -> None:
+        """Decide the acquires waiting in line, in order, on one state, and create those admitted
+        with one batch that rewrites the state once; settle each (carried, or left to its writer).
+
+        Each reservation `create` is a precondition of its own and the state's `update_time`
+        one more: a batch fails as a whole, and then every writer does its own acquire, as if
+        alone. Only fresh intents that fit every limit ride together; anything else (a wait, a
+        refusal, a malformed limit) is left to its writer, whose own acquire decides it.
+        """
+        if len(queue) < 2:
+            return
+        # This writer's opening read or the state handed over, whichever is newer; where it
+        # waited and was handed nothing, it reads the state: once for all in line.
+        base = _opening(own.budget_read, turn) or self._read_state(own.request)
+        now = self._clock()
+        admitted, after = self._admit_in_line(queue, base, now)
+        if after is None or len(admitted) < 2:
+            return
+        results = self._commit_together(admitted, base, after, now)
+        if results is None:
+            turn.handed = None  # what the batch decided on was out of date: each writer reads
+            return
+        for (work, record), result in zip(admitted, results, strict=False):
+            handle = self._handle(record, result.update_time, work.riders)
+            work.answer = _Carried(Acquired(handle), record)
+            work.settle(carried=True)
+        # The state document is the batch's last write; what this writer does next decides on it.
+        turn.handed = KnownState(base.known.reference, after.state, results[-1].update_time)
+        turn.hand_over(turn.handed)
+
+    def _admit_in_line(
+        self, queue: list[_QueuedAcquire], base: _AcquireRead, now: datetime
+    ) -> tuple[list[tuple[_QueuedAcquire, ReservationRecord]], KnownState | None]:
+        """The queued acquires that fit every limit, each decided on the state the ones before
+        it leave, with their records; and the state they all leave (None: none fits)."""
+        admitted: list[tuple[_QueuedAcquire, ReservationRecord]] = []
+        try:
+            known, after, intents = base.known, None, set()
+        except MalformedDocumentError:
+            return [], None  # each writer meets the unreadable state alone, as a named wait
+        for work in queue:
+            if work.request.client_intent_id in intents:
+                continue  # a second delivery of one intent at once: left to decide alone
+            read = _AcquireRead(None, work.budget_read.account, known)
+            try:
+                admission = self._admission(work.request, read, now, work.lease_id)
+            except (LimitWaitError, InvalidIntentError):
+                continue
+            if not isinstance(admission, Admitted):
+                continue
+            record = new_record(
+                work.request,
+                previous=None,
+                lease_id=work.lease_id,
+                now=now,
+                ttl=self._ttl,
+                counts_against_budget=True,
+            )
+            admitted.append((work, record))
+            intents.add(work.request.client_intent_id)
+            known = after = _after_admission(read, admission, known.update_time)
+        return admitted, after
+
+    def _commit_together(
+        self,
+        admitted: list[tuple[_QueuedAcquire, ReservationRecord]],
+        base: _AcquireRead,
+        after: KnownState,
+        now: datetime,
+    ) -> list[Any] | None:
+        """Create every admitted reservation and write the state `after`, in one batch under
+        the precondition on `base`'s state; the write results (the state's last), or None."""
+        batch = self._db.batch()
+        for work, record in admitted:
+            request = work.request
+            res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+            batch.create(res_doc, record_to_document(record))
+        request = admitted[0][0].request
+        stage_admission(
+            batch,
+            base.known,
+            Admitted(after.state.leases, after.state.placed_orders),
+            now=now,
+            tenant_id=request.tenant_id,
+            broker_account_id=request.broker_account_id,
+        )
+        return self._commit(batch, request, base)
 
     def _acquire(
         self,
         request: ReservationRequest,
         lease_id: str,
-        budget_read: BudgetRead | None,
+        opening: _AcquireRead | None,
         riders: StagedWrites | None,
+        turn: Turn | None,
     ) -> Acquisition:
         """Attempt until an answer, a bounded number of times; see `acquire`."""
         # The optimistic create decides on the opening read, once: it is not a race lost, so it
         # takes no attempt of the budget and no pause.
-        opening = [] if budget_read is None else [budget_read]
-        optimistic = iter([_AcquireRead(None, read.account, read.inflight) for read in opening])
+        optimistic = iter([] if opening is None else [opening])
 
         def attempt(_: int) -> Acquisition | Retry:
             read = next(optimistic, None) or self._read(request)
-            return self._attempt(request, read, lease_id, riders)
+            return self._attempt(request, read, lease_id, riders, turn)
 
         attempts = Attempts[Acquisition](
-            limit=self._max_attempts + len(opening),
+            limit=self._max_attempts + (opening is not None),
             pause=self._pause,
             exhausted=lambda: ReservationContentionError(
                 f"reservation of {request.client_intent_id!r} lost {self._max_attempts} "
@@ -225,14 +355,28 @@ class FirestoreReservationManager:
             snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
         )
 
+    def _read_state(self, request: ReservationRequest) -> _AcquireRead:
+        """The account and its state, in one round trip (the reservation left unread)."""
+        refs = budget_refs(self._db, request.tenant_id, request.broker_account_id)
+        with store_errors("account state read"):
+            snaps = {
+                snap.reference.path: snap
+                for snap in self._db.get_all(list(refs), **self._policy.kwargs())
+            }
+        return _AcquireRead(None, snaps[refs[0].path], snaps[refs[1].path])
+
     def _attempt(
         self,
         request: ReservationRequest,
         read: _AcquireRead,
         lease_id: str,
         riders: StagedWrites | None,
+        turn: Turn | None = None,
     ) -> Acquisition | Retry:
-        """Decide on `read` and commit once: the answer, or `Retry` where a race was lost."""
+        """Decide on `read` and commit once: the answer, or `Retry` where a race was lost.
+
+        Holding `turn`, hand the account's state on as this attempt leaves it (`account_turns`).
+        """
         existing: ReservationRecord | None = None
         version: Any = None  # the update time the batch's precondition holds the document to
         if read.reservation is not None and read.reservation.exists:
@@ -247,9 +391,11 @@ class FirestoreReservationManager:
             return AlreadyExecuted(existing)
         try:
             admission = self._admission(request, read, now, lease_id)
-        except LimitWaitError:
+        except LimitWaitError as exc:
             if read.reservation is None:
                 return Retry(pause=False)  # unread: a duplicate needs no limit; read it first
+            if turn is not None and not isinstance(exc.__cause__, MalformedDocumentError):
+                turn.hand_over(read.known)  # unchanged: the next in line need not read it
             raise
         record = new_record(
             request,
@@ -269,18 +415,25 @@ class FirestoreReservationManager:
         if isinstance(admission, Admitted):
             stage_admission(
                 batch,
-                read.state,
+                read.known,
                 admission,
                 now=now,
                 tenant_id=request.tenant_id,
                 broker_account_id=request.broker_account_id,
             )
-        written = self._commit(batch, request, read)
-        if written is None:
+        results = self._commit(batch, request, read)
+        if results is None:
             return Retry(pause=read.reservation is not None)
+        if turn is not None:
+            # The batch writes the reservation, then the state document.
+            turn.hand_over(
+                _after_admission(read, admission, results[1].update_time)
+                if isinstance(admission, Admitted)
+                else None
+            )
         refused = admission.reason if isinstance(admission, Refused) else None
         _log_acquired(request, record, took_over=existing is not None, refused=refused)
-        return Acquired(self._handle(record, written, riders), refused)
+        return Acquired(self._handle(record, results[0].update_time, riders), refused)
 
     def _admission(
         self, request: ReservationRequest, read: _AcquireRead, now: datetime, lease_id: str
@@ -315,18 +468,18 @@ class FirestoreReservationManager:
             qty=request.qty,
         )
         try:
-            state = state_from_document(read.state.to_dict() if read.state.exists else None)
+            known = read.known
         except MalformedDocumentError as exc:
             raise _unreadable_state(request, exc) from exc
-        return admit(state, now=now, lease_id=lease_id, lease=lease, limits=limits)
+        return admit(known.state, now=now, lease_id=lease_id, lease=lease, limits=limits)
 
     def _commit(
         self, batch: firestore.WriteBatch, request: ReservationRequest, read: _AcquireRead
-    ) -> Any:
-        """The reservation's new update time, or None where a precondition lost its race."""
+    ) -> list[Any] | None:
+        """The batch's write results, or None where a precondition lost its race."""
         try:
             with store_errors("reservation commit"):
-                return batch.commit(**self._policy.kwargs())[0].update_time
+                return list(batch.commit(**self._policy.kwargs()))
         except RACE_ERRORS as exc:
             emit(
                 logger,
@@ -456,21 +609,23 @@ class FirestoreReservationHandle:
         the engine contains every raise (`ExecutionEngine._release`); a later call tries again.
         """
         if self._released is None:
-            with self._turn():
+            with self._turn() as turn:
+                handed = turn.handed if turn is not None else None
                 self._released = self._release(
                     _Ending(outcome, error, broker_order_id, fate_unknown),
-                    _Known(self._version, self._record.counted_lease_id, self._riders),
+                    _Known(self._version, self._record.counted_lease_id, self._riders, handed),
+                    turn,
                 )
         return self._released
 
-    def _turn(self) -> AbstractContextManager[object]:
+    def _turn(self) -> AbstractContextManager[Turn | None]:
         """A release that ends or keeps a hold changes the account's state document: it waits
         its turn behind the acquires that read that document (`account_turns`)."""
         if self._turns is None or self._record.counted_lease_id is None:
             return nullcontext()
         return self._turns.turn(self._record.tenant_id, self._record.broker_account_id)
 
-    def _release(self, ending: _Ending, known: _Known) -> ReleaseResult:
+    def _release(self, ending: _Ending, known: _Known, turn: Turn | None) -> ReleaseResult:
         """Attempt until an answer, a bounded number of times; see `release`."""
         attempts = Attempts[ReleaseResult](
             limit=self._max_attempts,
@@ -479,10 +634,13 @@ class FirestoreReservationHandle:
                 f"release of {self._record.client_intent_id!r} kept losing races"
             ),
         )
-        return attempts.until_answer(lambda _: self._release_once(ending, known))
+        return attempts.until_answer(lambda _: self._release_once(ending, known, turn))
 
-    def _release_once(self, ending: _Ending, known: _Known) -> ReleaseResult | Retry:
-        """Read (where the version is unknown), decide, build the batch, commit once."""
+    def _release_once(
+        self, ending: _Ending, known: _Known, turn: Turn | None
+    ) -> ReleaseResult | Retry:
+        """Read (where the version is unknown), decide, build the batch, commit once; holding
+        `turn`, hand the account's state on as the batch left it (`account_turns`)."""
         if known.version is None:
             current, version = self._read_current()
             if current is None or current.lease_id != self._record.lease_id:
@@ -496,11 +654,13 @@ class FirestoreReservationHandle:
         now = self._clock()
         batch = self._db.batch()
         fence = self._db.write_option(last_update_time=known.version)
-        kept = self._stage_end(batch, ending, known, now, fence)
-        retry = self._commit_end(batch, known)
-        if retry is not None:
-            return retry
-        self._log_released(ending, now, kept)
+        staged = self._stage_end(batch, ending, known, now, fence)
+        results = self._commit_end(batch, known)
+        if isinstance(results, Retry):
+            return results
+        if turn is not None:
+            turn.hand_over(_after_end(known.state, staged, results))
+        self._log_released(ending, now, staged.kept)
         return ReleaseResult.RECORDED
 
     def _doc(self) -> firestore.DocumentReference:
@@ -533,10 +693,10 @@ class FirestoreReservationHandle:
         known: _Known,
         now: datetime,
         fence: Any,
-    ) -> str | None:
+    ) -> StagedEnd:
         """Stage the account state's end (or kept hold) and the reservation's end under `fence`
-        (the precondition on the version we know); the hold kept counting the intent, if any."""
-        kept = stage_attempt_end(
+        (the precondition on the version we know)."""
+        staged = stage_attempt_end(
             batch,
             self._db,
             self._record,
@@ -544,7 +704,9 @@ class FirestoreReservationHandle:
             now,
             counted_lease_id=known.counted,
             fate_unknown=ending.fate_unknown,
+            known=known.state,
         )
+        kept = staged.kept
         ended = ended_fields(
             ReservationStatus.RELEASED,
             ending.outcome,
@@ -557,16 +719,22 @@ class FirestoreReservationHandle:
             {**ended, "broker_order_id": ending.broker_order_id, "counted_lease_id": kept},
             option=fence,
         )
-        return kept
+        return staged
 
-    def _commit_end(self, batch: firestore.WriteBatch, known: _Known) -> Retry | None:
-        """Commit with the riders; None where it landed, `Retry` where it must be built again."""
+    def _commit_end(self, batch: firestore.WriteBatch, known: _Known) -> list[Any] | Retry:
+        """Commit with the riders: the write results where it landed, `Retry` where it must be
+        built again."""
         if known.riders is not None:
             known.riders.add_to(batch)
         try:
             with store_errors("reservation release"):
-                batch.commit(**self._policy.kwargs())
+                results = list(batch.commit(**self._policy.kwargs()))
         except RACE_ERRORS:
+            if known.state is not None:
+                # The handed-over state is the likelier to have changed (another instance wrote
+                # the account): once more without it, before reading the reservation.
+                known.state = None
+                return Retry(pause=False)
             # Changed since we knew it (a sweep, a take-over, our own landed retry): read it. A
             # race against the version acquire wrote is not worth a pause: the read settles it.
             pause = known.version is not self._version
@@ -589,7 +757,7 @@ class FirestoreReservationHandle:
             return Retry(pause=False)
         if known.riders is not None:
             known.riders.committed()
-        return None
+        return results
 
     def _log_released(self, ending: _Ending, now: datetime, kept: str | None) -> None:
         rec = self._record
@@ -621,12 +789,79 @@ class _Ending:
 @dataclass
 class _Known:
     """What a release knows of the document between its attempts: the version its precondition
-    holds the document to (None: read it first), the hold that counts the intent, and the riders
-    still to carry (dropped once the store refused them)."""
+    holds the document to (None: read it first), the hold that counts the intent, the riders
+    still to carry (dropped once the store refused them), and the account's state as the writer
+    before in line handed it over (dropped once a commit under it failed)."""
 
     version: Any
     counted: str | None
     riders: StagedWrites | None
+    state: KnownState | None = None
+
+
+def _after_end(
+    before: KnownState | None, staged: StagedEnd, results: list[Any]
+) -> KnownState | None:
+    """The account's state as a release's landed batch left it; None where it is not known."""
+    if before is None or staged.state is None:
+        return None
+    if not staged.writes_state:
+        return before
+    # `stage_attempt_end` stages the state document's write first in the batch.
+    return KnownState(before.reference, staged.state, results[0].update_time)
+
+
+def _opening(budget_read: BudgetRead, turn: Turn | None) -> _AcquireRead | None:
+    """What the first attempt decides on without reading the reservation: the opening read, or
+    the state the writer before in line handed over where it is newer; None where a read must
+    come first (this writer waited, and the writer before it handed nothing over)."""
+    handed = turn.handed if turn is not None else None
+    read = budget_read.inflight
+    if handed is None:
+        if turn is not None and turn.waited:
+            return None  # a writer that went first changed the state document since the read
+        return _AcquireRead(None, budget_read.account, read)
+    if read.exists and (not handed.exists or read.update_time > handed.update_time):
+        return _AcquireRead(None, budget_read.account, read)
+    return _AcquireRead(None, budget_read.account, handed)
+
+
+def _after_admission(read: _AcquireRead, admission: Admitted, update_time: Any) -> KnownState:
+    """The account's state once `admission` is written over what `read` decided on, as of
+    `update_time` (the commit's, or the read's while the admissions of one batch add up)."""
+    before = read.known
+    after = AccountState(
+        leases=dict(admission.leases),
+        positions=dict(before.state.positions),
+        placed_orders=dict(admission.placed_orders),
+    )
+    return KnownState(before.reference, after, update_time)
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """An acquire another writer carried out: the answer, and the record (its writer logs it)."""
+
+    acquired: Acquired
+    handle_record: ReservationRecord
+
+
+class _QueuedAcquire(Queued):
+    """A fresh intent's acquire, waiting in line with its opening read (`_acquire_together`)."""
+
+    def __init__(
+        self,
+        request: ReservationRequest,
+        lease_id: str,
+        budget_read: BudgetRead,
+        riders: StagedWrites | None,
+    ) -> None:
+        super().__init__()
+        self.request = request
+        self.lease_id = lease_id
+        self.budget_read = budget_read
+        self.riders = riders
+        self.answer: _Carried | None = None
 
 
 def _writes_account_state(request: ReservationRequest, budget_read: BudgetRead | None) -> bool:

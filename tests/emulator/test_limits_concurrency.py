@@ -25,6 +25,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from execution.brokers.paper import PAPER_ORDERS, PaperBroker
 from execution.clock import Clock, system_clock
+from execution.engine import ExecutionEngine
 from execution.errors import RetryableError
 from execution.firestore.reservations import inflight_ref
 from execution.firestore.support import CallPolicy
@@ -166,10 +167,15 @@ def deliver_until_done(
     seen: Deliveries,
     start: threading.Barrier,
 ) -> None:
-    """Run `intent` as Pub/Sub would: again after each retryable answer, with a short backoff."""
+    """Run `intent` on its own engine (an instance of its own), once every thread is ready."""
     engine = emulator_service(db, clock, settings=SETTINGS, broker=broker).engine
-    rng = random.Random(intent.client_intent_id)
     start.wait()
+    redeliver(engine, intent, seen)
+
+
+def redeliver(engine: ExecutionEngine, intent: TradeIntent, seen: Deliveries) -> None:
+    """Run `intent` as Pub/Sub would: again after each retryable answer, with a short backoff."""
+    rng = random.Random(intent.client_intent_id)
     for _ in range(400):
         try:
             result = engine.execute_intent(intent)
