@@ -46,6 +46,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,6 +68,7 @@ from execution.clock import system_clock
 from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.sweeper import Sweeper
+from tests.chaos.store_lives import StoreLives
 from tests.chaos.workload import (
     BURST_SIZE,
     QUOTE,
@@ -134,6 +136,8 @@ class OwnedFirestore:
         self.host = self._emulator.host
         self._exports = log_dir / "exports"
         self._starts = 0
+        self.lives = StoreLives()
+        """Which `read_time` snapshots show a whole database (see `store_lives`)."""
 
     def start(self, import_metadata: Path | None = None) -> float:
         """Start it (optionally importing an export); seconds until it answered."""
@@ -167,12 +171,27 @@ class OwnedFirestore:
         return next(target.rglob("*.overall_export_metadata"))
 
     def restart_keeping_data(self, project: str) -> tuple[float, float]:
-        """Export, SIGKILL, start again on the same port with the export: (export s, start s)."""
+        """Export, SIGKILL, start again on the same port with the export and let it import:
+        (export s, start and import s)."""
         began = time.monotonic()
         metadata = self.export(project)
         exported = time.monotonic() - began
+        self.lives.restart_begins()
         self.stop()
-        return exported, self.start(import_metadata=metadata)
+        restarted = time.monotonic()
+        self.start(import_metadata=metadata)
+        self.settle_import(project)
+        return exported, time.monotonic() - restarted
+
+    def settle_import(self, project: str) -> None:
+        """Make the emulator import now, and tell `lives` when it is done: the first request
+        after a start imports, and is answered once the import is complete."""
+        probe = (
+            f"http://{self.host}/v1/projects/{project}/databases/(default)/documents/chaos/probe"
+        )
+        with contextlib.suppress(urllib.error.HTTPError):  # 404: no probe document; imported
+            urllib.request.urlopen(probe, timeout=120).close()
+        self.lives.import_settled(system_clock())
 
 
 @dataclass
