@@ -654,7 +654,7 @@ def final_checks(ev: Evidence) -> list[Check]:
             "no account over its in-flight budget (continuous)",
             not over,
             f"{ev.monitor.snapshots} snapshots ({ev.monitor.failed_reads} unreadable, "
-            f"{ev.monitor.unjudged} inside an emulator import); "
+            f"{ev.monitor.unjudged} not judged: the emulator restarting or importing); "
             f"peak {peaks}",
             [f"{v.detail} (seen in {v.seen} snapshots)" for v in over],
         )

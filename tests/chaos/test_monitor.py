@@ -13,6 +13,9 @@ Three suspects, each tested here:
 - the snapshot: the emulator's import stamps its batches at different times, so a `read_time`
   inside it shows a database the product never held. Reproduced on a real import; the monitor
   now judges only snapshots of a whole database (`store_lives`).
+
+And the rig's jumped sweep marks each lease it expires before the expiry can be seen, so that a
+snapshot never sees a jump's expiry without knowing it was one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from google.cloud import firestore
@@ -36,8 +40,8 @@ from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.models import BrokerOrder, OrderRequest, TradeIntent
 from execution.reservations import Acquired, ReservationRequest
-from execution.sweeper import Sweeper
-from tests.chaos.harness import OwnedFirestore
+from execution.sweeper import ExpiredLease, Sweeper
+from tests.chaos.harness import MarkedExpiries, OwnedFirestore
 from tests.chaos.invariants import (
     Monitor,
     Observation,
@@ -448,3 +452,45 @@ def test_a_jumped_sweep_mid_call_then_a_take_over_keeps_the_hold_and_the_record_
     assert run.flagged() == []
     assert len(run.steps) == 7
     assert (doc["attempt"], doc["outcome"], doc["counted_lease_id"]) == (3, "placed", None)
+
+
+# -- the jumped sweep's marks ----------------------------------------------------------------
+
+
+def reserve(db: firestore.Client, clock: FakeClock, intent_id: str) -> None:
+    manager = FirestoreReservationManager(db, clock=clock, ttl=TTL, policy=FAST_POLICY)
+    request = ReservationRequest(
+        tenant_id="jump-co",
+        broker_account_id="acct-1",
+        client_intent_id=intent_id,
+        symbol="AAPL",
+        amount_usd=100.0,
+        payload_hash="h",
+    )
+    assert isinstance(manager.acquire(request), Acquired)
+
+
+def test_a_jumped_sweep_marks_what_it_expired_and_takes_back_what_it_could_not(
+    db: firestore.Client,
+) -> None:
+    clock = FakeClock(system_clock())
+    expired, changed = f"jumped-{uuid4().hex}", f"changed-{uuid4().hex}"
+    reserve(db, clock, expired)
+    reserve(db, clock, changed)
+    jumped: set[str] = set()
+    store = MarkedExpiries(db, policy=FAST_POLICY, jumped=jumped)
+    ahead = clock() + 2 * TTL
+    found = {
+        lease.client_intent_id: lease
+        for lease in store.find_expired(ahead, limit=500, after=None)
+        if isinstance(lease, ExpiredLease)
+    }
+    db.collection("tenants", "jump-co", "execution_reservations").document(changed).update(
+        {"error": "released meanwhile"}
+    )
+
+    landed = {intent: store.expire(found[intent], ahead) for intent in (expired, changed)}
+
+    assert landed == {expired: True, changed: False}
+    assert jumped == {expired}
+    assert reservation(db, "jump-co", expired)["status"] == "expired"
