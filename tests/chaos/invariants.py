@@ -125,7 +125,7 @@ def lease_findings(
     leases: dict[str, dict[str, Any]],
     kept_hold: Callable[[str, str], bool],
 ) -> list[Finding]:
-    """ "In-flight leases match live reservations" for one account at one instant.
+    """The rule "in-flight leases match live reservations", for one account at one instant.
 
     `held`: its live counted reservations by intent (`live_counted`); `leases`: its unexpired
     entries (`unexpired_leases`); `kept_hold(intent, lease)`: whether the intent's record at that
