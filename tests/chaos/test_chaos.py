@@ -287,7 +287,13 @@ def test_no_failure_poisons_the_system(
     rig = Rig(plan, tmp_path, project=f"demo-chaos-{SEED}")
     try:
         rig.start()
-        monitor = Monitor(rig.direct, plan.accounts, broker=rig.sandbox, jumped=rig.jumped)
+        monitor = Monitor(
+            rig.direct,
+            plan.accounts,
+            broker=rig.sandbox,
+            jumped=rig.jumped,
+            lives=rig.emulator.lives,
+        )
         monitor.start()
         step = time.monotonic()
         rig.zombie_takeover()
