@@ -20,6 +20,7 @@ command answers "run again" (exit 1) rather than success while any is.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -92,11 +93,24 @@ def cancel_open_orders(
     *,
     since: datetime,
     owner_of: Callable[[str], Owner | None],
+    deadline_seconds: float,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> CancelReport:
-    """Cancel every open order of ours in `scope` submitted after `since`; report each."""
+    """Cancel every open order of ours in `scope` submitted after `since`; report each.
+
+    Bounded by `deadline_seconds`, as the sweeper and the reconciler are: a broker whose listing
+    never ends (it keeps paging) leaves the report incomplete rather than the command hung.
+    """
     report = CancelReport(since=since)
+    deadline = monotonic() + deadline_seconds
     try:
-        for order in _open_orders_of_ours(broker.list_orders(after=since)):
+        for order in broker.list_orders(after=since):
+            if monotonic() > deadline:  # checked on every order listed, open or not
+                report.complete = False
+                report.error = "deadline reached while listing orders: run it again"
+                break
+            if not _open_and_ours(order):
+                continue
             owner = owner_of(order.client_order_id)
             if owner is None:
                 report.unlocated.append(order.client_order_id)
@@ -137,12 +151,9 @@ def note_in_flight(
             )
 
 
-def _open_orders_of_ours(orders: Iterable[BrokerOrder]) -> Iterable[BrokerOrder]:
-    for order in orders:
-        if is_ours(order.client_order_id) and order.status not in (
-            FINAL_ORDER_STATUSES | {CANCEL_PENDING}
-        ):
-            yield order
+def _open_and_ours(order: BrokerOrder) -> bool:
+    ended = FINAL_ORDER_STATUSES | {CANCEL_PENDING}
+    return is_ours(order.client_order_id) and order.status not in ended
 
 
 def _cancel(broker: Broker, order: BrokerOrder, owner: Owner) -> dict[str, Any]:

@@ -336,7 +336,11 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
         # before the listing sees it; one still reserved (slow, paused) is reported in flight.
         live = list(_live_leases(cli, scope))
         report = cancel_open_orders(
-            broker, scope, since=cli.clock() - timedelta(seconds=seconds), owner_of=owner_of
+            broker,
+            scope,
+            since=cli.clock() - timedelta(seconds=seconds),
+            owner_of=owner_of,
+            deadline_seconds=cli.settings.sweep_deadline_seconds,
         )
         note_in_flight(report, live, scope, cli.clock())
     return report
