@@ -27,10 +27,10 @@ At the end (every process killed, leases lapsed, one clean sweep and one clean r
 no reservation is `reserved`, every broker order is recorded `placed` with its id (cancelled, or
 the repair saying why not, where its record had forbidden it), no account state holds a count for
 an order of unknown fate (the reconciler settled each), every acked message is recorded
-terminal or dead-lettered, and no message is dead-lettered whose intent the broker holds an order
-of. The reconciler ends a hold only where the broker holds no order of its
-intent and no attempt of it can still reach the broker. Gaps found by the simulation are exempt
-while they are open (`FENCED_ACKS_ALLOWED`, `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`; both closed).
+terminal or dead-lettered, and no message is dead-lettered whose intent has an order at the
+broker. The reconciler ends a hold only where the broker holds no order of its intent and no
+attempt of it can still reach the broker. Gaps found by the simulation are exempt while they are
+open (`FENCED_ACKS_ALLOWED`, `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`; both closed).
 """
 
 from __future__ import annotations
