@@ -433,7 +433,12 @@ class Invariants:
         from tests.simulation.world import SETTINGS
 
         key = key_of(path)
-        ordered = [order for order, origin in self.origins.items() if origin.key == key]
+        # A zombie's order (its process paused inside the call, past its lease) may land between
+        # the reconciler's lookup and its write: the design lets such an order pass the limits
+        # (as `_check_broker_limits` does), and the record is repaired to it later (seed 8657).
+        ordered = [
+            o for o, origin in self.origins.items() if origin.key == key and not origin.zombie
+        ]
         if ordered:
             raise Violation(
                 f"the reconciler ended {path}'s hold although the broker holds {ordered}"
