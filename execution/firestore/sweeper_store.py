@@ -5,7 +5,9 @@ and `expires_at <= now`, ordered by `expires_at`: production needs the composite
 `firestore.indexes.json` (the emulator never asks for it). It runs outside any transaction, since a
 query inside one locks the whole collection id in the emulator (docs/EMULATOR-FACTS.md, F2).
 Each expiry is an update preconditioned on the update time the query saw: a document that
-changed since (released, taken over, expired by a concurrent sweep) is skipped, never overwritten.
+changed since (released, taken over, expired by a concurrent sweep) is skipped, never overwritten;
+one that changed but still holds the same lapsed lease (its hold ended by the reconciler) is
+read again and expired.
 """
 
 from __future__ import annotations
@@ -62,9 +64,28 @@ class FirestoreExpiredLeases:
         return [lease_from_snapshot(snap) for snap in snapshots]
 
     def expire(self, lease: ExpiredLease, now: datetime) -> bool:
-        """Set `expired` if the document is as the query saw it; False where it changed."""
+        """Set `expired` if the document still holds the lapsed lease the query saw; False where
+        it changed (released, taken over, expired by a concurrent sweep).
+
+        A write that leaves the lease as it was also fails the precondition: the reconciler
+        ending the lease's hold (`counted_lease_id` only) between the query and this expiry
+        would otherwise keep a lapsed lease `reserved` until the next sweep. So a failed
+        precondition reads the document again and expires what it holds now, while that is still
+        the same lapsed lease (a bounded number of times).
+        """
         snap = lease.token
         assert isinstance(snap, firestore.DocumentSnapshot)
+        for _ in range(_MAX_EXPIRY_ATTEMPTS):
+            if self._expire_version(snap, now):
+                return True
+            with store_errors("sweep expiry read"):
+                snap = snap.reference.get(**self._policy.kwargs())
+            if not _holds_lapsed_lease(snap, lease.lease_id, now):
+                return False
+        return False
+
+    def _expire_version(self, snap: firestore.DocumentSnapshot[Any], now: datetime) -> bool:
+        """Set `expired` if the document is still at `snap`'s version; False where it changed."""
         batch = self._db.batch()
         batch.update(
             snap.reference,
@@ -85,6 +106,23 @@ class FirestoreExpiredLeases:
         except gexc.FailedPrecondition:
             return False
         return True
+
+
+_MAX_EXPIRY_ATTEMPTS = 3
+
+
+def _holds_lapsed_lease(
+    snap: firestore.DocumentSnapshot[Any], lease_id: str, now: datetime
+) -> bool:
+    """Whether the document is still `reserved` by `lease_id`, lapsed at `now`."""
+    data = (snap.to_dict() or {}) if snap.exists else {}
+    expires_at = data.get("expires_at")
+    return (
+        data.get("status") == ReservationStatus.RESERVED.value
+        and data.get("lease_id") == lease_id
+        and isinstance(expires_at, datetime)
+        and expires_at <= now
+    )
 
 
 def lease_from_snapshot(snap: firestore.DocumentSnapshot[Any]) -> FoundLease:

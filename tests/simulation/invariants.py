@@ -18,14 +18,19 @@ After every step:
   window); an ack never contradicts an order the broker already held when the acking attempt took
   its lease;
 - **no `reserved` document past its expiry plus one sweep**: a clean sweep leaves no lease it
-  found lapsed.
+  found lapsed;
+- **an ended attempt leaves its order known** (`at_end`): an attempt whose order the broker
+  accepted ends with the record naming it, or not final yet, unless a fault struck it after.
+A process's own decisions (a take-over, a budget, an expiry, a hold's end) are judged by its own
+clock (`World.clock_of`: each process's clock may be off the world's); orders by the world's time.
 At the end (every process killed, leases lapsed, one clean sweep and one clean reconcile):
 no reservation is `reserved`, every broker order is recorded `placed` with its id (cancelled, or
 the repair saying why not, where its record had forbidden it), no account state holds a count for
-an order of unknown fate (the reconciler settled each), and every acked message is recorded
-terminal or dead-lettered. The reconciler ends a hold only where the broker holds no order of its
-intent and no attempt of it can still reach the broker. Gaps found by the simulation are exempt
-while they are open (`FENCED_ACKS_ALLOWED`, `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`; both closed).
+an order of unknown fate (the reconciler settled each), every acked message is recorded
+terminal or dead-lettered, and no message is dead-lettered whose intent has an order at the
+broker. The reconciler ends a hold only where the broker holds no order of its intent and no
+attempt of it can still reach the broker. Gaps found by the simulation are exempt while they are
+open (`FENCED_ACKS_ALLOWED`, `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`; both closed).
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Origin:
     zombie: bool = False
     """Placed by a process paused inside the broker call past its lease: the design lets such
     a late order pass the limits (its record is then repaired), so the limits' count skips it."""
+    faults: int = 0
+    """Store and broker faults its actor had met when the order landed (`at_end`)."""
 
 
 def _only_the_hold_ended(before: dict[str, Any], doc: dict[str, Any]) -> bool:
@@ -148,6 +155,9 @@ class Invariants:
             if actor.intent_key is None:
                 raise Violation(f"{actor.name} placed order {order.broker_order_id}")
             expires = self.lease_expiry(actor)
+            # In the world's time, whoever's clock wrote the lease: the engine's margin covers
+            # its own clock's offset and the other processes' (they may take over at their
+            # reading of `expires_at`).
             lapsed = expires is None or expires <= world.now
             doc = world.db.view("execution_reservations").get(
                 reservation_path(actor.intent_key), {}
@@ -158,6 +168,7 @@ class Invariants:
                 world.step,
                 governed=bool(doc.get("counts_against_budget")),
                 zombie=lapsed and actor.paused_in_place,
+                faults=actor.faults,
             )
             world.note(f"{actor.name}: ORDER {order.broker_order_id} accepted")
             mine = [o for o in self.origins.values() if o.key == actor.intent_key]
@@ -211,6 +222,29 @@ class Invariants:
                     f"{order_id}, placed by {origin.actor.name} before this attempt's lease"
                 )
 
+    def at_end(self, actor: Actor) -> None:
+        """An attempt that placed an order and ended (answered, not killed) leaves it known: its
+        record names the order, or is not final yet (`reserved`, or released with a retryable
+        outcome: the next attempt asks the broker by client order id before anything else).
+
+        A final record that does not name the order (a newer attempt recorded `halted` or
+        `stale` while this one's answer was lost) would stay so until the reconciler: the
+        attempt settles it itself (`ExecutionEngine._settle_lost_answer`, `_settle_outlived`).
+        Exempt where a store or broker fault struck the attempt after its order landed: the
+        settlement could not be written, and the reconciler is the net.
+        """
+        for order_id, origin in self.origins.items():
+            if origin.actor is not actor or actor.faults > origin.faults:
+                continue
+            doc = self._world.db.peek(reservation_path(origin.key)) or {}
+            final = doc.get("status") != "reserved" and doc.get("outcome") in TERMINAL
+            if final and doc.get("broker_order_id") != order_id:
+                raise Violation(
+                    f"{actor.name} ended leaving its order {order_id} under a record "
+                    f"{doc.get('status')}/{doc.get('outcome')} that names "
+                    f"{doc.get('broker_order_id')}: only the reconciler would find it"
+                )
+
     def after_sweep(self, started: datetime, lapsed: dict[str, str], report: Any) -> None:
         """A clean sweep leaves none of the leases lapsed at its start `reserved`."""
         if report.errors or not report.complete:
@@ -244,8 +278,20 @@ class Invariants:
                     "a count kept for an unknown fate was never settled"
                 )
         self._check_acked(final=True)
+        self._check_dead_letters()
 
     # -- the checks' parts -----------------------------------------------------------------
+
+    def _check_dead_letters(self) -> None:
+        """A dead letter says the intent can never execute: never one whose order the broker
+        holds (issue #11: a refused lookup dead-lettered a placed order)."""
+        for message in self._world.messages:
+            orders = [o for o, origin in self.origins.items() if origin.key == message.key]
+            if message.dead_lettered and orders:
+                raise Violation(
+                    f"message {message.message_id} ({message.key}) was dead-lettered although "
+                    f"the broker holds its order {orders[0]}"
+                )
 
     def _check_forbidden_order_cancelled(self, order_id: str, doc: dict[str, Any]) -> None:
         """An order its record had forbidden (`stale`, `halted`...) is cancelled, or the repair
@@ -283,7 +329,9 @@ class Invariants:
             if world.lease_owner.get(lease_id) is not writer:
                 raise Violation(f"{writer.name} wrote {path} with lease {lease_id} it never drew")
             taken_live = before is not None and before["status"] == "reserved"
-            if taken_live and before is not None and before["expires_at"] > world.now:
+            # Judged by the writer's clock: the lease's end is by another process's clock, and
+            # the engine leaves a margin for the difference (CLOCK_SKEW_SECONDS).
+            if taken_live and before is not None and before["expires_at"] > world.clock_of(writer):
                 raise Violation(f"{writer.name} took over {path}'s live lease")
             if doc["status"] == "reserved" and doc.get("counts_against_budget"):
                 self._check_budget(writer, path, docs)
@@ -293,13 +341,13 @@ class Invariants:
         if doc.get("repair") != before.get("repair"):
             return  # a settlement to the broker's order: `_check_names_own_order` judges it
         if writer.kind == "reconcile" and _only_the_hold_ended(before, doc):
-            self._check_hold_release(path, before)
+            self._check_hold_release(writer, path, before)
             return
         if writer.kind == "sweep":
             if not (
                 before["status"] == "reserved"
                 and doc["status"] == "expired"
-                and before["expires_at"] <= world.now
+                and before["expires_at"] <= world.clock_of(writer)
             ):
                 raise Violation(f"{writer.name} changed {path} other than expiring a lapsed lease")
             return
@@ -370,7 +418,7 @@ class Invariants:
             and doc["broker_account_id"] == account
             and doc["status"] == "reserved"
             and doc.get("counts_against_budget")
-            and doc["expires_at"] > world.now
+            and doc["expires_at"] > world.clock_of(writer)  # a lapse is the admitter's to judge
         )
         limit = self._limits_in_force(writer, tenant, account).get("max_inflight_usd")
         if limit is not None and live > limit + 1e-9:
@@ -379,19 +427,24 @@ class Invariants:
                 f"over the budget of {limit:g}"
             )
 
-    def _check_hold_release(self, path: str, before: dict[str, Any]) -> None:
+    def _check_hold_release(self, writer: Actor, path: str, before: dict[str, Any]) -> None:
         """The reconciler ends an intent's hold only where the broker holds no order of it and
         no attempt of it can still reach the broker."""
         from tests.simulation.world import SETTINGS
 
         key = key_of(path)
-        ordered = [order for order, origin in self.origins.items() if origin.key == key]
+        # A zombie's order (its process paused inside the call, past its lease) may land between
+        # the reconciler's lookup and its write: the design lets such an order pass the limits
+        # (as `_check_broker_limits` does), and the record is repaired to it later (seed 8657).
+        ordered = [
+            o for o, origin in self.origins.items() if origin.key == key and not origin.zombie
+        ]
         if ordered:
             raise Violation(
                 f"the reconciler ended {path}'s hold although the broker holds {ordered}"
             )
         margin = timedelta(seconds=SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds)
-        if before["expires_at"] + margin > self._world.now:
+        if before["expires_at"] + margin > self._world.clock_of(writer):
             raise Violation(
                 f"the reconciler ended {path}'s hold while lease {before['lease_id']} (until "
                 f"{before['expires_at'].isoformat()}) might still reach the broker"

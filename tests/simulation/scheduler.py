@@ -61,6 +61,10 @@ class Actor:
     """More than `STALL_SECONDS` passed while it waited at its last point: it was paused there."""
     paused_in_place: bool = False
     """It was paused at its last broker `place` call, before the broker acted."""
+    faults: int = 0
+    """Store and broker faults injected into its calls so far."""
+    clock_offset: float = 0.0
+    """Seconds its clock runs ahead of the world's (behind where negative): its own machine."""
 
     @property
     def alive(self) -> bool:

@@ -6,9 +6,11 @@ reservation state machine, Firestore adapters, sweeper and reconciler) on a `Sim
 decide everything else: which actor runs at each point, whether the store call or broker call
 there fails (and how), whether the process is paused there (a zombie, resumed later) or killed
 (never resumed: its `finally` never runs), clock jumps, Pub/Sub deliveries (first, redelivery after
-a retry, duplicate, concurrent duplicate, after an ack), sweeper and reconciler runs, and an
-operator flipping a kill switch or an account's in-flight budget. `invariants.Invariants` checks the
-world after every step; the first violation ends the schedule with `Violation` and its trace.
+a retry, duplicate, concurrent duplicate, after an ack), sweeper and reconciler runs, an
+operator flipping a kill switch or an account's limits, and each process's clock offset (its own
+machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS` off the world's). `invariants.Invariants`
+checks the world after every step; the first violation ends the schedule with `Violation` and its
+trace. `README.md` beside this file tables what is explored against the review's classes.
 
 At the end every process still alive is killed, time moves past every lease, and one clean sweep
 and one clean reconcile run: the final invariants say what the three layers (the `finally`, the
@@ -56,6 +58,12 @@ STALL_SECONDS = 0.6 * SETTINGS.clock_skew_seconds
 """An actor that waited longer than this for the baton was paused. Below the clock skew the
 engine leaves on top of the broker's deadline: a broker call not paused itself (a wait under
 this, then a call under its deadline) ends inside the lease checked just before it."""
+MAX_CLOCK_OFFSET_SECONDS = 0.2 * SETTINGS.clock_skew_seconds
+"""How far one process's clock may be from the world's, either way: two processes' clocks differ
+by up to twice this. With `STALL_SECONDS` it uses up CLOCK_SKEW_SECONDS, the margin the engine
+leaves for both (a wait not counted as a pause, and the other process's clock)."""
+P_CLOCK_OFFSET = 0.5
+"""The chance that a process's clock is off the world's at all."""
 
 MAX_EVENTS = 400
 MAX_DELIVERIES = 6
@@ -65,6 +73,20 @@ P_BROKER_FAULT = 0.12
 P_PAUSE = 0.03
 P_PAUSE_HOT = 0.12
 """Pauses are likelier where they matter most: at commits and broker calls."""
+P_ZOMBIE_LOST_ANSWER = 0.5
+"""A zombie's broker call (paused inside it) loses its answer this often: the order lands while a
+newer attempt may have recorded the intent ended (`ExecutionEngine._settle_lost_answer`)."""
+P_PLACE_FAULT = 0.2
+PLACE_FAULTS = (
+    SimFault.SERVER_ERROR,
+    SimFault.TIMEOUT_AFTER_ACCEPT,
+    SimFault.TIMEOUT_AFTER_ACCEPT,
+    SimFault.GARBAGE_AFTER_ACCEPT,
+    SimFault.REFUSED,  # a 4xx for good: outcome `rejected`, its hold ends
+)
+"""Drawn alike: an answer lost after the broker acted (an order of unknown fate) three times in
+five, since it is what the holds, the redelivery's lookup and the reconciler exist for."""
+READ_FAULTS = (SimFault.SERVER_ERROR, SimFault.GARBAGE_AFTER_ACCEPT, SimFault.REFUSED)
 P_KILL = 0.02
 P_SWITCH = 0.35
 """At a point, the chance that the baton goes back to the scheduler (which picks anew)."""
@@ -144,9 +166,14 @@ class World:
 
     def _clock_point(self) -> datetime:
         actor = self.scheduler.current
-        if actor is not None:
-            self._point(actor, "clock")
-        return self.now
+        if actor is None:
+            return self.now
+        self._point(actor, "clock")
+        return self.clock_of(actor)
+
+    def clock_of(self, actor: Actor) -> datetime:
+        """What `actor`'s clock reads now: the world's time, off by its machine's offset."""
+        return self.now + timedelta(seconds=actor.clock_offset)
 
     def _sleep(self, _seconds: float) -> None:
         actor = self.scheduler.current
@@ -188,7 +215,10 @@ class World:
                 self._unanswered(actor)
             elif roll < P_KILL + pause:
                 actor.state = "paused"
-                actor.resume_at = self.now + timedelta(seconds=self._pause_length(actor))
+                past_lease = label == "broker place"  # the zombie of issue #11
+                actor.resume_at = self.now + timedelta(
+                    seconds=self._pause_length(actor, past_lease=past_lease)
+                )
                 self.inject("process.paused", actor)
                 self.note(f"{actor.name}: paused until {actor.resume_at.strftime('%M:%S')}")
                 self._unanswered(actor)
@@ -225,21 +255,22 @@ class World:
         if operation == "place":  # the call takes time, inside its deadline
             actor.paused_in_place = actor.stalled
             self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS))
-        if not self.faults_on or self.rng.random() >= P_BROKER_FAULT:
+        if not self.faults_on:
             return
-        choices = [SimFault.SERVER_ERROR, SimFault.GARBAGE_AFTER_ACCEPT, SimFault.REFUSED]
-        if operation == "place":
-            choices = [
-                SimFault.SERVER_ERROR,
-                SimFault.TIMEOUT_AFTER_ACCEPT,
-                SimFault.GARBAGE_AFTER_ACCEPT,
-            ]
-        fault = self.rng.choice(choices)
+        zombie = operation == "place" and actor.paused_in_place
+        if zombie and self.rng.random() < P_ZOMBIE_LOST_ANSWER:
+            fault = self.rng.choice([SimFault.TIMEOUT_AFTER_ACCEPT, SimFault.GARBAGE_AFTER_ACCEPT])
+        elif self.rng.random() < (P_PLACE_FAULT if operation == "place" else P_BROKER_FAULT):
+            fault = self.rng.choice(PLACE_FAULTS if operation == "place" else READ_FAULTS)
+        else:
+            return
         self.inject(f"broker.{operation}.{fault.name.lower()}", actor)
         self.broker.inject(operation, fault)
 
     def inject(self, kind: str, actor: Actor | None = None) -> None:
         self.injected[kind] += 1
+        if actor is not None and kind.startswith(("store.", "broker.")):
+            actor.faults += 1
         self.note(f"{actor.name + ': ' if actor else ''}FAULT {kind}")
 
     def note(self, line: str) -> None:
@@ -375,13 +406,15 @@ class World:
         if actor.state == "done":
             self._ended(actor)
 
-    def _pause_length(self, actor: Actor) -> float:
+    def _pause_length(self, actor: Actor, *, past_lease: bool = False) -> float:
         """Short, or aimed at the lease's end (just before, or past it): the lease it holds, or
-        the one it may be about to commit."""
+        the one it may be about to commit. `past_lease` makes the last shape likelier (a pause
+        inside the broker call that outlives the lease: a newer attempt may take over)."""
         expires = self.invariants.lease_expiry(actor)
         if expires is None and actor.kind == "delivery":
             expires = self.now + timedelta(seconds=TTL_SECONDS)
-        shape = self.rng.random()
+        # Past the lease two times in three where `past_lease`, else three in ten.
+        shape = 1.0 - self.rng.random() ** 3 if past_lease else self.rng.random()
         if expires is None or shape < 0.4:
             return self.rng.uniform(0.5, 45.0 if expires is None else 2.5)
         left = (expires - self.now).total_seconds()
@@ -415,13 +448,24 @@ class World:
 
     def _spawn(self, kind: str, name: str, body: Callable[[], Any], **fields: Any) -> Actor:
         count = sum(1 for a in self.actors if a.kind == kind) + 1
-        actor = Actor(name=f"{name}#{count}", kind=kind, body=body, **fields)
+        offset = self._clock_offset() if self.faults_on else 0.0
+        actor = Actor(name=f"{name}#{count}", kind=kind, body=body, clock_offset=offset, **fields)
         self.actors.append(actor)
         self.scheduler.spawn(actor)
+        if offset:
+            self.note(f"{actor.name}: its clock is {offset:+.2f}s off")
         if kind != "delivery":
             self.injected[kind] += 1
             self.note(f"{actor.name}: scheduled")
         return actor
+
+    def _clock_offset(self) -> float:
+        """A process's clock offset: none, either bound, or in between."""
+        if self.rng.random() >= P_CLOCK_OFFSET:
+            return 0.0
+        self.injected["clock.skew"] += 1
+        shape = self.rng.choice([-1.0, 1.0, self.rng.uniform(-1.0, 1.0)])
+        return shape * MAX_CLOCK_OFFSET_SECONDS
 
     def _deliver(self, message: Message, why: str) -> None:
         message.deliveries += 1
@@ -461,12 +505,17 @@ class World:
         return "ack", result
 
     def _sweep(self) -> Any:
-        started = self.now
+        started = self._clock_now()
         expired = self.invariants.lapsed_leases(started)
         return started, expired, self.service.sweeper.sweep()
 
     def _reconcile(self) -> Any:
-        return self.now, self.service.reconciler.reconcile()
+        return self._clock_now(), self.service.reconciler.reconcile()
+
+    def _clock_now(self) -> datetime:
+        """The running actor's clock, read without a point (what the world notes of it)."""
+        actor = self.scheduler.current
+        return self.now if actor is None else self.clock_of(actor)
 
     def _flip_switch(self) -> None:
         path = self.rng.choice(SWITCH_PATHS)
@@ -498,6 +547,7 @@ class World:
             )
         if actor.kind == "delivery":
             self._delivery_ended(actor)
+            self.invariants.at_end(actor)
         elif actor.kind == "sweep":
             started, lapsed, report = actor.result
             self.note(f"{actor.name}: done {report.as_dict()}")
@@ -542,9 +592,10 @@ class World:
                 self.note(f"{actor.name}: killed at the end")
         self.invariants.after_step()
         self.faults_on = False
-        # Past every lease and the last broker call it allowed: the reconciler settles every hold.
+        # Past every lease (by every clock) and the last broker call it allowed: the reconciler
+        # settles every hold.
         last_call = SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds
-        self._advance(TTL_SECONDS + last_call + 1.0, "time passes")
+        self._advance(TTL_SECONDS + last_call + 2 * MAX_CLOCK_OFFSET_SECONDS + 1.0, "time passes")
         for kind, body in (("sweep", self._sweep), ("reconcile", self._reconcile)):
             actor = self._spawn(kind, f"final-{kind}", body)
             while actor.state != "done":
