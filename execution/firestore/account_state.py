@@ -29,6 +29,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from execution.account_state import AccountLimits, Admitted, Hold, utc_day
 from execution.documents import AccountSettings, MalformedAccountError, leases_to_document
 from execution.documents import state_from_document as state_from_document
+from execution.firestore import lean_writes
 from execution.firestore.paths import INFLIGHT as INFLIGHT
 from execution.firestore.paths import inflight_ref
 from execution.models import Outcome
@@ -77,10 +78,10 @@ def stage_admission(
         "updated_at": now,
     }
     if snapshot.exists:
-        option = firestore.Client.write_option(last_update_time=snapshot.update_time)
-        batch.update(snapshot.reference, fields, option=option)
+        lean_writes.update(batch, snapshot.reference, fields, last_update_time=snapshot.update_time)
     else:
-        batch.create(
+        lean_writes.create(
+            batch,
             snapshot.reference,
             {"tenant_id": tenant_id, "broker_account_id": broker_account_id, **fields},
         )
@@ -122,8 +123,7 @@ def add_placed_order(
     }
     if ending_lease_id is not None:
         fields["leases"] = {ending_lease_id: firestore.DELETE_FIELD}
-    ref = inflight_ref(db, placed.tenant_id, placed.broker_account_id)
-    batch.set(ref, fields, merge=True)
+    lean_writes.merge(batch, inflight_ref(db, placed.tenant_id, placed.broker_account_id), fields)
 
 
 def end_lease(

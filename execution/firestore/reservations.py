@@ -51,6 +51,7 @@ from execution.account_state import Admitted, Lease, Refused, admit
 from execution.clock import Clock
 from execution.documents import ended_fields, reservation_from_document, reservation_to_document
 from execution.errors import LimitWaitError, ReservationContentionError
+from execution.firestore import lean_writes
 from execution.firestore.account_state import (
     limits_from_account,
     log_kept_hold,
@@ -257,10 +258,9 @@ class FirestoreReservationManager:
         batch = self._db.batch()
         res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
         if existing is None:
-            batch.create(res_doc, record_to_document(record))
+            lean_writes.create(batch, res_doc, record_to_document(record))
         else:
-            option = self._db.write_option(last_update_time=version)
-            batch.update(res_doc, record_to_document(record), option=option)
+            lean_writes.update(batch, res_doc, record_to_document(record), last_update_time=version)
         if isinstance(admission, Admitted):
             stage_admission(
                 batch,
@@ -471,8 +471,7 @@ class FirestoreReservationHandle:
             known.version, known.counted = version, current.counted_lease_id
         now = self._clock()
         batch = self._db.batch()
-        fence = self._db.write_option(last_update_time=known.version)
-        kept = self._stage_end(batch, ending, known, now, fence)
+        kept = self._stage_end(batch, ending, known, now)
         retry = self._commit_end(batch, known)
         if retry is not None:
             return retry
@@ -508,10 +507,9 @@ class FirestoreReservationHandle:
         ending: _Ending,
         known: _Known,
         now: datetime,
-        fence: Any,
     ) -> str | None:
-        """Stage the account state's end (or kept hold) and the reservation's end under `fence`
-        (the precondition on the version we know); the hold kept counting the intent, if any."""
+        """Stage the account state's end (or kept hold) and the reservation's end, fenced by the
+        version we know (the precondition); the hold kept counting the intent, if any."""
         kept = stage_attempt_end(
             batch,
             self._db,
@@ -528,10 +526,11 @@ class FirestoreReservationHandle:
             released_at=now,
             purge_at=now + self._retention,
         )
-        batch.update(
+        lean_writes.update(
+            batch,
             self._doc(),
             {**ended, "broker_order_id": ending.broker_order_id, "counted_lease_id": kept},
-            option=fence,
+            last_update_time=known.version,
         )
         return kept
 
