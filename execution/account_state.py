@@ -36,6 +36,18 @@ first), by the fenced-release settle, or by the reconciler (`execution.reconcile
 broker for each hold whose last broker call can no longer land. Positions live here, not in the
 reservations, so the TTL policy purging old reservations never resets them.
 
+Every account keeps `positions` and `placed_orders`, limited or not. Keeping them only once a
+limit is set would spare an account without limits one write per placed order (two increments
+merged into the release's batch: ~40 µs of client CPU, `execution.firestore.lean_writes`) and
+the decoding of a small document at each opening read; but a limit set later would then have
+to learn the account's past from its reservations, which the TTL policy purges after
+RESERVATION_RETENTION_DAYS (an older position would silently reset to what is left, the very
+fault #12 closed), and an intent acquired before the limit was set and placed after the
+back-fill was read would be counted by neither. So the counts are kept from the first order on.
+Only today's `placed_orders` count is ever decided on: an admission rewrites the map to today's,
+and a placed release deletes the past days it saw when its acquire read the state (an account
+without limits has no admission), so the map never grows by a key per trading day.
+
 Each limit is decided on the worst case: every hold is assumed to be placed. Where the limit
 fails even with no hold, it can never pass while the state lasts: the intent is refused (outcome
 `rejected` with the named reason). Where only holds make it fail, it may pass once they end: the

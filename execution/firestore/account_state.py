@@ -19,6 +19,7 @@ a concurrent acquire that read the older version then fails its precondition and
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -105,9 +106,13 @@ def add_placed_order(
     placed: PlacedOrder,
     *,
     ending_lease_id: str | None = None,
+    order_days: Iterable[str] = (),
 ) -> None:
     """Add "this intent was placed" to `batch`: its quantity joins the position, the day's count
     grows by one, and `ending_lease_id` (its counted lease, if any) leaves the in-flight map.
+    The days of `order_days` (what the account's `placed_orders` held when read) before the
+    order's own are deleted: only today's count is ever decided on, and an account without
+    limits has no admission to prune them.
 
     The one way an order enters the account state: the release of `placed` and the repair of a
     record that learns its order late both call it. It increments without reading, so it must
@@ -115,11 +120,15 @@ def add_placed_order(
     fenced update).
     """
     signed = placed.qty if placed.side == "buy" else -placed.qty
-    # Only the two increments: every release of an order of every account writes this, so each
-    # field costs every intent (encoded here, decoded by every opening read of the account).
+    today = utc_day(placed.placed_at)
+    counts: dict[str, Any] = {day: firestore.DELETE_FIELD for day in order_days if day < today}
+    counts[today] = firestore.Increment(1)
+    # Only the two increments (and, once a day, the past days' deletes): every release of an
+    # order of every account writes this, so each field costs every intent (encoded here,
+    # decoded by every opening read of the account).
     fields: dict[str, Any] = {
         "positions": {placed.symbol: firestore.Increment(signed)},
-        "placed_orders": {utc_day(placed.placed_at): firestore.Increment(1)},
+        "placed_orders": counts,
     }
     if ending_lease_id is not None:
         fields["leases"] = {ending_lease_id: firestore.DELETE_FIELD}
@@ -149,6 +158,7 @@ def stage_attempt_end(
     *,
     counted_lease_id: str | None,
     fate_unknown: bool,
+    order_days: Iterable[str] = (),
 ) -> str | None:
     """Stage what the end of `record`'s attempt does to its account's state; the hold the record
     keeps (its `counted_lease_id`), or None.
@@ -164,7 +174,7 @@ def stage_attempt_end(
         placed = PlacedOrder(
             record.tenant_id, record.broker_account_id, record.symbol, record.side, record.qty, now
         )
-        add_placed_order(batch, db, placed, ending_lease_id=counted_lease_id)
+        add_placed_order(batch, db, placed, ending_lease_id=counted_lease_id, order_days=order_days)
         return None
     if counted_lease_id is None:
         return None
@@ -177,6 +187,17 @@ def stage_attempt_end(
             {FieldPath("leases", counted_lease_id, "expires_at").to_api_repr(): now},
         )
     return counted_lease_id
+
+
+def order_days_in(snapshot: Snapshot | None) -> tuple[str, ...]:
+    """The days an account-state snapshot's `placed_orders` counts (none where it holds none)."""
+    if snapshot is None or not snapshot.exists:
+        return ()
+    try:
+        counts = snapshot.get("placed_orders")
+    except KeyError:
+        return ()
+    return tuple(day for day in counts if isinstance(day, str)) if isinstance(counts, dict) else ()
 
 
 def holds_in(data: dict[str, Any], path: str) -> list[Hold]:

@@ -8,7 +8,11 @@ times (`support.Attempts`: the one loop of acquire and release, each attempt a r
 a batch and a commit). An invocation that read the account and in-flight documents at its start
 passes them as `budget_read`: the first attempt then creates the reservation without reading it,
 since a fresh intent's document does not exist yet; where it does (a redelivery, a duplicate),
-the `create` fails and the next attempt reads all three, at once. The emulator's pessimistic
+the `create` fails with `AlreadyExists` and the next attempt reads the reservation alone, deciding
+with the opening read's account: a duplicate needs nothing more. A take-over on an account that
+counts a limit, a lost precondition on its state, or a state created meanwhile reads all three
+again, at once, since a limit is decided on the state as it is now. The batch's writes are
+encoded by `execution.firestore.lean_writes` (the library's own `Write` messages, cheaper). The emulator's pessimistic
 transactions livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1);
 preconditions never hold a lock, so contention is cheap and always ends.
 
@@ -55,6 +59,7 @@ from execution.firestore import lean_writes
 from execution.firestore.account_state import (
     limits_from_account,
     log_kept_hold,
+    order_days_in,
     stage_admission,
     stage_attempt_end,
     state_from_document,
@@ -118,11 +123,14 @@ def budget_refs(
 
 @dataclass(frozen=True)
 class _AcquireRead:
-    """What one acquire attempt decides on; `reservation` is None where it was not read."""
+    """What one acquire attempt decides on; `reservation` is None where it was not read, and
+    `state_current` False where the account and its state are the opening read's, older than
+    the reservation's read."""
 
     reservation: Snapshot | None
     account: Snapshot
     state: Snapshot
+    state_current: bool = True
 
 
 class FirestoreReservationManager:
@@ -189,17 +197,28 @@ class FirestoreReservationManager:
         riders: StagedWrites | None,
     ) -> Acquisition:
         """Attempt until an answer, a bounded number of times; see `acquire`."""
-        # The optimistic create decides on the opening read, once: it is not a race lost, so it
-        # takes no attempt of the budget and no pause.
-        opening = [] if budget_read is None else [budget_read]
-        optimistic = iter([_AcquireRead(None, read.account, read.inflight) for read in opening])
+        # The optimistic create decides on the opening read, once. Where it fails (the intent
+        # has a record: a redelivery, a duplicate), the reservation alone is read next, with the
+        # opening read for the rest: a duplicate needs nothing else (3 documents read, not 5).
+        # Neither is a race lost, so they take no attempt of the budget and no pause.
+        first_reads: list[Callable[[], _AcquireRead]] = []
+        if budget_read is not None:
+            opening = budget_read
+            first_reads = [
+                lambda: _AcquireRead(None, opening.account, opening.inflight),
+                lambda: self._read_record(request, opening),
+            ]
+        free_attempts = len(first_reads)
 
         def attempt(_: int) -> Acquisition | Retry:
-            read = next(optimistic, None) or self._read(request)
-            return self._attempt(request, read, lease_id, riders)
+            read = first_reads.pop(0)() if first_reads else self._read(request)
+            answer = self._attempt(request, read, lease_id, riders)
+            if isinstance(answer, _ReadAll):
+                first_reads.clear()
+            return answer
 
         attempts = Attempts[Acquisition](
-            limit=self._max_attempts + len(opening),
+            limit=self._max_attempts + free_attempts,
             pause=self._pause,
             exhausted=lambda: ReservationContentionError(
                 f"reservation of {request.client_intent_id!r} lost {self._max_attempts} "
@@ -221,6 +240,14 @@ class FirestoreReservationManager:
             snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
         )
 
+    def _read_record(self, request: ReservationRequest, opening: BudgetRead) -> _AcquireRead:
+        """The reservation alone, with the opening read's account and state."""
+        with store_errors("reservation read"):
+            snapshot = reservation_ref(self._db, request.tenant_id, request.client_intent_id).get(
+                **self._policy.kwargs()
+            )
+        return _AcquireRead(snapshot, opening.account, opening.inflight, state_current=False)
+
     def _attempt(
         self,
         request: ReservationRequest,
@@ -236,16 +263,20 @@ class FirestoreReservationManager:
             version = read.reservation.update_time
         if existing is not None and existing.lease_id == lease_id:
             # An earlier commit of ours landed although its answer was lost.
-            return Acquired(self._handle(existing, version, riders))
+            return Acquired(self._handle(existing, version, riders, read))
         now = self._clock()
         if decide_acquire(existing, request, now) is AcquireAction.DUPLICATE:
             assert existing is not None
             return AlreadyExecuted(existing)
+        if not read.state_current and _writes_account_state(
+            request, BudgetRead(read.account, read.state)
+        ):
+            return _ReadAll()  # a limit is decided on the state as it is now: read it
         try:
             admission = self._admission(request, read, now, lease_id)
         except LimitWaitError:
             if read.reservation is None:
-                return Retry(pause=False)  # unread: a duplicate needs no limit; read it first
+                return _ReadAll()  # unread: a duplicate needs no limit; read it first
             raise
         record = new_record(
             request,
@@ -255,9 +286,30 @@ class FirestoreReservationManager:
             ttl=self._ttl,
             counts_against_budget=isinstance(admission, Admitted),
         )
+        batch = self._acquire_batch(record, read, version=version, admission=admission, now=now)
+        written = self._commit(batch, request, read)
+        if isinstance(written, Exception):
+            if read.reservation is None and not _lost_to_the_record(written, admission, read):
+                return _ReadAll()
+            return Retry(pause=read.reservation is not None)
+        refused = admission.reason if isinstance(admission, Refused) else None
+        _log_acquired(request, record, took_over=existing is not None, refused=refused)
+        return Acquired(self._handle(record, written, riders, read), refused)
+
+    def _acquire_batch(
+        self,
+        record: ReservationRecord,
+        read: _AcquireRead,
+        *,
+        version: Any,
+        admission: Admitted | Refused | None,
+        now: datetime,
+    ) -> firestore.WriteBatch:
+        """The reservation's create (or, where it exists, its update held to `version`) and the
+        admitted account state, in one batch."""
         batch = self._db.batch()
-        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
-        if existing is None:
+        res_doc = reservation_ref(self._db, record.tenant_id, record.client_intent_id)
+        if version is None:
             lean_writes.create(batch, res_doc, record_to_document(record))
         else:
             lean_writes.update(batch, res_doc, record_to_document(record), last_update_time=version)
@@ -267,15 +319,10 @@ class FirestoreReservationManager:
                 read.state,
                 admission,
                 now=now,
-                tenant_id=request.tenant_id,
-                broker_account_id=request.broker_account_id,
+                tenant_id=record.tenant_id,
+                broker_account_id=record.broker_account_id,
             )
-        written = self._commit(batch, request, read)
-        if written is None:
-            return Retry(pause=read.reservation is not None)
-        refused = admission.reason if isinstance(admission, Refused) else None
-        _log_acquired(request, record, took_over=existing is not None, refused=refused)
-        return Acquired(self._handle(record, written, riders), refused)
+        return batch
 
     def _admission(
         self, request: ReservationRequest, read: _AcquireRead, now: datetime, lease_id: str
@@ -315,7 +362,7 @@ class FirestoreReservationManager:
     def _commit(
         self, batch: firestore.WriteBatch, request: ReservationRequest, read: _AcquireRead
     ) -> Any:
-        """The reservation's new update time, or None where a precondition lost its race."""
+        """The reservation's new update time, or the error of a precondition that lost its race."""
         try:
             with store_errors("reservation commit"):
                 return batch.commit(**self._policy.kwargs())[0].update_time
@@ -328,10 +375,14 @@ class FirestoreReservationManager:
                 error=type(exc).__name__,
                 read_first=read.reservation is not None,
             )
-            return None
+            return exc
 
     def _handle(
-        self, record: ReservationRecord, version: Any, riders: StagedWrites | None
+        self,
+        record: ReservationRecord,
+        version: Any,
+        riders: StagedWrites | None,
+        read: _AcquireRead | None = None,
     ) -> FirestoreReservationHandle:
         return FirestoreReservationHandle(
             self._db,
@@ -344,6 +395,7 @@ class FirestoreReservationManager:
             max_attempts=self._max_attempts,
             pause=self._pause,
             turns=self._turns,
+            order_days=order_days_in(read.state if read is not None else None),
         )
 
     def _pause(self, attempt: int) -> None:
@@ -386,7 +438,10 @@ class FirestoreReservationHandle:
         max_attempts: int,
         pause: Callable[[int], None],
         turns: AccountTurns | None = None,
+        order_days: tuple[str, ...] = (),
     ) -> None:
+        """`order_days`: the days the account state's `placed_orders` held when acquire read it
+        (a placed release prunes the past ones)."""
         self._db = db
         self._record = record
         # The update time of the document as this lease wrote it: while it still matches, the
@@ -400,6 +455,7 @@ class FirestoreReservationHandle:
         self._max_attempts = max_attempts
         self._pause = pause
         self._turns = turns
+        self._order_days = order_days
         self._released: ReleaseResult | None = None
 
     @property
@@ -518,6 +574,7 @@ class FirestoreReservationHandle:
             now,
             counted_lease_id=known.counted,
             fate_unknown=ending.fate_unknown,
+            order_days=self._order_days,
         )
         ended = ended_fields(
             ReservationStatus.RELEASED,
@@ -602,6 +659,23 @@ class _Known:
     version: Any
     counted: str | None
     riders: StagedWrites | None
+
+
+def _lost_to_the_record(
+    lost: Exception, admission: Admitted | Refused | None, read: _AcquireRead
+) -> bool:
+    """Whether an unread create failed because the reservation exists (then it alone is read
+    next): `AlreadyExists` from a batch that created nothing else. A lost precondition on the
+    account state, or a state created concurrently, is read again whole."""
+    creates_state = isinstance(admission, Admitted) and not read.state.exists
+    return isinstance(lost, gexc.AlreadyExists) and not creates_state
+
+
+class _ReadAll(Retry):
+    """Attempt again on a read of all three documents (no pause: no race was lost)."""
+
+    def __init__(self) -> None:
+        super().__init__(pause=False)
 
 
 def _writes_account_state(request: ReservationRequest, budget_read: BudgetRead | None) -> bool:
