@@ -79,7 +79,8 @@ def stage_admission(
         "updated_at": now,
     }
     if snapshot.exists:
-        lean_writes.update(batch, snapshot.reference, fields, last_update_time=snapshot.update_time)
+        option = firestore.Client.write_option(last_update_time=snapshot.update_time)
+        lean_writes.update(batch, snapshot.reference, fields, option=option)
     else:
         lean_writes.create(
             batch,

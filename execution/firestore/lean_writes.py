@@ -23,7 +23,7 @@ from typing import Any
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
-from google.cloud.firestore_v1 import transforms
+from google.cloud.firestore_v1 import _helpers, transforms
 from google.cloud.firestore_v1.field_path import FieldPath
 from google.cloud.firestore_v1.types import common, document, write
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -64,25 +64,16 @@ def update(
     ref: firestore.DocumentReference,
     data: Mapping[str, Any],
     *,
-    last_update_time: datetime | None = None,
+    option: Any = None,
 ) -> None:
-    """`batch.update(ref, data, option=...)` of top-level fields: conditioned on the document's
-    `last_update_time` where given, else on its existence."""
+    """`batch.update(ref, data, option=option)` of top-level fields: held to the last update
+    time of `option` (`Client.write_option(last_update_time=...)`), else to existence."""
     try:
         fields = _fields(_top_level(batch, data))
+        precondition = _precondition(option)
     except _Unsupported:
-        option = (
-            None
-            if last_update_time is None
-            else firestore.Client.write_option(last_update_time=last_update_time)
-        )
         batch.update(ref, dict(data), option=option)
         return
-    precondition = (
-        _Precondition(exists=True)
-        if last_update_time is None
-        else _Precondition(update_time=_precondition_time(last_update_time))
-    )
     pb = _Write(
         update=_Document(name=ref._document_path, fields=fields),
         update_mask=_DocumentMask(field_paths=sorted(data)),
@@ -210,6 +201,15 @@ def _timestamp(value: datetime) -> Any:
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     seconds, micro = divmod(micros, 1_000_000)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=micro * 1_000)
+
+
+def _precondition(option: Any) -> Any:
+    """The precondition `option` sets, as its `modify_write` would (only "last update time")."""
+    if option is None:
+        return _Precondition(exists=True)
+    if not isinstance(option, _helpers.LastUpdateOption):
+        raise _Unsupported
+    return _Precondition(update_time=_precondition_time(option._last_update_time))
 
 
 def _precondition_time(value: datetime) -> Any:

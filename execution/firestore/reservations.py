@@ -11,10 +11,10 @@ since a fresh intent's document does not exist yet; where it does (a redelivery,
 the `create` fails with `AlreadyExists` and the next attempt reads the reservation alone, deciding
 with the opening read's account: a duplicate needs nothing more. A take-over on an account that
 counts a limit, a lost precondition on its state, or a state created meanwhile reads all three
-again, at once, since a limit is decided on the state as it is now. The batch's writes are
-encoded by `execution.firestore.lean_writes` (the library's own `Write` messages, cheaper). The emulator's pessimistic
+again, at once, since a limit is decided on the state as it is now. The emulator's pessimistic
 transactions livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1);
-preconditions never hold a lock, so contention is cheap and always ends.
+preconditions never hold a lock, so contention is cheap and always ends. The batches' writes
+are encoded by `execution.firestore.lean_writes` (the library's own `Write` messages, cheaper).
 
 Within one process the writers of one limited account's state document take turns
 (`execution.firestore.account_turns`): an acquire holds the account's turn from its read to its
@@ -312,7 +312,8 @@ class FirestoreReservationManager:
         if version is None:
             lean_writes.create(batch, res_doc, record_to_document(record))
         else:
-            lean_writes.update(batch, res_doc, record_to_document(record), last_update_time=version)
+            option = self._db.write_option(last_update_time=version)
+            lean_writes.update(batch, res_doc, record_to_document(record), option=option)
         if isinstance(admission, Admitted):
             stage_admission(
                 batch,
@@ -527,7 +528,8 @@ class FirestoreReservationHandle:
             known.version, known.counted = version, current.counted_lease_id
         now = self._clock()
         batch = self._db.batch()
-        kept = self._stage_end(batch, ending, known, now)
+        fence = self._db.write_option(last_update_time=known.version)
+        kept = self._stage_end(batch, ending, known, now, fence)
         retry = self._commit_end(batch, known)
         if retry is not None:
             return retry
@@ -563,9 +565,10 @@ class FirestoreReservationHandle:
         ending: _Ending,
         known: _Known,
         now: datetime,
+        fence: Any,
     ) -> str | None:
-        """Stage the account state's end (or kept hold) and the reservation's end, fenced by the
-        version we know (the precondition); the hold kept counting the intent, if any."""
+        """Stage the account state's end (or kept hold) and the reservation's end under `fence`
+        (the precondition on the version we know); the hold kept counting the intent, if any."""
         kept = stage_attempt_end(
             batch,
             self._db,
@@ -587,7 +590,7 @@ class FirestoreReservationHandle:
             batch,
             self._doc(),
             {**ended, "broker_order_id": ending.broker_order_id, "counted_lease_id": kept},
-            last_update_time=known.version,
+            option=fence,
         )
         return kept
 

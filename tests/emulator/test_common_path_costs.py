@@ -10,7 +10,7 @@ do, or the map would grow by a key every trading day for as long as the account 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,14 +48,6 @@ class DocumentReads:
             return call(*args, request=request, **kwargs)
 
         return counted
-
-
-@pytest.fixture
-def counted_db(db: firestore.Client) -> Iterator[firestore.Client]:
-    """A client of its own, so that counting its reads cannot count another test's."""
-    client = firestore.Client(project=db.project)
-    yield client
-    client.close()
 
 
 def set_account(

@@ -101,7 +101,7 @@ def test_a_fenced_update_is_the_librarys(db: firestore.Client, version: datetime
     option = firestore.Client.write_option(last_update_time=version)
     _same(
         db,
-        lambda b: lean_writes.update(b, _ref(db), data, last_update_time=version),
+        lambda b: lean_writes.update(b, _ref(db), data, option=option),
         lambda b: b.update(_ref(db), data, option=option),
     )
 
