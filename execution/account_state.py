@@ -44,8 +44,9 @@ to learn the account's past from its reservations, which the TTL policy purges a
 RESERVATION_RETENTION_DAYS (an older position would silently reset to what is left, the very
 fault #12 closed), and an intent acquired before the limit was set and placed after the
 back-fill was read would be counted by neither. So the counts are kept from the first order on.
-Only today's `placed_orders` count is ever decided on: an admission rewrites the map to today's,
-and a placed release deletes the past days it saw when its acquire read the state (an account
+Only today's `placed_orders` count is decided on, and yesterday's is kept for an instance whose
+clock is still on it (`first_kept_day`): an admission rewrites the map to those two days, and a
+placed release deletes the older days it saw when its acquire read the state (an account
 without limits has no admission), so the map never grows by a key per trading day.
 
 Each limit is decided on the worst case: every hold is assumed to be placed. Where the limit
@@ -58,7 +59,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from execution.errors import BudgetWaitError, InvalidIntentError, LimitWaitError
 
@@ -127,6 +128,18 @@ def utc_day(moment: datetime) -> str:
     return moment.date().isoformat()
 
 
+def first_kept_day(moment: datetime) -> str:
+    """The oldest `placed_orders` key kept at `moment`: yesterday's. Instances' clocks differ by
+    up to CLOCK_SKEW_SECONDS, so at midnight one may still admit on the day another has left:
+    the old day's count must outlive the new day's first writes, or it reads as empty."""
+    return utc_day(moment - timedelta(days=1))
+
+
+def _recent_days(state: AccountState, now: datetime) -> dict[str, int]:
+    oldest = first_kept_day(now)
+    return {day: count for day, count in state.placed_orders.items() if day >= oldest}
+
+
 @dataclass(frozen=True)
 class Admitted:
     """The lease fits every limit: the state to write with the reservation."""
@@ -183,7 +196,7 @@ def admit(
     waits = [check for check in checks if isinstance(check, LimitWaitError)]
     if waits:
         raise waits[0]
-    return Admitted({**others, lease_id: lease}, {today: placed_today})
+    return Admitted({**others, lease_id: lease}, {**_recent_days(state, now), today: placed_today})
 
 
 def _live(holds: dict[str, Lease], now: datetime) -> dict[str, Lease]:

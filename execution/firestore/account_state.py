@@ -11,9 +11,10 @@ why one document carries every limit)::
     positions      {symbol: net quantity placed}          only ever incremented
     placed_orders  {"YYYY-MM-DD": orders placed that UTC day}
 
-An acquire rewrites `leases` and `placed_orders` (pruned to today) under a precondition on the
-`update_time` it read. Everything else only increments or deletes single fields, without reading:
-a concurrent acquire that read the older version then fails its precondition and reads again.
+An acquire rewrites `leases` and `placed_orders` (pruned to yesterday and today) under a
+precondition on the `update_time` it read. Everything else only increments or deletes single
+fields, without reading: a concurrent acquire that read the older version then fails its
+precondition and reads again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from execution.account_state import AccountLimits, Admitted, Hold, utc_day
+from execution.account_state import AccountLimits, Admitted, Hold, first_kept_day, utc_day
 from execution.documents import AccountSettings, MalformedAccountError, leases_to_document
 from execution.documents import state_from_document as state_from_document
 from execution.firestore import lean_writes
@@ -111,9 +112,9 @@ def add_placed_order(
 ) -> None:
     """Add "this intent was placed" to `batch`: its quantity joins the position, the day's count
     grows by one, and `ending_lease_id` (its counted lease, if any) leaves the in-flight map.
-    The days of `order_days` (what the account's `placed_orders` held when read) before the
-    order's own are deleted: only today's count is ever decided on, and an account without
-    limits has no admission to prune them.
+    The days of `order_days` (what the account's `placed_orders` held when read) before
+    yesterday are deleted (`first_kept_day`): an account without limits has no admission to
+    prune them.
 
     The one way an order enters the account state: the release of `placed` and the repair of a
     record that learns its order late both call it. It increments without reading, so it must
@@ -121,9 +122,9 @@ def add_placed_order(
     fenced update).
     """
     signed = placed.qty if placed.side == "buy" else -placed.qty
-    today = utc_day(placed.placed_at)
-    counts: dict[str, Any] = {day: firestore.DELETE_FIELD for day in order_days if day < today}
-    counts[today] = firestore.Increment(1)
+    oldest = first_kept_day(placed.placed_at)
+    counts: dict[str, Any] = {day: firestore.DELETE_FIELD for day in order_days if day < oldest}
+    counts[utc_day(placed.placed_at)] = firestore.Increment(1)
     # Only the two increments (and, once a day, the past days' deletes): every release of an
     # order of every account writes this, so each field costs every intent (encoded here,
     # decoded by every opening read of the account).

@@ -3,8 +3,9 @@
 A duplicate delivery (Pub/Sub delivers at least once) answers from the recorded reservation: it
 reads the account and its state when the invocation opens, and then the reservation alone, never
 the account and its state a second time. And an account's state keeps only today's orders-placed
-count: an account without limits has no admission to prune the past days, so its placed releases
-do, or the map would grow by a key every trading day for as long as the account trades.
+count and yesterday's (for an instance whose clock is still on it): an account without limits
+has no admission to prune the older days, so its placed releases do, or the map would grow by a
+key every trading day for as long as the account trades.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def test_a_duplicate_delivery_reads_its_account_state_and_reservation_once_each(
 
 
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
-def test_a_placed_order_leaves_only_todays_count_and_every_position(
+def test_a_placed_order_leaves_only_todays_and_yesterdays_counts_and_every_position(
     db: firestore.Client, limits: dict[str, Any]
 ) -> None:
     clock = FakeClock(datetime(2026, 12, 1, 15, 0, tzinfo=UTC))
@@ -102,5 +103,25 @@ def test_a_placed_order_leaves_only_todays_count_and_every_position(
     assert service.engine.execute_intent(intent).outcome is Outcome.PLACED
 
     stored = state.get().to_dict() or {}
-    assert stored["placed_orders"] == {"2026-12-01": 3}
+    assert stored["placed_orders"] == {"2026-11-30": 7, "2026-12-01": 3}
     assert stored["positions"] == {"AAPL": 7.0, "MSFT": -3.0}
+
+
+def test_an_instance_whose_clock_is_still_on_yesterday_sees_yesterdays_count(
+    db: firestore.Client,
+) -> None:
+    # Two instances' clocks differ by up to CLOCK_SKEW_SECONDS: at midnight one is on the new
+    # day while the other still admits intents on the old one. The old day's count must survive
+    # the new day's first writes, or the late instance finds it empty and admits past the limit.
+    ahead = FakeClock(datetime(2026, 12, 2, 0, 0, 2, tzinfo=UTC))
+    behind = FakeClock(datetime(2026, 12, 1, 23, 59, 58, tzinfo=UTC))
+    account_id = unique("acct")
+    first, late = (make_intent(broker_account_id=account_id) for _ in range(2))
+    set_account(db, first.tenant_id, account_id, {"max_daily_orders": 1})
+    inflight_ref(db, first.tenant_id, account_id).set({"placed_orders": {"2026-12-01": 1}})
+
+    assert emulator_service(db, ahead).engine.execute_intent(first).outcome is Outcome.PLACED
+    result = emulator_service(db, behind).engine.execute_intent(late)
+
+    assert result.outcome is Outcome.REJECTED
+    assert (result.reason or "").startswith("max_daily_orders_reached")
