@@ -11,7 +11,8 @@ own `create`, `update` (with a last-update-time precondition, or "exists") and
 for message, for every shape the adapters write. They accept what our documents hold: None,
 bool, int, float, str, datetime and maps of those (and, in `merge`, `Increment` and
 `DELETE_FIELD`); anything else (a list, bytes, a key the library would read as a path) is handed
-to the library's own method, so a value is never encoded differently, only faster.
+to the library's own method, so a value is never encoded differently, only faster. A library
+upgrade that encodes otherwise fails those tests before it can reach a deployment.
 """
 
 from __future__ import annotations
