@@ -6,8 +6,9 @@ in each tree, in a child process whose imports come from that tree, against one 
 
 - CPU seconds per intent: `time.process_time()` (this process, every thread: our code, the client
   library, gRPC) over N intents, with 1 thread and with 8. Throughput on these machines is bound
-  by the client's CPU under the GIL, and CPU time, unlike wall time, barely moves with the load
-  other processes put on the machine.
+  by the client's CPU under the GIL, and CPU time moves far less than wall time with the load
+  other processes put on the machine (a heavy load still inflates it: compare trees measured in
+  one run, which this tool alternates).
 - cProfile over N intents on 1 thread: Python calls per intent, and the functions that cost most
   (own time) and are called most, per intent.
 
