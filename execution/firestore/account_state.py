@@ -11,7 +11,7 @@ why one document carries every limit)::
     positions      {symbol: net quantity placed}          only ever incremented
     placed_orders  {"YYYY-MM-DD": orders placed that UTC day}
 
-An acquire rewrites `leases` and `placed_orders` (days before yesterday pruned) under a
+An acquire rewrites `leases` and `placed_orders` (pruned to yesterday and today) under a
 precondition on the `update_time` it read. Everything else only increments or deletes single
 fields, without reading: a concurrent acquire that read the older version then fails its
 precondition and reads again.
@@ -20,6 +20,7 @@ precondition and reads again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,9 +28,18 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from execution.account_state import AccountLimits, AccountState, Admitted, Hold, Lease, utc_day
+from execution.account_state import (
+    AccountLimits,
+    AccountState,
+    Admitted,
+    Hold,
+    Lease,
+    first_kept_day,
+    utc_day,
+)
 from execution.documents import AccountSettings, MalformedAccountError, leases_to_document
 from execution.documents import state_from_document as state_from_document
+from execution.firestore import lean_writes
 from execution.firestore.account_turns import KnownState
 from execution.firestore.paths import INFLIGHT as INFLIGHT
 from execution.firestore.paths import inflight_ref
@@ -81,9 +91,10 @@ def stage_admission(
     }
     if snapshot.exists:
         option = firestore.Client.write_option(last_update_time=snapshot.update_time)
-        batch.update(snapshot.reference, fields, option=option)
+        lean_writes.update(batch, snapshot.reference, fields, option=option)
     else:
-        batch.create(
+        lean_writes.create(
+            batch,
             snapshot.reference,
             {"tenant_id": tenant_id, "broker_account_id": broker_account_id, **fields},
         )
@@ -108,9 +119,13 @@ def add_placed_order(
     *,
     ending_lease_id: str | None = None,
     version: Any = None,
+    order_days: Iterable[str] = (),
 ) -> None:
     """Add "this intent was placed" to `batch`: its quantity joins the position, the day's count
     grows by one, and `ending_lease_id` (its counted lease, if any) leaves the in-flight map.
+    The days of `order_days` (what the account's `placed_orders` held when read) before
+    yesterday are deleted (`first_kept_day`): an account without limits has no admission to
+    prune them.
 
     The one way an order enters the account state: the release of `placed` and the repair of a
     record that learns its order late both call it. It increments without reading, so it must
@@ -118,26 +133,30 @@ def add_placed_order(
     fenced update). `version`, where given, is the `update_time` the document must still have.
     """
     signed = placed.qty if placed.side == "buy" else -placed.qty
+    oldest = first_kept_day(placed.placed_at)
+    counts: dict[str, Any] = {day: firestore.DELETE_FIELD for day in order_days if day < oldest}
+    counts[utc_day(placed.placed_at)] = firestore.Increment(1)
     ref = inflight_ref(db, placed.tenant_id, placed.broker_account_id)
     if version is not None:
         # The same change as a field-path update, which (unlike `set`) takes a precondition.
         changes: dict[tuple[str, str], Any] = {
-            ("positions", placed.symbol): firestore.Increment(signed),
-            ("placed_orders", utc_day(placed.placed_at)): firestore.Increment(1),
+            ("positions", placed.symbol): firestore.Increment(signed)
         }
+        changes.update({("placed_orders", day): count for day, count in counts.items()})
         if ending_lease_id is not None:
             changes[("leases", ending_lease_id)] = firestore.DELETE_FIELD
         batch.update(ref, _by_field_path(changes), option=_precondition(version))
         return
-    # Only the two increments: every release of an order of every account writes this, so each
-    # field costs every intent (encoded here, decoded by every opening read of the account).
+    # Only the two increments (and, once a day, the past days' deletes): every release of an
+    # order of every account writes this, so each field costs every intent (encoded here,
+    # decoded by every opening read of the account).
     fields: dict[str, Any] = {
         "positions": {placed.symbol: firestore.Increment(signed)},
-        "placed_orders": {utc_day(placed.placed_at): firestore.Increment(1)},
+        "placed_orders": counts,
     }
     if ending_lease_id is not None:
         fields["leases"] = {ending_lease_id: firestore.DELETE_FIELD}
-    batch.set(ref, fields, merge=True)
+    lean_writes.merge(batch, ref, fields)
 
 
 def end_lease(
@@ -185,6 +204,7 @@ def stage_attempt_end(
     counted_lease_id: str | None,
     fate_unknown: bool,
     known: KnownState | None = None,
+    order_days: Iterable[str] = (),
 ) -> StagedEnd:
     """Stage what the end of `record`'s attempt does to its account's state.
 
@@ -206,7 +226,10 @@ def stage_attempt_end(
         placed = PlacedOrder(
             record.tenant_id, record.broker_account_id, record.symbol, record.side, record.qty, now
         )
-        add_placed_order(batch, db, placed, ending_lease_id=counted_lease_id, version=version)
+        days = base.placed_orders.keys() if base is not None else order_days
+        add_placed_order(
+            batch, db, placed, ending_lease_id=counted_lease_id, version=version, order_days=days
+        )
         after = None if base is None else _with_order(base, placed, counted_lease_id)
         return StagedEnd(None, writes_state=True, state=after)
     if counted_lease_id is None:
@@ -239,6 +262,11 @@ def _with_order(state: AccountState, placed: PlacedOrder, lease_id: str | None) 
     day = utc_day(placed.placed_at)
     after = _without_lease(state, lease_id)
     after.positions[placed.symbol] = state.positions.get(placed.symbol, 0.0) + signed
+    after.placed_orders = {
+        kept: count
+        for kept, count in state.placed_orders.items()
+        if kept >= first_kept_day(placed.placed_at)
+    }
     after.placed_orders[day] = state.placed_orders.get(day, 0) + 1
     return after
 
@@ -262,6 +290,17 @@ def _precondition(version: Any) -> Any:
     if version is None:
         return None
     return firestore.Client.write_option(last_update_time=version)
+
+
+def order_days_in(snapshot: Snapshot | None) -> tuple[str, ...]:
+    """The days an account-state snapshot's `placed_orders` counts (none where it holds none)."""
+    if snapshot is None or not snapshot.exists:
+        return ()
+    try:
+        counts = snapshot.get("placed_orders")
+    except KeyError:
+        return ()
+    return tuple(day for day in counts if isinstance(day, str)) if isinstance(counts, dict) else ()
 
 
 def holds_in(data: dict[str, Any], path: str) -> list[Hold]:

@@ -10,7 +10,9 @@ passes them as `budget_read`: the first attempt then creates the reservation wit
 since a fresh intent's document does not exist yet; where it does (a redelivery, a duplicate),
 the `create` fails and the next attempt reads all three, at once. The emulator's pessimistic
 transactions livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1);
-preconditions never hold a lock, so contention is cheap and always ends.
+preconditions never hold a lock, so contention is cheap and always ends. The reservation's
+writes are encoded by `execution.firestore.lean_writes` (the library's own `Write` messages,
+cheaper to build).
 
 Within one process the writers of one limited account's state document take turns
 (`execution.firestore.account_turns`): an acquire holds the account's turn from its read to its
@@ -63,10 +65,12 @@ from execution.documents import (
     reservation_to_document,
 )
 from execution.errors import InvalidIntentError, LimitWaitError, ReservationContentionError
+from execution.firestore import lean_writes
 from execution.firestore.account_state import (
     StagedEnd,
     limits_from_account,
     log_kept_hold,
+    order_days_in,
     stage_admission,
     stage_attempt_end,
     state_from_document,
@@ -250,7 +254,7 @@ class FirestoreReservationManager:
             turn.handed = None  # what the batch decided on was out of date: each writer reads
             return
         for (work, record), result in zip(admitted, results, strict=False):
-            handle = self._handle(record, result.update_time, work.riders)
+            handle = self._handle(record, result.update_time, work.riders, base)
             work.answer = _Carried(Acquired(handle), record)
             work.settle(carried=True)
         # The state document is the batch's last write; what this writer does next decides on it.
@@ -303,7 +307,7 @@ class FirestoreReservationManager:
         for work, record in admitted:
             request = work.request
             res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
-            batch.create(res_doc, record_to_document(record))
+            lean_writes.create(batch, res_doc, record_to_document(record))
         request = admitted[0][0].request
         stage_admission(
             batch,
@@ -384,7 +388,7 @@ class FirestoreReservationManager:
             version = read.reservation.update_time
         if existing is not None and existing.lease_id == lease_id:
             # An earlier commit of ours landed although its answer was lost.
-            return Acquired(self._handle(existing, version, riders))
+            return Acquired(self._handle(existing, version, riders, read))
         now = self._clock()
         if decide_acquire(existing, request, now) is AcquireAction.DUPLICATE:
             assert existing is not None
@@ -408,10 +412,10 @@ class FirestoreReservationManager:
         batch = self._db.batch()
         res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
         if existing is None:
-            batch.create(res_doc, record_to_document(record))
+            lean_writes.create(batch, res_doc, record_to_document(record))
         else:
             option = self._db.write_option(last_update_time=version)
-            batch.update(res_doc, record_to_document(record), option=option)
+            lean_writes.update(batch, res_doc, record_to_document(record), option=option)
         if isinstance(admission, Admitted):
             stage_admission(
                 batch,
@@ -433,7 +437,7 @@ class FirestoreReservationManager:
             )
         refused = admission.reason if isinstance(admission, Refused) else None
         _log_acquired(request, record, took_over=existing is not None, refused=refused)
-        return Acquired(self._handle(record, results[0].update_time, riders), refused)
+        return Acquired(self._handle(record, results[0].update_time, riders, read), refused)
 
     def _admission(
         self, request: ReservationRequest, read: _AcquireRead, now: datetime, lease_id: str
@@ -492,7 +496,11 @@ class FirestoreReservationManager:
             return None
 
     def _handle(
-        self, record: ReservationRecord, version: Any, riders: StagedWrites | None
+        self,
+        record: ReservationRecord,
+        version: Any,
+        riders: StagedWrites | None,
+        read: _AcquireRead | None = None,
     ) -> FirestoreReservationHandle:
         return FirestoreReservationHandle(
             self._db,
@@ -505,12 +513,22 @@ class FirestoreReservationManager:
             max_attempts=self._max_attempts,
             pause=self._pause,
             turns=self._turns,
+            order_days=_order_days(read),
         )
 
     def _pause(self, attempt: int) -> None:
         jitter_sleep(
             attempt, sleep=self._sleep or time.sleep, uniform=self._uniform or random.uniform
         )
+
+
+def _order_days(read: _AcquireRead | None) -> tuple[str, ...]:
+    """The days the account state's `placed_orders` held when acquire read (or was handed) it."""
+    if read is None:
+        return ()
+    if isinstance(read.state, KnownState):
+        return tuple(read.state.state.placed_orders)
+    return order_days_in(read.state)
 
 
 def _unreadable_state(request: ReservationRequest, exc: MalformedDocumentError) -> LimitWaitError:
@@ -563,7 +581,10 @@ class FirestoreReservationHandle:
         max_attempts: int,
         pause: Callable[[int], None],
         turns: AccountTurns | None = None,
+        order_days: tuple[str, ...] = (),
     ) -> None:
+        """`order_days`: the days the account state's `placed_orders` held when acquire read it
+        (a placed release prunes the past ones)."""
         self._db = db
         self._record = record
         # The update time of the document as this lease wrote it: while it still matches, the
@@ -577,6 +598,7 @@ class FirestoreReservationHandle:
         self._max_attempts = max_attempts
         self._pause = pause
         self._turns = turns
+        self._order_days = order_days
         self._released: ReleaseResult | None = None
 
     @property
@@ -705,6 +727,7 @@ class FirestoreReservationHandle:
             counted_lease_id=known.counted,
             fate_unknown=ending.fate_unknown,
             known=known.state,
+            order_days=self._order_days,
         )
         kept = staged.kept
         ended = ended_fields(
@@ -714,7 +737,8 @@ class FirestoreReservationHandle:
             released_at=now,
             purge_at=now + self._retention,
         )
-        batch.update(
+        lean_writes.update(
+            batch,
             self._doc(),
             {**ended, "broker_order_id": ending.broker_order_id, "counted_lease_id": kept},
             option=fence,

@@ -12,6 +12,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from execution.firestore import lean_writes
 from execution.firestore.support import CallPolicy, store_errors
 
 
@@ -28,7 +29,7 @@ class StagedWrites:
     def add_to(self, batch: firestore.WriteBatch) -> None:
         """Put every queued write into `batch`; call `committed` once it commits."""
         for doc, fields in self._writes:
-            batch.set(doc, fields, merge=True)
+            lean_writes.merge(batch, doc, fields)
 
     def committed(self) -> None:
         """A batch carrying the queued writes committed: nothing is left to write."""

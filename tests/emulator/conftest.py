@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from google.cloud import firestore
 
 from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
 from execution.brokers.alpaca import AlpacaBroker
@@ -23,3 +24,11 @@ def alpaca_broker(alpaca: AlpacaSandbox) -> Iterator[AlpacaBroker]:
         yield AlpacaBroker(
             key_id=KEY_ID, secret_key=SECRET_KEY, base_url=alpaca.base_url, client=client
         )
+
+
+@pytest.fixture
+def counted_db(db: firestore.Client) -> Iterator[firestore.Client]:
+    """A client of its own, so that counting its RPCs cannot count another test's."""
+    client = firestore.Client(project=db.project)
+    yield client
+    client.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -160,14 +160,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def monotonic() -> FakeMonotonic:
     return FakeMonotonic()
-
-
-@pytest.fixture
-def counted_db(db: firestore.Client) -> Iterator[firestore.Client]:
-    """A client of its own, so that counting its RPCs cannot count another test's."""
-    client = firestore.Client(project=db.project)
-    yield client
-    client.close()
 
 
 def test_an_intent_costs_one_read_and_three_commits(

@@ -343,9 +343,10 @@ def test_the_daily_limit_refuses_once_placed_orders_fill_it() -> None:
 
 
 def test_yesterdays_orders_do_not_count_and_older_days_are_pruned() -> None:
-    yesterday, older = utc_day(T0 - timedelta(days=1)), utc_day(T0 - timedelta(days=2))
-    state = AccountState(placed_orders={yesterday: 5, older: 3})
+    yesterday, before = utc_day(T0 - timedelta(days=1)), utc_day(T0 - timedelta(days=2))
+    state = AccountState(placed_orders={before: 3, yesterday: 5})
 
+    # Yesterday's count stays for an instance whose clock is still on yesterday at midnight.
     assert admitted(state, lease("two"), max_daily_orders=1).placed_orders == {
         yesterday: 5,
         utc_day(T0): 0,
