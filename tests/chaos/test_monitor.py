@@ -485,8 +485,10 @@ def test_a_jumped_sweep_marks_what_it_expired_and_takes_back_what_it_could_not(
         for lease in store.find_expired(ahead, limit=500, after=None)
         if isinstance(lease, ExpiredLease)
     }
+    # Released meanwhile (the sweeper reads a document again after a lost precondition, and
+    # expires it only while it still holds the same lapsed lease).
     db.collection("tenants", "jump-co", "execution_reservations").document(changed).update(
-        {"error": "released meanwhile"}
+        {"status": "released", "outcome": "placed", "released_at": clock()}
     )
 
     landed = {intent: store.expire(found[intent], ahead) for intent in (expired, changed)}
