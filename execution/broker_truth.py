@@ -168,6 +168,11 @@ class BrokerTruth:
         self._report(Settlement.PENDING, tenant_id, client_intent_id, order, None, found_by)
         return Settlement.PENDING
 
+    def record(self, tenant_id: str, client_intent_id: str) -> ReservationRecord | None:
+        """The intent's record as stored now, or None. Raises `StoreUnavailableError`."""
+        current = self._records.read(tenant_id, client_intent_id)
+        return current.record if current else None
+
     def leave_marker(
         self,
         tenant_id: str,

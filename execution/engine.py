@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from execution.accounts import AccountRead
 from execution.authority import Authority
-from execution.broker_truth import BrokerTruth, Settlement
+from execution.broker_truth import FORBIDDING_OUTCOMES, BrokerTruth, Settlement
 from execution.brokers.base import Broker
 from execution.brokers.matching import order_mismatch
 from execution.client_order_ids import client_order_id_for
@@ -155,7 +155,31 @@ class ExecutionEngine:
                 f"intent {intent.client_intent_id!r} ended {result.outcome.value} but the store "
                 "could not record it; the delivery will be retried to record it"
             )
-        return result
+        return self._answer(invocation, intent, handle, result)
+
+    def _answer(
+        self,
+        invocation: Invocation,
+        intent: TradeIntent,
+        handle: ReservationHandle,
+        result: ExecutionResult,
+    ) -> ExecutionResult:
+        """What a delivery whose outcome is recorded answers (its ack ends the message).
+
+        A take-over's outcome that forbids an order (`stale`, `halted`...) may sit beside an
+        outlived attempt's late order. Finding this lease live, that attempt marked the record
+        (`unsettled_order`): before this release landed (the marker changed the update time, so
+        the release read the record again and kept the marker), or after it, and then it
+        settled the final record itself. One read tells; a marked record is settled to the
+        broker's answer before the ack, since the redelivery the outlived attempt asked for may
+        never come once this ack ends the message.
+        """
+        if handle.attempt <= 1 or result.outcome not in FORBIDDING_OUTCOMES:
+            return result
+        record = self._truth.record(intent.tenant_id, intent.client_intent_id)
+        if record is None or record.unsettled_order is None:
+            return result
+        return self._recorded(invocation, intent, record)
 
     def _outlived(
         self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder | None

@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from google.cloud import firestore
 
 from devtools.alpaca_sandbox import AlpacaSandbox, malformed_json_after_accept
+from execution.broker_truth import BrokerTruth
 from execution.brokers.alpaca import AlpacaBroker
 from execution.clock import FakeClock
 from execution.errors import RetryableError
-from execution.models import BrokerOrder, ExecutionResult, Outcome, TradeIntent
+from execution.firestore.reservation_records import FirestoreReservationRecords
+from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
+from execution.settings import AgentMode
 from tests.support.builders import (
+    FAST_POLICY,
     CountingBroker,
     PausedInsideTheCall,
     client_order_id_of,
@@ -58,6 +63,12 @@ class HeldAfterLookup(CountingBroker):
         self.looked_up.set()
         assert self.resume.wait(HANDOVER_GUARD_SECONDS), "the outlived attempt never ended"
         return found
+
+
+def _status_at(alpaca: AlpacaSandbox, order: BrokerOrder) -> str:
+    [held] = [o for o in alpaca.orders.values() if o["id"] == order.broker_order_id]
+    status: str = held["status"]
+    return status
 
 
 def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
@@ -127,7 +138,10 @@ def test_a_redelivery_after_a_pending_settle_repairs_the_record_to_the_zombies_o
     [order] = [
         o for o in alpaca.orders.values() if o["client_order_id"] == client_order_id_of(intent)
     ]
-    assert a2_result.outcome is Outcome.HALTED  # A2 asked before the zombie's order landed
+    # A2 asked before the zombie's order landed and recorded `halted`; its ack ends the message,
+    # so it settles the marked record itself before answering.
+    assert (a2_result.outcome, a2_result.recorded_outcome) == (Outcome.DUPLICATE, Outcome.PLACED)
+    assert a2_result.broker_order_id == order["id"]
     assert (doc["status"], doc["outcome"], doc.get("broker_order_id")) == (
         "released",
         "placed",
@@ -144,3 +158,100 @@ def test_a_redelivery_after_a_pending_settle_repairs_the_record_to_the_zombies_o
     assert redelivered.broker_order_id == order["id"]
     [alert] = events(caplog, "exec.contradiction.repaired")
     assert alert.levelno == logging.ERROR
+
+
+class CountingLookups(CountingBroker):
+    """Counts the lookups by client order id too."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.lookups = 0
+
+    def get_order_by_client_order_id(
+        self, tenant_id: str, broker_account_id: str, client_order_id: str
+    ) -> BrokerOrder | None:
+        self.lookups += 1
+        return super().get_order_by_client_order_id(tenant_id, broker_account_id, client_order_id)
+
+
+def _marked_halted_record_beside_an_open_order(
+    db: firestore.Client, alpaca_broker: AlpacaBroker, intent: TradeIntent, clock: FakeClock
+) -> BrokerOrder:
+    """The state the take-over's ack leaves where it could not settle the marker itself (its
+    read failed, its instance died): `halted` with the outlived attempt's marker, and the
+    outlived attempt's open order at the broker."""
+    db.collection("tenants", intent.tenant_id, "ops").document("execution_kill_switch").set(
+        {"enabled": True}
+    )
+    halted = emulator_service(db, clock, settings=live(), broker=alpaca_broker)
+    assert halted.engine.execute_intent(intent).outcome is Outcome.HALTED
+    order = alpaca_broker.place_order(
+        OrderRequest.from_intent(intent, None, client_order_id_of(intent))
+    )
+    records = FirestoreReservationRecords(db, policy=FAST_POLICY, retention=timedelta(days=1))
+    truth = BrokerTruth(records, alpaca_broker, clock=clock)
+    marked = truth.leave_marker(
+        intent.tenant_id,
+        intent.client_intent_id,
+        lease_id="outlived-lease",
+        attempt=1,
+        broker_order_id=order.broker_order_id,
+    )
+    assert marked
+    return order
+
+
+def test_a_delivery_that_meets_a_marked_final_record_repairs_it_before_answering(
+    db: firestore.Client,
+    alpaca: AlpacaSandbox,
+    alpaca_broker: AlpacaBroker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    intent = make_intent(tenant_id=unique("tenant"))
+    order = _marked_halted_record_beside_an_open_order(db, alpaca_broker, intent, clock)
+
+    with caplog.at_level(logging.WARNING):
+        service = emulator_service(db, clock, settings=live(), broker=alpaca_broker)
+        redelivered = service.engine.execute_intent(intent)
+
+    doc = reservation(db, intent.tenant_id, intent.client_intent_id)
+    assert (redelivered.outcome, redelivered.recorded_outcome) == (
+        Outcome.DUPLICATE,
+        Outcome.PLACED,
+    )
+    assert (doc["outcome"], doc["broker_order_id"]) == ("placed", order.broker_order_id)
+    assert (doc["repair"]["previous_outcome"], doc["repair"]["cancel"]) == ("halted", "requested")
+    assert doc.get("unsettled_order") is None
+    assert _status_at(alpaca, order) == "canceled"
+    [alert] = events(caplog, "exec.contradiction.repaired")
+    assert alert.levelno == logging.ERROR
+
+
+def test_with_agent_mode_off_a_marked_record_is_acked_and_kept_for_the_reconciler(
+    db: firestore.Client,
+    alpaca: AlpacaSandbox,
+    alpaca_broker: AlpacaBroker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    intent = make_intent(tenant_id=unique("tenant"))
+    order = _marked_halted_record_beside_an_open_order(db, alpaca_broker, intent, clock)
+    broker = CountingLookups(alpaca_broker)
+
+    with caplog.at_level(logging.WARNING):
+        service = emulator_service(
+            db, clock, settings=fast_settings(agent_mode=AgentMode.OFF), broker=broker
+        )
+        redelivered = service.engine.execute_intent(intent)
+
+    doc = reservation(db, intent.tenant_id, intent.client_intent_id)
+    assert (redelivered.outcome, redelivered.recorded_outcome) == (
+        Outcome.DUPLICATE,
+        Outcome.HALTED,
+    )
+    assert (broker.lookups, broker.place_calls) == (0, 0)
+    assert doc["unsettled_order"]["broker_order_id"] == order.broker_order_id
+    assert _status_at(alpaca, order) != "canceled"
+    [kept] = events(caplog, "exec.intent.unsettled_kept")
+    assert kept.levelno == logging.ERROR

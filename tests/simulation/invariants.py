@@ -87,10 +87,15 @@ class Origin:
     """Store and broker faults its actor had met when the order landed (`at_end`)."""
 
 
+def _only_changed(before: dict[str, Any], doc: dict[str, Any], name: str) -> bool:
+    """Whether `doc` differs from `before` in the field `name` alone."""
+    changed = {field for field in before.keys() | doc.keys() if before.get(field) != doc.get(field)}
+    return changed == {name}
+
+
 def _only_the_hold_ended(before: dict[str, Any], doc: dict[str, Any]) -> bool:
     """Whether `doc` differs from `before` only in its hold, now ended (`counted_lease_id`)."""
-    changed = {name for name in before.keys() | doc.keys() if before.get(name) != doc.get(name)}
-    return changed == {"counted_lease_id"} and doc["counted_lease_id"] is None
+    return _only_changed(before, doc, "counted_lease_id") and doc["counted_lease_id"] is None
 
 
 def reservation_path(key: tuple[str, str]) -> str:
@@ -208,6 +213,7 @@ class Invariants:
             recorded = result.recorded_outcome.value if result.recorded_outcome else None
             if recorded not in TERMINAL:
                 raise Violation(f"{actor.name} acked a duplicate of a {recorded} record")
+            self._check_duplicate_knows_orders(actor, message, result)
             return
         if not actor.leases:
             return
@@ -220,6 +226,28 @@ class Invariants:
                     f"{actor.name} acked {result.outcome.value} "
                     f"(order {result.broker_order_id}) although the broker already held "
                     f"{order_id}, placed by {origin.actor.name} before this attempt's lease"
+                )
+
+    def _check_duplicate_knows_orders(
+        self, actor: Actor, message: Message, result: ExecutionResult
+    ) -> None:
+        """A duplicate's ack names every order of its intent whose placing attempt has ended:
+        that attempt settled the record, or marked it (`unsettled_order`) where a newer attempt
+        still held a live lease, and the delivery that meets a marked record asks the broker.
+        Exempt: the placing attempt was killed, or a fault struck it after its order landed (the
+        settlement or the marker could not be written; the reconciler is the net)."""
+        for order_id, origin in self.origins.items():
+            placer = origin.actor
+            if origin.key != message.key or placer.alive or placer.state == "killed":
+                continue
+            if placer.faults > origin.faults:
+                continue
+            if result.recorded_outcome is not Outcome.PLACED or result.broker_order_id != order_id:
+                recorded = result.recorded_outcome.value if result.recorded_outcome else None
+                raise Violation(
+                    f"{actor.name} acked a duplicate of {recorded} (order "
+                    f"{result.broker_order_id}) although the broker holds {order_id}, placed by "
+                    f"{placer.name}, which ended: only the reconciler would find it"
                 )
 
     def at_end(self, actor: Actor) -> None:
@@ -237,12 +265,16 @@ class Invariants:
             if origin.actor is not actor or actor.faults > origin.faults:
                 continue
             doc = self._world.db.peek(reservation_path(origin.key)) or {}
+            if doc.get("broker_order_id") == order_id or doc.get("unsettled_order"):
+                continue
             final = doc.get("status") != "reserved" and doc.get("outcome") in TERMINAL
-            if final and doc.get("broker_order_id") != order_id:
+            newer = doc.get("status") == "reserved" and doc.get("lease_id") != actor.lease_id
+            if final or newer:
                 raise Violation(
                     f"{actor.name} ended leaving its order {order_id} under a record "
-                    f"{doc.get('status')}/{doc.get('outcome')} that names "
-                    f"{doc.get('broker_order_id')}: only the reconciler would find it"
+                    f"{doc.get('status')}/{doc.get('outcome')} of lease {doc.get('lease_id')} "
+                    f"that names {doc.get('broker_order_id')} and carries no unsettled_order "
+                    "marker: only the reconciler would find it"
                 )
 
     def after_sweep(self, started: datetime, lapsed: dict[str, str], report: Any) -> None:
@@ -340,6 +372,8 @@ class Invariants:
             return
         if doc.get("repair") != before.get("repair"):
             return  # a settlement to the broker's order: `_check_names_own_order` judges it
+        if _only_changed(before, doc, "unsettled_order"):
+            return  # an outlived attempt's marker (no fence by design), or a delivery clearing it
         if writer.kind == "reconcile" and _only_the_hold_ended(before, doc):
             self._check_hold_release(writer, path, before)
             return

@@ -124,6 +124,20 @@ MUTANTS = (
         hint=43,
     ),
     Mutant(
+        "the unsettled_order marker is ignored (a marked record is acked as a duplicate)",
+        "execution.engine",
+        "ExecutionEngine._recorded",
+        (("if record.unsettled_order is None:", "if True:"),),
+        hint=0,
+    ),
+    Mutant(
+        "a pending settle leaves no marker",
+        "execution.engine",
+        "ExecutionEngine._settle_or_mark",
+        (("self._leave_marker(intent, handle, order)", "pass"),),
+        hint=0,
+    ),
+    Mutant(
         "a refused lookup is a rejection (dead letter)",
         "execution.engine",
         "ExecutionEngine._earlier_order",
