@@ -20,7 +20,10 @@ After every step:
 - **no `reserved` document past its expiry plus one sweep**: a clean sweep leaves no lease it
   found lapsed;
 - **an ended attempt leaves its order known** (`at_end`): an attempt whose order the broker
-  accepted ends with the record naming it, or not final yet, unless a fault struck it after.
+  accepted ends with the record naming it, or not final yet and not held by a newer lease, or
+  marked (`unsettled_order`) while its message is unacked, unless a fault struck it after; and
+  an ack leaves every order of its intent whose placing attempt ended named by a final record
+  (`_check_ack_knows_orders`: the PENDING settle's window, closed by the marker).
 A process's own decisions (a take-over, a budget, an expiry, a hold's end) are judged by its own
 clock (`World.clock_of`: each process's clock may be off the world's); orders by the world's time.
 At the end (every process killed, leases lapsed, one clean sweep and one clean reconcile):
@@ -204,16 +207,17 @@ class Invariants:
         self._check_acked(final=False)
 
     def at_ack(self, actor: Actor, message: Message, result: ExecutionResult) -> None:
-        """An ack never contradicts an order the broker held when the attempt took its lease."""
+        """An ack never contradicts an order the broker held when the attempt took its lease,
+        nor leaves an ended attempt's order unknown to a final record."""
         doc = self._world.db.peek(reservation_path(message.key)) or {}
         fenced = result.outcome is not Outcome.DUPLICATE and doc.get("lease_id") != actor.lease_id
         if fenced and result.broker_order_id is None:
             self.fenced_acks.add(message.message_id)
+        self._check_ack_knows_orders(actor, message)
         if result.outcome is Outcome.DUPLICATE:
             recorded = result.recorded_outcome.value if result.recorded_outcome else None
             if recorded not in TERMINAL:
                 raise Violation(f"{actor.name} acked a duplicate of a {recorded} record")
-            self._check_duplicate_knows_orders(actor, message, result)
             return
         if not actor.leases:
             return
@@ -228,27 +232,28 @@ class Invariants:
                     f"{order_id}, placed by {origin.actor.name} before this attempt's lease"
                 )
 
-    def _check_duplicate_knows_orders(
-        self, actor: Actor, message: Message, result: ExecutionResult
-    ) -> None:
-        """A duplicate's ack names every order of its intent whose placing attempt has ended:
-        that attempt settled the record, or marked it (`unsettled_order`) where a newer attempt
-        still held a live lease, and the delivery that meets a marked record asks the broker.
-        Exempt: the placing attempt was killed, or a fault struck it after its order landed (the
-        settlement or the marker could not be written; the reconciler is the net)."""
+    def _check_ack_knows_orders(self, actor: Actor, message: Message) -> None:
+        """An ack leaves every order of its intent whose placing attempt has ended named by a
+        final record. That attempt settled the record, or marked it (`unsettled_order`) where a
+        newer attempt still held a live lease, and a delivery that meets a marked record (the
+        newer attempt's own release included) asks the broker before it acks. Exempt: the placing
+        attempt was killed, or a fault struck it after its order landed (the settlement or the
+        marker could not be written; the reconciler is the net)."""
+        doc = self._world.db.peek(reservation_path(message.key)) or {}
+        if doc.get("status") == "reserved" or doc.get("outcome") not in TERMINAL:
+            return  # not final: the next attempt asks the broker first (`_check_acked` judges)
         for order_id, origin in self.origins.items():
             placer = origin.actor
             if origin.key != message.key or placer.alive or placer.state == "killed":
                 continue
-            if placer.faults > origin.faults:
+            if placer.faults > origin.faults or doc.get("broker_order_id") == order_id:
                 continue
-            if result.recorded_outcome is not Outcome.PLACED or result.broker_order_id != order_id:
-                recorded = result.recorded_outcome.value if result.recorded_outcome else None
-                raise Violation(
-                    f"{actor.name} acked a duplicate of {recorded} (order "
-                    f"{result.broker_order_id}) although the broker holds {order_id}, placed by "
-                    f"{placer.name}, which ended: only the reconciler would find it"
-                )
+            raise Violation(
+                f"{actor.name} acked {message.message_id} while its record is "
+                f"{doc.get('status')}/{doc.get('outcome')} (order {doc.get('broker_order_id')}, "
+                f"marker {doc.get('unsettled_order')}) although the broker holds {order_id}, "
+                f"placed by {placer.name}, which ended: only the reconciler would find it"
+            )
 
     def at_end(self, actor: Actor) -> None:
         """An attempt that placed an order and ended (answered, not killed) leaves it known: its
@@ -257,7 +262,9 @@ class Invariants:
 
         A final record that does not name the order (a newer attempt recorded `halted` or
         `stale` while this one's answer was lost) would stay so until the reconciler: the
-        attempt settles it itself (`ExecutionEngine._settle_lost_answer`, `_settle_outlived`).
+        attempt settles it itself (`ExecutionEngine._settle_lost_answer`, `_settle_outlived`),
+        or, where a newer lease is live, marks it (`unsettled_order`) for the delivery that will
+        meet it before an ack; a marked record with its message acked already is a violation.
         Exempt where a store or broker fault struck the attempt after its order landed: the
         settlement could not be written, and the reconciler is the net.
         """
@@ -265,8 +272,10 @@ class Invariants:
             if origin.actor is not actor or actor.faults > origin.faults:
                 continue
             doc = self._world.db.peek(reservation_path(origin.key)) or {}
-            if doc.get("broker_order_id") == order_id or doc.get("unsettled_order"):
+            if doc.get("broker_order_id") == order_id:
                 continue
+            if doc.get("unsettled_order") and not self._acked(actor.message_id):
+                continue  # the delivery that meets the marked record settles it before its ack
             final = doc.get("status") != "reserved" and doc.get("outcome") in TERMINAL
             newer = doc.get("status") == "reserved" and doc.get("lease_id") != actor.lease_id
             if final or newer:
@@ -276,6 +285,9 @@ class Invariants:
                     f"that names {doc.get('broker_order_id')} and carries no unsettled_order "
                     "marker: only the reconciler would find it"
                 )
+
+    def _acked(self, message_id: str | None) -> bool:
+        return any(m.acked for m in self._world.messages if m.message_id == message_id)
 
     def after_sweep(self, started: datetime, lapsed: dict[str, str], report: Any) -> None:
         """A clean sweep leaves none of the leases lapsed at its start `reserved`."""
