@@ -14,6 +14,12 @@ record stays `placed` whatever the cancel achieves, because an order that reache
 have filled in part, and limits must count it. Every repair and every contradiction that cannot be
 repaired is logged at ERROR under a stable event name, for alerting.
 
+Where `settle` finds a newer attempt still holding a live lease (PENDING), the outlived attempt
+leaves a marker on the record (`leave_marker`: `unsettled_order`, no fence). That newer attempt
+may have asked the broker before the late order landed and record `stale` or `halted`; the
+delivery that next meets the final record then asks the broker before it answers `duplicate`
+(`settle_marked`), and the repair clears the marker in its fenced write.
+
 The reconciler also calls `BrokerTruth.settle_hold` for each hold (`execution.account_state`)
 whose intent's last broker call can no longer land: it asks the broker by client order id, records
 the order where there is one, and otherwise ends the hold, so that an order of unknown fate counts
@@ -73,6 +79,17 @@ class ReservationRecords(Protocol):
         """
         ...
 
+    def mark_unsettled(self, tenant_id: str, client_intent_id: str, marker: dict[str, Any]) -> bool:
+        """Write `marker` as the record's `unsettled_order`, whichever lease holds the record (no
+        fence), changing nothing else; a fenced write staged before it must then fail its
+        precondition. False where no record exists. Raises `StoreUnavailableError`."""
+        ...
+
+    def clear_unsettled(self, current: VersionedRecord) -> bool:
+        """Remove the record's `unsettled_order`, if the record is still `current` (False where
+        it changed since it was read). Raises `StoreUnavailableError`."""
+        ...
+
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
         """End `hold` (no order exists): the account's entry, and the record's `counted_lease_id`
         where it names the hold, if the record is still `current`. False where it changed since
@@ -110,6 +127,8 @@ class HoldSettlement(StrEnum):
 
 _MAX_SETTLE_ATTEMPTS = 5
 NOT_REQUIRED = "not_required"
+UNKNOWN_ORDER = "unknown"
+"""A marker's `broker_order_id` where the outlived attempt's broker answer was lost."""
 
 
 class BrokerTruth:
@@ -147,6 +166,70 @@ class BrokerTruth:
                 )
                 return Settlement.REPAIRED
         self._report(Settlement.PENDING, tenant_id, client_intent_id, order, None, found_by)
+        return Settlement.PENDING
+
+    def record(self, tenant_id: str, client_intent_id: str) -> ReservationRecord | None:
+        """The intent's record as stored now, or None. Raises `StoreUnavailableError`."""
+        current = self._records.read(tenant_id, client_intent_id)
+        return current.record if current else None
+
+    def leave_marker(
+        self,
+        tenant_id: str,
+        client_intent_id: str,
+        *,
+        lease_id: str,
+        attempt: int,
+        broker_order_id: str | None,
+    ) -> bool:
+        """Mark the record: the outlived lease `lease_id` may hold an order (`broker_order_id`,
+        None where its answer was lost) that a newer attempt's record may not know. False where
+        there is no record. Raises `StoreUnavailableError`."""
+        marker = {
+            "lease_id": lease_id,
+            "attempt": attempt,
+            "broker_order_id": broker_order_id or UNKNOWN_ORDER,
+            "marked_at": self._clock(),
+        }
+        marked = self._records.mark_unsettled(tenant_id, client_intent_id, marker)
+        emit(
+            logger,
+            "exec.contradiction.marked",
+            logging.WARNING,
+            tenant_id=tenant_id,
+            client_intent_id=client_intent_id,
+            lease_id=lease_id,
+            broker_order_id=marker["broker_order_id"],
+            marked=marked,
+        )
+        return marked
+
+    def settle_marked(
+        self, tenant_id: str, client_intent_id: str, order: BrokerOrder | None, *, found_by: str
+    ) -> Settlement:
+        """A delivery met a final record with a marker, and asked the broker: `order` is its
+        answer for the intent's client order id. Settle the record to it, and clear the marker.
+
+        AGREED where the record names the order (or no order exists and none was named), with
+        the marker cleared; the other settlements as `settle` answers them (REPAIRED cleared the
+        marker in its write). Raises `StoreUnavailableError`.
+        """
+        if order is not None:
+            settlement = self.settle(tenant_id, client_intent_id, order, found_by=found_by)
+            if settlement is not Settlement.AGREED:
+                return settlement
+        for _ in range(_MAX_SETTLE_ATTEMPTS):
+            current = self._records.read(tenant_id, client_intent_id)
+            marker = current.record.unsettled_order if current else None
+            if current is None or marker is None:
+                return Settlement.AGREED
+            if order is None and marker.get("broker_order_id") != UNKNOWN_ORDER:
+                # The outlived attempt held an answer naming this order: the broker lost it? An
+                # operator must look; the marker stays (the reconciler reports it too).
+                _log_marker(current.record, "the broker has no order under the intent's id")
+                return Settlement.CONFLICT
+            if self._records.clear_unsettled(current):
+                return Settlement.AGREED
         return Settlement.PENDING
 
     def settle_hold(self, hold: Hold, *, last_call_ends: timedelta) -> HoldSettlement:
@@ -267,5 +350,20 @@ def _log_hold(hold: Hold, settlement: HoldSettlement, why: str) -> None:
         broker_account_id=hold.broker_account_id,
         client_intent_id=hold.client_intent_id,
         counted_lease_id=hold.lease_id,
+        why=why,
+    )
+
+
+def _log_marker(record: ReservationRecord, why: str) -> None:
+    emit(
+        logger,
+        f"exec.contradiction.{Settlement.CONFLICT.value}",
+        logging.ERROR,
+        tenant_id=record.tenant_id,
+        client_intent_id=record.client_intent_id,
+        client_order_id=record.client_order_id,
+        found_by="unsettled_order",
+        unsettled_order=record.unsettled_order,
+        recorded_outcome=record.outcome.value if record.outcome else None,
         why=why,
     )

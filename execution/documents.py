@@ -41,6 +41,8 @@ MAX_DAILY_ORDERS = 1_000_000
 """The largest orders-per-day limit."""
 MAX_PROBLEMS = 5
 """How many broken fields a `MalformedDocumentError` names."""
+UNSETTLED_ORDER = "unsettled_order"
+"""The reservation field an outlived attempt's pending settle leaves (`ReservationDocument`)."""
 
 
 class MalformedDocumentError(ValueError):
@@ -163,6 +165,9 @@ class ReservationDocument(ReservationKeys):
     """None on records older than tenant-safe ids: the broker was sent the intent's own id."""
     repair: dict[str, Any] | None = None
     """Written only by the repair to the broker's truth (`execution.broker_truth`)."""
+    unsettled_order: dict[str, Any] | None = None
+    """`{lease_id, attempt, broker_order_id (or "unknown"), marked_at}`: written only by an
+    outlived attempt whose settle was pending (`BrokerTruth.leave_marker`); the repair clears it."""
     purge_at: Timestamp | None = None
     """Set once the reservation is finished: the TTL policy purges it then; a live one has none."""
 
@@ -188,9 +193,12 @@ class ReservationDocument(ReservationKeys):
         return ReservationRecord(**values)
 
     def to_document(self) -> dict[str, Any]:
-        """Every field but `repair`, which an acquire's update must leave as it is."""
-        return self.model_dump(exclude={"repair"})
+        """Every field but `repair` and `unsettled_order`, which an acquire's update must leave
+        as they are."""
+        return self.model_dump(exclude=_KEPT_BY_ACQUIRE)
 
+
+_KEPT_BY_ACQUIRE = {"repair", UNSETTLED_ORDER}
 
 _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(ReservationRecord))
 """The record's fields: each is a field of the document, under the same name."""

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from execution.accounts import AccountRead
 from execution.authority import Authority
-from execution.broker_truth import BrokerTruth, Settlement
+from execution.broker_truth import FORBIDDING_OUTCOMES, BrokerTruth, Settlement
 from execution.brokers.base import Broker
 from execution.brokers.matching import order_mismatch
 from execution.client_order_ids import client_order_id_for
@@ -50,6 +50,7 @@ from execution.reservations import (
     ReservationHandle,
     ReservationRecord,
     ReservationRequest,
+    ReservationStatus,
 )
 from execution.risk import RiskGate
 from execution.routing import Quote, RouteDecision, Router
@@ -110,7 +111,7 @@ class ExecutionEngine:
             _reservation_request(intent, amount, fresh=stale_reason is None)
         )
         if isinstance(acquisition, AlreadyExecuted):
-            return self._duplicate(intent, acquisition.record)
+            return self._recorded(invocation, intent, acquisition.record)
 
         handle = acquisition.handle
         refused = acquisition.refused
@@ -154,7 +155,31 @@ class ExecutionEngine:
                 f"intent {intent.client_intent_id!r} ended {result.outcome.value} but the store "
                 "could not record it; the delivery will be retried to record it"
             )
-        return result
+        return self._answer(invocation, intent, handle, result)
+
+    def _answer(
+        self,
+        invocation: Invocation,
+        intent: TradeIntent,
+        handle: ReservationHandle,
+        result: ExecutionResult,
+    ) -> ExecutionResult:
+        """What a delivery whose outcome is recorded answers (its ack ends the message).
+
+        A take-over's outcome that forbids an order (`stale`, `halted`...) may sit beside an
+        outlived attempt's late order. Finding this lease live, that attempt marked the record
+        (`unsettled_order`): before this release landed (the marker changed the update time, so
+        the release read the record again and kept the marker), or after it, and then it
+        settled the final record itself. One read tells; a marked record is settled to the
+        broker's answer before the ack, since the redelivery the outlived attempt asked for may
+        never come once this ack ends the message.
+        """
+        if handle.attempt <= 1 or result.outcome not in FORBIDDING_OUTCOMES:
+            return result
+        record = self._truth.record(intent.tenant_id, intent.client_intent_id)
+        if record is None or record.unsettled_order is None:
+            return result
+        return self._recorded(invocation, intent, record)
 
     def _outlived(
         self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder | None
@@ -166,10 +191,8 @@ class ExecutionEngine:
         nothing to deliver the intent again if that attempt dies: redeliver instead (a duplicate
         of a recorded outcome is acked at once).
         """
-        if order is not None:
-            settled = self._settle_outlived(intent, handle, order)
-            if settled is not Settlement.PENDING:
-                return  # the record names the order now, or a conflict was alerted
+        if order is not None and self._settle_or_mark(intent, handle, order):
+            return  # the record names the order now, or a conflict was alerted
         raise OutcomeUnrecordedError(
             f"intent {intent.client_intent_id!r}: attempt {handle.attempt} outlived its lease "
             "and a newer attempt holds or ended the intent; the delivery will be retried so "
@@ -196,11 +219,56 @@ class ExecutionEngine:
         try:
             order = self._earlier_order(intent, handle.client_order_id)
             if order is not None:
-                self._settle_outlived(intent, handle, order)
+                self._settle_or_mark(intent, handle, order)  # marks the record where pending
+                return
         except Exception as exc:
             emit(
                 logger,
                 "exec.intent.lost_answer_unsettled",
+                logging.ERROR,
+                tenant_id=intent.tenant_id,
+                client_intent_id=intent.client_intent_id,
+                attempt=handle.attempt,
+                error=repr(exc),
+            )
+        # No order found (yet), or no answer: the next delivery to meet the record asks again.
+        self._leave_marker(intent, handle, None)
+
+    def _settle_or_mark(
+        self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder
+    ) -> bool:
+        """Settle the record to this outlived attempt's `order`; True where that is done.
+
+        Where a newer attempt still holds a live lease (PENDING) it may have asked the broker
+        before this order landed and will record, say, `halted`: leave a marker, so that the next
+        delivery meeting the final record asks the broker before answering `duplicate`, then
+        settle once more. The marker changes the record's update time: either that attempt's
+        fenced release fails its precondition and writes over a record that carries the marker,
+        or it landed before the marker and the second settle here repairs the record.
+        Raises `OutcomeUnrecordedError` where the store fails.
+        """
+        if self._settle_outlived(intent, handle, order) is not Settlement.PENDING:
+            return True
+        self._leave_marker(intent, handle, order)
+        return self._settle_outlived(intent, handle, order) is not Settlement.PENDING
+
+    def _leave_marker(
+        self, intent: TradeIntent, handle: ReservationHandle, order: BrokerOrder | None
+    ) -> None:
+        """Mark the record (`BrokerTruth.leave_marker`); contained: this delivery is retried in
+        any case, and where the store fails the reconciler is the net."""
+        try:
+            self._truth.leave_marker(
+                intent.tenant_id,
+                intent.client_intent_id,
+                lease_id=handle.lease_id,
+                attempt=handle.attempt,
+                broker_order_id=order.broker_order_id if order else None,
+            )
+        except Exception as exc:
+            emit(
+                logger,
+                "exec.intent.unsettled_unmarked",
                 logging.ERROR,
                 tenant_id=intent.tenant_id,
                 client_intent_id=intent.client_intent_id,
@@ -566,6 +634,47 @@ class ExecutionEngine:
             reason=decision.reason,
         )
         return decision
+
+    def _recorded(
+        self, invocation: Invocation, intent: TradeIntent, record: ReservationRecord
+    ) -> ExecutionResult:
+        """The intent's final record; where an outlived attempt marked it (`unsettled_order`),
+        the broker is asked first and the record repaired to its answer.
+
+        With the trading mode OFF/OBSERVE nothing may reach the broker: the duplicate is acked
+        and the marker kept, with an ERROR, for a delivery under another mode or the reconciler.
+        """
+        if record.unsettled_order is None:
+            return self._duplicate(intent, record)
+        if not self._may_reach_broker(self._read_account(invocation, intent)):
+            emit(
+                logger,
+                "exec.intent.unsettled_kept",
+                logging.ERROR,
+                tenant_id=intent.tenant_id,
+                client_intent_id=intent.client_intent_id,
+                unsettled_order=record.unsettled_order,
+            )
+            return self._duplicate(intent, record)
+        order = self._earlier_order(intent, record.client_order_id)
+        settled = self._truth.settle_marked(
+            intent.tenant_id, intent.client_intent_id, order, found_by="unsettled_order"
+        )
+        if settled is Settlement.PENDING:
+            raise OutcomeUnrecordedError(
+                f"intent {intent.client_intent_id!r}: its record carries an unsettled order "
+                "marker that could not be settled yet; the delivery will be retried"
+            )
+        if order is not None and settled is not Settlement.CONFLICT:
+            record = replace(
+                record,
+                status=ReservationStatus.RELEASED,
+                outcome=Outcome.PLACED,
+                broker_order_id=order.broker_order_id,
+                error=None,
+                unsettled_order=None,
+            )
+        return self._duplicate(intent, record)
 
     def _duplicate(self, intent: TradeIntent, record: ReservationRecord) -> ExecutionResult:
         emit(

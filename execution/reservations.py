@@ -92,6 +92,9 @@ class ReservationRecord:
     """The id the broker knows this intent's order by; the first attempt's, kept by later ones."""
     repair: dict[str, object] | None = None
     """Set where the record was brought to what the broker holds (`execution.broker_truth`)."""
+    unsettled_order: dict[str, object] | None = None
+    """Left by an outlived attempt whose order (or lost answer) could not be settled while a newer
+    attempt held the lease: the next delivery asks the broker before it answers `duplicate`."""
 
 
 class AcquireAction(StrEnum):

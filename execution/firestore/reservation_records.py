@@ -10,11 +10,17 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from execution.account_state import Hold, UnreadableState
 from execution.broker_truth import VersionedRecord
-from execution.documents import MalformedDocumentError, ended_fields, reservation_from_document
+from execution.documents import (
+    UNSETTLED_ORDER,
+    MalformedDocumentError,
+    ended_fields,
+    reservation_from_document,
+)
 from execution.firestore.account_state import (
     PlacedOrder,
     account_states_query,
@@ -65,6 +71,7 @@ class FirestoreReservationRecords:
                 "broker_order_id": order.broker_order_id,
                 "repair": repair,
                 "counted_lease_id": None,
+                UNSETTLED_ORDER: None,  # the broker's truth is on the record now
             },
             option=self._db.write_option(last_update_time=current.version),
         )
@@ -78,6 +85,30 @@ class FirestoreReservationRecords:
             ending_lease_id=rec.counted_lease_id,
         )
         return self._commit(batch, "reservation repair")
+
+    def mark_unsettled(self, tenant_id: str, client_intent_id: str, marker: dict[str, Any]) -> bool:
+        """`marker` as the record's `unsettled_order`, whatever lease holds it: an update without
+        a precondition (the writer is outlived, a fence would always refuse it), which changes
+        the record's update time, so a release staged before it must read the record again."""
+        try:
+            with store_errors("reservation marker"):
+                reservation_ref(self._db, tenant_id, client_intent_id).update(
+                    {UNSETTLED_ORDER: marker}, **self._policy.kwargs()
+                )
+        except gexc.NotFound:
+            return False
+        return True
+
+    def clear_unsettled(self, current: VersionedRecord) -> bool:
+        """Remove the marker, if the record is still `current`."""
+        rec = current.record
+        batch = self._db.batch()
+        batch.update(
+            reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
+            {UNSETTLED_ORDER: None},
+            option=self._db.write_option(last_update_time=current.version),
+        )
+        return self._commit(batch, "reservation marker clear")
 
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
         """End `hold`: the broker has no order of its intent and none can land any more."""

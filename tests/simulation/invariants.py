@@ -20,7 +20,10 @@ After every step:
 - **no `reserved` document past its expiry plus one sweep**: a clean sweep leaves no lease it
   found lapsed;
 - **an ended attempt leaves its order known** (`at_end`): an attempt whose order the broker
-  accepted ends with the record naming it, or not final yet, unless a fault struck it after.
+  accepted ends with the record naming it, or not final yet and not held by a newer lease, or
+  marked (`unsettled_order`) while its message is unacked, unless a fault struck it after; and
+  an ack leaves every order of its intent whose placing attempt ended named by a final record
+  (`_check_ack_knows_orders`: the PENDING settle's window, closed by the marker).
 A process's own decisions (a take-over, a budget, an expiry, a hold's end) are judged by its own
 clock (`World.clock_of`: each process's clock may be off the world's); orders by the world's time.
 At the end (every process killed, leases lapsed, one clean sweep and one clean reconcile):
@@ -87,10 +90,15 @@ class Origin:
     """Store and broker faults its actor had met when the order landed (`at_end`)."""
 
 
+def _only_changed(before: dict[str, Any], doc: dict[str, Any], name: str) -> bool:
+    """Whether `doc` differs from `before` in the field `name` alone."""
+    changed = {field for field in before.keys() | doc.keys() if before.get(field) != doc.get(field)}
+    return changed == {name}
+
+
 def _only_the_hold_ended(before: dict[str, Any], doc: dict[str, Any]) -> bool:
     """Whether `doc` differs from `before` only in its hold, now ended (`counted_lease_id`)."""
-    changed = {name for name in before.keys() | doc.keys() if before.get(name) != doc.get(name)}
-    return changed == {"counted_lease_id"} and doc["counted_lease_id"] is None
+    return _only_changed(before, doc, "counted_lease_id") and doc["counted_lease_id"] is None
 
 
 def reservation_path(key: tuple[str, str]) -> str:
@@ -199,11 +207,13 @@ class Invariants:
         self._check_acked(final=False)
 
     def at_ack(self, actor: Actor, message: Message, result: ExecutionResult) -> None:
-        """An ack never contradicts an order the broker held when the attempt took its lease."""
+        """An ack never contradicts an order the broker held when the attempt took its lease,
+        nor leaves an ended attempt's order unknown to a final record."""
         doc = self._world.db.peek(reservation_path(message.key)) or {}
         fenced = result.outcome is not Outcome.DUPLICATE and doc.get("lease_id") != actor.lease_id
         if fenced and result.broker_order_id is None:
             self.fenced_acks.add(message.message_id)
+        self._check_ack_knows_orders(actor, message)
         if result.outcome is Outcome.DUPLICATE:
             recorded = result.recorded_outcome.value if result.recorded_outcome else None
             if recorded not in TERMINAL:
@@ -222,6 +232,29 @@ class Invariants:
                     f"{order_id}, placed by {origin.actor.name} before this attempt's lease"
                 )
 
+    def _check_ack_knows_orders(self, actor: Actor, message: Message) -> None:
+        """An ack leaves every order of its intent whose placing attempt has ended named by a
+        final record. That attempt settled the record, or marked it (`unsettled_order`) where a
+        newer attempt still held a live lease, and a delivery that meets a marked record (the
+        newer attempt's own release included) asks the broker before it acks. Exempt: the placing
+        attempt was killed, or a fault struck it after its order landed (the settlement or the
+        marker could not be written; the reconciler is the net)."""
+        doc = self._world.db.peek(reservation_path(message.key)) or {}
+        if doc.get("status") == "reserved" or doc.get("outcome") not in TERMINAL:
+            return  # not final: the next attempt asks the broker first (`_check_acked` judges)
+        for order_id, origin in self.origins.items():
+            placer = origin.actor
+            if origin.key != message.key or placer.alive or placer.state == "killed":
+                continue
+            if placer.faults > origin.faults or doc.get("broker_order_id") == order_id:
+                continue
+            raise Violation(
+                f"{actor.name} acked {message.message_id} while its record is "
+                f"{doc.get('status')}/{doc.get('outcome')} (order {doc.get('broker_order_id')}, "
+                f"marker {doc.get('unsettled_order')}) although the broker holds {order_id}, "
+                f"placed by {placer.name}, which ended: only the reconciler would find it"
+            )
+
     def at_end(self, actor: Actor) -> None:
         """An attempt that placed an order and ended (answered, not killed) leaves it known: its
         record names the order, or is not final yet (`reserved`, or released with a retryable
@@ -229,7 +262,9 @@ class Invariants:
 
         A final record that does not name the order (a newer attempt recorded `halted` or
         `stale` while this one's answer was lost) would stay so until the reconciler: the
-        attempt settles it itself (`ExecutionEngine._settle_lost_answer`, `_settle_outlived`).
+        attempt settles it itself (`ExecutionEngine._settle_lost_answer`, `_settle_outlived`),
+        or, where a newer lease is live, marks it (`unsettled_order`) for the delivery that will
+        meet it before an ack; a marked record with its message acked already is a violation.
         Exempt where a store or broker fault struck the attempt after its order landed: the
         settlement could not be written, and the reconciler is the net.
         """
@@ -237,13 +272,22 @@ class Invariants:
             if origin.actor is not actor or actor.faults > origin.faults:
                 continue
             doc = self._world.db.peek(reservation_path(origin.key)) or {}
+            if doc.get("broker_order_id") == order_id:
+                continue
+            if doc.get("unsettled_order") and not self._acked(actor.message_id):
+                continue  # the delivery that meets the marked record settles it before its ack
             final = doc.get("status") != "reserved" and doc.get("outcome") in TERMINAL
-            if final and doc.get("broker_order_id") != order_id:
+            newer = doc.get("status") == "reserved" and doc.get("lease_id") != actor.lease_id
+            if final or newer:
                 raise Violation(
                     f"{actor.name} ended leaving its order {order_id} under a record "
-                    f"{doc.get('status')}/{doc.get('outcome')} that names "
-                    f"{doc.get('broker_order_id')}: only the reconciler would find it"
+                    f"{doc.get('status')}/{doc.get('outcome')} of lease {doc.get('lease_id')} "
+                    f"that names {doc.get('broker_order_id')} and carries no unsettled_order "
+                    "marker: only the reconciler would find it"
                 )
+
+    def _acked(self, message_id: str | None) -> bool:
+        return any(m.acked for m in self._world.messages if m.message_id == message_id)
 
     def after_sweep(self, started: datetime, lapsed: dict[str, str], report: Any) -> None:
         """A clean sweep leaves none of the leases lapsed at its start `reserved`."""
@@ -340,6 +384,8 @@ class Invariants:
             return
         if doc.get("repair") != before.get("repair"):
             return  # a settlement to the broker's order: `_check_names_own_order` judges it
+        if _only_changed(before, doc, "unsettled_order"):
+            return  # an outlived attempt's marker (no fence by design), or a delivery clearing it
         if writer.kind == "reconcile" and _only_the_hold_ended(before, doc):
             self._check_hold_release(writer, path, before)
             return

@@ -264,7 +264,22 @@ class InMemoryReservationManager:
             released_at=current.record.released_at or now,
             repair=repair,
             counted_lease_id=None,
+            unsettled_order=None,
         )
+        return True
+
+    def mark_unsettled(self, tenant_id: str, client_intent_id: str, marker: dict[str, Any]) -> bool:
+        record = self.records.get((tenant_id, client_intent_id))
+        if record is None:
+            return False
+        self.records[(tenant_id, client_intent_id)] = replace(record, unsettled_order=marker)
+        return True
+
+    def clear_unsettled(self, current: VersionedRecord) -> bool:
+        key = (current.record.tenant_id, current.record.client_intent_id)
+        if self.records.get(key) is not current.version:
+            return False
+        self.records[key] = replace(current.record, unsettled_order=None)
         return True
 
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
@@ -646,6 +661,12 @@ class NoRecords:
     def record_order(
         self, current: VersionedRecord, order: BrokerOrder, repair: dict[str, Any], now: datetime
     ) -> bool:
+        return False
+
+    def mark_unsettled(self, tenant_id: str, client_intent_id: str, marker: dict[str, Any]) -> bool:
+        return False
+
+    def clear_unsettled(self, current: VersionedRecord) -> bool:
         return False
 
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
