@@ -48,9 +48,7 @@ class Mutant:
     hint: int = 0
     """A seed that caught it when last measured. The search of the `CI_SEEDS` starts there and
     wraps around: the same seeds, in another order, so a check costs one schedule while the
-    world is unchanged and at most `CI_SEEDS` after a change (`--from-zero` finds new hints)."""
-    seeds: int = CI_SEEDS
-    """The seeds CI gives it (more where few schedules reach the bug)."""
+    world is unchanged and at most `seeds` after a change (`--from-zero` finds new hints)."""
 
 
 MUTANTS = (
