@@ -1,4 +1,5 @@
-"""Fixtures the emulator tests share: the loopback Alpaca sandbox and a broker pointed at it."""
+"""Fixtures the emulator tests share: the loopback Alpaca sandbox, a broker pointed at it, and
+a scripted wire server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from google.cloud import firestore
 
 from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
 from execution.brokers.alpaca import AlpacaBroker
+from tests.support.wire_server import WireServer
 
 
 @pytest.fixture
@@ -32,3 +34,10 @@ def counted_db(db: firestore.Client) -> Iterator[firestore.Client]:
     client = firestore.Client(project=db.project)
     yield client
     client.close()
+
+
+@pytest.fixture
+def wire() -> Iterator[WireServer]:
+    """A loopback server that answers each request with the next scripted answer."""
+    with WireServer() as server:
+        yield server

@@ -14,13 +14,10 @@ prints), reservation, dead letter and ledger entry is searched for the keys in e
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import traceback
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -33,6 +30,7 @@ from execution.bootstrap import Service, bootstrap
 from execution.errors import RetryableError, SettingsError
 from execution.models import TradeIntent
 from execution.settings import Settings
+from tests.support.alpaca_wire import intent_event, pubsub_event
 from tests.support.builders import client_order_id_of, make_intent, unique
 from tests.support.wire_server import (
     Script,
@@ -113,12 +111,6 @@ def storm(client_order_ids: list[str]) -> list[Script]:
 
 
 @pytest.fixture
-def wire() -> Iterator[WireServer]:
-    with WireServer() as server:
-        yield server
-
-
-@pytest.fixture
 def service(db: firestore.Client, wire: WireServer, firestore_project: str) -> Service:
     env = {
         "GOOGLE_CLOUD_PROJECT": firestore_project,
@@ -136,24 +128,6 @@ def service(db: firestore.Client, wire: WireServer, firestore_project: str) -> S
     return bootstrap(Settings.from_env(env), db=db)
 
 
-def push(data: bytes, message_id: str) -> CloudEvent:
-    """The CloudEvent functions-framework makes of a Pub/Sub push."""
-    return CloudEvent(
-        {
-            "type": "google.cloud.pubsub.topic.v1.messagePublished",
-            "source": "//pubsub.googleapis.com/projects/demo/topics/trade-intents",
-        },
-        {
-            "message": {
-                "data": base64.b64encode(data).decode(),
-                "messageId": message_id,
-                "publishTime": datetime.now(UTC).isoformat(),
-            },
-            "subscription": "projects/demo/subscriptions/trade-intents-push",
-        },
-    )
-
-
 def deliver(event: CloudEvent) -> str | None:
     """Deliver as functions-framework would; the traceback it would print, where it raises."""
     try:
@@ -165,7 +139,7 @@ def deliver(event: CloudEvent) -> str | None:
 
 def deliver_to_the_broker(intent: TradeIntent, wire: WireServer) -> str | None:
     """Deliver `intent` until it reaches the broker (a slow emulator may time a read out first)."""
-    event = push(json.dumps(intent.model_dump(mode="json")).encode(), unique("m"))
+    event = intent_event(intent)
     sent = len(wire.requests)
     for _ in range(5):
         printed = deliver(event)
@@ -207,7 +181,9 @@ def test_no_form_of_either_key_reaches_a_log_a_record_or_a_traceback_in_a_fault_
     wire.script(*storm([client_order_id_of(intent) for intent in intents]))
 
     tracebacks = [deliver_to_the_broker(intent, wire) for intent in intents]
-    dead_lettered = deliver(push(b'{"tenant_id": "tenant-storm", "qty": "many"}', unique("m")))
+    dead_lettered = deliver(
+        pubsub_event(b'{"tenant_id": "tenant-storm", "qty": "many"}', unique("m"))
+    )
 
     documents = stored(db)
     records = [f"{r.getMessage()} {r.__dict__!r}" for r in caplog.records]

@@ -27,35 +27,17 @@ from execution.brokers.alpaca import AlpacaBroker
 from execution.errors import BrokerTransientError, SettingsError
 from execution.models import Outcome
 from execution.settings import Settings
+from tests.support.alpaca_wire import alpaca_env
 from tests.support.builders import make_intent, reservation
 
 TENANT = "tenant-base-url"
 
 
-def alpaca_env(base_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "BROKER": "alpaca",
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": base_url,
-        "AGENT_MODE": "LIVE",  # a loopback Alpaca is not Alpaca's paper host
-        "BROKER_TIMEOUT_SECONDS": "2",
-        "FUNCTION_TIMEOUT_SECONDS": "20",
-        "RESERVATION_TTL_SECONDS": "30",
-        "FIRESTORE_TIMEOUT_SECONDS": "5",
-        **extra,
-    }
-
-
-@pytest.fixture
-def alpaca() -> Iterator[AlpacaSandbox]:
-    with AlpacaSandbox() as server:
-        yield server
-
-
 @contextmanager
 def service_at(db: firestore.Client, project: str, base_url: str) -> Iterator[Service]:
-    settings = Settings.from_env(alpaca_env(base_url, GOOGLE_CLOUD_PROJECT=project))
+    settings = Settings.from_env(
+        alpaca_env(base_url, key_id=KEY_ID, secret_key=SECRET_KEY, GOOGLE_CLOUD_PROJECT=project)
+    )
     broker = AlpacaBroker.from_settings(settings)
     try:
         yield bootstrap(settings, db=db, broker=broker)
@@ -105,7 +87,7 @@ def test_a_base_url_that_can_never_be_right_is_refused_at_start_up_without_quoti
     base_url: str,
 ) -> None:
     with pytest.raises(SettingsError) as refused:
-        Settings.from_env(alpaca_env(base_url))
+        Settings.from_env(alpaca_env(base_url, key_id=KEY_ID, secret_key=SECRET_KEY))
 
     assert "APCA_API_BASE_URL" in str(refused.value)
     assert "hunter2" not in str(refused.value)

@@ -14,15 +14,11 @@ through `main.execute_intent` into the engine and the Firestore emulator with th
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cloudevents.http import CloudEvent
 from google.cloud import firestore
 
 import main
@@ -30,8 +26,10 @@ from execution.bootstrap import Service, bootstrap
 from execution.errors import RetryableError
 from execution.models import TradeIntent
 from execution.settings import Settings
+from tests.support.alpaca_wire import alpaca_env, intent_event
+from tests.support.alpaca_wire import json_ok as ok
+from tests.support.alpaca_wire import order_json as alpaca_order_json
 from tests.support.builders import (
-    client_order_id_of,
     ledger_entries,
     make_intent,
     reservation,
@@ -45,25 +43,13 @@ TENANT = "tenant-answers"
 
 
 @pytest.fixture
-def wire() -> Iterator[WireServer]:
-    with WireServer() as server:
-        yield server
-
-
-@pytest.fixture
 def service(db: firestore.Client, wire: WireServer, firestore_project: str) -> Service:
-    env = {
-        "GOOGLE_CLOUD_PROJECT": firestore_project,
-        "BROKER": "alpaca",
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": wire.base_url,
-        "AGENT_MODE": "LIVE",  # a loopback Alpaca is not Alpaca's paper host
-        "BROKER_TIMEOUT_SECONDS": "2",
-        "FUNCTION_TIMEOUT_SECONDS": "20",
-        "RESERVATION_TTL_SECONDS": "30",
-        "FIRESTORE_TIMEOUT_SECONDS": "5",
-    }
+    env = alpaca_env(
+        wire.base_url,
+        key_id=KEY_ID,
+        secret_key=SECRET_KEY,
+        GOOGLE_CLOUD_PROJECT=firestore_project,
+    )
     return bootstrap(Settings.from_env(env), db=db)
 
 
@@ -74,44 +60,13 @@ def as_deployed(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def order_json(intent: TradeIntent, order_id: str, **fields: Any) -> bytes:
     """Alpaca's order for `intent` (as it would echo it), with `fields` changed."""
-    order = {
-        "id": order_id,
-        "client_order_id": client_order_id_of(intent),
-        "symbol": intent.symbol,
-        "side": intent.side,
-        "qty": str(intent.qty),
-        "status": "accepted",
-        "type": intent.order_type,
-        "limit_price": str(intent.limit_price),
-        "time_in_force": "day",
-        "filled_avg_price": None,
-        "submitted_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    }
-    return json.dumps({**order, **fields}).encode()
-
-
-def ok(body: bytes) -> Any:
-    return http_answer(b"HTTP/1.1 200 OK", body, b"Content-Type: application/json")
+    submitted_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return alpaca_order_json(intent, id=order_id, submitted_at=submitted_at, **fields)
 
 
 def deliver(intent: TradeIntent, message_id: str) -> RetryableError | None:
     """One delivery through the entry point: None where it acked, else the retry it raised."""
-    event = CloudEvent(
-        {
-            "type": "google.cloud.pubsub.topic.v1.messagePublished",
-            "source": "//pubsub.googleapis.com/projects/demo/topics/trade-intents",
-        },
-        {
-            "message": {
-                "data": base64.b64encode(
-                    json.dumps(intent.model_dump(mode="json")).encode()
-                ).decode(),
-                "messageId": message_id,
-                "publishTime": datetime.now(UTC).isoformat(),
-            },
-            "subscription": "projects/demo/subscriptions/trade-intents-push",
-        },
-    )
+    event = intent_event(intent, message_id)
     try:
         main.execute_intent(event)
     except RetryableError as exc:

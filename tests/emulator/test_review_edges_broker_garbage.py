@@ -15,15 +15,10 @@ engine on the Firestore emulator with the real `AlpacaBroker`, the reconciler ru
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cloudevents.http import CloudEvent
 from google.cloud import firestore
 
 import main
@@ -32,8 +27,11 @@ from execution.brokers.alpaca import AlpacaBroker
 from execution.errors import RetryableError
 from execution.models import TradeIntent
 from execution.settings import Settings
-from tests.support.builders import client_order_id_of, make_intent, reservation, unique
-from tests.support.wire_server import Script, WireServer, http_answer
+from tests.support.alpaca_wire import alpaca_env, intent_event
+from tests.support.alpaca_wire import json_ok as ok
+from tests.support.alpaca_wire import order_json as alpaca_order_json
+from tests.support.builders import make_intent, reservation
+from tests.support.wire_server import WireServer, http_answer
 
 KEY_ID = "PKREVIEWGARBAGE0001"
 SECRET_KEY = "review-garbage-secret-0001"
@@ -43,27 +41,15 @@ DEEP = b"[" * 200_000 + b"]" * 200_000
 
 
 @pytest.fixture
-def wire() -> Iterator[WireServer]:
-    with WireServer() as server:
-        yield server
-
-
-@pytest.fixture
 def service(
     db: firestore.Client, wire: WireServer, firestore_project: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Service]:
-    env = {
-        "GOOGLE_CLOUD_PROJECT": firestore_project,
-        "BROKER": "alpaca",
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": wire.base_url,
-        "AGENT_MODE": "LIVE",  # a loopback Alpaca is not Alpaca's paper host
-        "BROKER_TIMEOUT_SECONDS": "2",
-        "FUNCTION_TIMEOUT_SECONDS": "20",
-        "RESERVATION_TTL_SECONDS": "30",
-        "FIRESTORE_TIMEOUT_SECONDS": "5",
-    }
+    env = alpaca_env(
+        wire.base_url,
+        key_id=KEY_ID,
+        secret_key=SECRET_KEY,
+        GOOGLE_CLOUD_PROJECT=firestore_project,
+    )
     settings = Settings.from_env(env)
     broker = AlpacaBroker.from_settings(settings)
     service = bootstrap(settings, db=db, broker=broker)
@@ -73,44 +59,11 @@ def service(
 
 
 def order_json(intent: TradeIntent, **fields: Any) -> bytes:
-    order = {
-        "id": str(uuid.uuid4()),
-        "client_order_id": client_order_id_of(intent),
-        "symbol": intent.symbol,
-        "side": intent.side,
-        "qty": str(intent.qty),
-        "status": "accepted",
-        "type": intent.order_type,
-        "limit_price": str(intent.limit_price),
-        "time_in_force": "day",
-        "filled_avg_price": None,
-        "submitted_at": "2026-01-05T14:30:00Z",
-    }
-    return json.dumps({**order, **fields}).encode()
+    return alpaca_order_json(intent, **{"submitted_at": "2026-01-05T14:30:00Z", **fields})
 
 
 def deliver(intent: TradeIntent) -> None:
-    data = json.dumps(intent.model_dump(mode="json")).encode()
-    main.execute_intent(
-        CloudEvent(
-            {
-                "type": "google.cloud.pubsub.topic.v1.messagePublished",
-                "source": "//pubsub.googleapis.com/projects/demo/topics/trade-intents",
-            },
-            {
-                "message": {
-                    "data": base64.b64encode(data).decode(),
-                    "messageId": unique("m"),
-                    "publishTime": datetime.now(UTC).isoformat(),
-                },
-                "subscription": "projects/demo/subscriptions/trade-intents-push",
-            },
-        )
-    )
-
-
-def ok(body: bytes) -> Script:
-    return http_answer(b"HTTP/1.1 200 OK", body, b"Content-Type: application/json")
+    main.execute_intent(intent_event(intent))
 
 
 GARBAGE_ORDERS = [

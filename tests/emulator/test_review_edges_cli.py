@@ -15,15 +15,11 @@ real `AlpacaBroker` against a loopback server that answers with such text; then 
 
 from __future__ import annotations
 
-import base64
 import json
-import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cloudevents.http import CloudEvent
 from google.cloud import firestore
 from typer.testing import CliRunner, Result
 
@@ -32,7 +28,8 @@ from execution.bootstrap import Service, bootstrap
 from execution.cli import app
 from execution.models import TradeIntent
 from execution.settings import Settings
-from tests.support.builders import client_order_id_of, make_intent, reservation, unique
+from tests.support.alpaca_wire import alpaca_env, intent_event, order_json
+from tests.support.builders import make_intent, reservation
 from tests.support.wire_server import WireServer, http_answer
 
 KEY_ID = "PKREVIEWCLI00000001"
@@ -43,30 +40,15 @@ HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x1b[8mhidden\x1b[0m\x9b31m\u202eok"
 CONTROLS = ("\x1b", "\x07", "\x9b", "\u202e")
 
 
-@pytest.fixture
-def wire() -> Iterator[WireServer]:
-    with WireServer() as server:
-        yield server
-
-
-def alpaca_env(wire: WireServer, project: str) -> dict[str, str]:
-    return {
-        "GOOGLE_CLOUD_PROJECT": project,
-        "BROKER": "alpaca",
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": wire.base_url,
-        "AGENT_MODE": "LIVE",  # a loopback Alpaca is not Alpaca's paper host
-        "BROKER_TIMEOUT_SECONDS": "2",
-        "FUNCTION_TIMEOUT_SECONDS": "20",
-        "RESERVATION_TTL_SECONDS": "30",
-        "FIRESTORE_TIMEOUT_SECONDS": "5",
-    }
+def wire_env(wire: WireServer, project: str) -> dict[str, str]:
+    return alpaca_env(
+        wire.base_url, key_id=KEY_ID, secret_key=SECRET_KEY, GOOGLE_CLOUD_PROJECT=project
+    )
 
 
 @pytest.fixture
 def service(db: firestore.Client, wire: WireServer, firestore_project: str) -> Service:
-    return bootstrap(Settings.from_env(alpaca_env(wire, firestore_project)), db=db)
+    return bootstrap(Settings.from_env(wire_env(wire, firestore_project)), db=db)
 
 
 @pytest.fixture
@@ -74,46 +56,14 @@ def cli(wire: WireServer, firestore_project: str) -> Callable[..., Result]:
     """`python -m execution --project <this module's project> ARGS`, the broker at `wire`."""
 
     def run(*args: str) -> Result:
-        env = {**alpaca_env(wire, firestore_project), "COLUMNS": "250"}
+        env = {**wire_env(wire, firestore_project), "COLUMNS": "250"}
         return CliRunner().invoke(app, ["--project", firestore_project, *args], env=env)
 
     return run
 
 
 def deliver(intent: TradeIntent) -> None:
-    data = json.dumps(intent.model_dump(mode="json")).encode()
-    main.execute_intent(
-        CloudEvent(
-            {
-                "type": "google.cloud.pubsub.topic.v1.messagePublished",
-                "source": "//pubsub.googleapis.com/projects/demo/topics/trade-intents",
-            },
-            {
-                "message": {
-                    "data": base64.b64encode(data).decode(),
-                    "messageId": unique("m"),
-                    "publishTime": datetime.now(UTC).isoformat(),
-                },
-                "subscription": "projects/demo/subscriptions/trade-intents-push",
-            },
-        )
-    )
-
-
-def order_json(intent: TradeIntent, **fields: Any) -> bytes:
-    order = {
-        "id": str(uuid.uuid4()),
-        "client_order_id": client_order_id_of(intent),
-        "symbol": intent.symbol,
-        "side": intent.side,
-        "qty": str(intent.qty),
-        "status": "accepted",
-        "type": intent.order_type,
-        "limit_price": str(intent.limit_price),
-        "time_in_force": "day",
-        "filled_avg_price": None,
-    }
-    return json.dumps({**order, **fields}).encode()
+    main.execute_intent(intent_event(intent))
 
 
 @pytest.fixture

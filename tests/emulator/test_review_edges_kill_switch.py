@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from google.cloud import firestore
 from typer.testing import CliRunner
 
@@ -75,12 +73,6 @@ class HeldCall:
         self.entered.set()
         self.go.wait()
         return self._inner.place_order(order)
-
-
-@pytest.fixture
-def alpaca() -> Iterator[AlpacaSandbox]:
-    with AlpacaSandbox() as server:
-        yield server
 
 
 def test_cancel_open_waits_out_the_broker_calls_admitted_before_the_switch(

@@ -13,24 +13,20 @@ retried delivery's traceback and the reservation are searched for the key in tho
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import logging
 import traceback
-from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
-from cloudevents.http import CloudEvent
 from google.cloud import firestore
 
 import main
 from execution.bootstrap import Service, bootstrap
 from execution.errors import RetryableError
-from execution.models import TradeIntent
 from execution.settings import Settings
-from tests.support.builders import make_intent, reservation, unique
+from tests.support.alpaca_wire import alpaca_env, intent_event
+from tests.support.builders import make_intent, reservation
 from tests.support.wire_server import Script, WireServer, http_answer
 
 KEY_ID = "PKEDGE<KEY>&ID00001"
@@ -81,44 +77,14 @@ ECHOES = [
 
 
 @pytest.fixture
-def wire() -> Iterator[WireServer]:
-    with WireServer() as server:
-        yield server
-
-
-@pytest.fixture
 def service(db: firestore.Client, wire: WireServer, firestore_project: str) -> Service:
-    env = {
-        "GOOGLE_CLOUD_PROJECT": firestore_project,
-        "BROKER": "alpaca",
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": wire.base_url,
-        "AGENT_MODE": "LIVE",  # a loopback Alpaca is not Alpaca's paper host
-        "BROKER_TIMEOUT_SECONDS": "2",
-        "FUNCTION_TIMEOUT_SECONDS": "20",
-        "RESERVATION_TTL_SECONDS": "30",
-        "FIRESTORE_TIMEOUT_SECONDS": "5",
-    }
-    return bootstrap(Settings.from_env(env), db=db)
-
-
-def push(intent: TradeIntent) -> CloudEvent:
-    data = json.dumps(intent.model_dump(mode="json")).encode()
-    return CloudEvent(
-        {
-            "type": "google.cloud.pubsub.topic.v1.messagePublished",
-            "source": "//pubsub.googleapis.com/projects/demo/topics/trade-intents",
-        },
-        {
-            "message": {
-                "data": base64.b64encode(data).decode(),
-                "messageId": unique("m"),
-                "publishTime": datetime.now(UTC).isoformat(),
-            },
-            "subscription": "projects/demo/subscriptions/trade-intents-push",
-        },
+    env = alpaca_env(
+        wire.base_url,
+        key_id=KEY_ID,
+        secret_key=SECRET_KEY,
+        GOOGLE_CLOUD_PROJECT=firestore_project,
     )
+    return bootstrap(Settings.from_env(env), db=db)
 
 
 def leaks(texts: list[str]) -> list[str]:
@@ -143,7 +109,7 @@ def test_a_key_echoed_in_go_json_or_html_reaches_no_log_record_or_traceback(
 
     printed: list[str] = []
     try:
-        main.execute_intent(push(intent))
+        main.execute_intent(intent_event(intent))
     except RetryableError as exc:
         printed.append("".join(traceback.format_exception(exc)))
 
