@@ -262,11 +262,8 @@ def _with_order(state: AccountState, placed: PlacedOrder, lease_id: str | None) 
     day = utc_day(placed.placed_at)
     after = _without_lease(state, lease_id)
     after.positions[placed.symbol] = state.positions.get(placed.symbol, 0.0) + signed
-    after.placed_orders = {
-        kept: count
-        for kept, count in state.placed_orders.items()
-        if kept >= first_kept_day(placed.placed_at)
-    }
+    oldest = first_kept_day(placed.placed_at)
+    after.placed_orders = {kept: n for kept, n in state.placed_orders.items() if kept >= oldest}
     after.placed_orders[day] = state.placed_orders.get(day, 0) + 1
     return after
 

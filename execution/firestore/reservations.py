@@ -268,9 +268,11 @@ class FirestoreReservationManager:
         it leave, with their records; and the state they all leave (None: none fits)."""
         admitted: list[tuple[_QueuedAcquire, ReservationRecord]] = []
         try:
-            known, after, intents = base.known, None, set()
+            known = base.known
         except MalformedDocumentError:
             return [], None  # each writer meets the unreadable state alone, as a named wait
+        after: KnownState | None = None
+        intents: set[str] = set()
         for work in queue:
             if work.request.client_intent_id in intents:
                 continue  # a second delivery of one intent at once: left to decide alone
