@@ -17,6 +17,17 @@ commit fails its precondition and reads again: no transaction, no query on the h
   the days before its yesterday: another instance's clock may be a little on the other side of
   midnight, and a day it still counts in (or already counts in) must not be erased.
 
+Days and clocks. Instances' clocks disagree by up to CLOCK_SKEW_SECONDS, and each decides
+`max_daily_orders` on its own UTC day's count. So an order counts on every day any instance may
+be deciding on, never on none: the instance that records it placed (its release, or a repair
+that learns it late) adds it to the day of every moment within the skew of its own clock
+(`counted_days`) — one day, or both days around a midnight less than the skew away. Until then
+the order is a hold, which every decision counts whatever its day. Hence, for any instance
+deciding on day D: every order the broker may hold on D is a hold or in D's count. An order
+recorded near midnight thus costs the next day one order of its own (conservative, never
+over), and an order recorded long after it was placed (the reconciler settling a hold) counts
+on the day it is recorded, not the day it reached the broker: it was a hold until then.
+
 A hold counts in two ways, because the limits are of two kinds:
 
 - The in-flight budget bounds money in our invocations' hands: a hold counts against it only while
@@ -67,6 +78,9 @@ from execution.errors import BudgetWaitError, InvalidIntentError, LimitWaitError
 
 # A float sum of cents may land a hair above the limit it equals.
 _EPSILON = 1e-6
+
+DEFAULT_CLOCK_SKEW_SECONDS = 5.0
+"""CLOCK_SKEW_SECONDS's default: how far instances' clocks may disagree."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,14 @@ class AccountState:
 def utc_day(moment: datetime) -> str:
     """The `placed_orders` key of `moment`'s UTC day."""
     return moment.date().isoformat()
+
+
+def counted_days(placed_at: datetime, skew: timedelta) -> tuple[str, ...]:
+    """The `placed_orders` keys an order placed at `placed_at` (by the clock of the instance
+    that records it) counts on: the UTC day of every moment within `skew` of it. Any instance's
+    clock is within `skew` of the recorder's, so each day an instance may be deciding on while
+    the order is recorded (or later) counts it; near midnight that is two days, else one."""
+    return tuple(sorted({utc_day(placed_at - skew), utc_day(placed_at + skew)}))
 
 
 def first_kept_day(moment: datetime) -> str:

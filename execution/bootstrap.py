@@ -101,7 +101,10 @@ def bootstrap(
     if broker is None:
         broker = _broker(settings, db, clock, policy, ids)
     records = FirestoreReservationRecords(
-        db, policy=policy, retention=settings.reservation_retention
+        db,
+        policy=policy,
+        retention=settings.reservation_retention,
+        clock_skew=timedelta(seconds=settings.clock_skew_seconds),
     )
     truth = BrokerTruth(records, broker, clock=clock)
     authority = authority or TradingAuthority(
@@ -173,6 +176,7 @@ def _firestore_store(
             sleep=retry.sleep,
             lease_ids=retry.ids,
             uniform=retry.uniform,
+            clock_skew=timedelta(seconds=settings.clock_skew_seconds),
         ),
         clock=clock,
         policy=policy,

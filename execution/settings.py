@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from execution.account_state import DEFAULT_CLOCK_SKEW_SECONDS
 from execution.errors import SettingsError
 
 MAX_EVENT_FUNCTION_TIMEOUT_SECONDS = 540
@@ -259,7 +260,7 @@ class Settings:
         low_inclusive=True,
     )
     clock_skew_seconds: float = _setting(
-        5.0,
+        DEFAULT_CLOCK_SKEW_SECONDS,
         "CLOCK_SKEW_SECONDS",
         _number,
         bound=(0, 60, "seconds (how far instances' clocks may disagree)"),

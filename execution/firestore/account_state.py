@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
@@ -34,8 +34,8 @@ from execution.account_state import (
     Admitted,
     Hold,
     Lease,
+    counted_days,
     first_kept_day,
-    utc_day,
 )
 from execution.documents import AccountSettings, MalformedAccountError, leases_to_document
 from execution.documents import state_from_document as state_from_document
@@ -102,7 +102,9 @@ def stage_admission(
 
 @dataclass(frozen=True)
 class PlacedOrder:
-    """An order this service placed: what the account's position and daily count must learn."""
+    """An order this service placed: what the account's position and daily count must learn.
+    `placed_at` is the recorder's clock; the order counts on every day of `days`
+    (`execution.account_state.counted_days`)."""
 
     tenant_id: str
     broker_account_id: str
@@ -110,6 +112,20 @@ class PlacedOrder:
     side: str
     qty: float
     placed_at: datetime
+    days: tuple[str, ...]
+
+    @classmethod
+    def of(cls, record: ReservationRecord, now: datetime, skew: timedelta) -> PlacedOrder:
+        """`record`'s order, recorded at `now` by a clock within `skew` of every other."""
+        return cls(
+            record.tenant_id,
+            record.broker_account_id,
+            record.symbol,
+            record.side,
+            record.qty,
+            now,
+            counted_days(now, skew),
+        )
 
 
 def add_placed_order(
@@ -121,8 +137,9 @@ def add_placed_order(
     version: Any = None,
     order_days: Iterable[str] = (),
 ) -> None:
-    """Add "this intent was placed" to `batch`: its quantity joins the position, the day's count
-    grows by one, and `ending_lease_id` (its counted lease, if any) leaves the in-flight map.
+    """Add "this intent was placed" to `batch`: its quantity joins the position, the count of
+    each of its days grows by one, and `ending_lease_id` (its counted lease, if any) leaves the
+    in-flight map.
     The days of `order_days` (what the account's `placed_orders` held when read) before
     yesterday are deleted (`first_kept_day`): an account without limits has no admission to
     prune them.
@@ -135,7 +152,7 @@ def add_placed_order(
     signed = placed.qty if placed.side == "buy" else -placed.qty
     oldest = first_kept_day(placed.placed_at)
     counts: dict[str, Any] = {day: firestore.DELETE_FIELD for day in order_days if day < oldest}
-    counts[utc_day(placed.placed_at)] = firestore.Increment(1)
+    counts.update({day: firestore.Increment(1) for day in placed.days})
     ref = inflight_ref(db, placed.tenant_id, placed.broker_account_id)
     if version is not None:
         # The same change as a field-path update, which (unlike `set`) takes a precondition.
@@ -205,6 +222,7 @@ def stage_attempt_end(
     fate_unknown: bool,
     known: KnownState | None = None,
     order_days: Iterable[str] = (),
+    clock_skew: timedelta,
 ) -> StagedEnd:
     """Stage what the end of `record`'s attempt does to its account's state.
 
@@ -215,17 +233,17 @@ def stage_attempt_end(
     settle or the reconciler learns what the broker holds; its lease ends now all the same, so
     it gives the in-flight budget back, as every release does.
 
-    `known`: the state a writer handed over (`account_turns`); the writes then carry a
-    precondition on its `update_time`, and the state they leave is worked out without a read.
+    `clock_skew`: how far other instances' clocks may be from `now` (a placed order counts on
+    each day they may show, `counted_days`). `known`: the state a writer handed over
+    (`account_turns`); the writes then carry a precondition on its `update_time`, and the state
+    they leave is worked out without a read.
     """
     if known is not None and not known.exists:
         known = None  # a counted hold lives in a document that exists: this one is out of date
     version = known.update_time if known is not None else None
     base = known.state if known is not None else None
     if outcome is Outcome.PLACED:
-        placed = PlacedOrder(
-            record.tenant_id, record.broker_account_id, record.symbol, record.side, record.qty, now
-        )
+        placed = PlacedOrder.of(record, now, clock_skew)
         days = base.placed_orders.keys() if base is not None else order_days
         add_placed_order(
             batch, db, placed, ending_lease_id=counted_lease_id, version=version, order_days=days
@@ -259,12 +277,12 @@ def stage_attempt_end(
 def _with_order(state: AccountState, placed: PlacedOrder, lease_id: str | None) -> AccountState:
     """`state` once `add_placed_order` landed on it."""
     signed = placed.qty if placed.side == "buy" else -placed.qty
-    day = utc_day(placed.placed_at)
     after = _without_lease(state, lease_id)
     after.positions[placed.symbol] = state.positions.get(placed.symbol, 0.0) + signed
     oldest = first_kept_day(placed.placed_at)
     after.placed_orders = {kept: n for kept, n in state.placed_orders.items() if kept >= oldest}
-    after.placed_orders[day] = state.placed_orders.get(day, 0) + 1
+    for day in placed.days:
+        after.placed_orders[day] = state.placed_orders.get(day, 0) + 1
     return after
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from execution.account_state import Hold, UnreadableState
+from execution.account_state import DEFAULT_CLOCK_SKEW_SECONDS, Hold, UnreadableState
 from execution.broker_truth import VersionedRecord
 from execution.documents import (
     UNSETTLED_ORDER,
@@ -37,8 +37,17 @@ from execution.reservations import ReservationStatus
 class FirestoreReservationRecords:
     """The `ReservationRecords` port on Firestore."""
 
-    def __init__(self, db: firestore.Client, *, policy: CallPolicy, retention: timedelta) -> None:
+    def __init__(
+        self,
+        db: firestore.Client,
+        *,
+        policy: CallPolicy,
+        retention: timedelta,
+        clock_skew: timedelta = timedelta(seconds=DEFAULT_CLOCK_SKEW_SECONDS),
+    ) -> None:
+        """`clock_skew`: CLOCK_SKEW_SECONDS (an order recorded here counts on each day it spans)."""
         self._db = db
+        self._clock_skew = clock_skew
         self._policy = policy
         self._retention = retention
 
@@ -81,7 +90,7 @@ class FirestoreReservationRecords:
         add_placed_order(
             batch,
             self._db,
-            PlacedOrder(rec.tenant_id, rec.broker_account_id, rec.symbol, rec.side, rec.qty, now),
+            PlacedOrder.of(rec, now, self._clock_skew),
             ending_lease_id=rec.counted_lease_id,
         )
         return self._commit(batch, "reservation repair")

@@ -56,7 +56,14 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from execution.account_state import AccountState, Admitted, Lease, Refused, admit
+from execution.account_state import (
+    DEFAULT_CLOCK_SKEW_SECONDS,
+    AccountState,
+    Admitted,
+    Lease,
+    Refused,
+    admit,
+)
 from execution.clock import Clock
 from execution.documents import (
     MalformedDocumentError,
@@ -176,11 +183,14 @@ class FirestoreReservationManager:
         lease_ids: Callable[[], str] | None = None,
         uniform: Callable[[float, float], float] | None = None,
         turns: AccountTurns | None = None,
+        clock_skew: timedelta = timedelta(seconds=DEFAULT_CLOCK_SKEW_SECONDS),
     ) -> None:
         """`sleep`, `lease_ids` and `uniform` (the jitter's randomness) default to the system's;
         a simulation injects its own so that a seed decides them. `turns` orders this process's
-        writers of one account's state document (`execution.firestore.account_turns`)."""
+        writers of one account's state document (`execution.firestore.account_turns`).
+        `clock_skew`: CLOCK_SKEW_SECONDS (a placed order counts on each day it spans)."""
         self._db = db
+        self._clock_skew = clock_skew
         self._clock = clock
         self._ttl = ttl
         self._retention = retention
@@ -516,6 +526,7 @@ class FirestoreReservationManager:
             pause=self._pause,
             turns=self._turns,
             order_days=_order_days(read),
+            clock_skew=self._clock_skew,
         )
 
     def _pause(self, attempt: int) -> None:
@@ -584,9 +595,12 @@ class FirestoreReservationHandle:
         pause: Callable[[int], None],
         turns: AccountTurns | None = None,
         order_days: tuple[str, ...] = (),
+        clock_skew: timedelta = timedelta(seconds=DEFAULT_CLOCK_SKEW_SECONDS),
     ) -> None:
         """`order_days`: the days the account state's `placed_orders` held when acquire read it
-        (a placed release prunes the past ones)."""
+        (a placed release prunes the past ones). `clock_skew`: how far other instances' clocks
+        may be from ours (a placed order counts on each UTC day they may show)."""
+        self._clock_skew = clock_skew
         self._db = db
         self._record = record
         # The update time of the document as this lease wrote it: while it still matches, the
@@ -730,6 +744,7 @@ class FirestoreReservationHandle:
             fate_unknown=ending.fate_unknown,
             known=known.state,
             order_days=self._order_days,
+            clock_skew=self._clock_skew,
         )
         kept = staged.kept
         ended = ended_fields(

@@ -35,9 +35,11 @@ from tests.support.builders import (
     unique,
 )
 
-BEFORE_MIDNIGHT = datetime(2026, 1, 5, 23, 59, 59, 500000, tzinfo=UTC)
-AFTER_MIDNIGHT = datetime(2026, 1, 6, 0, 0, 0, 500000, tzinfo=UTC)
-"""Two instances' clocks a second apart across the end of a UTC day."""
+BEFORE_MIDNIGHT = datetime(2026, 1, 5, 23, 59, 53, tzinfo=UTC)
+AFTER_MIDNIGHT = datetime(2026, 1, 6, 0, 0, 7, tzinfo=UTC)
+"""Two instances' clocks on either side of the end of a UTC day, each further from midnight than
+CLOCK_SKEW_SECONDS (5 s): an order either places counts on its own day alone (nearer midnight it
+counts on both, `tests/emulator/test_midnight_skew.py`), and the peer rewrites the day counts."""
 
 
 def state_ref(intent: TradeIntent, db: firestore.Client) -> firestore.DocumentReference:
@@ -64,7 +66,7 @@ def test_a_peer_whose_clock_is_in_another_utc_day_cannot_erase_the_daily_order_c
     account(db, first, max_daily_orders=1)
 
     placed = execute(db, placing_clock, broker, first)
-    # Another instance, its clock a second away across midnight, admits an intent of the account
+    # Another instance, its clock on the other side of midnight, admits an intent of the account
     # (a dry run: it places nothing) and rewrites the day counts as its own day sees them.
     peered = execute(db, peer_clock, broker, same_account(first, dry_run=True))
     late = execute(db, placing_clock, broker, same_account(first))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,6 +16,7 @@ from execution.account_state import (
     Lease,
     Refused,
     admit,
+    counted_days,
     utc_day,
 )
 from execution.clock import FakeClock
@@ -361,6 +362,21 @@ def test_a_day_ahead_of_this_clock_is_kept() -> None:
         tomorrow: 1,
         utc_day(T0): 0,
     }
+
+
+@pytest.mark.parametrize(
+    ("recorded_at", "days"),
+    [
+        (datetime(2026, 1, 5, 23, 59, 54, tzinfo=UTC), ("2026-01-05",)),
+        (datetime(2026, 1, 5, 23, 59, 55, tzinfo=UTC), ("2026-01-05", "2026-01-06")),
+        (datetime(2026, 1, 6, 0, 0, 4, tzinfo=UTC), ("2026-01-05", "2026-01-06")),
+        (datetime(2026, 1, 6, 0, 0, 5, tzinfo=UTC), ("2026-01-06",)),
+    ],
+)
+def test_an_order_counts_on_every_day_within_the_clock_skew_of_its_recording(
+    recorded_at: datetime, days: tuple[str, ...]
+) -> None:
+    assert counted_days(recorded_at, timedelta(seconds=5)) == days
 
 
 @pytest.mark.parametrize(
