@@ -101,13 +101,18 @@ class Lease:
 
 @dataclass(frozen=True)
 class Hold:
-    """Where one hold lives and whose it is: what the reconciler settles once its lease lapsed."""
+    """Where one hold lives and whose it is: what the reconciler settles once its lease lapsed.
+    `symbol`, `side` and `qty` are the order it stands for (an order found under its client
+    order id must match them to be counted as its)."""
 
     tenant_id: str
     broker_account_id: str
     lease_id: str
     client_intent_id: str
     expires_at: datetime
+    symbol: str = ""
+    side: str = ""
+    qty: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,20 @@ delivery that next meets the final record then asks the broker before it answers
 The reconciler also calls `BrokerTruth.settle_hold` for each hold (`execution.account_state`)
 whose intent's last broker call can no longer land: it asks the broker by client order id, records
 the order where there is one, and otherwise ends the hold, so that an order of unknown fate counts
-against the account's limits exactly until its fate is known.
+against the account's limits exactly until its fate is known. A hold without a record of its own
+(the retention TTL purged it, an operator deleted it, or the tenant reused the intent id for
+another account since) is settled by the broker alone, by the client order id the hold's own
+(tenant, account, intent) derive: a matching order is counted, no order ends the hold, and
+`exec.contradiction.orphaned_hold` is logged at ERROR either way.
+
+Every settlement checks that the record is the order's: a record whose client order id is not the
+order's (another account's intent of the same id) is a conflict, never repaired to that order.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -36,6 +44,8 @@ from typing import Any, Protocol
 
 from execution.account_state import Hold
 from execution.brokers.base import Broker
+from execution.brokers.matching import same_symbol
+from execution.client_order_ids import client_order_id_for
 from execution.clock import Clock
 from execution.errors import BrokerRejectedError, ExecutionError, OrderNotCancelableError
 from execution.models import BrokerOrder, Outcome
@@ -94,6 +104,14 @@ class ReservationRecords(Protocol):
         """End `hold` (no order exists): the account's entry, and the record's `counted_lease_id`
         where it names the hold, if the record is still `current`. False where it changed since
         it was read. Raises `StoreUnavailableError`.
+        """
+        ...
+
+    def settle_orphan(self, hold: Hold, order: BrokerOrder | None, now: datetime) -> bool:
+        """End `hold`, which has no record of its own; where `order` is given, it joins the
+        account's position and daily count (recorded at `now`) in the same write. Once: False
+        where the account state no longer holds the hold or changed while this was decided.
+        Raises `StoreUnavailableError`.
         """
         ...
 
@@ -241,9 +259,11 @@ class BrokerTruth:
         """
         current = self._records.read(hold.tenant_id, hold.client_intent_id)
         if current is None:
-            _log_hold(hold, HoldSettlement.CONFLICT, "the intent has no record")
-            return HoldSettlement.CONFLICT
+            return self._settle_orphan(hold, "the intent has no record", last_call_ends)
         record = current.record
+        if record.broker_account_id != hold.broker_account_id:
+            why = f"the intent's record is of account {record.broker_account_id!r}"
+            return self._settle_orphan(hold, why, last_call_ends)
         if self._clock() < record.expires_at + last_call_ends:
             return HoldSettlement.PENDING  # its last attempt may still be inside a broker call
         if record.counted_lease_id == hold.lease_id:
@@ -260,6 +280,41 @@ class BrokerTruth:
             return HoldSettlement.PENDING
         _log_hold(hold, HoldSettlement.RELEASED, f"recorded {record.status.value}")
         return HoldSettlement.RELEASED
+
+    def _settle_orphan(self, hold: Hold, why: str, last_call_ends: timedelta) -> HoldSettlement:
+        """Settle a hold without a record of its own (purged by the retention TTL, or an
+        operator's delete) by the broker alone: ask by the client order id its own (tenant,
+        account, intent) derive; an order that matches the hold is counted, no order ends the
+        hold once no call of its lease can land. Alerted either way: a record is missing."""
+        if self._clock() < hold.expires_at + last_call_ends:
+            return HoldSettlement.PENDING
+        client_order_id = client_order_id_for(
+            hold.tenant_id, hold.broker_account_id, hold.client_intent_id
+        )
+        order = self._broker.get_order_by_client_order_id(
+            hold.tenant_id, hold.broker_account_id, client_order_id
+        )
+        mismatch = _hold_mismatch(hold, order) if order is not None else None
+        if mismatch is not None:
+            _log_hold(hold, HoldSettlement.CONFLICT, f"{why}; the broker's order {mismatch}")
+            return HoldSettlement.CONFLICT
+        if not self._records.settle_orphan(hold, order, self._clock()):
+            return HoldSettlement.PENDING
+        settled = HoldSettlement.RELEASED if order is None else HoldSettlement.PLACED
+        emit(
+            logger,
+            "exec.contradiction.orphaned_hold",
+            logging.ERROR,
+            tenant_id=hold.tenant_id,
+            broker_account_id=hold.broker_account_id,
+            client_intent_id=hold.client_intent_id,
+            counted_lease_id=hold.lease_id,
+            client_order_id=client_order_id,
+            broker_order_id=order.broker_order_id if order is not None else None,
+            settled=settled.value,
+            why=why,
+        )
+        return settled
 
     def _repair_fields(
         self, record: ReservationRecord, cancel: str, found_by: str
@@ -324,6 +379,8 @@ def _judge(current: VersionedRecord | None, order: BrokerOrder, now: datetime) -
     if current is None:
         return Settlement.CONFLICT
     record = current.record
+    if record.client_order_id and record.client_order_id != order.client_order_id:
+        return Settlement.CONFLICT  # the record is another intent's: another account's, say
     if record.broker_order_id == order.broker_order_id and record.outcome is Outcome.PLACED:
         return Settlement.AGREED
     if record.broker_order_id not in (None, order.broker_order_id):
@@ -339,6 +396,21 @@ _HOLD_BY_SETTLEMENT = {
     Settlement.PENDING: HoldSettlement.PENDING,
     Settlement.CONFLICT: HoldSettlement.CONFLICT,
 }
+
+
+def _hold_mismatch(hold: Hold, order: BrokerOrder) -> str | None:
+    """None where `order` is the order `hold` stands for (symbol, side, quantity), else what
+    differs: an order that is not the hold's is never counted as its."""
+    differences = [
+        f"{name} {found} (held {held})"
+        for name, found, held, same in (
+            ("symbol", order.symbol, hold.symbol, same_symbol(order.symbol, hold.symbol)),
+            ("side", order.side, hold.side, order.side == hold.side),
+            ("qty", f"{order.qty:g}", f"{hold.qty:g}", math.isclose(order.qty, hold.qty)),
+        )
+        if not same
+    ]
+    return f"{order.broker_order_id}: " + "; ".join(differences) if differences else None
 
 
 def _log_hold(hold: Hold, settlement: HoldSettlement, why: str) -> None:

@@ -323,7 +323,16 @@ def holds_in(data: dict[str, Any], path: str) -> list[Hold]:
     tenant_id = str(data.get("tenant_id") or path.split("/")[1])
     broker_account_id = str(data.get("broker_account_id") or path.rsplit("/", 1)[-1])
     return [
-        Hold(tenant_id, broker_account_id, lease_id, lease.client_intent_id, lease.expires_at)
+        Hold(
+            tenant_id,
+            broker_account_id,
+            lease_id,
+            lease.client_intent_id,
+            lease.expires_at,
+            lease.symbol,
+            lease.side,
+            lease.qty,
+        )
         for lease_id, lease in state_from_document(data).leases.items()
     ]
 

@@ -13,7 +13,12 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from execution.account_state import DEFAULT_CLOCK_SKEW_SECONDS, Hold, UnreadableState
+from execution.account_state import (
+    DEFAULT_CLOCK_SKEW_SECONDS,
+    Hold,
+    UnreadableState,
+    counted_days,
+)
 from execution.broker_truth import VersionedRecord
 from execution.documents import (
     UNSETTLED_ORDER,
@@ -27,8 +32,9 @@ from execution.firestore.account_state import (
     add_placed_order,
     end_lease,
     holds_in,
+    state_from_document,
 )
-from execution.firestore.paths import reservation_ref
+from execution.firestore.paths import inflight_ref, reservation_ref
 from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationStatus
@@ -131,6 +137,43 @@ class FirestoreReservationRecords:
             )
         end_lease(batch, self._db, hold.tenant_id, hold.broker_account_id, hold.lease_id)
         return self._commit(batch, "hold release")
+
+    def settle_orphan(self, hold: Hold, order: BrokerOrder | None, now: datetime) -> bool:
+        """End `hold`, which has no record of its own; `order`, where given, joins the account's
+        position and daily count in the same write. Conditioned on the account state as read
+        still holding the hold, so an order is counted once."""
+        ref = inflight_ref(self._db, hold.tenant_id, hold.broker_account_id)
+        with store_errors("account state read"):
+            snap = ref.get(**self._policy.kwargs())
+        if not snap.exists:
+            return False
+        lease = state_from_document(snap.to_dict() or {}).leases.get(hold.lease_id)
+        if lease is None:
+            return False  # ended meanwhile (a redelivery took it over, another run)
+        batch = self._db.batch()
+        if order is None:
+            end_lease(
+                batch,
+                self._db,
+                hold.tenant_id,
+                hold.broker_account_id,
+                hold.lease_id,
+                version=snap.update_time,
+            )
+        else:
+            placed = PlacedOrder(
+                hold.tenant_id,
+                hold.broker_account_id,
+                lease.symbol,
+                lease.side,
+                lease.qty,
+                now,
+                counted_days(now, self._clock_skew),
+            )
+            add_placed_order(
+                batch, self._db, placed, ending_lease_id=hold.lease_id, version=snap.update_time
+            )
+        return self._commit(batch, "orphaned hold settle")
 
     def holds(self) -> Iterator[Hold | UnreadableState]:
         """Every hold of every account (one read per account-state document); a document that

@@ -293,6 +293,16 @@ class InMemoryReservationManager:
             state.leases.pop(hold.lease_id, None)
         return True
 
+    def settle_orphan(self, hold: Hold, order: BrokerOrder | None, now: datetime) -> bool:
+        state = self.inflight.get((hold.tenant_id, hold.broker_account_id))
+        lease = state.leases.pop(hold.lease_id, None) if state is not None else None
+        if state is None or lease is None:
+            return False
+        if order is not None:
+            held = state.positions.get(lease.symbol, 0.0)
+            state.positions[lease.symbol] = held + lease.signed_qty()
+        return True
+
 
 class InMemoryHandle:
     """The lease an `InMemoryReservationManager` hands out."""
@@ -670,6 +680,9 @@ class NoRecords:
         return False
 
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
+        return False
+
+    def settle_orphan(self, hold: Hold, order: BrokerOrder | None, now: datetime) -> bool:
         return False
 
 
