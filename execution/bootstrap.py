@@ -111,6 +111,7 @@ def bootstrap(
         agent_mode=settings.agent_mode, env_halted=settings.execution_halted
     )
     gates = _Gates(router or _quote_gate(settings, clock), risk or _risk(settings), authority)
+    placed_records = FirestorePlacedRecords(db, policy=policy)
     return Service(
         settings=settings,
         engine=_engine(settings, store, gates, broker, truth, clock),
@@ -118,12 +119,13 @@ def bootstrap(
         reconciler=Reconciler(
             broker,
             truth,
-            FirestorePlacedRecords(db, policy=policy),
+            placed_records,
             authority=authority,
             clock=clock,
             lookback_seconds=settings.reconcile_lookback_seconds,
             deadline_seconds=settings.sweep_deadline_seconds,
             holds=records,
+            markers=placed_records,
             last_call_seconds=settings.broker_call_seconds + settings.clock_skew_seconds,
             monotonic=monotonic,
         ),

@@ -11,7 +11,12 @@ the records, in both directions:
   position and daily orders because its order's fate is unknown) whose last broker call can no
   longer land is settled by asking the broker by client order id (`BrokerTruth.settle_hold`): the
   order is recorded, or the hold ends. Invocations that died, and calls whose answer was lost
-  while no redelivery came, stop counting this way, and only this way.
+  while no redelivery came, stop counting this way, and only this way;
+- every `unsettled_order` marker (an outlived attempt's order, or lost answer, that a newer
+  attempt's record may not know) on a final record, once the outlived call can no longer land:
+  the broker is asked by client order id and the record settled to its answer, the marker
+  cleared (`BrokerTruth.settle_marked`), and `exec.contradiction.lingering_marker` logged at
+  ERROR, so a marker never waits for a delivery that may never come.
 
 Nothing is concluded from an order's absence unless the broker answered for it: a listing that
 fails midway makes the report incomplete (`complete: false`), never a finding. The run is bounded
@@ -37,7 +42,7 @@ from execution.clock import Clock
 from execution.documents import MalformedDocumentError
 from execution.errors import AgentModeError, ExecutionError
 from execution.models import BrokerOrder
-from execution.reservations import ReservationRecord
+from execution.reservations import ReservationRecord, ReservationStatus
 from execution.telemetry import emit
 
 logger = logging.getLogger(__name__)
@@ -56,6 +61,14 @@ class PlacedRecords(Protocol):
 
     def locate(self, client_order_id: str) -> tuple[str, str] | None:
         """(tenant_id, client_intent_id) of the record carrying `client_order_id`, or None."""
+        ...
+
+
+class MarkedRecords(Protocol):
+    """Where the reconciler finds the records carrying an `unsettled_order` marker."""
+
+    def marked(self) -> Iterable[ReservationRecord]:
+        """Every record with a marker, of every tenant. Raises `StoreUnavailableError`."""
         ...
 
 
@@ -86,6 +99,8 @@ class ReconcileReport:
     """Holds of intents the broker has no order of: they stopped counting."""
     holds_pending: int = 0
     """Holds whose intent may still reach the broker (a later run decides)."""
+    markers_settled: int = 0
+    """`unsettled_order` markers settled to the broker's answer and cleared."""
     conflicts: list[str] = field(default_factory=list)
     missing_at_broker: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -111,6 +126,7 @@ class Reconciler:
         lookback_seconds: float,
         deadline_seconds: float,
         holds: Holds | None = None,
+        markers: MarkedRecords | None = None,
         last_call_seconds: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -118,6 +134,7 @@ class Reconciler:
         still land (the broker call's deadline plus the clock skew); holds wait that long."""
         self._broker = broker
         self._holds = holds
+        self._markers = markers
         self._last_call = timedelta(seconds=last_call_seconds)
         self._authority = authority
         self._truth = truth
@@ -143,6 +160,8 @@ class Reconciler:
             self._check_placed_records(since, seen, report, deadline)
         if self._holds is not None:
             self._settle_holds(self._holds, report, deadline)
+        if self._markers is not None:
+            self._settle_markers(self._markers, report, deadline)
         emit(
             logger,
             "exec.reconcile.completed",
@@ -255,6 +274,50 @@ class Reconciler:
         except ExecutionError as exc:
             self._incomplete(report, f"listing holds failed: {exc}")
 
+    def _settle_markers(
+        self, markers: MarkedRecords, report: ReconcileReport, deadline: float
+    ) -> None:
+        """Settle every marker on a final record whose outlived call can no longer land."""
+        lapsed_before = self._clock() - self._last_call
+        try:
+            for record in markers.marked():
+                if not _marker_settleable(record, lapsed_before):
+                    continue  # a live attempt settles it before its ack, or a later run does
+                self._settle_marker(record, report)
+                if self._monotonic() > deadline:
+                    self._incomplete(report, "deadline reached while settling markers")
+                    return
+        except ExecutionError as exc:
+            self._incomplete(report, f"listing marked records failed: {exc}")
+
+    def _settle_marker(self, record: ReservationRecord, report: ReconcileReport) -> None:
+        where = f"{record.tenant_id}/{record.client_intent_id}"
+        try:
+            order = self._broker.get_order_by_client_order_id(
+                record.tenant_id, record.broker_account_id, record.client_order_id
+            )
+            settled = self._truth.settle_marked(
+                record.tenant_id, record.client_intent_id, order, found_by="reconciler_marker"
+            )
+        except UNSETTLED_ERRORS as exc:
+            self._unsettled(report, f"marker {where}", exc)
+            return
+        emit(
+            logger,
+            "exec.contradiction.lingering_marker",
+            logging.ERROR,
+            tenant_id=record.tenant_id,
+            client_intent_id=record.client_intent_id,
+            unsettled_order=record.unsettled_order,
+            recorded_outcome=record.outcome.value if record.outcome else None,
+            broker_order_id=order.broker_order_id if order is not None else None,
+            settlement=settled.value,
+        )
+        if settled is Settlement.CONFLICT:
+            report.conflicts.append(f"{where}: its unsettled_order marker cannot be settled")
+        elif settled is not Settlement.PENDING:
+            report.markers_settled += 1
+
     @staticmethod
     def _unreadable(state: UnreadableState, report: ReconcileReport) -> None:
         """Its holds are neither settled nor concluded on: the run is partial, an operator must
@@ -309,3 +372,14 @@ class Reconciler:
         report.errors.append(why)
         report.complete = False
         emit(logger, "exec.reconcile.incomplete", logging.WARNING, reason=why)
+
+
+def _marker_settleable(record: ReservationRecord, lapsed_before: datetime) -> bool:
+    """Whether `record`'s marker is the reconciler's to settle: the record is final (a live
+    attempt settles its own before it acks; the sweeper ends a lapsed one) and the outlived call
+    that left the marker, which was over when it left it, had its lease end before
+    `lapsed_before` or left the marker before then."""
+    if record.status is ReservationStatus.RESERVED or record.unsettled_order is None:
+        return False
+    marked_at = record.unsettled_order.get("marked_at")
+    return isinstance(marked_at, datetime) and marked_at <= lapsed_before

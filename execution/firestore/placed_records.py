@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from execution.documents import MalformedDocumentError, ReservationKeys, reservation_from_document
+from execution.documents import (
+    UNSETTLED_ORDER,
+    MalformedDocumentError,
+    ReservationKeys,
+    reservation_from_document,
+)
 from execution.firestore.paths import RESERVATIONS
 from execution.firestore.support import CallPolicy, store_errors
 from execution.models import Outcome
@@ -29,6 +34,15 @@ def placed_since_all_tenants_query(db: firestore.Client, since: datetime) -> fir
         .where(filter=FieldFilter("outcome", "==", Outcome.PLACED.value))
         .where(filter=FieldFilter("released_at", ">=", since))
     )
+
+
+MARKED_AT = f"{UNSETTLED_ORDER}.marked_at"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def marked_records_query(db: firestore.Client) -> firestore.Query:
+    """Reservations of every tenant carrying an `unsettled_order` marker (any `marked_at`)."""
+    return db.collection_group(RESERVATIONS).where(filter=FieldFilter(MARKED_AT, ">=", _EPOCH))
 
 
 def by_client_order_id_query(db: firestore.Client, client_order_id: str) -> firestore.Query:
@@ -49,10 +63,16 @@ class FirestorePlacedRecords:
 
     def placed_since(self, since: datetime) -> Iterator[ReservationRecord]:
         """Placed records, streamed; a malformed one is logged and skipped."""
-        with store_errors("placed records query"):
-            for snap in placed_since_all_tenants_query(self._db, since).stream(
-                **self._policy.kwargs()
-            ):
+        return self._records(placed_since_all_tenants_query(self._db, since), "placed records")
+
+    def marked(self) -> Iterator[ReservationRecord]:
+        """Records carrying an `unsettled_order` marker, streamed; a malformed one is logged
+        and skipped."""
+        return self._records(marked_records_query(self._db), "marked records")
+
+    def _records(self, query: firestore.Query, what: str) -> Iterator[ReservationRecord]:
+        with store_errors(f"{what} query"):
+            for snap in query.stream(**self._policy.kwargs()):
                 try:
                     yield reservation_from_document(snap.to_dict() or {})
                 except MalformedDocumentError as exc:

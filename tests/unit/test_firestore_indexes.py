@@ -22,6 +22,7 @@ from execution.cli.queries import query_shapes
 from execution.firestore.account_state import account_states_query
 from execution.firestore.placed_records import (
     by_client_order_id_query,
+    marked_records_query,
     placed_since_all_tenants_query,
 )
 from execution.firestore.sweeper_store import expired_leases_query
@@ -36,6 +37,7 @@ QUERY_BUILDERS: dict[str, Callable[[firestore.Client], list[Any]]] = {
     "execution/firestore/placed_records.py": lambda db: [
         placed_since_all_tenants_query(db, NOW),
         by_client_order_id_query(db, "ex1h-x"),
+        marked_records_query(db),
     ],
     "execution/brokers/paper.py": lambda db: [
         paper_order_by_id_query(db, "t", "paper-1"),
