@@ -62,6 +62,22 @@ clock is still on it (`first_kept_day`): an admission rewrites the map to those 
 placed release deletes the older days it saw when its acquire read the state (an account
 without limits has no admission), so the map never grows by a key per trading day.
 
+Size. The document has Firestore's 1 MiB limit, and a document that cannot be written stops the
+account: every acquire and every release that ends a hold fails. Holds of unknown fate can pile
+up while a broker is down, so an admission is also decided on the size of the document it would
+write (`state_bytes`, by Firestore's storage-size rules, with the document name and ids at
+their longest): at most MAX_STATE_BYTES (512 KiB). Over it, the intent waits where holds of
+other intents fill the document (`account_state_full`, retried: as holds end, by their releases
+or the reconciler once the broker answers, room returns), and is refused where the positions
+and day counts alone leave no room for it (`account_state_full`: an operator removes closed
+positions, `positions.{symbol}` at 0, from the document). Nothing but an admission may grow the
+document past what it wrote, except by a position key: a release or a settlement ends a hold
+(its entry, 89 bytes or more, leaves; a position key of at most 41 bytes and two day counts of
+19 bytes each may arrive) or rewrites it at the same size; an order released with no hold (an
+account without limits, or an intent admitted before a limit was set) adds at most one position
+key. So the largest document is an admission's, under 512 KiB, and the other half of the limit
+takes about 12,000 new symbols' positions before any write could be refused for size.
+
 Each limit is decided on the worst case: every hold is assumed to be placed. Where the limit
 fails even with no hold, it can never pass while the state lasts: the intent is refused (outcome
 `rejected` with the named reason). Where only holds make it fail, it may pass once they end: the
@@ -81,6 +97,12 @@ _EPSILON = 1e-6
 
 DEFAULT_CLOCK_SKEW_SECONDS = 5.0
 """CLOCK_SKEW_SECONDS's default: how far instances' clocks may disagree."""
+
+FIRESTORE_DOCUMENT_LIMIT_BYTES = 1_048_576
+"""Firestore's maximum document size (1 MiB), by its storage-size rules (`stored_bytes`)."""
+MAX_STATE_BYTES = 512 * 1024
+"""The cap on the account-state document an admission may leave (see "Size" above)."""
+_LONGEST_ID = "x" * 128
 
 
 @dataclass(frozen=True)
@@ -221,12 +243,14 @@ def admit(
     }
     today = utc_day(now)
     placed_today = state.placed_orders.get(today, 0)
+    days = {**_recent_days(state, now), today: placed_today}
     checks = (
         _budget(_live(others, now), lease, limits.max_inflight_usd),
         _daily_orders(others, placed_today, limits.max_daily_orders, now),
         _position(
             others, state.positions.get(lease.symbol, 0.0), lease, limits.max_position_qty, now
         ),
+        _room(others, lease_id, lease, state.positions, days, now),
     )
     refusals = [check for check in checks if isinstance(check, Refused)]
     if refusals:
@@ -234,7 +258,74 @@ def admit(
     waits = [check for check in checks if isinstance(check, LimitWaitError)]
     if waits:
         raise waits[0]
-    return Admitted({**others, lease_id: lease}, {**_recent_days(state, now), today: placed_today})
+    return Admitted({**others, lease_id: lease}, days)
+
+
+def stored_bytes(value: object) -> int:
+    """`value`'s size as Firestore counts it against its document limit: a string its UTF-8
+    bytes plus one, a number or timestamp 8, a boolean or null 1, a map its keys (as strings)
+    and values."""
+    if isinstance(value, str):
+        return len(value.encode()) + 1
+    if isinstance(value, dict):
+        return sum(stored_bytes(str(key)) + stored_bytes(item) for key, item in value.items())
+    if isinstance(value, bool) or value is None:
+        return 1
+    return 8  # int, float, datetime
+
+
+def state_bytes(state: AccountState) -> int:
+    """The largest the account-state document holding `state` can be (ids at their longest)."""
+    leases = {
+        lease_id: {
+            "client_intent_id": held.client_intent_id,
+            "amount_usd": held.amount_usd,
+            "expires_at": held.expires_at,
+            "symbol": held.symbol,
+            "side": held.side,
+            "qty": held.qty,
+        }
+        for lease_id, held in state.leases.items()
+    }
+    # The document name: each path segment's size, plus 16; every document's 32 bytes.
+    segments = ("tenants", _LONGEST_ID, "execution_inflight", _LONGEST_ID)
+    name = sum(stored_bytes(segment) for segment in segments) + 16 + 32
+    fields = {
+        "tenant_id": _LONGEST_ID,
+        "broker_account_id": _LONGEST_ID,
+        "updated_at": 0,
+        "leases": leases,
+        "positions": state.positions,
+        "placed_orders": state.placed_orders,
+    }
+    return name + stored_bytes(fields)
+
+
+def _room(
+    others: dict[str, Lease],
+    lease_id: str,
+    lease: Lease,
+    positions: dict[str, float],
+    days: dict[str, int],
+    now: datetime,
+) -> Verdict:
+    """The document the admission would write must stay under MAX_STATE_BYTES."""
+    size = state_bytes(AccountState({**others, lease_id: lease}, positions, days))
+    if size <= MAX_STATE_BYTES:
+        return None
+    alone = state_bytes(AccountState({lease_id: lease}, positions, days))
+    if alone > MAX_STATE_BYTES:
+        return Refused(
+            f"account_state_full: the account's state document would hold {alone} bytes "
+            f"(cap {MAX_STATE_BYTES}) with no other intent in flight: positions of "
+            f"{len(positions)} symbols fill it; an operator must remove closed positions "
+            "(positions.{symbol} at 0) from it"
+        )
+    return LimitWaitError(
+        f"account_state_full: the account's state document would hold {size} bytes (cap "
+        f"{MAX_STATE_BYTES}) with {len(others)} intents in flight"
+        f"{_unknown_note(others, now)}; waiting until some end"
+    )
 
 
 def _live(holds: dict[str, Lease], now: datetime) -> dict[str, Lease]:

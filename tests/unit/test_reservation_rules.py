@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from execution.account_state import (
+    MAX_STATE_BYTES,
     AccountLimits,
     AccountState,
     Admitted,
@@ -17,6 +18,8 @@ from execution.account_state import (
     Refused,
     admit,
     counted_days,
+    state_bytes,
+    stored_bytes,
     utc_day,
 )
 from execution.clock import FakeClock
@@ -547,3 +550,29 @@ def test_a_noop_handle_release_does_nothing_and_never_raises() -> None:
     handle.release(Outcome.EXCEPTION, error="x")
 
     assert (handle.lease_id, handle.attempt) == ("", 0)
+
+
+def test_an_admission_that_would_pass_the_state_document_cap_waits_for_holds_to_end() -> None:
+    holds = {f"h{n}": lease(f"intent-{n}" + "x" * 100, expires_in=-60) for n in range(3000)}
+    assert state_bytes(AccountState(holds)) > MAX_STATE_BYTES
+
+    with pytest.raises(LimitWaitError) as raised:
+        admitted(AccountState(holds), lease("two"), max_daily_orders=1_000_000)
+
+    assert str(raised.value).startswith("account_state_full: ")
+    assert "3000 of unknown fate" in str(raised.value)
+
+
+def test_positions_that_alone_fill_the_state_document_refuse_the_intent_for_good() -> None:
+    positions = {f"SYM{n:028d}": 1.0 for n in range(20_000)}
+
+    reason = refused(AccountState(positions=positions), lease("two"), max_daily_orders=10)
+
+    assert reason.startswith("account_state_full: ")
+    assert "remove closed positions" in reason
+
+
+def test_stored_bytes_follows_firestores_size_rules() -> None:
+    assert stored_bytes({"ab": "xyz", "n": 1.5, "t": T0, "b": True, "z": None}) == (
+        (3 + 4) + (2 + 8) + (2 + 8) + (2 + 1) + (2 + 1)
+    )
