@@ -32,6 +32,11 @@ window the design leaves to a later layer, which the final checks then hold to a
   sweep reading a clock a TTL ahead): to the records that lease had lapsed, so it stopped counting,
   exactly as a lapsed lease must, while the invocation went on to place its order. A real clock
   cannot jump for one process only; this is the rig's way to outlive a lease, not a product gap.
+  Only where the record keeps no hold (`counted_lease_id` null): a hold is written in the same
+  batch as the record that names it, and counts against orders per day and position past its
+  lease until the order's fate is known, so an order whose record names a hold is counted
+  whatever the clock did. What is left is a newer attempt that ended the hold knowing of no
+  order (an exception before its broker call) while the jumped-out attempt still placed one.
 - `unknown_fate`: its attempt lost the broker's answer (released `exception`), or died or was
   paused before recording it (its lease lapsed, or the sweeper expired it): the known gap of
   `UNKNOWN_ORDERS_UNCOUNTED_ALLOWED`, closed (False): such an order's hold keeps counting it.
@@ -432,6 +437,8 @@ def _excuse(
         return None  # its lease counts it as if placed
     if live or doc.get("outcome") in NO_ORDER_OUTCOMES:
         return "outlived"
+    if doc.get("counted_lease_id"):
+        return None  # its hold counts it past its lease, whatever the clock did
     if jumped:
         return "clock_jump"
     return "unknown_fate" if UNKNOWN_ORDERS_UNCOUNTED_ALLOWED else None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from tests.chaos.harness import MarkedExpiries, OwnedFirestore
 from tests.chaos.invariants import (
     Monitor,
     Observation,
+    _excuse,
     lease_findings,
     live_counted,
     unexpired_leases,
@@ -159,6 +160,24 @@ def test_a_live_counted_reservation_missing_from_the_account_state_is_uncounted(
 
 
 # -- which snapshots are judged ---------------------------------------------------------------
+
+
+def jumped_record(**fields: Any) -> dict[str, Any]:
+    """A record whose lease a jumped sweep expired, its order at the broker not yet recorded."""
+    at = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    return {"status": "expired", "outcome": "expired", "expires_at": at, **fields}
+
+
+def test_a_jumped_order_whose_record_keeps_its_hold_is_counted_not_excused() -> None:
+    doc = jumped_record(counted_lease_id="lease-1")
+
+    assert _excuse(doc, {}, datetime(2026, 1, 5, 14, 31, tzinfo=UTC), jumped=True) is None
+
+
+def test_a_jumped_order_whose_record_ended_its_hold_is_excused_as_a_clock_jump() -> None:
+    doc = jumped_record(outcome="exception", counted_lease_id=None)
+
+    assert _excuse(doc, {}, datetime(2026, 1, 5, 14, 31, tzinfo=UTC), jumped=True) == "clock_jump"
 
 
 def test_a_read_time_before_the_import_settled_is_not_judged() -> None:

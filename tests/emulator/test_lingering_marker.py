@@ -45,6 +45,15 @@ def leave_marker(
     )
 
 
+def dry_run_marked_as_a_lost_answer(db: firestore.Client, clock: FakeClock) -> TradeIntent:
+    """A `dry_run` record on which an outlived attempt that lost its broker's answer (no order
+    reached the broker) left its marker."""
+    intent = make_intent(dry_run=True)
+    assert emulator_service(db, clock).engine.execute_intent(intent).outcome is Outcome.DRY_RUN
+    leave_marker(db, clock, intent, None)
+    return intent
+
+
 def marker_alerts(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     name = "exec.contradiction.lingering_marker"
     return [fields(r) for r in caplog.records if r.getMessage() == name]
@@ -73,9 +82,7 @@ def test_a_marker_left_on_a_placed_record_is_cleared_by_the_reconciler_with_an_a
 def test_a_marker_of_a_lost_answer_with_no_order_at_the_broker_is_cleared_by_the_reconciler(
     db: firestore.Client, clock: FakeClock
 ) -> None:
-    intent = make_intent(dry_run=True)
-    assert emulator_service(db, clock).engine.execute_intent(intent).outcome is Outcome.DRY_RUN
-    leave_marker(db, clock, intent, None)
+    intent = dry_run_marked_as_a_lost_answer(db, clock)
     clock.advance(PAST_THE_LAST_CALL.total_seconds())
 
     report = emulator_service(db, clock).reconciler.reconcile()
@@ -88,9 +95,7 @@ def test_a_marker_of_a_lost_answer_with_no_order_at_the_broker_is_cleared_by_the
 def test_a_marker_whose_outlived_call_may_still_land_is_left_for_a_later_pass(
     db: firestore.Client, clock: FakeClock
 ) -> None:
-    intent = make_intent(dry_run=True)
-    assert emulator_service(db, clock).engine.execute_intent(intent).outcome is Outcome.DRY_RUN
-    leave_marker(db, clock, intent, None)
+    intent = dry_run_marked_as_a_lost_answer(db, clock)
 
     report = emulator_service(db, clock).reconciler.reconcile()
 

@@ -16,7 +16,7 @@ from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
 from execution.models import Outcome
 from tests.emulator.test_limits_firestore import account, account_state, execute
-from tests.emulator.test_review_limits import same_account
+from tests.emulator.test_review_limits import DAILY_LIMIT_REACHED, first_order_at, same_account
 from tests.support.builders import FAST_POLICY, CountingBroker, fast_settings, make_intent
 
 MIDNIGHT = datetime(2026, 1, 6, tzinfo=UTC)
@@ -35,22 +35,14 @@ WITHIN_SKEW = timedelta(seconds=SKEW * 0.8)
 def test_an_order_placed_within_the_skew_of_midnight_counts_on_the_day_a_peer_decides_on(
     db: firestore.Client, placing: datetime, peer: datetime
 ) -> None:
-    placing_clock, peer_clock = FakeClock(placing), FakeClock(peer)
-    broker = CountingBroker(PaperBroker(db, clock=placing_clock, policy=FAST_POLICY))
-    first = make_intent()
-    account(db, first, max_daily_orders=1)
-
-    placed = execute(db, placing_clock, broker, first)
+    first = first_order_at(db, placing)
     # Another instance, its clock less than CLOCK_SKEW_SECONDS away on the other side of
     # midnight, decides on its own day's count.
-    late = execute(db, peer_clock, broker, same_account(first))
+    late = execute(db, FakeClock(peer), first.broker, same_account(first.intent))
 
-    assert placed.outcome is Outcome.PLACED
-    assert (late.outcome, late.reason) == (
-        Outcome.REJECTED,
-        "max_daily_orders_reached: 1 of 1 used today (UTC)",
-    )
-    assert broker.place_calls == 1
+    assert first.result.outcome is Outcome.PLACED
+    assert (late.outcome, late.reason) == DAILY_LIMIT_REACHED
+    assert first.broker.place_calls == 1
 
 
 def test_an_order_placed_further_than_the_skew_from_midnight_counts_on_its_day_alone(

@@ -41,6 +41,20 @@ def purge_record(db: firestore.Client, intent: TradeIntent) -> None:
 ORPHAN_ALERT = "exec.contradiction.orphaned_hold"
 
 
+def orphaned_by_a_death(
+    db: firestore.Client, clock: FakeClock, *, placed: bool, max_position_qty: float
+) -> tuple[TradeIntent, str | None]:
+    """An invocation that took its lease (and, where `placed`, reached the broker) and died;
+    then its record was purged. The intent, and the broker's order id (None: no order)."""
+    dead = make_intent(qty=5)
+    account(db, dead, max_position_qty=max_position_qty, max_daily_orders=5)
+    order_id = die_after_placing(db, clock, dead) if placed else None
+    if not placed:
+        die_before_the_broker(db, clock, dead)
+    purge_record(db, dead)
+    return dead, order_id
+
+
 def orphan_alerts(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     return [fields(r) for r in caplog.records if r.getMessage() == ORPHAN_ALERT]
 
@@ -48,10 +62,7 @@ def orphan_alerts(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
 def test_an_orphaned_hold_whose_order_the_broker_has_joins_the_position_and_alerts(
     db: firestore.Client, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dead = make_intent(qty=5)
-    account(db, dead, max_position_qty=10, max_daily_orders=5)
-    order_id = die_after_placing(db, clock, dead)
-    purge_record(db, dead)
+    dead, order_id = orphaned_by_a_death(db, clock, placed=True, max_position_qty=10)
     clock.advance(PAST_THE_LAST_CALL.total_seconds())
 
     with caplog.at_level(logging.INFO):
@@ -76,11 +87,8 @@ def test_an_orphaned_hold_whose_order_the_broker_has_joins_the_position_and_aler
 def test_an_orphaned_hold_with_no_order_at_the_broker_ends_and_alerts(
     db: firestore.Client, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dead = make_intent(qty=5)
+    dead, _ = orphaned_by_a_death(db, clock, placed=False, max_position_qty=5)
     second = make_intent(qty=5, broker_account_id=dead.broker_account_id)
-    account(db, dead, max_position_qty=5)
-    die_before_the_broker(db, clock, dead)
-    purge_record(db, dead)
     clock.advance(PAST_THE_LAST_CALL.total_seconds())
 
     with caplog.at_level(logging.INFO):
@@ -97,10 +105,7 @@ def test_an_orphaned_hold_with_no_order_at_the_broker_ends_and_alerts(
 def test_an_orphaned_hold_is_kept_while_a_call_of_its_lease_may_still_land(
     db: firestore.Client, clock: FakeClock
 ) -> None:
-    dead = make_intent(qty=5)
-    account(db, dead, max_position_qty=5)
-    die_before_the_broker(db, clock, dead)
-    purge_record(db, dead)
+    dead, _ = orphaned_by_a_death(db, clock, placed=False, max_position_qty=5)
     clock.advance(PAST_THE_LAST_CALL.total_seconds() - 2)
 
     report = emulator_service(db, clock).reconciler.reconcile()
@@ -112,10 +117,7 @@ def test_an_orphaned_hold_is_kept_while_a_call_of_its_lease_may_still_land(
 def test_a_hold_whose_intent_id_now_names_another_accounts_record_is_settled_by_its_own_order(
     db: firestore.Client, clock: FakeClock
 ) -> None:
-    dead = make_intent(qty=5)
-    account(db, dead, max_position_qty=10)
-    die_after_placing(db, clock, dead)
-    purge_record(db, dead)
+    dead, _ = orphaned_by_a_death(db, clock, placed=True, max_position_qty=10)
     # The same intent id, reused by the tenant for another of its accounts once the first
     # record was purged: the record read by the hold's intent id is not the hold's.
     reused = make_intent(

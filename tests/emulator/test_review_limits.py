@@ -7,6 +7,7 @@ at the UTC day's end, an account-state document an operator corrupted or deleted
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from execution.errors import (
     PermanentError,
 )
 from execution.firestore.reservations import inflight_ref
-from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
+from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
 from tests.emulator.test_limits_firestore import account, execute
 from tests.emulator.test_unknown_fate_firestore import PAST_THE_LAST_CALL, die_before_the_broker
 from tests.support.builders import (
@@ -52,6 +53,27 @@ def same_account(intent: TradeIntent, **overrides: Any) -> TradeIntent:
     )
 
 
+DAILY_LIMIT_REACHED = (Outcome.REJECTED, "max_daily_orders_reached: 1 of 1 used today (UTC)")
+
+
+@dataclass(frozen=True)
+class FirstOrder:
+    """One order placed on an account with `max_daily_orders=1`, by an instance at `clock`."""
+
+    clock: FakeClock
+    broker: CountingBroker
+    intent: TradeIntent
+    result: ExecutionResult
+
+
+def first_order_at(db: firestore.Client, placing: datetime) -> FirstOrder:
+    clock = FakeClock(placing)
+    broker = CountingBroker(PaperBroker(db, clock=clock, policy=FAST_POLICY))
+    first = make_intent()
+    account(db, first, max_daily_orders=1)
+    return FirstOrder(clock, broker, first, execute(db, clock, broker, first))
+
+
 @pytest.mark.parametrize(
     ("placing", "peer"),
     [(BEFORE_MIDNIGHT, AFTER_MIDNIGHT), (AFTER_MIDNIGHT, BEFORE_MIDNIGHT)],
@@ -60,23 +82,16 @@ def same_account(intent: TradeIntent, **overrides: Any) -> TradeIntent:
 def test_a_peer_whose_clock_is_in_another_utc_day_cannot_erase_the_daily_order_count(
     db: firestore.Client, placing: datetime, peer: datetime
 ) -> None:
-    placing_clock, peer_clock = FakeClock(placing), FakeClock(peer)
-    broker = CountingBroker(PaperBroker(db, clock=placing_clock, policy=FAST_POLICY))
-    first = make_intent()
-    account(db, first, max_daily_orders=1)
-
-    placed = execute(db, placing_clock, broker, first)
+    first = first_order_at(db, placing)
     # Another instance, its clock on the other side of midnight, admits an intent of the account
     # (a dry run: it places nothing) and rewrites the day counts as its own day sees them.
-    peered = execute(db, peer_clock, broker, same_account(first, dry_run=True))
-    late = execute(db, placing_clock, broker, same_account(first))
+    dry_run = same_account(first.intent, dry_run=True)
+    peered = execute(db, FakeClock(peer), first.broker, dry_run)
+    late = execute(db, first.clock, first.broker, same_account(first.intent))
 
-    assert (placed.outcome, peered.outcome) == (Outcome.PLACED, Outcome.DRY_RUN)
-    assert (late.outcome, late.reason) == (
-        Outcome.REJECTED,
-        "max_daily_orders_reached: 1 of 1 used today (UTC)",
-    )
-    assert broker.place_calls == 1
+    assert (first.result.outcome, peered.outcome) == (Outcome.PLACED, Outcome.DRY_RUN)
+    assert (late.outcome, late.reason) == DAILY_LIMIT_REACHED
+    assert first.broker.place_calls == 1
 
 
 def test_a_corrupted_account_state_is_a_named_wait_that_writes_nothing(
