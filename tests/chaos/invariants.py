@@ -469,6 +469,13 @@ def audit_leases(lives: Lives, release_grace: timedelta = timedelta(seconds=12))
     lease without an end, and only if it struck while the invocation ran: an invocation that was
     acked, or that finished (`exec.intent.completed` / `exec.intent.exception`) more than
     `release_grace` (the longest a release may retry) before the kill, had to end its lease first.
+
+    `release_grace` is a measured heuristic, not a bound the design proves, and cannot be proved
+    tighter: both events are logged before the `finally` releases, and the design lets a release
+    wait its account's turn (up to 60 s, `account_turns`) and then retry RESERVATION_MAX_ATTEMPTS
+    (12) commits of up to FIRESTORE_TIMEOUT_SECONDS each, with pauses of up to 1 s between them.
+    12 s is already below that bound: a kill later than 12 s after a release that was still
+    retrying would be reported as unended (a false alarm to investigate, never a missed leak).
     """
     audit = LeaseAudit()
     for server, records, killed_at in lives:

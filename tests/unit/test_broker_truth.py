@@ -170,3 +170,13 @@ def test_a_cancel_is_decided_again_when_a_lost_race_reveals_a_forbidding_outcome
     assert broker.cancelled == ["order-9"]
     assert stored(records).repair is not None
     assert stored(records).repair["cancel"] == "requested"  # type: ignore[index]
+
+
+def test_a_record_of_another_client_order_id_is_a_conflict_and_is_never_repaired() -> None:
+    # The same intent id on another account: its record's client order id is not the order's.
+    truth, records, broker = world(**released(Outcome.EXPIRED), client_order_id="ex1-other")
+    before = stored(records)
+
+    assert settle(truth) is Settlement.CONFLICT
+    assert stored(records) is before
+    assert broker.cancelled == []
