@@ -266,20 +266,31 @@ class BrokerTruth:
             return self._settle_orphan(hold, why, last_call_ends)
         if self._clock() < record.expires_at + last_call_ends:
             return HoldSettlement.PENDING  # its last attempt may still be inside a broker call
-        if record.counted_lease_id == hold.lease_id:
+        names_it = record.counted_lease_id == hold.lease_id
+        settled: HoldSettlement | None = None
+        if names_it or record.outcome is not Outcome.PLACED:
+            # Unless the record counts the intent's order already (`placed`), the broker is
+            # asked: a record that names another hold or none may have been written again
+            # without this one (the intent republished, recorded `stale`, after a purge).
             order = self._broker.get_order_by_client_order_id(
                 record.tenant_id, record.broker_account_id, record.client_order_id
             )
             if order is not None:
-                settled = self.settle(
-                    hold.tenant_id, hold.client_intent_id, order, found_by="reconciler_hold"
-                )
-                return _HOLD_BY_SETTLEMENT[settled]
-        # No order, and none can land; or a hold its record no longer names (taken over).
+                settled = _HOLD_BY_SETTLEMENT[
+                    self.settle(
+                        hold.tenant_id, hold.client_intent_id, order, found_by="reconciler_hold"
+                    )
+                ]
+                if names_it or settled is not HoldSettlement.PLACED:
+                    return settled  # a hold the record named ended in the record's repair
+                current = self._records.read(hold.tenant_id, hold.client_intent_id) or current
+        # No order, and none can land; a hold its record no longer names (taken over); or a
+        # stray hold whose order the record now counts: it must not count it twice.
         if not self._records.release_hold(hold, current):
             return HoldSettlement.PENDING
-        _log_hold(hold, HoldSettlement.RELEASED, f"recorded {record.status.value}")
-        return HoldSettlement.RELEASED
+        why = "its order is counted by its record now" if settled is not None else "no order"
+        _log_hold(hold, HoldSettlement.RELEASED, f"{why}; recorded {record.status.value}")
+        return settled or HoldSettlement.RELEASED
 
     def _settle_orphan(self, hold: Hold, why: str, last_call_ends: timedelta) -> HoldSettlement:
         """Settle a hold without a record of its own (purged by the retention TTL, or an

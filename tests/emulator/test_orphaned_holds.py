@@ -10,6 +10,7 @@ no order (and no call able to land) ends the hold; either way it alerts
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 from google.cloud import firestore
@@ -135,3 +136,23 @@ def test_a_hold_whose_intent_id_now_names_another_accounts_record_is_settled_by_
     # The other account's record is never made to name this account's order.
     other = reservation(db, reused.tenant_id, reused.client_intent_id)
     assert (other["outcome"], other["broker_order_id"]) == ("dry_run", None)
+
+
+def test_a_hold_whose_record_was_written_again_without_it_is_settled_by_its_order(
+    db: firestore.Client, clock: FakeClock
+) -> None:
+    dead, order_id = orphaned_by_a_death(db, clock, placed=True, max_position_qty=10)
+    # The publisher sends the intent again once its record was purged; too old to execute, it
+    # is only recorded `stale`, admitted against no limit: the new record names no hold.
+    republished = dead.model_copy(update={"created_at": clock() - timedelta(days=1)})
+    assert emulator_service(db, clock).engine.execute_intent(republished).outcome is Outcome.STALE
+    # Past RECONCILE_LOOKBACK_SECONDS: the broker's listing no longer shows the order.
+    clock.advance(timedelta(days=2).total_seconds())
+
+    report = emulator_service(db, clock).reconciler.reconcile()
+
+    state = account_state(db, dead)
+    assert (state["leases"], state["positions"]) == ({}, {dead.symbol: 5.0})
+    stored = reservation(db, dead.tenant_id, dead.client_intent_id)
+    assert (stored["outcome"], stored["broker_order_id"]) == ("placed", order_id)
+    assert report.holds_placed == 1

@@ -114,7 +114,7 @@ MUTANTS = (
         "the reconciler ends a hold without asking the broker",
         "execution.broker_truth",
         "BrokerTruth.settle_hold",
-        (("if record.counted_lease_id == hold.lease_id:", "if False:"),),
+        (("if names_it or record.outcome is not Outcome.PLACED:", "if False:"),),
         hint=582,
     ),
     Mutant(
