@@ -192,6 +192,7 @@ class Invariants:
 
     def after_step(self) -> None:
         """Check the world as the last step left it."""
+        self.turn_waits()
         commits = self._world.db.commits_landed
         if commits == self._commits_seen:  # no write reached the store: only time moved
             self._check_acked(final=False)
@@ -205,6 +206,22 @@ class Invariants:
             self._check_names_own_order(path, doc)
         self._previous = docs
         self._check_acked(final=False)
+
+    def turn_waits(self) -> None:
+        """No writer waits for its account's turn longer than the turns' timeout: a holder that
+        is paused or dead (a hung thread) delays the account's writers of its instance by that
+        much at most, then each goes ahead without the turn (the barge-in)."""
+        world = self._world
+        bound = timedelta(seconds=world.turn_timeout)
+        for actor in world.actors:
+            since = actor.blocked_since
+            if actor.state != "blocked" or since is None or world.now - since <= bound:
+                continue
+            if actor.resume_at is None or actor.resume_at - since > bound:
+                raise Violation(
+                    f"{actor.name} has waited {(world.now - since).total_seconds():.1f}s for its "
+                    f"account's turn, past the {world.turn_timeout:g}s timeout, and waits on"
+                )
 
     def at_ack(self, actor: Actor, message: Message, result: ExecutionResult) -> None:
         """An ack never contradicts an order the broker held when the attempt took its lease,

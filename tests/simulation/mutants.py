@@ -180,6 +180,13 @@ MUTANTS = (
         hint=711,
     ),
     Mutant(
+        "a writer waits for its account's turn with no timeout (a paused holder blocks it)",
+        "execution.firestore.account_turns",
+        "AccountTurns._enter",
+        (("_carried(queued), self._timeout_seconds", "_carried(queued), None"),),
+        hint=0,
+    ),
+    Mutant(
         "the sweep skips a lapsed lease whose hold ended meanwhile",
         "execution.firestore.sweeper_store",
         "FirestoreExpiredLeases.expire",

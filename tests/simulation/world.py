@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from execution.bootstrap import bootstrap
+from execution.firestore.account_turns import AccountTurns
 from execution.errors import ExecutionError, PermanentError, RetryableError
 from execution.intake import Delivery, parse_intent
 from execution.models import ExecutionResult
@@ -37,6 +38,7 @@ from tests.simulation.scheduler import Actor, Scheduler
 from tests.simulation.sim_broker import SimBroker, SimFault
 from tests.simulation.simstore import Fault, SimClient, StoreCall
 from tests.simulation.simstore.faults import deadline_exceeded, unavailable
+from tests.simulation.turn_waits import InstanceTurns, instance_turns
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 SETTINGS = Settings(
@@ -101,6 +103,12 @@ LIMIT_CHOICES: dict[str, tuple[float | int | None, ...]] = {
 }
 """Each account limit the operator may set (None: unset), against intents of 100-300 USD."""
 TERMINAL_RESULTS = ("ack", "dead_letter", "retry", "crash")
+TURN_TIMEOUTS = (5.0, 60.0)
+"""How long a writer waits for its account's turn (`AccountTurns`), drawn once per world: the
+deployed 60 s (a paused holder's waiters wait long, and their intents may turn stale), or 5 s
+(the barge-in comes within a lease)."""
+INSTANCES = 2
+"""Instances alive at once: each delivery runs in one of them, drawn by the seed."""
 
 
 @dataclass
@@ -136,6 +144,10 @@ class World:
         self.violation: Violation | None = None
         self.ran: Actor | None = None
         """The actor that ran in the current step (the writer of whatever changed)."""
+        self.turn_timeout = self.rng.choice(TURN_TIMEOUTS)
+        self.instances: dict[int, AccountTurns] = {}
+        self.live_instances = list(range(1, INSTANCES + 1))
+        self._instance_ids = INSTANCES
         self.db = SimClient(clock=self.raw_clock, faults=self._store_hook, seed=seed)
         self.broker = SimBroker(clock=self.raw_clock, before_call=self._broker_hook)
         self.service = bootstrap(
@@ -147,6 +159,7 @@ class World:
             sleep=self._sleep,
             monotonic=self._monotonic,
             uniform=self.rng.uniform,
+            turns=InstanceTurns(self),
         )
         self.messages: list[Message] = []
         self.limits: dict[tuple[str, str], list[tuple[int, dict[str, float | int | None]]]] = {}
@@ -194,25 +207,12 @@ class World:
     def _point(self, actor: Actor, label: str, *, hot: bool = False) -> None:
         """A step: check the world, then the seed decides whether `actor` goes on, hands the
         baton back (another actor or a world event runs), is paused or is killed."""
-        self.step += 1
-        actor.stalled = False
-        self.note(f"{actor.name}: {label}")
-        self.ran = actor
-        try:
-            self.invariants.orders_placed_by(actor)
-            self.invariants.after_step()
-        except Violation as exc:
-            # Raised here it would meet the code under test's `except Exception`: hand it to the
-            # scheduler's thread, which ends the schedule (this actor unwinds as abandoned).
-            self.violation = exc
-            self.scheduler.point()
+        self._arrive(actor, label)
         if self.faults_on:
             roll = self.rng.random()
             pause = P_PAUSE_HOT if hot else P_PAUSE
             if roll < P_KILL:
-                actor.state = "killed"
-                self.inject("process.killed", actor)
-                self._unanswered(actor)
+                self._kill_instance(actor)
             elif roll < P_KILL + pause:
                 actor.state = "paused"
                 past_lease = label == "broker place"  # the zombie of issue #11
@@ -226,6 +226,66 @@ class World:
                 return  # it goes on: the same interleaving as a switch back to it at once
         actor.yielded_at = self.now
         self.scheduler.point()
+        actor.stalled = self.now - actor.yielded_at > timedelta(seconds=STALL_SECONDS)
+
+    def _arrive(self, actor: Actor, label: str) -> None:
+        """A step of `actor`'s: note it and check the world as the step before left it."""
+        self.step += 1
+        actor.stalled = False
+        self.note(f"{actor.name}: {label}")
+        self.ran = actor
+        try:
+            self.invariants.orders_placed_by(actor)
+            self.invariants.after_step()
+        except Violation as exc:
+            # Raised here it would meet the code under test's `except Exception`: hand it to the
+            # scheduler's thread, which ends the schedule (this actor unwinds as abandoned).
+            self.violation = exc
+            self.scheduler.point()
+
+    def _kill_instance(self, actor: Actor) -> None:
+        """`actor`'s process dies, and with it every invocation of its instance and the
+        instance's turns: new deliveries go to a fresh instance."""
+        for other in self.actors:
+            if other.instance == actor.instance and (other is actor or other.alive):
+                other.state = "killed"
+                self.inject("process.killed", other)
+                self._unanswered(other)
+        if actor.instance in self.live_instances:
+            self._instance_ids += 1
+            self.live_instances[self.live_instances.index(actor.instance)] = self._instance_ids
+
+    # -- turns: a writer waits for its account's turn in the world's time ---------------------
+
+    def turns_of_current(self) -> AccountTurns:
+        """The account turns of the running actor's instance."""
+        actor = self.scheduler.current
+        if actor is None:
+            raise AssertionError("only an actor takes an account's turn")
+        turns = self.instances.get(actor.instance)
+        if turns is None:
+            turns = self.instances[actor.instance] = instance_turns(self, self.turn_timeout)
+        return turns
+
+    def seconds(self) -> float:
+        """The world's monotonic clock, in seconds (what a turn's timeout is measured on)."""
+        return self._monotonic()
+
+    def park(self, notified: Callable[[], bool], timeout: float | None) -> None:
+        """The running actor waits for a turn: blocked until `notified()` or `timeout` seconds
+        of the world's time (None: no end); the world wakes it (`_wake_paused`)."""
+        actor = self.scheduler.current
+        if actor is None:
+            raise AssertionError("only an actor waits for an account's turn")
+        self._arrive(actor, f"waits for its turn (up to {timeout}s)")
+        self.injected["turn.wait"] += 1
+        actor.state = "blocked"
+        actor.wakes = notified
+        actor.blocked_since = self.now
+        actor.resume_at = None if timeout is None else self.now + timedelta(seconds=timeout)
+        actor.yielded_at = self.now
+        self.scheduler.point()
+        actor.wakes = actor.blocked_since = None
         actor.stalled = self.now - actor.yielded_at > timedelta(seconds=STALL_SECONDS)
 
     def _store_hook(self, call: StoreCall) -> Fault | None:
@@ -349,7 +409,7 @@ class World:
     def _choose(self) -> Callable[[], object] | None:
         """The next event, weighted; None when nothing but optional events is left."""
         ready = [a for a in self.actors if a.state == "ready"]
-        paused = [a for a in self.actors if a.state == "paused"]
+        paused = [a for a in self.actors if a.state in ("paused", "blocked") and a.resume_at]
         fresh = [m for m in self.messages if m.deliveries == 0]
         running = {a.message_id for a in self.actors if a.state == "ready"}
         retried = [
@@ -427,6 +487,13 @@ class World:
             if actor.state == "paused" and actor.resume_at and actor.resume_at <= self.now:
                 actor.state = "ready"
                 self.note(f"{actor.name}: resumes")
+            elif actor.state == "blocked" and actor.wakes is not None and actor.wakes():
+                actor.state = "ready"
+                self.note(f"{actor.name}: its turn came")
+            elif actor.state == "blocked" and actor.resume_at and actor.resume_at <= self.now:
+                actor.state = "ready"
+                self.injected["turn.timeout"] += 1
+                self.note(f"{actor.name}: stops waiting for its turn (timeout)")
 
     def _advance(self, seconds: float, why: str) -> None:
         self.now += timedelta(seconds=seconds)
@@ -449,7 +516,19 @@ class World:
     def _spawn(self, kind: str, name: str, body: Callable[[], Any], **fields: Any) -> Actor:
         count = sum(1 for a in self.actors if a.kind == kind) + 1
         offset = self._clock_offset() if self.faults_on else 0.0
-        actor = Actor(name=f"{name}#{count}", kind=kind, body=body, clock_offset=offset, **fields)
+        if kind == "delivery":
+            instance = self.rng.choice(self.live_instances)
+        else:  # a sweep or reconcile runs in a job of its own
+            self._instance_ids += 1
+            instance = self._instance_ids
+        actor = Actor(
+            name=f"{name}#{count}",
+            kind=kind,
+            body=body,
+            clock_offset=offset,
+            instance=instance,
+            **fields,
+        )
         self.actors.append(actor)
         self.scheduler.spawn(actor)
         if offset:
@@ -482,7 +561,7 @@ class World:
             message_id=message.message_id,
             intent_key=message.key,
         )
-        self.note(f"{actor.name}: delivered ({why})")
+        self.note(f"{actor.name}: delivered ({why}) to instance {actor.instance}")
 
     def _execute(self, message: Message) -> tuple[str, Any]:
         """What `main.execute_intent` does with a delivery: ack, dead-letter and ack, or retry.
@@ -586,6 +665,7 @@ class World:
 
     def _finish(self) -> None:
         """Kill what is left, let every lease lapse, sweep and reconcile once, cleanly."""
+        self._outwait_turns()
         for actor in self.actors:
             if actor.alive:
                 actor.state = "killed"
@@ -602,6 +682,16 @@ class World:
                 self._run_actor(actor)
                 self.invariants.after_step()
         self.invariants.final()
+
+
+    def _outwait_turns(self) -> None:
+        """Time runs past the turns' timeout: a writer still waiting for a turn then is one that
+        would wait for ever (`Invariants.turn_waits`)."""
+        since = [a.blocked_since for a in self.actors if a.state == "blocked" and a.blocked_since]
+        if since:
+            self._advance_to(max(since) + timedelta(seconds=self.turn_timeout + 0.1))
+            self._wake_paused()
+            self.invariants.after_step()
 
 
 def _short_report(report: dict[str, Any]) -> dict[str, Any]:
