@@ -41,6 +41,11 @@ from tests.simulation.simstore.faults import deadline_exceeded, unavailable
 from tests.simulation.turn_waits import InstanceTurns, instance_turns
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+MIDNIGHT = datetime(2026, 1, 6, tzinfo=UTC)
+NEAR_MIDNIGHT_SECONDS = 4.0
+"""One world in three starts up to this long before midnight UTC: its orders land on both sides
+of it, so the orders per day are counted on two days, by clocks up to
+`MAX_CLOCK_OFFSET_SECONDS` off either way; its accounts' daily orders are limited more often."""
 SETTINGS = Settings(
     project=None,
     function_timeout_seconds=20.0,
@@ -94,6 +99,21 @@ P_SWITCH = 0.35
 """At a point, the chance that the baton goes back to the scheduler (which picks anew)."""
 TENANTS = ("t1", "t2")
 ACCOUNT = "acct"
+ACCOUNTS = (ACCOUNT, "acct2")
+P_TWO_ACCOUNTS = 0.4
+"""The chance that a world's tenants each trade on two accounts (limits and turns per account)."""
+P_SELL = 0.35
+P_MARKET = 0.3
+"""A market order is valued at the quote (`market_quotes/AAPL`), which may be unusable."""
+QUOTES: dict[str, dict[str, Any] | None] = {
+    "usable": {"bid": 99.9, "ask": 100.1},
+    "wide": {"bid": 95.0, "ask": 105.0},  # routing refuses it (spread over 50 bps)
+    "stale": {"bid": 99.9, "ask": 100.1, "age": 120.0},  # older than the router's 60 s
+    "crossed": {"bid": 100.1, "ask": 99.9},  # malformed: no quote (a market order waits)
+    "garbage": {"bid": "n/a", "ask": 100.1},
+    "missing": None,
+}
+"""What the quote document may hold; the operator (a publisher) rewrites it at any step."""
 INTENT_IDS = ("i1", "i2", "i3")
 SWITCH_PATHS = ("ops/execution_kill_switch", "tenants/t1/ops/execution_kill_switch")
 LIMIT_CHOICES: dict[str, tuple[float | int | None, ...]] = {
@@ -132,7 +152,11 @@ class World:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.now = START
+        self.near_midnight = self.rng.random() < 1 / 3
+        self.start = START
+        if self.near_midnight:
+            self.start = MIDNIGHT - timedelta(seconds=self.rng.uniform(0.0, NEAR_MIDNIGHT_SECONDS))
+        self.now = self.start
         self.step = 0
         self._trace: list[tuple[int, datetime, str]] = []
         self.injected: Counter[str] = Counter()
@@ -163,6 +187,8 @@ class World:
         )
         self.messages: list[Message] = []
         self.limits: dict[tuple[str, str], list[tuple[int, dict[str, float | int | None]]]] = {}
+        self.account_of: dict[tuple[str, str], str] = {}
+        """The broker account of each intent (tenant, intent id)."""
         """Per account, the limits in force from each step on (None: unset)."""
         self.invariants = Invariants(self)
 
@@ -175,7 +201,7 @@ class World:
     def _monotonic(self) -> float:
         # No point here: `RecentReads` reads it under its lock, and a point there would park the
         # lock's holder while another actor waits for it.
-        return (self.now - START).total_seconds()
+        return (self.now - self.start).total_seconds()
 
     def _clock_point(self) -> datetime:
         actor = self.scheduler.current
@@ -368,43 +394,76 @@ class World:
         return self
 
     def _setup(self) -> None:
-        contents = {i: (self.rng.choice([1.0, 2.0]), 100.0) for i in INTENT_IDS}
+        contents = {
+            i: (self.rng.choice([1.0, 2.0]), 100.0, self._side(), self._order_type())
+            for i in INTENT_IDS
+        }
+        accounts = ACCOUNTS if self.rng.random() < P_TWO_ACCOUNTS else (ACCOUNT,)
         keys = [(t, i) for t in TENANTS for i in INTENT_IDS]
-        for n, key in enumerate(self.rng.sample(keys, self.rng.randint(2, 3)), start=1):
-            qty, price = contents[key[1]]
+        count = self.rng.randint(2, 3)
+        if self.near_midnight:  # every intent on one account: its daily count straddles the day
+            accounts, keys, count = (ACCOUNT,), [("t1", i) for i in INTENT_IDS], 3
+        for n, key in enumerate(self.rng.sample(keys, count), start=1):
+            qty, price, side, order_type = contents[key[1]]
             if self.rng.random() < 0.2:  # twins across tenants differ now and then
                 qty += 1.0
+            account = self.rng.choice(accounts)
+            self.account_of[key] = account
             intent = {
                 "tenant_id": key[0],
-                "broker_account_id": ACCOUNT,
+                "broker_account_id": account,
                 "client_intent_id": key[1],
                 "symbol": "AAPL",
-                "side": "buy",
+                "side": side,
                 "qty": qty,
-                "order_type": "limit",
-                "limit_price": price,
+                "order_type": order_type,
+                "limit_price": price if order_type == "limit" else None,
                 # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
-                "created_at": (START - timedelta(seconds=self.rng.uniform(0.0, 55.0))).isoformat(),
+                "created_at": (
+                    self.start - timedelta(seconds=self.rng.uniform(0.0, 55.0))
+                ).isoformat(),
                 "dry_run": self.rng.random() < 0.1,
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
         for tenant in TENANTS:
-            # One limit alone (or all, or none): a limit is exercised most where no other one
-            # makes its intents wait first.
-            chosen = self.rng.choice([*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none"])
-            self._set_limits(
-                tenant,
-                {
-                    name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
-                    for name, values in LIMIT_CHOICES.items()
-                },
-            )
+            for account in accounts:
+                # One limit alone (or all, or none): a limit is exercised most where no other one
+                # makes its intents wait first.
+                daily = ["max_daily_orders"] * (3 if self.near_midnight else 0)
+                chosen = self.rng.choice(
+                    [*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none", *daily]
+                )
+                self._set_limits(
+                    tenant,
+                    account,
+                    {
+                        name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
+                        for name, values in LIMIT_CHOICES.items()
+                    },
+                )
+        self._publish_quote("usable" if self.rng.random() < 0.5 else self.rng.choice(sorted(QUOTES)))
 
-    def _set_limits(self, tenant: str, limits: dict[str, float | int | None]) -> None:
-        self.db.document(f"tenants/{tenant}/accounts/{ACCOUNT}").set(
+    def _side(self) -> str:
+        return "sell" if self.rng.random() < P_SELL else "buy"
+
+    def _order_type(self) -> str:
+        return "market" if self.rng.random() < P_MARKET else "limit"
+
+    def _set_limits(self, tenant: str, account: str, limits: dict[str, float | int | None]) -> None:
+        self.db.document(f"tenants/{tenant}/accounts/{account}").set(
             {name: value for name, value in limits.items() if value is not None}
         )
-        self.limits.setdefault((tenant, ACCOUNT), []).append((self.step, dict(limits)))
+        self.limits.setdefault((tenant, account), []).append((self.step, dict(limits)))
+
+    def _publish_quote(self, kind: str) -> None:
+        """The quote publisher writes `market_quotes/AAPL` as `kind` (`QUOTES`), stamped now."""
+        shape = QUOTES[kind]
+        if shape is None:
+            self.db.document("market_quotes/AAPL").delete()
+            return
+        age = timedelta(seconds=float(shape.get("age", 0.0)))
+        quote = {k: v for k, v in shape.items() if k != "age"}
+        self.db.document("market_quotes/AAPL").set({**quote, "ts": self.now - age})
 
     def _choose(self) -> Callable[[], object] | None:
         """The next event, weighted; None when nothing but optional events is left."""
@@ -441,6 +500,7 @@ class World:
             options.append((0.4, lambda: self._spawn("reconcile", "reconcile", self._reconcile)))
         options.append((0.25, self._flip_switch))
         options.append((0.25, self._flip_limit))
+        options.append((0.25, self._flip_quote))
         if paused and not ready:
             wake = min(a.resume_at for a in paused if a.resume_at is not None)
             options.append((6.0, lambda: self._advance_to(wake)))
@@ -569,10 +629,10 @@ class World:
         Mirrored rather than called: `main` builds its service from the environment, once per
         instance, and the simulation's service must be this world's.
         """
-        delivery = Delivery(message.message_id, START, message.data, {})
+        delivery = Delivery(message.message_id, self.start, message.data, {})
         try:
             intent = parse_intent(delivery.data)
-            result = self.service.engine.execute_intent(intent, published_at=START)
+            result = self.service.engine.execute_intent(intent, published_at=self.start)
         except RetryableError as exc:
             return "retry", exc
         except PermanentError as exc:
@@ -604,12 +664,18 @@ class World:
         self.note(f"OPERATOR {path} enabled={enabled}")
 
     def _flip_limit(self) -> None:
-        tenant = self.rng.choice(TENANTS)
+        tenant, account = self.rng.choice(sorted(self.limits))
         name = self.rng.choice(sorted(LIMIT_CHOICES))
         value = self.rng.choice(LIMIT_CHOICES[name])
-        self._set_limits(tenant, {**self.limits[(tenant, ACCOUNT)][-1][1], name: value})
+        self._set_limits(tenant, account, {**self.limits[(tenant, account)][-1][1], name: value})
         self.injected["operator.limit"] += 1
-        self.note(f"OPERATOR {tenant}/{ACCOUNT} {name}={value}")
+        self.note(f"OPERATOR {tenant}/{account} {name}={value}")
+
+    def _flip_quote(self) -> None:
+        kind = self.rng.choice(sorted(QUOTES))
+        self._publish_quote(kind)
+        self.injected["operator.quote"] += 1
+        self.note(f"OPERATOR market_quotes/AAPL {kind}")
 
     # -- endings -----------------------------------------------------------------------------
 
