@@ -36,9 +36,10 @@ matters for a process paused while holding; it is long (60 s) because a writer t
 barges into the line and loses its races (a 64-intent burst on a loaded machine, with 10 s, sent
 4 intents back for contention). With a timeout of 0 it never waits. `condition` makes the
 stripes' conditions: a simulation that decides every interleaving itself passes one whose waits
-park the waiter in the simulated world's time (`tests/simulation/turn_waits.py`). Locks are striped: a
-fixed number, shared by accounts whose keys hash alike, so memory stays bounded however many
-accounts an instance sees (each stripe keeps the state of the last account that handed one over).
+park the waiter in the simulated world's time (`tests/simulation/turn_waits.py`). Locks are
+striped: a fixed number, shared by accounts whose keys hash alike, so memory stays bounded however
+many accounts an instance sees (each stripe keeps the state of the last account that handed one
+over).
 """
 
 from __future__ import annotations

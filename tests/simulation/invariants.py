@@ -114,6 +114,13 @@ def _day(moment: datetime | None) -> str:
     return "?" if moment is None else moment.date().isoformat()
 
 
+def _midnight_gap_open(today: list[Any]) -> bool:
+    """Whether `DAILY_COUNT_ACROSS_MIDNIGHT_ALLOWED` exempts a day holding the orders `today`."""
+    return DAILY_COUNT_ACROSS_MIDNIGHT_ALLOWED and any(
+        _near_midnight(order.submitted_at) for order in today
+    )
+
+
 def _near_midnight(moment: datetime | None) -> bool:
     from tests.simulation.world import SETTINGS
 
@@ -502,9 +509,8 @@ class Invariants:
         for name in ("max_daily_orders", "max_position_qty"):
             if name == "max_position_qty" and not grows:
                 continue
-            if name == "max_daily_orders" and DAILY_COUNT_ACROSS_MIDNIGHT_ALLOWED:
-                if any(_near_midnight(order.submitted_at) for order in today):
-                    continue
+            if name == "max_daily_orders" and _midnight_gap_open(today):
+                continue
             if name in limits and held[name] > limits[name] + 1e-9:
                 counted = sorted({"/".join(self.origins[o.broker_order_id].key) for o in orders})
                 raise Violation(

@@ -67,11 +67,12 @@ class Actor:
     clock_offset: float = 0.0
     """Seconds its clock runs ahead of the world's (behind where negative): its own machine."""
     instance: int = 0
-    """The instance (process) it runs in: deliveries of one instance share its account turns,
-    and a kill ends the instance with every invocation in it."""
+    """The instance it runs in: the deliveries of one instance share its account turns."""
     wakes: Callable[[], bool] | None = None
     """While `blocked`: whether the turn it waits for was handed on (it was notified)."""
     blocked_since: datetime | None = None
+    last_point: str = ""
+    """What it did at its last point (`store query ...`, `broker place`, ...)."""
 
     @property
     def alive(self) -> bool:

@@ -62,8 +62,7 @@ class WorldCondition(threading.Condition):
 
 class InstanceTurns(AccountTurns):
     """The service's account turns, one `AccountTurns` per simulated instance (`World.turns_of`):
-    the writers of one instance take turns, those of two instances race on preconditions alone,
-    and a killed instance's turns die with it."""
+    the writers of one instance take turns, those of two instances race on preconditions alone."""
 
     def __init__(self, world: World) -> None:
         super().__init__(stripes=1, timeout_seconds=0.0)

@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from execution.bootstrap import bootstrap
-from execution.firestore.account_turns import AccountTurns
 from execution.errors import ExecutionError, PermanentError, RetryableError
+from execution.firestore.account_turns import AccountTurns
 from execution.intake import Delivery, parse_intent
 from execution.models import ExecutionResult
 from execution.settings import Settings
@@ -42,10 +42,12 @@ from tests.simulation.turn_waits import InstanceTurns, instance_turns
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 1, 6, tzinfo=UTC)
-NEAR_MIDNIGHT_SECONDS = 4.0
-"""One world in three starts up to this long before midnight UTC: its orders land on both sides
+P_NEAR_MIDNIGHT = 0.2
+NEAR_MIDNIGHT_SECONDS = 2.0
+"""One world in five starts up to this long before midnight UTC: its orders land on both sides
 of it, so the orders per day are counted on two days, by clocks up to
-`MAX_CLOCK_OFFSET_SECONDS` off either way; its accounts' daily orders are limited more often."""
+`MAX_CLOCK_OFFSET_SECONDS` off either way (every process's clock is off there), and its daily
+orders are limited (alone, or with every other limit)."""
 SETTINGS = Settings(
     project=None,
     function_timeout_seconds=20.0,
@@ -100,10 +102,10 @@ P_SWITCH = 0.35
 TENANTS = ("t1", "t2")
 ACCOUNT = "acct"
 ACCOUNTS = (ACCOUNT, "acct2")
-P_TWO_ACCOUNTS = 0.4
+P_TWO_ACCOUNTS = 0.25
 """The chance that a world's tenants each trade on two accounts (limits and turns per account)."""
-P_SELL = 0.35
-P_MARKET = 0.3
+P_SELL = 0.25
+P_MARKET = 0.2
 """A market order is valued at the quote (`market_quotes/AAPL`), which may be unusable."""
 QUOTES: dict[str, dict[str, Any] | None] = {
     "usable": {"bid": 99.9, "ask": 100.1},
@@ -114,6 +116,8 @@ QUOTES: dict[str, dict[str, Any] | None] = {
     "missing": None,
 }
 """What the quote document may hold; the operator (a publisher) rewrites it at any step."""
+P_USABLE_QUOTE = 0.7
+"""The chance that a world starts with a usable quote (else one of `QUOTES`, drawn alike)."""
 INTENT_IDS = ("i1", "i2", "i3")
 SWITCH_PATHS = ("ops/execution_kill_switch", "tenants/t1/ops/execution_kill_switch")
 LIMIT_CHOICES: dict[str, tuple[float | int | None, ...]] = {
@@ -152,7 +156,7 @@ class World:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.near_midnight = self.rng.random() < 1 / 3
+        self.near_midnight = self.rng.random() < P_NEAR_MIDNIGHT
         self.start = START
         if self.near_midnight:
             self.start = MIDNIGHT - timedelta(seconds=self.rng.uniform(0.0, NEAR_MIDNIGHT_SECONDS))
@@ -238,7 +242,7 @@ class World:
             roll = self.rng.random()
             pause = P_PAUSE_HOT if hot else P_PAUSE
             if roll < P_KILL:
-                self._kill_instance(actor)
+                self._kill(actor)
             elif roll < P_KILL + pause:
                 actor.state = "paused"
                 past_lease = label == "broker place"  # the zombie of issue #11
@@ -259,6 +263,7 @@ class World:
         self.step += 1
         actor.stalled = False
         self.note(f"{actor.name}: {label}")
+        actor.last_point = label
         self.ran = actor
         try:
             self.invariants.orders_placed_by(actor)
@@ -269,14 +274,13 @@ class World:
             self.violation = exc
             self.scheduler.point()
 
-    def _kill_instance(self, actor: Actor) -> None:
-        """`actor`'s process dies, and with it every invocation of its instance and the
-        instance's turns: new deliveries go to a fresh instance."""
-        for other in self.actors:
-            if other.instance == actor.instance and (other is actor or other.alive):
-                other.state = "killed"
-                self.inject("process.killed", other)
-                self._unanswered(other)
+    def _kill(self, actor: Actor) -> None:
+        """`actor`'s invocation dies (its `finally` never runs): a turn it held stays held, and
+        the invocations already in its instance wait for it until their timeout (the barge-in).
+        The instance takes no new delivery: those go to a fresh one."""
+        actor.state = "killed"
+        self.inject("process.killed", actor)
+        self._unanswered(actor)
         if actor.instance in self.live_instances:
             self._instance_ids += 1
             self.live_instances[self.live_instances.index(actor.instance)] = self._instance_ids
@@ -429,9 +433,10 @@ class World:
             for account in accounts:
                 # One limit alone (or all, or none): a limit is exercised most where no other one
                 # makes its intents wait first.
-                daily = ["max_daily_orders"] * (3 if self.near_midnight else 0)
                 chosen = self.rng.choice(
-                    [*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none", *daily]
+                    ["max_daily_orders", "all"]
+                    if self.near_midnight
+                    else [*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none"]
                 )
                 self._set_limits(
                     tenant,
@@ -441,7 +446,8 @@ class World:
                         for name, values in LIMIT_CHOICES.items()
                     },
                 )
-        self._publish_quote("usable" if self.rng.random() < 0.5 else self.rng.choice(sorted(QUOTES)))
+        usable = self.rng.random() < P_USABLE_QUOTE
+        self._publish_quote("usable" if usable else self.rng.choice(sorted(QUOTES)))
 
     def _side(self) -> str:
         return "sell" if self.rng.random() < P_SELL else "buy"
@@ -496,8 +502,17 @@ class World:
         options.append((0.7, self._jump_to_a_lease_end))
         if not any(a.kind == "sweep" and a.alive for a in self.actors):
             options.append((0.5, lambda: self._spawn("sweep", "sweep", self._sweep)))
-        if not any(a.kind == "reconcile" and a.alive for a in self.actors):
+        reconciling = [a for a in self.actors if a.kind == "reconcile" and a.alive]
+        if not reconciling:
             options.append((0.4, lambda: self._spawn("reconcile", "reconcile", self._reconcile)))
+        if self._sweep_between_query_and_expiry():
+            # Aimed: the reconciler ends a hold between a sweep's query and its expiry (seed 512).
+            if not reconciling:
+                spawn = lambda: self._spawn("reconcile", "reconcile", self._reconcile)  # noqa: E731
+                options.append((4.0, spawn))
+            ready_reconciles = [a for a in reconciling if a.state == "ready"]
+            if ready_reconciles:
+                options.append((60.0, lambda: self._run_actor(ready_reconciles[0])))
         options.append((0.25, self._flip_switch))
         options.append((0.25, self._flip_limit))
         options.append((0.25, self._flip_quote))
@@ -561,11 +576,28 @@ class World:
         if why.startswith("CLOCK JUMP"):
             self.injected["clock.jump"] += 1
 
+    def _sweep_between_query_and_expiry(self) -> bool:
+        """Whether a sweep has its query's answer and waits to commit an expiry (a point comes
+        before its call: parked at a commit, the sweep has not written yet)."""
+        return any(
+            a.kind == "sweep" and a.alive and a.last_point.startswith("store commit")
+            for a in self.actors
+        )
+
     def _jump_to_a_lease_end(self) -> None:
-        """Time runs to just before a live lease ends: whoever holds it must not trust it now."""
+        """Time runs to just before a live lease ends: whoever holds it must not trust it now.
+        Half the time it lands where only the lease-room check's clock-skew margin stops a broker
+        call (more than the call's deadline, less than that plus CLOCK_SKEW_SECONDS, left)."""
         ends = sorted(e for e in self.invariants.lease_ends() if e > self.now)
         if ends:
-            target = self.rng.choice(ends) - timedelta(seconds=self.rng.uniform(0.0, 4.0))
+            before = (
+                self.rng.uniform(0.0, 4.0)
+                if self.rng.random() < 0.5
+                else self.rng.uniform(
+                    BROKER_CALL_SECONDS, BROKER_CALL_SECONDS + SETTINGS.clock_skew_seconds
+                )
+            )
+            target = self.rng.choice(ends) - timedelta(seconds=before)
             if target > self.now:
                 self._advance((target - self.now).total_seconds(), "CLOCK JUMP to a lease's end")
 
@@ -600,8 +632,8 @@ class World:
 
     def _clock_offset(self) -> float:
         """A process's clock offset: none, either bound, or in between."""
-        if self.rng.random() >= P_CLOCK_OFFSET:
-            return 0.0
+        if self.rng.random() >= (1.0 if self.near_midnight else P_CLOCK_OFFSET):
+            return 0.0  # near midnight, every clock is off: the day is a matter of whose clock
         self.injected["clock.skew"] += 1
         shape = self.rng.choice([-1.0, 1.0, self.rng.uniform(-1.0, 1.0)])
         return shape * MAX_CLOCK_OFFSET_SECONDS
@@ -748,7 +780,6 @@ class World:
                 self._run_actor(actor)
                 self.invariants.after_step()
         self.invariants.final()
-
 
     def _outwait_turns(self) -> None:
         """Time runs past the turns' timeout: a writer still waiting for a turn then is one that
