@@ -9,7 +9,9 @@ After every step:
   live lease (its budget still held), unless its process was paused inside the broker call itself,
   after the last check could be made (the design's second layer then settles the record; see
   ARCHITECTURE "The broker is the truth"); and no order the broker accepts takes the account's
-  orders (today) or net position at the broker past the limit in force;
+  orders on its UTC day (the broker's) past the limit in force, or grows the account's net
+  position at the broker past it either way (long or short);
+- **turns end**: no writer waits for its account's turn longer than the turns' timeout;
 - **no fenced write lands**: a reservation changes only by an acquire that may take it (absent,
   ended, or lapsed), by the holder of its lease, by the sweeper expiring a lapsed lease, or by a
   repair to what the broker holds;

@@ -7,8 +7,12 @@ decide everything else: which actor runs at each point, whether the store call o
 there fails (and how), whether the process is paused there (a zombie, resumed later) or killed
 (never resumed: its `finally` never runs), clock jumps, Pub/Sub deliveries (first, redelivery after
 a retry, duplicate, concurrent duplicate, after an ack), sweeper and reconciler runs, an
-operator flipping a kill switch or an account's limits, and each process's clock offset (its own
-machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS` off the world's). `invariants.Invariants`
+operator flipping a kill switch or an account's limits, a publisher rewriting the quote, and each
+process's clock offset (its own machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS` off the
+world's). Intents buy or sell, at a limit or at market, on one or two accounts per tenant; one
+world in five straddles midnight UTC. Each delivery runs in one of `INSTANCES` simulated
+instances, whose writers of one account take turns (`turn_waits`): a waiter is parked until the
+turn is handed on or its timeout passes in the world's time. `invariants.Invariants`
 checks the world after every step; the first violation ends the schedule with `Violation` and its
 trace. `README.md` beside this file tables what is explored against the review's classes.
 
