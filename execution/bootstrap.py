@@ -30,6 +30,7 @@ from execution.sweeper import Sweeper
 if TYPE_CHECKING:
     from google.cloud import firestore
 
+    from execution.firestore.account_turns import AccountTurns
     from execution.firestore.support import CallPolicy
 
 
@@ -67,14 +68,16 @@ def bootstrap(
     sleep: Callable[[float], None] | None = None,
     monotonic: Callable[[], float] | None = None,
     uniform: Callable[[float, float], float] | None = None,
+    turns: AccountTurns | None = None,
 ) -> Service:
     """Wire the service; every collaborator can be overridden (tests, other stores).
 
     `store` is what the engine's stages read and write through (`execution.invocation`); the
     default is Firestore's, and `fail_open_reservations` wraps its reservations in
     `BestEffortReservationManager`. `ids` (lease and paper order ids), `sleep`, `monotonic` and
-    `uniform` (retry jitter) default to the system's; the deterministic simulation passes its own
-    so that a seed decides them all.
+    `uniform` (retry jitter) default to the system's, and `turns` (the reservation adapter's
+    account turns) to the adapter's own; the deterministic simulation passes its own so that a
+    seed decides them all.
     """
     _refuse_fail_open_with_a_given_store(store, fail_open_reservations)
     # Imported here so that `import main` does not pay for the Firestore adapters' imports.
@@ -96,7 +99,7 @@ def bootstrap(
             policy=policy,
             monotonic=monotonic,
             fail_open_reservations=fail_open_reservations,
-            retry=_Retry(ids=ids, sleep=sleep, uniform=uniform),
+            retry=_Retry(ids=ids, sleep=sleep, uniform=uniform, turns=turns),
         )
     if broker is None:
         broker = _broker(settings, db, clock, policy, ids)
@@ -145,11 +148,13 @@ def _refuse_fail_open_with_a_given_store(
 
 @dataclass(frozen=True)
 class _Retry:
-    """What the reservation adapter draws lease ids, pauses and jitter from (None: the system's)."""
+    """What the reservation adapter draws lease ids, pauses and jitter from, and the turns its
+    writers take (None: the system's, the adapter's own)."""
 
     ids: Callable[[], str] | None
     sleep: Callable[[float], None] | None
     uniform: Callable[[float, float], float] | None
+    turns: AccountTurns | None = None
 
 
 def _firestore_store(
@@ -179,6 +184,7 @@ def _firestore_store(
             lease_ids=retry.ids,
             uniform=retry.uniform,
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+            turns=retry.turns,
         ),
         clock=clock,
         policy=policy,

@@ -34,17 +34,19 @@ A turn is waited for at most `timeout_seconds`, then the writer goes ahead witho
 without the handed state). Every holder ends within its own store deadlines, so the bound only
 matters for a process paused while holding; it is long (60 s) because a writer that stops waiting
 barges into the line and loses its races (a 64-intent burst on a loaded machine, with 10 s, sent
-4 intents back for contention). With a timeout of 0 it never waits: a simulation that decides
-every interleaving itself must not block on a lock its parked actor holds. Locks are striped: a
-fixed number, shared by accounts whose keys hash alike, so memory stays bounded however many
-accounts an instance sees (each stripe keeps the state of the last account that handed one over).
+4 intents back for contention). With a timeout of 0 it never waits. `condition` makes the
+stripes' conditions: a simulation that decides every interleaving itself passes one whose waits
+park the waiter in the simulated world's time (`tests/simulation/turn_waits.py`). Locks are
+striped: a fixed number, shared by accounts whose keys hash alike, so memory stays bounded however
+many accounts an instance sees (each stripe keeps the state of the last account that handed one
+over).
 """
 
 from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -116,11 +118,15 @@ class AccountTurns:
     """One writer of an account's state document at a time in this process (see the module)."""
 
     def __init__(
-        self, *, stripes: int = DEFAULT_STRIPES, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+        self,
+        *,
+        stripes: int = DEFAULT_STRIPES,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        condition: Callable[[], threading.Condition] = threading.Condition,
     ) -> None:
         # Per stripe, all guarded by the stripe's condition: whether a writer holds the turn, the
         # account key and state its last writer handed over, and the work of the writers waiting.
-        self._conditions = [threading.Condition() for _ in range(stripes)]
+        self._conditions = [condition() for _ in range(stripes)]
         self._busy = [False] * stripes
         self._handed: list[tuple[str, KnownState] | None] = [None] * stripes
         self._queues: list[list[tuple[str, Queued]]] = [[] for _ in range(stripes)]

@@ -48,7 +48,8 @@ class Actor:
     message_id: str | None = None
     intent_key: tuple[str, str] | None = None
     state: str = "ready"
-    """`ready`, `paused` (until `resume_at`), `killed`, `done`."""
+    """`ready`, `paused` (until `resume_at`), `blocked` (waiting for an account's turn: until
+    `wakes` says it was notified, or `resume_at`, its timeout), `killed`, `done`."""
     resume_at: datetime | None = None
     result: Any = None
     error: BaseException | None = None
@@ -65,10 +66,17 @@ class Actor:
     """Store and broker faults injected into its calls so far."""
     clock_offset: float = 0.0
     """Seconds its clock runs ahead of the world's (behind where negative): its own machine."""
+    instance: int = 0
+    """The instance it runs in: the deliveries of one instance share its account turns."""
+    wakes: Callable[[], bool] | None = None
+    """While `blocked`: whether the turn it waits for was handed on (it was notified)."""
+    blocked_since: datetime | None = None
+    last_point: str = ""
+    """What it did at its last point (`store query ...`, `broker place`, ...)."""
 
     @property
     def alive(self) -> bool:
-        return self.state in ("ready", "paused")
+        return self.state in ("ready", "paused", "blocked")
 
     @property
     def lease_id(self) -> str | None:

@@ -35,6 +35,8 @@ FAULT_KINDS = {
     "reconcile",
     "operator.kill_switch",
     "operator.limit",
+    "turn.wait",
+    "turn.timeout",
 }
 """Every kind of event the issue asks the seed to decide; each must occur within the budget."""
 

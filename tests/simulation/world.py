@@ -7,8 +7,12 @@ decide everything else: which actor runs at each point, whether the store call o
 there fails (and how), whether the process is paused there (a zombie, resumed later) or killed
 (never resumed: its `finally` never runs), clock jumps, Pub/Sub deliveries (first, redelivery after
 a retry, duplicate, concurrent duplicate, after an ack), sweeper and reconciler runs, an
-operator flipping a kill switch or an account's limits, and each process's clock offset (its own
-machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS` off the world's). `invariants.Invariants`
+operator flipping a kill switch or an account's limits, a publisher rewriting the quote, and each
+process's clock offset (its own machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS` off the
+world's). Intents buy or sell, at a limit or at market, on one or two accounts per tenant; one
+world in five straddles midnight UTC. Each delivery runs in one of `INSTANCES` simulated
+instances, whose writers of one account take turns (`turn_waits`): a waiter is parked until the
+turn is handed on or its timeout passes in the world's time. `invariants.Invariants`
 checks the world after every step; the first violation ends the schedule with `Violation` and its
 trace. `README.md` beside this file tables what is explored against the review's classes.
 
@@ -29,6 +33,7 @@ from typing import Any
 
 from execution.bootstrap import bootstrap
 from execution.errors import ExecutionError, PermanentError, RetryableError
+from execution.firestore.account_turns import AccountTurns
 from execution.intake import Delivery, parse_intent
 from execution.models import ExecutionResult
 from execution.settings import Settings
@@ -37,8 +42,16 @@ from tests.simulation.scheduler import Actor, Scheduler
 from tests.simulation.sim_broker import SimBroker, SimFault
 from tests.simulation.simstore import Fault, SimClient, StoreCall
 from tests.simulation.simstore.faults import deadline_exceeded, unavailable
+from tests.simulation.turn_waits import InstanceTurns, instance_turns
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+MIDNIGHT = datetime(2026, 1, 6, tzinfo=UTC)
+P_NEAR_MIDNIGHT = 0.2
+NEAR_MIDNIGHT_SECONDS = 2.0
+"""One world in five starts up to this long before midnight UTC: its orders land on both sides
+of it, so the orders per day are counted on two days, by clocks up to
+`MAX_CLOCK_OFFSET_SECONDS` off either way (every process's clock is off there), and its daily
+orders are limited (alone, or with every other limit)."""
 SETTINGS = Settings(
     project=None,
     function_timeout_seconds=20.0,
@@ -92,6 +105,23 @@ P_SWITCH = 0.35
 """At a point, the chance that the baton goes back to the scheduler (which picks anew)."""
 TENANTS = ("t1", "t2")
 ACCOUNT = "acct"
+ACCOUNTS = (ACCOUNT, "acct2")
+P_TWO_ACCOUNTS = 0.25
+"""The chance that a world's tenants each trade on two accounts (limits and turns per account)."""
+P_SELL = 0.25
+P_MARKET = 0.2
+"""A market order is valued at the quote (`market_quotes/AAPL`), which may be unusable."""
+QUOTES: dict[str, dict[str, Any] | None] = {
+    "usable": {"bid": 99.9, "ask": 100.1},
+    "wide": {"bid": 95.0, "ask": 105.0},  # routing refuses it (spread over 50 bps)
+    "stale": {"bid": 99.9, "ask": 100.1, "age": 120.0},  # older than the router's 60 s
+    "crossed": {"bid": 100.1, "ask": 99.9},  # malformed: no quote (a market order waits)
+    "garbage": {"bid": "n/a", "ask": 100.1},
+    "missing": None,
+}
+"""What the quote document may hold; the operator (a publisher) rewrites it at any step."""
+P_USABLE_QUOTE = 0.7
+"""The chance that a world starts with a usable quote (else one of `QUOTES`, drawn alike)."""
 INTENT_IDS = ("i1", "i2", "i3")
 SWITCH_PATHS = ("ops/execution_kill_switch", "tenants/t1/ops/execution_kill_switch")
 LIMIT_CHOICES: dict[str, tuple[float | int | None, ...]] = {
@@ -101,6 +131,12 @@ LIMIT_CHOICES: dict[str, tuple[float | int | None, ...]] = {
 }
 """Each account limit the operator may set (None: unset), against intents of 100-300 USD."""
 TERMINAL_RESULTS = ("ack", "dead_letter", "retry", "crash")
+TURN_TIMEOUTS = (5.0, 60.0)
+"""How long a writer waits for its account's turn (`AccountTurns`), drawn once per world: the
+deployed 60 s (a paused holder's waiters wait long, and their intents may turn stale), or 5 s
+(the barge-in comes within a lease)."""
+INSTANCES = 2
+"""Instances alive at once: each delivery runs in one of them, drawn by the seed."""
 
 
 @dataclass
@@ -124,7 +160,11 @@ class World:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.now = START
+        self.near_midnight = self.rng.random() < P_NEAR_MIDNIGHT
+        self.start = START
+        if self.near_midnight:
+            self.start = MIDNIGHT - timedelta(seconds=self.rng.uniform(0.0, NEAR_MIDNIGHT_SECONDS))
+        self.now = self.start
         self.step = 0
         self._trace: list[tuple[int, datetime, str]] = []
         self.injected: Counter[str] = Counter()
@@ -136,6 +176,10 @@ class World:
         self.violation: Violation | None = None
         self.ran: Actor | None = None
         """The actor that ran in the current step (the writer of whatever changed)."""
+        self.turn_timeout = self.rng.choice(TURN_TIMEOUTS)
+        self.instances: dict[int, AccountTurns] = {}
+        self.live_instances = list(range(1, INSTANCES + 1))
+        self._instance_ids = INSTANCES
         self.db = SimClient(clock=self.raw_clock, faults=self._store_hook, seed=seed)
         self.broker = SimBroker(clock=self.raw_clock, before_call=self._broker_hook)
         self.service = bootstrap(
@@ -147,9 +191,12 @@ class World:
             sleep=self._sleep,
             monotonic=self._monotonic,
             uniform=self.rng.uniform,
+            turns=InstanceTurns(self),
         )
         self.messages: list[Message] = []
         self.limits: dict[tuple[str, str], list[tuple[int, dict[str, float | int | None]]]] = {}
+        self.account_of: dict[tuple[str, str], str] = {}
+        """The broker account of each intent (tenant, intent id)."""
         """Per account, the limits in force from each step on (None: unset)."""
         self.invariants = Invariants(self)
 
@@ -162,7 +209,7 @@ class World:
     def _monotonic(self) -> float:
         # No point here: `RecentReads` reads it under its lock, and a point there would park the
         # lock's holder while another actor waits for it.
-        return (self.now - START).total_seconds()
+        return (self.now - self.start).total_seconds()
 
     def _clock_point(self) -> datetime:
         actor = self.scheduler.current
@@ -194,25 +241,12 @@ class World:
     def _point(self, actor: Actor, label: str, *, hot: bool = False) -> None:
         """A step: check the world, then the seed decides whether `actor` goes on, hands the
         baton back (another actor or a world event runs), is paused or is killed."""
-        self.step += 1
-        actor.stalled = False
-        self.note(f"{actor.name}: {label}")
-        self.ran = actor
-        try:
-            self.invariants.orders_placed_by(actor)
-            self.invariants.after_step()
-        except Violation as exc:
-            # Raised here it would meet the code under test's `except Exception`: hand it to the
-            # scheduler's thread, which ends the schedule (this actor unwinds as abandoned).
-            self.violation = exc
-            self.scheduler.point()
+        self._arrive(actor, label)
         if self.faults_on:
             roll = self.rng.random()
             pause = P_PAUSE_HOT if hot else P_PAUSE
             if roll < P_KILL:
-                actor.state = "killed"
-                self.inject("process.killed", actor)
-                self._unanswered(actor)
+                self._kill(actor)
             elif roll < P_KILL + pause:
                 actor.state = "paused"
                 past_lease = label == "broker place"  # the zombie of issue #11
@@ -226,6 +260,66 @@ class World:
                 return  # it goes on: the same interleaving as a switch back to it at once
         actor.yielded_at = self.now
         self.scheduler.point()
+        actor.stalled = self.now - actor.yielded_at > timedelta(seconds=STALL_SECONDS)
+
+    def _arrive(self, actor: Actor, label: str) -> None:
+        """A step of `actor`'s: note it and check the world as the step before left it."""
+        self.step += 1
+        actor.stalled = False
+        self.note(f"{actor.name}: {label}")
+        actor.last_point = label
+        self.ran = actor
+        try:
+            self.invariants.orders_placed_by(actor)
+            self.invariants.after_step()
+        except Violation as exc:
+            # Raised here it would meet the code under test's `except Exception`: hand it to the
+            # scheduler's thread, which ends the schedule (this actor unwinds as abandoned).
+            self.violation = exc
+            self.scheduler.point()
+
+    def _kill(self, actor: Actor) -> None:
+        """`actor`'s invocation dies (its `finally` never runs): a turn it held stays held, and
+        the invocations already in its instance wait for it until their timeout (the barge-in).
+        The instance takes no new delivery: those go to a fresh one."""
+        actor.state = "killed"
+        self.inject("process.killed", actor)
+        self._unanswered(actor)
+        if actor.instance in self.live_instances:
+            self._instance_ids += 1
+            self.live_instances[self.live_instances.index(actor.instance)] = self._instance_ids
+
+    # -- turns: a writer waits for its account's turn in the world's time ---------------------
+
+    def turns_of_current(self) -> AccountTurns:
+        """The account turns of the running actor's instance."""
+        actor = self.scheduler.current
+        if actor is None:
+            raise AssertionError("only an actor takes an account's turn")
+        turns = self.instances.get(actor.instance)
+        if turns is None:
+            turns = self.instances[actor.instance] = instance_turns(self, self.turn_timeout)
+        return turns
+
+    def seconds(self) -> float:
+        """The world's monotonic clock, in seconds (what a turn's timeout is measured on)."""
+        return self._monotonic()
+
+    def park(self, notified: Callable[[], bool], timeout: float | None) -> None:
+        """The running actor waits for a turn: blocked until `notified()` or `timeout` seconds
+        of the world's time (None: no end); the world wakes it (`_wake_paused`)."""
+        actor = self.scheduler.current
+        if actor is None:
+            raise AssertionError("only an actor waits for an account's turn")
+        self._arrive(actor, f"waits for its turn (up to {timeout}s)")
+        self.injected["turn.wait"] += 1
+        actor.state = "blocked"
+        actor.wakes = notified
+        actor.blocked_since = self.now
+        actor.resume_at = None if timeout is None else self.now + timedelta(seconds=timeout)
+        actor.yielded_at = self.now
+        self.scheduler.point()
+        actor.wakes = actor.blocked_since = None
         actor.stalled = self.now - actor.yielded_at > timedelta(seconds=STALL_SECONDS)
 
     def _store_hook(self, call: StoreCall) -> Fault | None:
@@ -308,48 +402,83 @@ class World:
         return self
 
     def _setup(self) -> None:
-        contents = {i: (self.rng.choice([1.0, 2.0]), 100.0) for i in INTENT_IDS}
+        contents = {
+            i: (self.rng.choice([1.0, 2.0]), 100.0, self._side(), self._order_type())
+            for i in INTENT_IDS
+        }
+        accounts = ACCOUNTS if self.rng.random() < P_TWO_ACCOUNTS else (ACCOUNT,)
         keys = [(t, i) for t in TENANTS for i in INTENT_IDS]
-        for n, key in enumerate(self.rng.sample(keys, self.rng.randint(2, 3)), start=1):
-            qty, price = contents[key[1]]
+        count = self.rng.randint(2, 3)
+        if self.near_midnight:  # every intent on one account: its daily count straddles the day
+            accounts, keys, count = (ACCOUNT,), [("t1", i) for i in INTENT_IDS], 3
+        for n, key in enumerate(self.rng.sample(keys, count), start=1):
+            qty, price, side, order_type = contents[key[1]]
             if self.rng.random() < 0.2:  # twins across tenants differ now and then
                 qty += 1.0
+            account = self.rng.choice(accounts)
+            self.account_of[key] = account
             intent = {
                 "tenant_id": key[0],
-                "broker_account_id": ACCOUNT,
+                "broker_account_id": account,
                 "client_intent_id": key[1],
                 "symbol": "AAPL",
-                "side": "buy",
+                "side": side,
                 "qty": qty,
-                "order_type": "limit",
-                "limit_price": price,
+                "order_type": order_type,
+                "limit_price": price if order_type == "limit" else None,
                 # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
-                "created_at": (START - timedelta(seconds=self.rng.uniform(0.0, 55.0))).isoformat(),
+                "created_at": (
+                    self.start - timedelta(seconds=self.rng.uniform(0.0, 55.0))
+                ).isoformat(),
                 "dry_run": self.rng.random() < 0.1,
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
         for tenant in TENANTS:
-            # One limit alone (or all, or none): a limit is exercised most where no other one
-            # makes its intents wait first.
-            chosen = self.rng.choice([*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none"])
-            self._set_limits(
-                tenant,
-                {
-                    name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
-                    for name, values in LIMIT_CHOICES.items()
-                },
-            )
+            for account in accounts:
+                # One limit alone (or all, or none): a limit is exercised most where no other one
+                # makes its intents wait first.
+                chosen = self.rng.choice(
+                    ["max_daily_orders", "all"]
+                    if self.near_midnight
+                    else [*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none"]
+                )
+                self._set_limits(
+                    tenant,
+                    account,
+                    {
+                        name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
+                        for name, values in LIMIT_CHOICES.items()
+                    },
+                )
+        usable = self.rng.random() < P_USABLE_QUOTE
+        self._publish_quote("usable" if usable else self.rng.choice(sorted(QUOTES)))
 
-    def _set_limits(self, tenant: str, limits: dict[str, float | int | None]) -> None:
-        self.db.document(f"tenants/{tenant}/accounts/{ACCOUNT}").set(
+    def _side(self) -> str:
+        return "sell" if self.rng.random() < P_SELL else "buy"
+
+    def _order_type(self) -> str:
+        return "market" if self.rng.random() < P_MARKET else "limit"
+
+    def _set_limits(self, tenant: str, account: str, limits: dict[str, float | int | None]) -> None:
+        self.db.document(f"tenants/{tenant}/accounts/{account}").set(
             {name: value for name, value in limits.items() if value is not None}
         )
-        self.limits.setdefault((tenant, ACCOUNT), []).append((self.step, dict(limits)))
+        self.limits.setdefault((tenant, account), []).append((self.step, dict(limits)))
+
+    def _publish_quote(self, kind: str) -> None:
+        """The quote publisher writes `market_quotes/AAPL` as `kind` (`QUOTES`), stamped now."""
+        shape = QUOTES[kind]
+        if shape is None:
+            self.db.document("market_quotes/AAPL").delete()
+            return
+        age = timedelta(seconds=float(shape.get("age", 0.0)))
+        quote = {k: v for k, v in shape.items() if k != "age"}
+        self.db.document("market_quotes/AAPL").set({**quote, "ts": self.now - age})
 
     def _choose(self) -> Callable[[], object] | None:
         """The next event, weighted; None when nothing but optional events is left."""
         ready = [a for a in self.actors if a.state == "ready"]
-        paused = [a for a in self.actors if a.state == "paused"]
+        paused = [a for a in self.actors if a.state in ("paused", "blocked") and a.resume_at]
         fresh = [m for m in self.messages if m.deliveries == 0]
         running = {a.message_id for a in self.actors if a.state == "ready"}
         retried = [
@@ -377,10 +506,20 @@ class World:
         options.append((0.7, self._jump_to_a_lease_end))
         if not any(a.kind == "sweep" and a.alive for a in self.actors):
             options.append((0.5, lambda: self._spawn("sweep", "sweep", self._sweep)))
-        if not any(a.kind == "reconcile" and a.alive for a in self.actors):
+        reconciling = [a for a in self.actors if a.kind == "reconcile" and a.alive]
+        if not reconciling:
             options.append((0.4, lambda: self._spawn("reconcile", "reconcile", self._reconcile)))
+        if self._sweep_between_query_and_expiry():
+            # Aimed: the reconciler ends a hold between a sweep's query and its expiry (seed 512).
+            if not reconciling:
+                spawn = lambda: self._spawn("reconcile", "reconcile", self._reconcile)  # noqa: E731
+                options.append((4.0, spawn))
+            ready_reconciles = [a for a in reconciling if a.state == "ready"]
+            if ready_reconciles:
+                options.append((60.0, lambda: self._run_actor(ready_reconciles[0])))
         options.append((0.25, self._flip_switch))
         options.append((0.25, self._flip_limit))
+        options.append((0.25, self._flip_quote))
         if paused and not ready:
             wake = min(a.resume_at for a in paused if a.resume_at is not None)
             options.append((6.0, lambda: self._advance_to(wake)))
@@ -427,6 +566,13 @@ class World:
             if actor.state == "paused" and actor.resume_at and actor.resume_at <= self.now:
                 actor.state = "ready"
                 self.note(f"{actor.name}: resumes")
+            elif actor.state == "blocked" and actor.wakes is not None and actor.wakes():
+                actor.state = "ready"
+                self.note(f"{actor.name}: its turn came")
+            elif actor.state == "blocked" and actor.resume_at and actor.resume_at <= self.now:
+                actor.state = "ready"
+                self.injected["turn.timeout"] += 1
+                self.note(f"{actor.name}: stops waiting for its turn (timeout)")
 
     def _advance(self, seconds: float, why: str) -> None:
         self.now += timedelta(seconds=seconds)
@@ -434,11 +580,28 @@ class World:
         if why.startswith("CLOCK JUMP"):
             self.injected["clock.jump"] += 1
 
+    def _sweep_between_query_and_expiry(self) -> bool:
+        """Whether a sweep has its query's answer and waits to commit an expiry (a point comes
+        before its call: parked at a commit, the sweep has not written yet)."""
+        return any(
+            a.kind == "sweep" and a.alive and a.last_point.startswith("store commit")
+            for a in self.actors
+        )
+
     def _jump_to_a_lease_end(self) -> None:
-        """Time runs to just before a live lease ends: whoever holds it must not trust it now."""
+        """Time runs to just before a live lease ends: whoever holds it must not trust it now.
+        Half the time it lands where only the lease-room check's clock-skew margin stops a broker
+        call (more than the call's deadline, less than that plus CLOCK_SKEW_SECONDS, left)."""
         ends = sorted(e for e in self.invariants.lease_ends() if e > self.now)
         if ends:
-            target = self.rng.choice(ends) - timedelta(seconds=self.rng.uniform(0.0, 4.0))
+            before = (
+                self.rng.uniform(0.0, 4.0)
+                if self.rng.random() < 0.5
+                else self.rng.uniform(
+                    BROKER_CALL_SECONDS, BROKER_CALL_SECONDS + SETTINGS.clock_skew_seconds
+                )
+            )
+            target = self.rng.choice(ends) - timedelta(seconds=before)
             if target > self.now:
                 self._advance((target - self.now).total_seconds(), "CLOCK JUMP to a lease's end")
 
@@ -449,7 +612,19 @@ class World:
     def _spawn(self, kind: str, name: str, body: Callable[[], Any], **fields: Any) -> Actor:
         count = sum(1 for a in self.actors if a.kind == kind) + 1
         offset = self._clock_offset() if self.faults_on else 0.0
-        actor = Actor(name=f"{name}#{count}", kind=kind, body=body, clock_offset=offset, **fields)
+        if kind == "delivery":
+            instance = self.rng.choice(self.live_instances)
+        else:  # a sweep or reconcile runs in a job of its own
+            self._instance_ids += 1
+            instance = self._instance_ids
+        actor = Actor(
+            name=f"{name}#{count}",
+            kind=kind,
+            body=body,
+            clock_offset=offset,
+            instance=instance,
+            **fields,
+        )
         self.actors.append(actor)
         self.scheduler.spawn(actor)
         if offset:
@@ -461,8 +636,8 @@ class World:
 
     def _clock_offset(self) -> float:
         """A process's clock offset: none, either bound, or in between."""
-        if self.rng.random() >= P_CLOCK_OFFSET:
-            return 0.0
+        if self.rng.random() >= (1.0 if self.near_midnight else P_CLOCK_OFFSET):
+            return 0.0  # near midnight, every clock is off: the day is a matter of whose clock
         self.injected["clock.skew"] += 1
         shape = self.rng.choice([-1.0, 1.0, self.rng.uniform(-1.0, 1.0)])
         return shape * MAX_CLOCK_OFFSET_SECONDS
@@ -482,7 +657,7 @@ class World:
             message_id=message.message_id,
             intent_key=message.key,
         )
-        self.note(f"{actor.name}: delivered ({why})")
+        self.note(f"{actor.name}: delivered ({why}) to instance {actor.instance}")
 
     def _execute(self, message: Message) -> tuple[str, Any]:
         """What `main.execute_intent` does with a delivery: ack, dead-letter and ack, or retry.
@@ -490,10 +665,10 @@ class World:
         Mirrored rather than called: `main` builds its service from the environment, once per
         instance, and the simulation's service must be this world's.
         """
-        delivery = Delivery(message.message_id, START, message.data, {})
+        delivery = Delivery(message.message_id, self.start, message.data, {})
         try:
             intent = parse_intent(delivery.data)
-            result = self.service.engine.execute_intent(intent, published_at=START)
+            result = self.service.engine.execute_intent(intent, published_at=self.start)
         except RetryableError as exc:
             return "retry", exc
         except PermanentError as exc:
@@ -525,12 +700,18 @@ class World:
         self.note(f"OPERATOR {path} enabled={enabled}")
 
     def _flip_limit(self) -> None:
-        tenant = self.rng.choice(TENANTS)
+        tenant, account = self.rng.choice(sorted(self.limits))
         name = self.rng.choice(sorted(LIMIT_CHOICES))
         value = self.rng.choice(LIMIT_CHOICES[name])
-        self._set_limits(tenant, {**self.limits[(tenant, ACCOUNT)][-1][1], name: value})
+        self._set_limits(tenant, account, {**self.limits[(tenant, account)][-1][1], name: value})
         self.injected["operator.limit"] += 1
-        self.note(f"OPERATOR {tenant}/{ACCOUNT} {name}={value}")
+        self.note(f"OPERATOR {tenant}/{account} {name}={value}")
+
+    def _flip_quote(self) -> None:
+        kind = self.rng.choice(sorted(QUOTES))
+        self._publish_quote(kind)
+        self.injected["operator.quote"] += 1
+        self.note(f"OPERATOR market_quotes/AAPL {kind}")
 
     # -- endings -----------------------------------------------------------------------------
 
@@ -586,6 +767,7 @@ class World:
 
     def _finish(self) -> None:
         """Kill what is left, let every lease lapse, sweep and reconcile once, cleanly."""
+        self._outwait_turns()
         for actor in self.actors:
             if actor.alive:
                 actor.state = "killed"
@@ -602,6 +784,15 @@ class World:
                 self._run_actor(actor)
                 self.invariants.after_step()
         self.invariants.final()
+
+    def _outwait_turns(self) -> None:
+        """Time runs past the turns' timeout: a writer still waiting for a turn then is one that
+        would wait for ever (`Invariants.turn_waits`)."""
+        since = [a.blocked_since for a in self.actors if a.state == "blocked" and a.blocked_since]
+        if since:
+            self._advance_to(max(since) + timedelta(seconds=self.turn_timeout + 0.1))
+            self._wake_paused()
+            self.invariants.after_step()
 
 
 def _short_report(report: dict[str, Any]) -> dict[str, Any]:

@@ -331,5 +331,8 @@ def test_server_timestamp_is_an_aware_time_no_later_than_the_commit(store: Any) 
     written = doc.create({"t": firestore.SERVER_TIMESTAMP, "m": {"t": firestore.SERVER_TIMESTAMP}})
     data = doc.get().to_dict()
     assert isinstance(data["t"], DatetimeWithNanoseconds) and data["t"].tzinfo is UTC
-    assert before <= data["t"] <= written.update_time
+    assert before <= data["t"]
+    # The emulator may stamp the field up to a millisecond past the commit's update time (seen
+    # under load: a field at .341102 s, the update time .341000 s): no later than that.
+    assert data["t"] - written.update_time < timedelta(milliseconds=1)
     assert data["m"]["t"] == data["t"]
