@@ -22,17 +22,19 @@ answered `ReservationContentionError` to a quarter of its intents); with them a 
 when its commit lands. A writer hands the state it committed (and the `update_time` its commit
 answered) to the next in line, which decides on it without a read: the acquire creates its
 reservation and rewrites the state under a precondition on that `update_time`, the release ends
-its hold under it. An acquire that waited and was handed nothing reads first. The acquires of
-fresh intents waiting in line are carried out together by the writer whose turn comes: decided
-in order, created with one batch that rewrites the state once (`_acquire_together`). The
-preconditions still decide every race, between instances too: a handed state that is stale
+its hold under it. An acquire that waited and was handed nothing reads first. The writer whose
+turn comes carries out the work waiting in line with its own, acquires of fresh intents and
+releases of counted leases alike: decided in order on one state, written with one batch that
+writes the state once (`carry_line`); where that batch fails, each writer does its own alone.
+The preconditions still decide every race, between instances too: a handed state that is stale
 fails its commit, and the writer reads, as after any lost race.
 
 The same batch writes the account's state document where the account sets a counting limit
 (`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided
 against what the commit's precondition proves current (`execution.account_state`). A release of
-`placed` moves the lease into the account's position and daily count in its own batch
-(`execution.firestore.account_state.add_placed_order`).
+`placed` moves the lease into the account's position and daily count in the batch that ends its
+record, with its ledger entry (`execution.firestore.account_state.add_placed_order`; in a
+carried line, the state the line leaves, written whole under the precondition).
 
 Documents:
   tenants/{tenant_id}/execution_reservations/{client_intent_id}   one per intent (contract)
@@ -224,7 +226,7 @@ class FirestoreReservationManager:
         work = _QueuedAcquire(self, request, lease_id, budget_read, riders)
         with self._turns.turn(request.tenant_id, request.broker_account_id, work) as turn:
             if turn.claimed:
-                self._carry_line(turn, work)
+                self.carry_line(turn, work)
             if work.answer is not None:
                 if not turn.claimed:
                     turn.hand_over(turn.handed)  # the writer that carried it handed this on
@@ -232,7 +234,7 @@ class FirestoreReservationManager:
                 return work.answer.acquired
             return self._acquire(request, lease_id, _opening(budget_read, turn), riders, turn)
 
-    def _carry_line(self, turn: Turn, own: Queued) -> None:
+    def carry_line(self, turn: Turn, own: Queued) -> None:
         """Carry out the work waiting in line, acquires and releases, with this writer's own:
         each decided in order on the state the ones before it leave, all written by one batch
         that writes the account's state once; settle each piece carried (`account_turns`).
@@ -649,7 +651,7 @@ class FirestoreReservationHandle:
     ) -> None:
         """`order_days`: the days the account state's `placed_orders` held when acquire read it
         (a placed release prunes the past ones). `line`: the manager whose writers may carry this
-        release out with theirs while it waits for its turn (`_carry_line`)."""
+        release out with theirs while it waits for its turn (`carry_line`)."""
         self._db = db
         self._record = record
         # The update time of the document as this lease wrote it: while it still matches, the
@@ -701,7 +703,7 @@ class FirestoreReservationHandle:
             work = _QueuedRelease(self._line, self, ending)
             with self._turn(work) as turn:
                 if turn is not None and turn.claimed and self._line is not None:
-                    self._line._carry_line(turn, work)
+                    self._line.carry_line(turn, work)
                 if work.carried_at is not None:
                     self._log_released(ending, work.carried_at, work.kept)
                     self._released = ReleaseResult.RECORDED
@@ -724,7 +726,7 @@ class FirestoreReservationHandle:
         return self._turns.turn(self._record.tenant_id, self._record.broker_account_id, queued)
 
     def plan_end(self, work: _QueuedRelease, known: KnownState, now: datetime) -> _Piece | None:
-        """This release as a piece of a line decided on `known` (`_carry_line`): its record's
+        """This release as a piece of a line decided on `known` (`carry_line`): its record's
         end fenced by the version its lease wrote, and the state it leaves; None where it cannot
         ride (the state is out of date, or its effect on it is not known)."""
         if not known.exists or self._released is not None:
@@ -988,7 +990,7 @@ class _Carried:
 
 
 class _QueuedAcquire(Queued):
-    """A fresh intent's acquire, waiting in line with its opening read (`_acquire_together`)."""
+    """A fresh intent's acquire, waiting in line with its opening read (`carry_line`)."""
 
     def __init__(
         self,
@@ -1008,7 +1010,7 @@ class _QueuedAcquire(Queued):
 
 
 class _QueuedRelease(Queued):
-    """A counted lease's release, waiting in line (`_carry_line`): once carried, when its end
+    """A counted lease's release, waiting in line (`carry_line`): once carried, when its end
     was recorded and the hold its record keeps."""
 
     def __init__(
