@@ -728,8 +728,10 @@ class FirestoreReservationHandle:
     def plan_end(self, work: _QueuedRelease, known: KnownState, now: datetime) -> _Piece | None:
         """This release as a piece of a line decided on `known` (`carry_line`): its record's
         end fenced by the version its lease wrote, and the state it leaves; None where it cannot
-        ride (the state is out of date, or its effect on it is not known)."""
-        if not known.exists or self._released is not None:
+        ride (its record's version or its effect on the state is not known, the state is stale)."""
+        if self._version is None or self._released is not None:
+            return None  # its version unknown, it must read its record first: alone
+        if not known.exists:
             return None  # a counted hold lives in a document that exists: `known` is stale
         ending = work.ending
         end = state_after_end(

@@ -288,3 +288,24 @@ def test_a_line_whose_commit_answer_is_lost_after_it_landed_lands_each_piece_onc
     assert state["placed_orders"] == {utc_day(account.clock()): 2}
     for request in held_requests:
         assert reservation(account.db, TENANT, request.client_intent_id)["outcome"] == "placed"
+
+
+def test_releases_whose_version_is_unknown_end_alone_beside_a_line(account: Account) -> None:
+    # The transactional peer's acquire hands back no write time: its release reads first.
+    from bench.transactional_peer import TransactionalReservationManager
+
+    peer = TransactionalReservationManager(
+        account.db, clock=account.clock, ttl=TTL, policy=FAST_POLICY, turns=account.turns
+    )
+    requests = [account.buy() for _ in range(4)]
+    handles = [account.acquired(r) for r in requests[:2]]
+    for request in requests[2:]:
+        answer = peer.acquire(request)
+        assert isinstance(answer, Acquired), answer
+        handles.append(answer.handle)
+
+    answers = account.in_line([release(handle) for handle in handles])
+
+    assert answers == [ReleaseResult.RECORDED] * 4
+    assert account.state()["leases"] == {}
+    assert account.state()["positions"] == {"AAPL": 4.0}
