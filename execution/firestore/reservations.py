@@ -8,9 +8,7 @@ times (`support.Attempts`: the one loop of acquire and release, each attempt a r
 a batch and a commit). An invocation that read the account and in-flight documents at its start
 passes them as `budget_read`: the first attempt then creates the reservation without reading it,
 since a fresh intent's document does not exist yet; where it does (a redelivery, a duplicate),
-the `create` fails (`AlreadyExists`) and the next attempt reads the reservation alone: a
-duplicate is answered from it (3 documents read in all, with the opening read); anything else
-(a take-over, a lost race on the state) reads all three, at once. The emulator's pessimistic
+the `create` fails and the next attempt reads all three, at once. The emulator's pessimistic
 transactions livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1);
 preconditions never hold a lock, so contention is cheap and always ends. The reservation's
 writes are encoded by `execution.firestore.lean_writes` (the library's own `Write` messages,
@@ -160,8 +158,6 @@ class _AcquireRead:
     reservation: Snapshot | None
     account: Snapshot
     state: Snapshot | KnownState
-    reservation_only: bool = False
-    """Only the reservation was read now; the account and state are the opening read's."""
 
     @cached_property
     def known(self) -> KnownState:
@@ -397,16 +393,12 @@ class FirestoreReservationManager:
     ) -> Acquisition:
         """Attempt until an answer, a bounded number of times; see `acquire`."""
         # The optimistic create decides on the opening read, once: it is not a race lost, so it
-        # takes no attempt of the budget and no pause. Where it found the intent's document, the
-        # next attempt reads that document alone (a duplicate needs nothing else).
-        pending = [] if opening is None else [opening]
+        # takes no attempt of the budget and no pause.
+        optimistic = iter([] if opening is None else [opening])
 
         def attempt(_: int) -> Acquisition | Retry:
-            read = pending.pop() if pending else self._read(request)
-            answer = self._attempt(request, read, lease_id, riders, turn)
-            if isinstance(answer, _FoundExisting):
-                pending.append(self._read_reservation(request, read))
-            return answer
+            read = next(optimistic, None) or self._read(request)
+            return self._attempt(request, read, lease_id, riders, turn)
 
         attempts = Attempts[Acquisition](
             limit=self._max_attempts + (opening is not None),
@@ -431,13 +423,15 @@ class FirestoreReservationManager:
             snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
         )
 
-    def _read_reservation(self, request: ReservationRequest, opening: _AcquireRead) -> _AcquireRead:
-        """The intent's reservation alone, beside the opening read's account and state (which
-        only a duplicate's answer may use: anything else reads all three)."""
-        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
-        with store_errors("reservation read"):
-            snap = res_doc.get(**self._policy.kwargs())
-        return _AcquireRead(snap, opening.account, opening.state, reservation_only=True)
+    def _read_state(self, request: ReservationRequest) -> _AcquireRead:
+        """The account and its state, in one round trip (the reservation left unread)."""
+        refs = budget_refs(self._db, request.tenant_id, request.broker_account_id)
+        with store_errors("account state read"):
+            snaps = {
+                snap.reference.path: snap
+                for snap in self._db.get_all(list(refs), **self._policy.kwargs())
+            }
+        return _AcquireRead(None, snaps[refs[0].path], snaps[refs[1].path])
 
     def _attempt(
         self,
@@ -456,8 +450,6 @@ class FirestoreReservationManager:
         if read.reservation is not None and read.reservation.exists:
             existing = record_from_document(read.reservation.to_dict() or {})
             version = read.reservation.update_time
-        if read.reservation_only and (existing is None or existing.lease_id == lease_id):
-            return Retry(pause=False)  # not a duplicate: decide on a read of all three
         if existing is not None and existing.lease_id == lease_id:
             # An earlier commit of ours landed although its answer was lost.
             return Acquired(self._handle(existing, version, riders, read))
@@ -465,8 +457,6 @@ class FirestoreReservationManager:
         if decide_acquire(existing, request, now) is AcquireAction.DUPLICATE:
             assert existing is not None
             return AlreadyExecuted(existing)
-        if read.reservation_only:
-            return Retry(pause=False)  # a take-over decides on a current account state
         try:
             admission = self._admission(request, read, now, lease_id)
         except LimitWaitError as exc:
@@ -500,9 +490,7 @@ class FirestoreReservationManager:
                 broker_account_id=request.broker_account_id,
             )
         results = self._commit(batch, request, read)
-        if isinstance(results, gexc.AlreadyExists) and read.reservation is None:
-            return _FoundExisting(pause=False)
-        if not isinstance(results, list):
+        if results is None:
             return Retry(pause=read.reservation is not None)
         if turn is not None:
             # The batch writes the reservation, then the state document.
@@ -555,8 +543,8 @@ class FirestoreReservationManager:
 
     def _commit(
         self, batch: firestore.WriteBatch, request: ReservationRequest, read: _AcquireRead
-    ) -> list[Any] | BaseException:
-        """The batch's write results, or the error of a precondition that lost its race."""
+    ) -> list[Any] | None:
+        """The batch's write results, or None where a precondition lost its race."""
         try:
             with store_errors("reservation commit"):
                 return list(batch.commit(**self._policy.kwargs()))
@@ -569,7 +557,7 @@ class FirestoreReservationManager:
                 error=type(exc).__name__,
                 read_first=read.reservation is not None,
             )
-            return exc
+            return None
 
     def _handle(
         self,
@@ -993,10 +981,6 @@ def _after_admission(read: _AcquireRead, admission: Admitted, update_time: Any) 
         placed_orders=dict(admission.placed_orders),
     )
     return KnownState(before.reference, after, update_time)
-
-
-class _FoundExisting(Retry):
-    """The optimistic create found the intent's document: read it, alone, before anything else."""
 
 
 @dataclass(frozen=True)
