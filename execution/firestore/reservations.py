@@ -423,16 +423,6 @@ class FirestoreReservationManager:
             snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
         )
 
-    def _read_state(self, request: ReservationRequest) -> _AcquireRead:
-        """The account and its state, in one round trip (the reservation left unread)."""
-        refs = budget_refs(self._db, request.tenant_id, request.broker_account_id)
-        with store_errors("account state read"):
-            snaps = {
-                snap.reference.path: snap
-                for snap in self._db.get_all(list(refs), **self._policy.kwargs())
-            }
-        return _AcquireRead(None, snaps[refs[0].path], snaps[refs[1].path])
-
     def _attempt(
         self,
         request: ReservationRequest,
