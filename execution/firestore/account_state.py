@@ -81,14 +81,18 @@ def stage_admission(
     now: datetime,
     tenant_id: str,
     broker_account_id: str,
+    positions: dict[str, float] | None = None,
 ) -> None:
     """Write the admitted state, conditioned on the version `snapshot` read (or its absence);
-    a `KnownState` a writer handed over stands for a read (`account_turns`)."""
-    fields = {
+    a `KnownState` a writer handed over stands for a read (`account_turns`). `positions`, where
+    given, is written whole too (a line carrying placed orders knows the positions they leave)."""
+    fields: dict[str, Any] = {
         "leases": leases_to_document(admitted.leases),
         "placed_orders": admitted.placed_orders,
         "updated_at": now,
     }
+    if positions is not None:
+        fields["positions"] = positions
     if snapshot.exists:
         option = firestore.Client.write_option(last_update_time=snapshot.update_time)
         lean_writes.update(batch, snapshot.reference, fields, option=option)
@@ -272,6 +276,32 @@ def stage_attempt_end(
         # A rare path: the next writer reads rather than trust a second copy of this change.
         return StagedEnd(counted_lease_id, writes_state=True)
     return StagedEnd(counted_lease_id, state=base)
+
+
+def state_after_end(
+    state: AccountState,
+    record: ReservationRecord,
+    outcome: Outcome,
+    now: datetime,
+    *,
+    counted_lease_id: str | None,
+    fate_unknown: bool,
+    clock_skew: timedelta,
+) -> StagedEnd | None:
+    """What `stage_attempt_end` does to a known `state`, worked out without staging a write (a
+    writer that carries a line of ends writes the state they leave once); None on the rare path
+    whose result the writer does not know (an inherited hold written again)."""
+    if outcome is Outcome.PLACED:
+        placed = PlacedOrder.of(record, now, clock_skew)
+        after = _with_order(state, placed, counted_lease_id)
+        return StagedEnd(None, writes_state=True, state=after)
+    if counted_lease_id is None:
+        return StagedEnd(None, state=state)
+    if not fate_unknown:
+        return StagedEnd(None, writes_state=True, state=_without_lease(state, counted_lease_id))
+    if counted_lease_id == record.lease_id:
+        return None
+    return StagedEnd(counted_lease_id, state=state)
 
 
 def _with_order(state: AccountState, placed: PlacedOrder, lease_id: str | None) -> AccountState:

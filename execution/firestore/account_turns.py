@@ -20,15 +20,18 @@ and the writer reads, exactly as for a stale read. A state is taken off the turn
 enters and put back only when that writer hands one over, so a writer whose commit failed or
 whose outcome is unknown leaves none.
 
-Why carry the work of the writers in line: while one writer holds the turn, the acquires of
-fresh intents behind it wait with everything they need (the request, the opening read). The
-writer that gets the turn next claims all of them (`Queued`, `Turn.claimed`), decides each in
-order on the state the ones before it leave, and creates the admitted reservations and rewrites
-the state in one batch: one commit for the line instead of one each. Each reservation `create`
-is a precondition of its own, and the state's `update_time` one more, so the batch fails as a
-whole (a redelivery among them, another instance's write): every writer whose work was not
-carried then does its own, alone, as before. A writer whose work was carried never takes the
-turn: it picks its answer up when the carrier's turn ends.
+Why carry the work of the writers in line: while one writer holds the turn, the others behind
+it wait with everything they need: a fresh intent's acquire its request and opening read, a
+counted lease's release its outcome and the version its lease wrote. The writer that gets the
+turn next claims all of them (`Queued`, `Turn.claimed`), decides each in order on the state the
+ones before it leave, and writes every piece (the reservations created, the records ended, their
+ledger riders) and the state those pieces leave, once, in one batch: one commit for the line
+instead of one each. Each piece's write is a precondition of its own (a `create`, a release's
+fence on its lease) and the state's `update_time` one more, so the batch fails as a whole (a
+redelivery or a fenced release among them, another instance's write, an answer lost after it
+may have landed): every writer, the carrier too, then does its own, alone, as before, and learns
+from its own preconditions what a batch that landed did. A writer whose work was carried never
+takes the turn: it picks its answer up when the carrier's turn ends.
 
 A turn is waited for at most `timeout_seconds`, then the writer goes ahead without it (and
 without the handed state). Every holder ends within its own store deadlines, so the bound only

@@ -22,17 +22,19 @@ answered `ReservationContentionError` to a quarter of its intents); with them a 
 when its commit lands. A writer hands the state it committed (and the `update_time` its commit
 answered) to the next in line, which decides on it without a read: the acquire creates its
 reservation and rewrites the state under a precondition on that `update_time`, the release ends
-its hold under it. An acquire that waited and was handed nothing reads first. The acquires of
-fresh intents waiting in line are carried out together by the writer whose turn comes: decided
-in order, created with one batch that rewrites the state once (`_acquire_together`). The
-preconditions still decide every race, between instances too: a handed state that is stale
+its hold under it. An acquire that waited and was handed nothing reads first. The writer whose
+turn comes carries out the work waiting in line with its own, acquires of fresh intents and
+releases of counted leases alike: decided in order on one state, written with one batch that
+writes the state once (`carry_line`); where that batch fails, each writer does its own alone.
+The preconditions still decide every race, between instances too: a handed state that is stale
 fails its commit, and the writer reads, as after any lost race.
 
 The same batch writes the account's state document where the account sets a counting limit
 (`max_inflight_usd`, `max_daily_orders`, `max_position_qty`), so every such limit is decided
 against what the commit's precondition proves current (`execution.account_state`). A release of
-`placed` moves the lease into the account's position and daily count in its own batch
-(`execution.firestore.account_state.add_placed_order`).
+`placed` moves the lease into the account's position and daily count in the batch that ends its
+record, with its ledger entry (`execution.firestore.account_state.add_placed_order`; in a
+carried line, the state the line leaves, written whole under the precondition).
 
 Documents:
   tenants/{tenant_id}/execution_reservations/{client_intent_id}   one per intent (contract)
@@ -71,7 +73,12 @@ from execution.documents import (
     reservation_from_document,
     reservation_to_document,
 )
-from execution.errors import InvalidIntentError, LimitWaitError, ReservationContentionError
+from execution.errors import (
+    InvalidIntentError,
+    LimitWaitError,
+    ReservationContentionError,
+    StoreUnavailableError,
+)
 from execution.firestore import lean_writes
 from execution.firestore.account_state import (
     StagedEnd,
@@ -80,6 +87,7 @@ from execution.firestore.account_state import (
     order_days_in,
     stage_admission,
     stage_attempt_end,
+    state_after_end,
     state_from_document,
 )
 from execution.firestore.account_turns import (
@@ -123,6 +131,10 @@ logger = logging.getLogger(__name__)
 
 Snapshot = firestore.DocumentSnapshot[firestore.DocumentReference]
 
+# The most pieces one line's batch carries: with its rider each writes at most two documents,
+# well inside a commit's 500 writes; the rest of a longer line do their own.
+MAX_CARRIED = 100
+
 # The names this adapter had for the document's one parse and write (bench and tests import them).
 record_from_document = reservation_from_document
 record_to_document = reservation_to_document
@@ -159,12 +171,7 @@ class _AcquireRead:
         """The account's state, parsed once (where it was read, not handed over)."""
         if isinstance(self.state, KnownState):
             return self.state
-        snap = self.state
-        return KnownState(
-            snap.reference,
-            state_from_document(snapshot_data(snap)),
-            snap.update_time if snap.exists else None,
-        )
+        return _known_from(self.state)
 
 
 class FirestoreReservationManager:
@@ -226,12 +233,10 @@ class FirestoreReservationManager:
         if budget_read is None:
             with self._turns.turn(request.tenant_id, request.broker_account_id) as turn:
                 return self._acquire(request, lease_id, None, riders, turn)
-        work = _QueuedAcquire(request, lease_id, budget_read, riders)
+        work = _QueuedAcquire(self, request, lease_id, budget_read, riders)
         with self._turns.turn(request.tenant_id, request.broker_account_id, work) as turn:
             if turn.claimed:
-                self._acquire_together(
-                    turn, work, [w for w in turn.claimed if isinstance(w, _QueuedAcquire)]
-                )
+                self.carry_line(turn, work)
             if work.answer is not None:
                 if not turn.claimed:
                     turn.hand_over(turn.handed)  # the writer that carried it handed this on
@@ -239,97 +244,154 @@ class FirestoreReservationManager:
                 return work.answer.acquired
             return self._acquire(request, lease_id, _opening(budget_read, turn), riders, turn)
 
-    def _acquire_together(
-        self, turn: Turn, own: _QueuedAcquire, queue: list[_QueuedAcquire]
-    ) -> None:
-        """Decide the acquires waiting in line, in order, on one state, and create those admitted
-        with one batch that rewrites the state once; settle each (carried, or left to its writer).
+    def carry_line(self, turn: Turn, own: Queued) -> None:
+        """Carry out the work waiting in line, acquires and releases, with this writer's own:
+        each decided in order on the state the ones before it leave, all written by one batch
+        that writes the account's state once; settle each piece carried (`account_turns`).
 
-        Each reservation `create` is a precondition of its own and the state's `update_time`
-        one more: a batch fails as a whole, and then every writer does its own acquire, as if
-        alone. Only fresh intents that fit every limit ride together; anything else (a wait, a
-        refusal, a malformed limit) is left to its writer, whose own acquire decides it.
+        Every piece has a precondition of its own (a reservation's `create`, a release's fence
+        on the version its lease wrote) and the state's `update_time` one more, so the batch
+        lands or fails as a whole. Where it fails, whatever the reason (a race, a redelivery or
+        a fenced release among them, a refused rider, an answer lost after it may have landed),
+        every writer, this one included, does its own work alone, as if no line had formed:
+        each learns from its own preconditions what a batch whose answer was lost did, as the
+        single writer does after its own. What cannot ride (an acquire that waits or is refused,
+        a malformed limit, a second write of one document, a release whose effect on the state
+        is not known) is left to its writer.
         """
-        if len(queue) < 2:
+        line = [
+            work
+            for work in turn.claimed
+            if isinstance(work, _QueuedAcquire | _QueuedRelease) and work.owner is self
+        ][:MAX_CARRIED]
+        if len(line) < 2:
             return
-        # This writer's opening read or the state handed over, whichever is newer; where it
-        # waited and was handed nothing, it reads the state: once for all in line.
-        base = _opening(own.budget_read, turn) or self._read_state(own.request)
+        base = self._line_base(turn, own)
+        if base is None:
+            return
         now = self._clock()
-        admitted, after = self._admit_in_line(queue, base, now)
-        if after is None or len(admitted) < 2:
+        pieces = self._plan_line(line, base, now)
+        if len(pieces) < 2:
             return
-        results = self._commit_together(admitted, base, after, now)
-        if results is None:
-            turn.handed = None  # what the batch decided on was out of date: each writer reads
+        landed = self._commit_line(pieces, base, now, _account_of(own))
+        if landed is None:
+            turn.handed = None  # what the batch decided on may be out of date: each writer reads
             return
-        for (work, record), result in zip(admitted, results, strict=False):
-            handle = self._handle(record, result.update_time, work.riders, base)
-            work.answer = _Carried(Acquired(handle), record)
-            work.settle(carried=True)
-        # The state document is the batch's last write; what this writer does next decides on it.
-        turn.handed = KnownState(base.known.reference, after.state, results[-1].update_time)
+        results, state_written = landed
+        for piece, result in zip(pieces, results, strict=True):
+            piece.landed(result)
+        # What this writer does next (its own work, where it did not ride) decides on it.
+        turn.handed = KnownState(base.reference, pieces[-1].after, state_written.update_time)
         turn.hand_over(turn.handed)
 
-    def _admit_in_line(
-        self, queue: list[_QueuedAcquire], base: _AcquireRead, now: datetime
-    ) -> tuple[list[tuple[_QueuedAcquire, ReservationRecord]], KnownState | None]:
-        """The queued acquires that fit every limit, each decided on the state the ones before
-        it leave, with their records; and the state they all leave (None: none fits)."""
-        admitted: list[tuple[_QueuedAcquire, ReservationRecord]] = []
+    def _line_base(self, turn: Turn, own: Queued) -> KnownState | None:
+        """The state a line is decided on: an acquiring writer's opening read or the state handed
+        over, whichever is newer; else the state handed over; else read once for all in line.
+        None where it cannot be parsed (each writer meets that alone, as a named wait)."""
         try:
-            known = base.known
+            if isinstance(own, _QueuedAcquire):
+                opening = _opening(own.budget_read, turn)
+                if opening is not None:
+                    return opening.known
+            if turn.handed is not None:
+                return turn.handed
+            ref = inflight_ref(self._db, *_account_of(own))
+            with store_errors("account state read"):
+                return _known_from(ref.get(**self._policy.kwargs()))
         except MalformedDocumentError:
-            return [], None  # each writer meets the unreadable state alone, as a named wait
-        after: KnownState | None = None
-        intents: set[str] = set()
-        for work in queue:
-            if work.request.client_intent_id in intents:
-                continue  # a second delivery of one intent at once: left to decide alone
-            read = _AcquireRead(None, work.budget_read.account, known)
-            try:
-                admission = self._admission(work.request, read, now, work.lease_id)
-            except (LimitWaitError, InvalidIntentError):
-                continue
-            if not isinstance(admission, Admitted):
-                continue
-            record = new_record(
-                work.request,
-                previous=None,
-                lease_id=work.lease_id,
-                now=now,
-                ttl=self._ttl,
-                counts_against_budget=True,
-            )
-            admitted.append((work, record))
-            intents.add(work.request.client_intent_id)
-            known = after = _after_admission(read, admission, known.update_time)
-        return admitted, after
+            return None
 
-    def _commit_together(
-        self,
-        admitted: list[tuple[_QueuedAcquire, ReservationRecord]],
-        base: _AcquireRead,
-        after: KnownState,
-        now: datetime,
-    ) -> list[Any] | None:
-        """Create every admitted reservation and write the state `after`, in one batch under
-        the precondition on `base`'s state; the write results (the state's last), or None."""
-        batch = self._db.batch()
-        for work, record in admitted:
-            request = work.request
-            res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+    def _plan_line(
+        self, line: list[_QueuedAcquire | _QueuedRelease], base: KnownState, now: datetime
+    ) -> list[_Piece]:
+        """The pieces of `line` that ride, in order, each planned on the state the ones before
+        it leave; a document is written at most once (a second piece on it is left alone)."""
+        pieces: list[_Piece] = []
+        documents: set[str] = set()
+        known = base
+        for work in line:
+            if isinstance(work, _QueuedAcquire):
+                piece = self._plan_acquire(work, known, now)
+            else:
+                piece = work.handle.plan_end(work, known, now)
+            if piece is None or piece.document in documents:
+                continue
+            documents.add(piece.document)
+            pieces.append(piece)
+            # While the pieces add up, the precondition stays the base's `update_time`.
+            known = KnownState(base.reference, piece.after, base.update_time)
+        return pieces
+
+    def _plan_acquire(
+        self, work: _QueuedAcquire, known: KnownState, now: datetime
+    ) -> _Piece | None:
+        """A fresh intent's acquire as a piece of a line: None unless it fits every limit."""
+        request = work.request
+        read = _AcquireRead(None, work.budget_read.account, known)
+        try:
+            admission = self._admission(request, read, now, work.lease_id)
+        except (LimitWaitError, InvalidIntentError):
+            return None
+        if not isinstance(admission, Admitted):
+            return None
+        record = new_record(
+            request,
+            previous=None,
+            lease_id=work.lease_id,
+            now=now,
+            ttl=self._ttl,
+            counts_against_budget=True,
+        )
+        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+
+        def stage(batch: firestore.WriteBatch) -> None:
             lean_writes.create(batch, res_doc, record_to_document(record))
-        request = admitted[0][0].request
+
+        def landed(result: Any) -> None:
+            handle = self._handle(record, result.update_time, work.riders, read)
+            work.answer = _Carried(Acquired(handle), record)
+            work.settle(carried=True)
+
+        after = _after_admission(read, admission, known.update_time).state
+        return _Piece(res_doc.path, stage, None, after, landed)
+
+    def _commit_line(
+        self, pieces: list[_Piece], base: KnownState, now: datetime, account: tuple[str, str]
+    ) -> tuple[list[Any], Any] | None:
+        """Write every piece, their riders and the state the last one leaves, in one batch under
+        the precondition on `base`: the pieces' write results and the state's, or None."""
+        batch = self._db.batch()
+        for piece in pieces:
+            piece.stage(batch)
+        for piece in pieces:
+            if piece.riders is not None:
+                piece.riders.add_to(batch)
+        last = pieces[-1].after
+        tenant_id, broker_account_id = account
         stage_admission(
             batch,
-            base.known,
-            Admitted(after.state.leases, after.state.placed_orders),
+            base,
+            Admitted(last.leases, last.placed_orders),
             now=now,
-            tenant_id=request.tenant_id,
-            broker_account_id=request.broker_account_id,
+            tenant_id=tenant_id,
+            broker_account_id=broker_account_id,
+            positions=last.positions if last.positions != base.state.positions else None,
         )
-        return self._commit(batch, request, base)
+        try:
+            with store_errors("line commit"):
+                results = list(batch.commit(**self._policy.kwargs()))
+        except (StoreUnavailableError, gexc.GoogleAPICallError) as exc:
+            emit(
+                logger,
+                "exec.reservation.line_alone",
+                logging.DEBUG,
+                tenant_id=tenant_id,
+                broker_account_id=broker_account_id,
+                pieces=len(pieces),
+                error=type(exc).__name__,
+            )
+            return None
+        return results[: len(pieces)], results[-1]
 
     def _acquire(
         self,
@@ -370,16 +432,6 @@ class FirestoreReservationManager:
         return _AcquireRead(
             snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
         )
-
-    def _read_state(self, request: ReservationRequest) -> _AcquireRead:
-        """The account and its state, in one round trip (the reservation left unread)."""
-        refs = budget_refs(self._db, request.tenant_id, request.broker_account_id)
-        with store_errors("account state read"):
-            snaps = {
-                snap.reference.path: snap
-                for snap in self._db.get_all(list(refs), **self._policy.kwargs())
-            }
-        return _AcquireRead(None, snaps[refs[0].path], snaps[refs[1].path])
 
     def _attempt(
         self,
@@ -527,6 +579,7 @@ class FirestoreReservationManager:
             turns=self._turns,
             order_days=_order_days(read),
             clock_skew=self._clock_skew,
+            line=self,
         )
 
     def _pause(self, attempt: int) -> None:
@@ -596,10 +649,13 @@ class FirestoreReservationHandle:
         turns: AccountTurns | None = None,
         order_days: tuple[str, ...] = (),
         clock_skew: timedelta = timedelta(seconds=DEFAULT_CLOCK_SKEW_SECONDS),
+        line: FirestoreReservationManager | None = None,
     ) -> None:
         """`order_days`: the days the account state's `placed_orders` held when acquire read it
         (a placed release prunes the past ones). `clock_skew`: how far other instances' clocks
-        may be from ours (a placed order counts on each UTC day they may show)."""
+        may be from ours (a placed order counts on each UTC day they may show). `line`: the
+        manager whose writers may carry this release out with theirs while it waits for its turn
+        (`carry_line`)."""
         self._clock_skew = clock_skew
         self._db = db
         self._record = record
@@ -615,6 +671,7 @@ class FirestoreReservationHandle:
         self._pause = pause
         self._turns = turns
         self._order_days = order_days
+        self._line = line
         self._released: ReleaseResult | None = None
 
     @property
@@ -647,21 +704,65 @@ class FirestoreReservationHandle:
         the engine contains every raise (`ExecutionEngine._release`); a later call tries again.
         """
         if self._released is None:
-            with self._turn() as turn:
-                handed = turn.handed if turn is not None else None
-                self._released = self._release(
-                    _Ending(outcome, error, broker_order_id, fate_unknown),
-                    _Known(self._version, self._record.counted_lease_id, self._riders, handed),
-                    turn,
-                )
+            ending = _Ending(outcome, error, broker_order_id, fate_unknown)
+            work = _QueuedRelease(self._line, self, ending)
+            with self._turn(work) as turn:
+                if turn is not None and turn.claimed and self._line is not None:
+                    self._line.carry_line(turn, work)
+                if work.carried_at is not None:
+                    self._log_released(ending, work.carried_at, work.kept)
+                    self._released = ReleaseResult.RECORDED
+                else:
+                    handed = turn.handed if turn is not None else None
+                    self._released = self._release(
+                        ending,
+                        _Known(self._version, self._record.counted_lease_id, self._riders, handed),
+                        turn,
+                    )
         return self._released
 
-    def _turn(self) -> AbstractContextManager[Turn | None]:
+    def _turn(self, work: _QueuedRelease) -> AbstractContextManager[Turn | None]:
         """A release that ends or keeps a hold changes the account's state document: it waits
-        its turn behind the acquires that read that document (`account_turns`)."""
+        its turn behind the acquires that read that document (`account_turns`), in line with
+        `work`, which the writer whose turn comes may carry out with its own."""
         if self._turns is None or self._record.counted_lease_id is None:
             return nullcontext()
-        return self._turns.turn(self._record.tenant_id, self._record.broker_account_id)
+        queued = work if self._line is not None else None
+        return self._turns.turn(self._record.tenant_id, self._record.broker_account_id, queued)
+
+    def plan_end(self, work: _QueuedRelease, known: KnownState, now: datetime) -> _Piece | None:
+        """This release as a piece of a line decided on `known` (`carry_line`): its record's
+        end fenced by the version its lease wrote, and the state it leaves; None where it cannot
+        ride (its record's version or its effect on the state is not known, the state is stale)."""
+        if self._version is None or self._released is not None:
+            return None  # its version unknown, it must read its record first: alone
+        if not known.exists:
+            return None  # a counted hold lives in a document that exists: `known` is stale
+        ending = work.ending
+        end = state_after_end(
+            known.state,
+            self._record,
+            ending.outcome,
+            now,
+            counted_lease_id=self._record.counted_lease_id,
+            fate_unknown=ending.fate_unknown,
+            clock_skew=self._clock_skew,
+        )
+        if end is None or end.state is None:
+            return None
+        after, kept = end.state, end.kept
+        fence = self._db.write_option(last_update_time=self._version)
+
+        def stage(batch: firestore.WriteBatch) -> None:
+            self._stage_record_end(batch, ending, kept, now, fence)
+
+        def landed(_: Any) -> None:
+            if self._riders is not None:
+                self._riders.committed()
+            work.carried_at, work.kept = now, kept
+            work.settle(carried=True)
+
+        return _Piece(self._doc().path, stage, self._riders, after, landed)
 
     def _release(self, ending: _Ending, known: _Known, turn: Turn | None) -> ReleaseResult:
         """Attempt until an answer, a bounded number of times; see `release`."""
@@ -746,7 +847,18 @@ class FirestoreReservationHandle:
             order_days=self._order_days,
             clock_skew=self._clock_skew,
         )
-        kept = staged.kept
+        self._stage_record_end(batch, ending, staged.kept, now, fence)
+        return staged
+
+    def _stage_record_end(
+        self,
+        batch: firestore.WriteBatch,
+        ending: _Ending,
+        kept: str | None,
+        now: datetime,
+        fence: Any,
+    ) -> None:
+        """Stage the reservation's end under `fence`, keeping the hold `kept` (or none)."""
         ended = ended_fields(
             ReservationStatus.RELEASED,
             ending.outcome,
@@ -760,7 +872,6 @@ class FirestoreReservationHandle:
             {**ended, "broker_order_id": ending.broker_order_id, "counted_lease_id": kept},
             option=fence,
         )
-        return staged
 
     def _commit_end(self, batch: firestore.WriteBatch, known: _Known) -> list[Any] | Retry:
         """Commit with the riders: the write results where it landed, `Retry` where it must be
@@ -888,21 +999,72 @@ class _Carried:
 
 
 class _QueuedAcquire(Queued):
-    """A fresh intent's acquire, waiting in line with its opening read (`_acquire_together`)."""
+    """A fresh intent's acquire, waiting in line with its opening read (`carry_line`)."""
 
     def __init__(
         self,
+        owner: FirestoreReservationManager,
         request: ReservationRequest,
         lease_id: str,
         budget_read: BudgetRead,
         riders: StagedWrites | None,
     ) -> None:
         super().__init__()
+        self.owner = owner
         self.request = request
         self.lease_id = lease_id
         self.budget_read = budget_read
         self.riders = riders
         self.answer: _Carried | None = None
+
+
+class _QueuedRelease(Queued):
+    """A counted lease's release, waiting in line (`carry_line`): once carried, when its end
+    was recorded and the hold its record keeps."""
+
+    def __init__(
+        self,
+        owner: FirestoreReservationManager | None,
+        handle: FirestoreReservationHandle,
+        ending: _Ending,
+    ) -> None:
+        super().__init__()
+        self.owner = owner
+        self.handle = handle
+        self.ending = ending
+        self.carried_at: datetime | None = None
+        self.kept: str | None = None
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One writer's work planned into a line's batch: the document it writes, how to stage that
+    write, the riders that go with it, the account state it leaves, and what to do once the
+    batch landed (given the write's result)."""
+
+    document: str
+    stage: Callable[[firestore.WriteBatch], None]
+    riders: StagedWrites | None
+    after: AccountState
+    landed: Callable[[Any], None]
+
+
+def _account_of(work: Queued) -> tuple[str, str]:
+    """The tenant and account whose line `work` waits in."""
+    if isinstance(work, _QueuedAcquire):
+        return work.request.tenant_id, work.request.broker_account_id
+    assert isinstance(work, _QueuedRelease)
+    record = work.handle._record
+    return record.tenant_id, record.broker_account_id
+
+
+def _known_from(snap: Snapshot) -> KnownState:
+    """An account state's snapshot, parsed (raises `MalformedDocumentError`)."""
+    return KnownState(
+        snap.reference,
+        state_from_document(snapshot_data(snap)),
+        snap.update_time if snap.exists else None,
+    )
 
 
 def _writes_account_state(request: ReservationRequest, budget_read: BudgetRead | None) -> bool:
