@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -24,9 +26,37 @@ MAX_PRICE_USD = 10_000_000.0
 MAX_NOTIONAL_USD = 1_000_000_000_000.0
 """A declared notional in USD: bounded so every sum of them stays exact enough and finite."""
 
+MONEY_DECIMAL_PLACES = 9
+"""Decimal places a quantity, price or notional may have: Alpaca takes shares to 9 places and no
+broker prices finer. A finer number (a subnormal `5e-324`, `1e-10`) is refused, not rounded: the
+broker would refuse or round it, and a product of such numbers can underflow to a $0 reservation.
+"""
+
+
+def _within_money_precision(value: float) -> float:
+    exponent = Decimal(repr(value)).as_tuple().exponent  # an int for every finite number
+    if isinstance(exponent, int) and exponent < -MONEY_DECIMAL_PLACES:
+        raise ValueError(f"must have at most {MONEY_DECIMAL_PLACES} decimal places")
+    return value
+
+
+def worth_usd(qty: float, price: float) -> float:
+    """`qty` * `price`, never below the exact product of the decimals the broker reads.
+
+    The broker multiplies the decimals we send (`repr` of each float); the float product may round
+    below that (5.3374171 * 1873.565399264 is exactly 10000.0 in floats, 10000.000000000001 at the
+    broker), and a cap compared with it would let the order through. Rounded up instead.
+    """
+    product = qty * price
+    if Decimal(product) < Decimal(repr(qty)) * Decimal(repr(price)):
+        return math.nextafter(product, math.inf)
+    return product
+
+
 # Money fields take JSON numbers only: strict mode refuses `true` (lax: 1 share) and strings
 # such as "7" or "1e2" (lax: coerced), so what the publisher meant is never guessed.
 _POSITIVE_NUMBER = Field(strict=True, gt=0, allow_inf_nan=False)
+_MONEY_PRECISION = AfterValidator(_within_money_precision)
 
 
 def validate_document_id(value: str) -> str:
@@ -78,11 +108,15 @@ class TradeIntent(BaseModel):
     client_intent_id: DocumentId
     symbol: str
     side: Literal["buy", "sell"]
-    qty: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_QTY)]
+    qty: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_QTY), _MONEY_PRECISION]
     order_type: Literal["market", "limit"]
-    limit_price: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_PRICE_USD)] | None = None
+    limit_price: (
+        Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_PRICE_USD), _MONEY_PRECISION] | None
+    ) = None
     time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] = "day"
-    notional_usd: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_NOTIONAL_USD)] | None = None
+    notional_usd: (
+        Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_NOTIONAL_USD), _MONEY_PRECISION] | None
+    ) = None
     strategy_id: str | None = Field(default=None, max_length=128)
     created_at: datetime | None = None
     dry_run: bool = Field(default=False, strict=True)
@@ -147,7 +181,7 @@ class TradeIntent(BaseModel):
         if self.notional_usd is not None:
             return self.notional_usd
         if self.limit_price is not None:
-            return self.qty * self.limit_price
+            return worth_usd(self.qty, self.limit_price)
         return None
 
 
