@@ -365,8 +365,15 @@ class AlpacaBroker:
         what: str,
         read: Callable[[], _Read],
     ) -> _Read:
-        """`read()` of an answer; one that cannot be read is outcome unknown: transient."""
+        """`read()` of an answer; one that cannot be read is outcome unknown: transient.
+
+        An answer that quotes one of our keys (a proxy echoing our headers into an order's
+        `symbol` or `id`) is no broker's order: read, its fields would reach records, logs and
+        dead letters unscrubbed, an `id` as the recorded order id.
+        """
         try:
+            if self._scrub(response.text) != response.text:
+                raise ValueError("the answer quotes our API key: no broker writes that")
             return read()
         # Reading is pure, so whatever it raises means unreadable: not only ValueError and the
         # like, but a time past year 9999 in UTC (OverflowError) or JSON nested past the
