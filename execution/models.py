@@ -40,6 +40,12 @@ def _within_money_precision(value: float) -> float:
     return value
 
 
+def decimal_text(value: float) -> str:
+    """The decimal we send a broker for `value`: `10.0` → "10", `1e-07` → "0.0000001"; the
+    shortest digits that read back as the same float, no exponent."""
+    return format(Decimal(repr(value)).normalize(), "f")
+
+
 def worth_usd(qty: float, price: float) -> float:
     """`qty` * `price`, never below the exact product of the decimals the broker reads.
 

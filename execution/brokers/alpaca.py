@@ -37,7 +37,6 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -57,7 +56,7 @@ from execution.errors import (
     OrderNotCancelableError,
     SettingsError,
 )
-from execution.models import BrokerOrder, OrderRequest
+from execution.models import BrokerOrder, OrderRequest, decimal_text
 from execution.settings import (
     ALPACA_PAPER_URL,
     Settings,
@@ -471,20 +470,15 @@ def _asked_order(
 def _order_body(order: OrderRequest) -> dict[str, str]:
     body = {
         "symbol": order.symbol,
-        "qty": _decimal(order.qty),
+        "qty": decimal_text(order.qty),
         "side": order.side,
         "type": order.order_type,
         "time_in_force": order.time_in_force,
         "client_order_id": order.client_order_id,
     }
     if order.order_type == "limit" and order.limit_price is not None:
-        body["limit_price"] = _decimal(order.limit_price)
+        body["limit_price"] = decimal_text(order.limit_price)
     return body
-
-
-def _decimal(value: float) -> str:
-    """`10.0` → "10", `0.1` → "0.1", `1e-07` → "0.0000001": no float noise, no exponent."""
-    return format(Decimal(repr(value)).normalize(), "f")
 
 
 def _object(data: object) -> dict[str, Any]:
