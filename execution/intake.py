@@ -2,9 +2,9 @@
 
 Every input gets an answer. `delivery_from_cloud_event` (an Eventarc CloudEvent's data) and
 `delivery_from_push_body` (the raw body a Pub/Sub push subscription POSTs, whatever its bytes)
-never raise: where the envelope cannot carry an intent (not JSON, not an object, another event
-type, `message` not an object, `data` not base64 text, `attributes` not strings, `publishTime`
-without a zone) they say why in `Delivery.problem`. `intent_from_delivery` raises only
+never raise: where the envelope cannot carry an intent (not JSON, a key written twice in one
+object, not an object, another event type, `message` not an object, `data` not base64 text,
+`attributes` not strings, `publishTime` without a zone) they say why in `Delivery.problem`. `intent_from_delivery` raises only
 `InvalidIntentError`, for that problem or for a payload that is not a valid intent (too large,
 nested too deeply, a key written twice in one object, numbers Python cannot read, any validation
 error): each is the same on every delivery, so the entry point records a dead letter and acks
@@ -91,7 +91,9 @@ def delivery_from_push_body(body: bytes) -> Delivery:
     Delivery whose `problem` says so and whose `data` is the body as it arrived.
     """
     try:
-        envelope = json.loads(body)
+        envelope = _json_loads(body)
+    except _RepeatedKeyError as exc:
+        return _undeliverable(body, f"the push body is ambiguous JSON: {exc}")
     except RecursionError:
         return _undeliverable(body, "the push body is JSON nested too deeply to read")
     except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
@@ -183,9 +185,14 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+def _json_loads(data: bytes) -> Any:
+    """`json.loads`, refusing an object that writes a key twice (`_RepeatedKeyError`)."""
+    return json.loads(data, object_pairs_hook=_object_without_repeats)
+
+
 def _json_document(data: bytes) -> Any:
     try:
-        document = json.loads(data, object_pairs_hook=_object_without_repeats)
+        document = _json_loads(data)
     except _RepeatedKeyError as exc:
         raise InvalidIntentError(str(exc)) from exc
     except RecursionError as exc:
