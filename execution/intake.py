@@ -4,10 +4,10 @@ Every input gets an answer. `delivery_from_cloud_event` (an Eventarc CloudEvent'
 `delivery_from_push_body` (the raw body a Pub/Sub push subscription POSTs, whatever its bytes)
 never raise: where the envelope cannot carry an intent (not JSON, a key written twice in one
 object, not an object, another event type, `message` not an object, `data` not base64 text,
-`attributes` not strings, `publishTime` without a zone) they say why in `Delivery.problem`. `intent_from_delivery` raises only
-`InvalidIntentError`, for that problem or for a payload that is not a valid intent (too large,
-nested too deeply, a key written twice in one object, numbers Python cannot read, any validation
-error): each is the same on every delivery, so the entry point records a dead letter and acks
+`attributes` not strings, `publishTime` without a zone) they say why in `Delivery.problem`.
+`intent_from_delivery` raises only `InvalidIntentError`, for that problem or for a payload that is
+not a valid intent (too large, nested too deeply, a key written twice in one object, numbers Python
+cannot read, any validation error): each is the same on every delivery, so the entry point records a dead letter and acks
 instead of having Pub/Sub deliver it again.
 """
 
