@@ -7,8 +7,8 @@ object, not an object, another event type, `message` not an object, `data` not b
 `attributes` not strings, `publishTime` without a zone) they say why in `Delivery.problem`.
 `intent_from_delivery` raises only `InvalidIntentError`, for that problem or for a payload that is
 not a valid intent (too large, nested too deeply, a key written twice in one object, numbers Python
-cannot read, any validation error): each is the same on every delivery, so the entry point records a dead letter and acks
-instead of having Pub/Sub deliver it again.
+cannot read, any validation error): each is the same on every delivery, so the entry point
+records a dead letter and acks instead of having Pub/Sub deliver it again.
 """
 
 from __future__ import annotations
