@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -189,4 +190,52 @@ def test_created_at_exactly_at_a_bound_is_fresh_and_a_microsecond_past_it_is_sta
     deliver(service, as_json(intent), published_at=None)
 
     assert reservation(db, intent.tenant_id, intent.client_intent_id)["outcome"] == outcome
+    assert len(alpaca.posted_client_order_ids()) == (outcome == "placed")
+
+
+# -- quotes out of their time -------------------------------------------------------------------
+
+
+def market_intent_with_quote(db: firestore.Client, quote_ts: datetime) -> TradeIntent:
+    """A market buy of 50 shares of a symbol of its own, quoted at $1 at `quote_ts`, on an
+    account whose orders may be worth at most $100."""
+    symbol = f"RV{uuid.uuid4().hex[:8].upper()}"
+    db.collection("market_quotes").document(symbol).set({"bid": 1.0, "ask": 1.0, "ts": quote_ts})
+    intent = make_intent(
+        tenant_id=unique("tenant"), symbol=symbol, order_type="market", limit_price=None, qty=50
+    )
+    db.collection("tenants", intent.tenant_id, "accounts").document(intent.broker_account_id).set(
+        {"max_order_notional_usd": 100}
+    )
+    return intent
+
+
+@pytest.mark.parametrize(
+    ("quote_age", "outcome"),
+    [
+        pytest.param(timedelta(seconds=60), "placed", id="exactly the max age"),
+        pytest.param(timedelta(seconds=60, microseconds=1), "rejected", id="a microsecond over"),
+        pytest.param(
+            -timedelta(seconds=MAX_CLOCK_SKEW_SECONDS), "placed", id="as far ahead as skew"
+        ),
+        pytest.param(-timedelta(days=1), "rejected", id="stamped a day ahead"),
+    ],
+)
+def test_a_quote_sizes_a_market_order_only_while_fresh_by_either_clock(
+    db: firestore.Client,
+    service: Service,
+    alpaca: AlpacaSandbox,
+    quote_age: timedelta,
+    outcome: str,
+) -> None:
+    # A feed whose clock runs a day fast stamps every quote a day ahead: read as age < 0, its
+    # last price ($1 here) sized market orders for a day after the feed stopped.
+    intent = market_intent_with_quote(db, NOW - quote_age)
+
+    deliver(service, as_json(intent))
+
+    record = reservation(db, intent.tenant_id, intent.client_intent_id)
+    assert record["outcome"] == outcome
+    if outcome == "rejected":
+        assert record["error"].startswith("quote_")
     assert len(alpaca.posted_client_order_ids()) == (outcome == "placed")
