@@ -239,3 +239,30 @@ def test_a_quote_sizes_a_market_order_only_while_fresh_by_either_clock(
     if outcome == "rejected":
         assert record["error"].startswith("quote_")
     assert len(alpaca.posted_client_order_ids()) == (outcome == "placed")
+
+
+# -- symbols as field names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("symbol", ["BRK.B", "BF-B", "9.9"])
+def test_a_symbol_with_a_dot_or_dash_counts_against_its_own_position(
+    db: firestore.Client, service: Service, alpaca: AlpacaSandbox, symbol: str
+) -> None:
+    # Positions are a map keyed by symbol: written as a dotted field path, `BRK.B` would land at
+    # positions.BRK.B (a map in a map) and every read of `BRK.B` would find nothing.
+    first = make_intent(tenant_id=unique("tenant"), symbol=symbol, qty=5)
+    second = make_intent(
+        tenant_id=first.tenant_id, broker_account_id=first.broker_account_id, symbol=symbol, qty=1
+    )
+    db.collection("tenants", first.tenant_id, "accounts").document(first.broker_account_id).set(
+        {"max_position_qty": 5}
+    )
+
+    deliver(service, as_json(first))
+    deliver(service, as_json(second))
+
+    outcomes = [
+        reservation(db, i.tenant_id, i.client_intent_id)["outcome"] for i in (first, second)
+    ]
+    assert outcomes == ["placed", "rejected"]
+    assert len(alpaca.posted_client_order_ids()) == 1
