@@ -81,6 +81,20 @@ def validate_document_id(value: str) -> str:
 DocumentId = Annotated[str, AfterValidator(validate_document_id)]
 
 
+def ticker(value: str) -> str:
+    """`value` as the symbol an intent trades: stripped and upper-cased; ValueError where it is
+    none. Every list compared with an intent's symbol (an account's allow and deny lists) reads
+    its entries with this, so `tsla` there is the TSLA an intent names."""
+    # ASCII first: str.upper() maps the long s (U+017F) to 'S', the dotless i (U+0131) to
+    # 'I' and the ligature U+FB00 to 'FF', which would turn a look-alike into a real ticker.
+    value = value.strip()
+    if not value.isascii() or not _SYMBOL_PATTERN.fullmatch(value := value.upper()):
+        raise ValueError(
+            "must be 1-32 ASCII characters of A-Z, 0-9, '.', '-', starting with a letter or digit"
+        )
+    return value
+
+
 class Outcome(StrEnum):
     """How an execution ended (contract: these strings are stored and reported)."""
 
@@ -131,14 +145,7 @@ class TradeIntent(BaseModel):
     @field_validator("symbol")
     @classmethod
     def _symbol_is_a_ticker(cls, value: str) -> str:
-        # ASCII first: str.upper() maps the long s (U+017F) to 'S', the dotless i (U+0131) to
-        # 'I' and the ligature U+FB00 to 'FF', which would turn a look-alike into a real ticker.
-        if not value.isascii() or not _SYMBOL_PATTERN.fullmatch(value := value.upper()):
-            raise ValueError(
-                "must be 1-32 ASCII characters of A-Z, 0-9, '.', '-', starting with a letter or"
-                " digit"
-            )
-        return value
+        return ticker(value)
 
     @field_validator("created_at", mode="before")
     @classmethod
