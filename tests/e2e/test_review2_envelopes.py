@@ -20,7 +20,7 @@ from google.cloud import firestore
 from devtools.functions_server import FunctionsServer
 from tests.support.builders import unique
 from tests.support.events import encode, intent_payload, message, push_body
-from tests.support.servers import paper_intent_server
+from tests.support.servers import EVENTARC_ENTRY_POINT, paper_intent_server
 from tests.support.waiting import wait_until
 
 TENANT = "tenant-review2-envelopes"
@@ -99,3 +99,60 @@ def dead_letter_holding(db: firestore.Client, words: str) -> str:
         for snap in db.collection("execution_dead_letters").stream()
     ]
     return " | ".join(reason for reason in reasons if words in reason)
+
+
+@pytest.fixture(scope="module")
+def event_server(
+    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FunctionsServer]:
+    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log"
+    functions = paper_intent_server(
+        firestore_project, firestore_emulator_host, log_path, EVENTARC_ENTRY_POINT
+    )
+    functions.start()
+    wait_until(
+        lambda: functions.post(body=push_body(message(b"warm-up", unique("warm"))))[0] < 500,
+        timeout=60,
+        what="the CloudEvent server's first answer",
+        interval=0.5,
+    )
+    yield functions
+    functions.kill()
+
+
+def test_a_push_subscription_pointed_at_the_cloud_event_function_still_executes_once(
+    event_server: FunctionsServer, db: firestore.Client
+) -> None:
+    # A deploy mix-up: a plain push subscription (no `ce-*` headers) to `execute_intent`. A 400
+    # would have Pub/Sub deliver it again and again; it must be answered as the intent it is.
+    payload = intent_payload(TENANT)
+    message_id = unique("m")
+
+    status, _ = event_server.post(body=push_body(message(payload, message_id)))
+    again, _ = event_server.post(body=push_body(message(payload, message_id)))
+
+    assert (status, again) == (200, 200)
+    assert outcome(db, payload) == "placed"
+
+
+def test_a_structured_cloud_event_pushed_to_the_push_function_is_dead_lettered_not_retried(
+    server: FunctionsServer, db: firestore.Client
+) -> None:
+    # The other mix-up: Eventarc's structured CloudEvent (data under `data`) POSTed to the push
+    # function, which finds no `message` at the top: a dead letter, never an order or a 400.
+    payload = intent_payload(TENANT)
+    event = {
+        "specversion": "1.0",
+        "type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "source": "//pubsub.googleapis.com/projects/demo/topics/trade-intents",
+        "id": unique("ce"),
+        "data": {"message": message(payload, unique("m")), "subscription": "s"},
+    }
+
+    status, _ = server.post(
+        body=json.dumps(event).encode(), headers={"Content-Type": "application/cloudevents+json"}
+    )
+
+    assert status == 200
+    assert outcome(db, payload) is None
+    assert "envelope must be" in dead_letter_holding(db, "its message is absent")
