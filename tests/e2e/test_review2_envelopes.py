@@ -4,7 +4,8 @@
 Firestore emulator) and gets raw HTTP requests. What a reviewer tried: a valid push body under
 every content type a proxy might set (a form type makes a web framework parse, and so consume,
 the body before the function reads it); an envelope that writes `message` or `data` twice, so
-that which intent runs depends on the reader.
+that which intent runs depends on the reader; a push subscription pointed at the CloudEvent
+function (`execute_intent`) and a structured CloudEvent posted to the push function.
 """
 
 from __future__ import annotations
@@ -20,39 +21,53 @@ from google.cloud import firestore
 from devtools.functions_server import FunctionsServer
 from tests.support.builders import unique
 from tests.support.events import encode, intent_payload, message, push_body
-from tests.support.servers import EVENTARC_ENTRY_POINT, paper_intent_server
+from tests.support.servers import EVENTARC_ENTRY_POINT, PUSH_ENTRY_POINT, paper_intent_server
 from tests.support.waiting import wait_until
 
 TENANT = "tenant-review2-envelopes"
 
 
-@pytest.fixture(scope="module")
-def server(
-    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
+def running(
+    entry_point: tuple[str, str], project: str, host: str, tmp: pytest.TempPathFactory
 ) -> Iterator[FunctionsServer]:
-    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent_push.log"
-    functions = paper_intent_server(firestore_project, firestore_emulator_host, log_path)
+    """The entry point as deployed, once it has answered a first push (a cold instance's first
+    Firestore write can outlast its deadline)."""
+    log_path = Path(tmp.mktemp("functions")) / f"{entry_point[0]}.log"
+    functions = paper_intent_server(project, host, log_path, entry_point)
     functions.start()
-    # A cold instance's first Firestore write can outlast its deadline: answer one first.
+    warm_up = push_body(message(b"warm-up", unique("warm")))
     wait_until(
-        lambda: functions.post(body=push_body(message(b"warm-up", unique("warm"))))[0] == 200,
+        lambda: functions.post(body=warm_up)[0] == 200,
         timeout=60,
-        what="the function server's first answer",
+        what=f"{entry_point[0]}'s first answer",
         interval=0.5,
     )
     yield functions
     functions.kill()
 
 
+@pytest.fixture(scope="module")
+def server(
+    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FunctionsServer]:
+    yield from running(
+        PUSH_ENTRY_POINT, firestore_project, firestore_emulator_host, tmp_path_factory
+    )
+
+
+@pytest.fixture(scope="module")
+def event_server(
+    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FunctionsServer]:
+    yield from running(
+        EVENTARC_ENTRY_POINT, firestore_project, firestore_emulator_host, tmp_path_factory
+    )
+
+
 def outcome(db: firestore.Client, payload: dict[str, Any]) -> str | None:
     ref = db.collection("tenants", payload["tenant_id"], "execution_reservations")
     snap = ref.document(payload["client_intent_id"]).get()
     return snap.get("outcome") if snap.exists else None
-
-
-def dead_letter(db: firestore.Client, message_id: str) -> dict[str, Any]:
-    snap = db.collection("execution_dead_letters").document(message_id).get()
-    return snap.to_dict() or {}
 
 
 @pytest.mark.parametrize(
@@ -99,25 +114,6 @@ def dead_letter_holding(db: firestore.Client, words: str) -> str:
         for snap in db.collection("execution_dead_letters").stream()
     ]
     return " | ".join(reason for reason in reasons if words in reason)
-
-
-@pytest.fixture(scope="module")
-def event_server(
-    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FunctionsServer]:
-    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log"
-    functions = paper_intent_server(
-        firestore_project, firestore_emulator_host, log_path, EVENTARC_ENTRY_POINT
-    )
-    functions.start()
-    wait_until(
-        lambda: functions.post(body=push_body(message(b"warm-up", unique("warm"))))[0] < 500,
-        timeout=60,
-        what="the CloudEvent server's first answer",
-        interval=0.5,
-    )
-    yield functions
-    functions.kill()
 
 
 def test_a_push_subscription_pointed_at_the_cloud_event_function_still_executes_once(

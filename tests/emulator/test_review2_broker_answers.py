@@ -21,10 +21,9 @@ import pytest
 from google.cloud import firestore
 
 import main
-from execution.bootstrap import Service, bootstrap
+from execution.bootstrap import Service
 from execution.errors import RetryableError
-from execution.settings import Settings
-from tests.support.alpaca_wire import alpaca_env, intent_event, json_ok, order_json
+from tests.support.alpaca_wire import alpaca_service, intent_event, json_ok, order_json
 from tests.support.builders import ledger_entries, make_intent, reservation, unique
 from tests.support.wire_server import WireServer
 
@@ -37,10 +36,9 @@ TENANT = "tenant-review2-answers"
 def as_deployed(
     db: firestore.Client, wire: WireServer, firestore_project: str, monkeypatch: pytest.MonkeyPatch
 ) -> Service:
-    env = alpaca_env(
-        wire.base_url, key_id=KEY_ID, secret_key=SECRET_KEY, GOOGLE_CLOUD_PROJECT=firestore_project
+    service = alpaca_service(
+        db, wire.base_url, firestore_project, key_id=KEY_ID, secret_key=SECRET_KEY
     )
-    service = bootstrap(Settings.from_env(env), db=db)
     monkeypatch.setattr(main, "_service", service)
     return service
 

@@ -21,29 +21,27 @@ from google.cloud import firestore
 
 import main
 from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
-from execution.bootstrap import Service, bootstrap
+from execution.bootstrap import Service
 from execution.brokers.alpaca import AlpacaBroker
-from execution.settings import Settings
-from tests.support.alpaca_wire import alpaca_env, pubsub_event
+from tests.support.alpaca_wire import alpaca_service, pubsub_event
 from tests.support.builders import payload_client_order_id, reservation, unique
+from tests.support.events import intent_payload
 
 TENANT = "tenant-review2-money"
 
 
 @pytest.fixture
 def service(
-    db: firestore.Client,
-    alpaca: AlpacaSandbox,
-    alpaca_broker: AlpacaBroker,
-    firestore_project: str,
+    db: firestore.Client, alpaca: AlpacaSandbox, alpaca_broker: AlpacaBroker, firestore_project: str
 ) -> Service:
-    env = alpaca_env(
+    return alpaca_service(
+        db,
         alpaca.base_url,
+        firestore_project,
         key_id=KEY_ID,
         secret_key=SECRET_KEY,
-        GOOGLE_CLOUD_PROJECT=firestore_project,
+        broker=alpaca_broker,
     )
-    return bootstrap(Settings.from_env(env), db=db, broker=alpaca_broker)
 
 
 @pytest.fixture(autouse=True)
@@ -53,17 +51,9 @@ def as_deployed(service: Service, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 
 def payload(**overrides: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "tenant_id": TENANT,
-        "broker_account_id": unique("acct"),
-        "client_intent_id": unique("intent"),
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 1,
-        "order_type": "limit",
-        "limit_price": 100.0,
-    }
-    return {**fields, **overrides}
+    """A limit buy of 1 share at $100 on an account of its own, with `overrides`."""
+    fields = {"broker_account_id": unique("acct"), "qty": 1, "limit_price": 100.0}
+    return intent_payload(TENANT, **{**fields, **overrides})
 
 
 def deliver(data: bytes) -> str:

@@ -22,11 +22,10 @@ import pytest
 from google.cloud import firestore
 
 import main
-from execution.bootstrap import Service, bootstrap
+from execution.bootstrap import Service
 from execution.errors import RetryableError
 from execution.models import TradeIntent
-from execution.settings import Settings
-from tests.support.alpaca_wire import alpaca_env, intent_event, json_ok, order_json
+from tests.support.alpaca_wire import alpaca_service, intent_event, json_ok, order_json
 from tests.support.builders import ledger_entries, make_intent, reservation, unique
 from tests.support.wire_server import WireServer, http_answer
 
@@ -37,13 +36,9 @@ TENANT = "tenant-review2-secrets"
 
 @pytest.fixture
 def service(db: firestore.Client, wire: WireServer, firestore_project: str) -> Service:
-    env = alpaca_env(
-        wire.base_url,
-        key_id=KEY_ID,
-        secret_key=SECRET_KEY,
-        GOOGLE_CLOUD_PROJECT=firestore_project,
+    return alpaca_service(
+        db, wire.base_url, firestore_project, key_id=KEY_ID, secret_key=SECRET_KEY
     )
-    return bootstrap(Settings.from_env(env), db=db)
 
 
 @pytest.fixture(autouse=True)
