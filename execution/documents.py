@@ -23,12 +23,13 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from execution.account_state import AccountState, Lease
 from execution.errors import PermanentError
-from execution.models import BrokerOrder, Outcome
+from execution.models import BrokerOrder, Outcome, ticker
 from execution.reservations import ReservationRecord, ReservationStatus
 from execution.routing import Quote, quote_problem
 from execution.settings import AgentMode
@@ -266,6 +267,14 @@ class AccountSettings(StoredDocument):
     """The largest absolute net position per symbol, from the orders this service placed."""
     trading_mode: AgentMode | None = None
     """Narrows AGENT_MODE for this account (the stricter of the two applies); None: no limit."""
+
+    @field_validator("allowed_symbols", "denied_symbols")
+    @classmethod
+    def _symbols_as_intents_name_them(cls, value: list[str] | None) -> list[str] | None:
+        # Compared with the intent's upper-cased symbol: `["tsla"]` or Alpaca's `BTC/USD` must
+        # deny TSLA and BTCUSD, not nothing. An entry that is no symbol makes the document
+        # malformed (limits unreadable: rejected), never an entry that silently matches nothing.
+        return None if value is None else [ticker(entry.replace("/", "")) for entry in value]
 
 
 class LeaseEntry(StoredDocument):

@@ -43,6 +43,7 @@ from execution.models import (
     OrderRequest,
     Outcome,
     TradeIntent,
+    worth_usd,
 )
 from execution.reservations import (
     AlreadyExecuted,
@@ -571,7 +572,7 @@ class ExecutionEngine:
         """
         declared = intent.notional_usd or 0.0
         if intent.limit_price is not None:
-            return max(declared, intent.qty * intent.limit_price), None
+            return max(declared, worth_usd(intent.qty, intent.limit_price)), None
         quote = invocation.quotes.latest(intent.symbol)
         price = quote.price_for(intent.side) if quote is not None else None
         if price is None or not math.isfinite(price) or price <= 0:
@@ -579,7 +580,7 @@ class ExecutionEngine:
                 f"no usable quote at market_quotes/{intent.symbol} (price {price!r}) to value a "
                 "market order; publish one"
             )
-        return max(declared, intent.qty * price), quote
+        return max(declared, worth_usd(intent.qty, price)), quote
 
     def _stale_reason(self, intent: TradeIntent, published_at: datetime | None) -> str | None:
         return stale_reason(

@@ -2,13 +2,13 @@
 
 Every input gets an answer. `delivery_from_cloud_event` (an Eventarc CloudEvent's data) and
 `delivery_from_push_body` (the raw body a Pub/Sub push subscription POSTs, whatever its bytes)
-never raise: where the envelope cannot carry an intent (not JSON, not an object, another event
-type, `message` not an object, `data` not base64 text, `attributes` not strings, `publishTime`
-without a zone) they say why in `Delivery.problem`. `intent_from_delivery` raises only
-`InvalidIntentError`, for that problem or for a payload that is not a valid intent (too large,
-nested too deeply, numbers Python cannot read, any validation error): each is the same on every
-delivery, so the entry point records a dead letter and acks instead of having Pub/Sub deliver it
-again.
+never raise: where the envelope cannot carry an intent (not JSON, a key written twice in one
+object, not an object, another event type, `message` not an object, `data` not base64 text,
+`attributes` not strings, `publishTime` without a zone) they say why in `Delivery.problem`.
+`intent_from_delivery` raises only `InvalidIntentError`, for that problem or for a payload that is
+not a valid intent (too large, nested too deeply, a key written twice in one object, numbers Python
+cannot read, any validation error): each is the same on every delivery, so the entry point
+records a dead letter and acks instead of having Pub/Sub deliver it again.
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def delivery_from_push_body(body: bytes) -> Delivery:
     Delivery whose `problem` says so and whose `data` is the body as it arrived.
     """
     try:
-        envelope = json.loads(body)
+        envelope = _json_loads(body)
+    except _RepeatedKeyError as exc:
+        return _undeliverable(body, f"the push body is ambiguous JSON: {exc}")
     except RecursionError:
         return _undeliverable(body, "the push body is JSON nested too deeply to read")
     except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
@@ -164,9 +166,35 @@ def parse_intent(data: bytes) -> TradeIntent:
         raise InvalidIntentError(f"unvalidatable trade intent: {type(exc).__name__}") from exc
 
 
+class _RepeatedKeyError(ValueError):
+    """A JSON object names one key twice: which value the publisher meant is a guess."""
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads`'s object hook: the object, refused where a key repeats.
+
+    Python keeps the last of `{"qty": 1, "qty": 1000}`, other readers the first: the publisher's
+    own check, a log viewer or an audit may have seen another intent than the one executed.
+    """
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            shown = bounded_printable(key, _MAX_LOC_PART_CHARS)
+            raise _RepeatedKeyError(f"key {shown!r} is written more than once in one JSON object")
+        document[key] = value
+    return document
+
+
+def _json_loads(data: bytes) -> Any:
+    """`json.loads`, refusing an object that writes a key twice (`_RepeatedKeyError`)."""
+    return json.loads(data, object_pairs_hook=_object_without_repeats)
+
+
 def _json_document(data: bytes) -> Any:
     try:
-        document = json.loads(data)
+        document = _json_loads(data)
+    except _RepeatedKeyError as exc:
+        raise InvalidIntentError(str(exc)) from exc
     except RecursionError as exc:
         raise InvalidIntentError(
             f"JSON nested too deeply: a trade intent has at most {MAX_INTENT_NESTING} levels"

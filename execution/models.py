@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -24,9 +26,43 @@ MAX_PRICE_USD = 10_000_000.0
 MAX_NOTIONAL_USD = 1_000_000_000_000.0
 """A declared notional in USD: bounded so every sum of them stays exact enough and finite."""
 
+MONEY_DECIMAL_PLACES = 9
+"""Decimal places a quantity, price or notional may have: Alpaca takes shares to 9 places and no
+broker prices finer. A finer number (a subnormal `5e-324`, `1e-10`) is refused, not rounded: the
+broker would refuse or round it, and a product of such numbers can underflow to a $0 reservation.
+"""
+
+
+def _within_money_precision(value: float) -> float:
+    exponent = Decimal(repr(value)).as_tuple().exponent  # an int for every finite number
+    if isinstance(exponent, int) and exponent < -MONEY_DECIMAL_PLACES:
+        raise ValueError(f"must have at most {MONEY_DECIMAL_PLACES} decimal places")
+    return value
+
+
+def decimal_text(value: float) -> str:
+    """The decimal we send a broker for `value`: `10.0` → "10", `1e-07` → "0.0000001"; the
+    shortest digits that read back as the same float, no exponent."""
+    return format(Decimal(repr(value)).normalize(), "f")
+
+
+def worth_usd(qty: float, price: float) -> float:
+    """`qty` * `price`, never below the exact product of the decimals the broker reads.
+
+    The broker multiplies the decimals we send (`repr` of each float); the float product may round
+    below that (5.3374171 * 1873.565399264 is exactly 10000.0 in floats, 10000.000000000001 at the
+    broker), and a cap compared with it would let the order through. Rounded up instead.
+    """
+    product = qty * price
+    if Decimal(product) < Decimal(repr(qty)) * Decimal(repr(price)):
+        return math.nextafter(product, math.inf)
+    return product
+
+
 # Money fields take JSON numbers only: strict mode refuses `true` (lax: 1 share) and strings
 # such as "7" or "1e2" (lax: coerced), so what the publisher meant is never guessed.
 _POSITIVE_NUMBER = Field(strict=True, gt=0, allow_inf_nan=False)
+_MONEY_PRECISION = AfterValidator(_within_money_precision)
 
 
 def validate_document_id(value: str) -> str:
@@ -43,6 +79,20 @@ def validate_document_id(value: str) -> str:
 
 
 DocumentId = Annotated[str, AfterValidator(validate_document_id)]
+
+
+def ticker(value: str) -> str:
+    """`value` as the symbol an intent trades: stripped and upper-cased; ValueError where it is
+    none. Every list compared with an intent's symbol (an account's allow and deny lists) reads
+    its entries with this, so `tsla` there is the TSLA an intent names."""
+    # ASCII first: str.upper() maps the long s (U+017F) to 'S', the dotless i (U+0131) to
+    # 'I' and the ligature U+FB00 to 'FF', which would turn a look-alike into a real ticker.
+    value = value.strip()
+    if not value.isascii() or not _SYMBOL_PATTERN.fullmatch(value := value.upper()):
+        raise ValueError(
+            "must be 1-32 ASCII characters of A-Z, 0-9, '.', '-', starting with a letter or digit"
+        )
+    return value
 
 
 class Outcome(StrEnum):
@@ -78,11 +128,15 @@ class TradeIntent(BaseModel):
     client_intent_id: DocumentId
     symbol: str
     side: Literal["buy", "sell"]
-    qty: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_QTY)]
+    qty: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_QTY), _MONEY_PRECISION]
     order_type: Literal["market", "limit"]
-    limit_price: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_PRICE_USD)] | None = None
+    limit_price: (
+        Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_PRICE_USD), _MONEY_PRECISION] | None
+    ) = None
     time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] = "day"
-    notional_usd: Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_NOTIONAL_USD)] | None = None
+    notional_usd: (
+        Annotated[float, _POSITIVE_NUMBER, Field(le=MAX_NOTIONAL_USD), _MONEY_PRECISION] | None
+    ) = None
     strategy_id: str | None = Field(default=None, max_length=128)
     created_at: datetime | None = None
     dry_run: bool = Field(default=False, strict=True)
@@ -91,14 +145,7 @@ class TradeIntent(BaseModel):
     @field_validator("symbol")
     @classmethod
     def _symbol_is_a_ticker(cls, value: str) -> str:
-        # ASCII first: str.upper() maps the long s (U+017F) to 'S', the dotless i (U+0131) to
-        # 'I' and the ligature U+FB00 to 'FF', which would turn a look-alike into a real ticker.
-        if not value.isascii() or not _SYMBOL_PATTERN.fullmatch(value := value.upper()):
-            raise ValueError(
-                "must be 1-32 ASCII characters of A-Z, 0-9, '.', '-', starting with a letter or"
-                " digit"
-            )
-        return value
+        return ticker(value)
 
     @field_validator("created_at", mode="before")
     @classmethod
@@ -147,7 +194,7 @@ class TradeIntent(BaseModel):
         if self.notional_usd is not None:
             return self.notional_usd
         if self.limit_price is not None:
-            return self.qty * self.limit_price
+            return worth_usd(self.qty, self.limit_price)
         return None
 
 

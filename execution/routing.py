@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from execution.clock import Clock
+from execution.freshness import MAX_CLOCK_SKEW_SECONDS
 from execution.models import TradeIntent
 
 MAX_QUOTE_PRICE = 1e9
@@ -83,7 +84,8 @@ class Router(Protocol):
 
 class QuoteGate:
     """The route stage: allows or denies on the quote (it picks no venue). Denies on a wide
-    spread or a stale quote; a missing quote passes unless `strict`."""
+    spread, a stale quote or one stamped further ahead than clocks may differ
+    (`MAX_CLOCK_SKEW_SECONDS`); a missing quote passes unless `strict`."""
 
     def __init__(
         self,
@@ -107,6 +109,14 @@ class QuoteGate:
         age = (self._clock() - quote.ts).total_seconds()
         if age > self._quote_max_age_seconds:
             return RouteDecision(False, f"quote_stale: {age:.0f}s old")
+        if age < -MAX_CLOCK_SKEW_SECONDS:
+            # A feed whose clock runs ahead stamps every quote in the future: read as young, its
+            # last price would size market orders long after the feed stopped.
+            return RouteDecision(
+                False,
+                f"quote_from_the_future: stamped {-age:.0f}s from now "
+                f"(clock skew allowed: {MAX_CLOCK_SKEW_SECONDS:g}s)",
+            )
         if quote.spread_bps > self._max_spread_bps:
             return RouteDecision(
                 False, f"spread_too_wide: {quote.spread_bps:.1f} bps > {self._max_spread_bps:g}"

@@ -37,7 +37,6 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -57,7 +56,7 @@ from execution.errors import (
     OrderNotCancelableError,
     SettingsError,
 )
-from execution.models import BrokerOrder, OrderRequest
+from execution.models import BrokerOrder, OrderRequest, decimal_text
 from execution.settings import (
     ALPACA_PAPER_URL,
     Settings,
@@ -365,8 +364,15 @@ class AlpacaBroker:
         what: str,
         read: Callable[[], _Read],
     ) -> _Read:
-        """`read()` of an answer; one that cannot be read is outcome unknown: transient."""
+        """`read()` of an answer; one that cannot be read is outcome unknown: transient.
+
+        An answer that quotes one of our keys (a proxy echoing our headers into an order's
+        `symbol` or `id`) is no broker's order: read, its fields would reach records, logs and
+        dead letters unscrubbed, an `id` as the recorded order id.
+        """
         try:
+            if self._scrub(response.text) != response.text:
+                raise ValueError("the answer quotes our API key: no broker writes that")
             return read()
         # Reading is pure, so whatever it raises means unreadable: not only ValueError and the
         # like, but a time past year 9999 in UTC (OverflowError) or JSON nested past the
@@ -464,20 +470,15 @@ def _asked_order(
 def _order_body(order: OrderRequest) -> dict[str, str]:
     body = {
         "symbol": order.symbol,
-        "qty": _decimal(order.qty),
+        "qty": decimal_text(order.qty),
         "side": order.side,
         "type": order.order_type,
         "time_in_force": order.time_in_force,
         "client_order_id": order.client_order_id,
     }
     if order.order_type == "limit" and order.limit_price is not None:
-        body["limit_price"] = _decimal(order.limit_price)
+        body["limit_price"] = decimal_text(order.limit_price)
     return body
-
-
-def _decimal(value: float) -> str:
-    """`10.0` → "10", `0.1` → "0.1", `1e-07` → "0.0000001": no float noise, no exponent."""
-    return format(Decimal(repr(value)).normalize(), "f")
 
 
 def _object(data: object) -> dict[str, Any]:

@@ -7,12 +7,13 @@ must be that intent's order: same id, instrument, side, quantity, type and limit
 
 from __future__ import annotations
 
-import math
+from execution.models import MONEY_DECIMAL_PLACES, BrokerOrder, OrderRequest, decimal_text
 
-from execution.models import BrokerOrder, OrderRequest
-
-_REL_TOLERANCE = 1e-9
-"""Brokers echo decimals as strings (`"10"`, `"100.5"`): a float round trip, never a real change."""
+_ROUND_TRIP = 0.5 * 10.0**-MONEY_DECIMAL_PLACES
+"""Brokers echo our decimals as strings (`"10"`, `"100.50"`), which read back as the same float;
+a difference below half the finest step an amount may take (`MONEY_DECIMAL_PLACES`) is at most a
+broker's rounding of that echo. A relative tolerance would let a large quantity or price differ by
+whole shares or cents (one billionth of 1e9 shares is one share)."""
 
 
 def order_mismatch(request: OrderRequest, order: BrokerOrder) -> str | None:
@@ -23,7 +24,7 @@ def order_mismatch(request: OrderRequest, order: BrokerOrder) -> str | None:
             _text("client_order_id", order.client_order_id, request.client_order_id),
             ("symbol", order.symbol, request.symbol, same_symbol(order.symbol, request.symbol)),
             _text("side", order.side, request.side),
-            ("qty", f"{order.qty:g}", f"{request.qty:g}", _same_amount(order.qty, request.qty)),
+            ("qty", _shown(order.qty), _shown(request.qty), _same_amount(order.qty, request.qty)),
             _text("type", order.order_type, request.order_type),
             (
                 "limit_price",
@@ -47,7 +48,7 @@ def _text(name: str, found: str, wanted: str) -> tuple[str, str, str, bool]:
 
 
 def _same_amount(found: float, wanted: float) -> bool:
-    return math.isclose(found, wanted, rel_tol=_REL_TOLERANCE)
+    return found == wanted or abs(found - wanted) < _ROUND_TRIP
 
 
 def _same_price(found: float | None, wanted: float | None) -> bool:
@@ -57,4 +58,9 @@ def _same_price(found: float | None, wanted: float | None) -> bool:
 
 
 def _price(value: float | None) -> str:
-    return "none" if value is None else f"{value:g}"
+    return "none" if value is None else _shown(value)
+
+
+def _shown(value: float) -> str:
+    # Every digit that tells two amounts apart: `1000000001`, never `1e+09` for both.
+    return decimal_text(value)

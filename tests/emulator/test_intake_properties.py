@@ -56,7 +56,13 @@ from execution.intake import (
     delivery_from_cloud_event,
     delivery_from_push_body,
 )
-from execution.models import MAX_NOTIONAL_USD, MAX_PRICE_USD, MAX_QTY, TERMINAL_OUTCOMES
+from execution.models import (
+    MAX_NOTIONAL_USD,
+    MAX_PRICE_USD,
+    MAX_QTY,
+    MONEY_DECIMAL_PLACES,
+    TERMINAL_OUTCOMES,
+)
 from tests.support.builders import client_at, emulator_service, fast_settings
 from tests.support.tcp_proxy import CuttableProxy
 from tests.support.waiting import wait_until
@@ -102,13 +108,17 @@ def rig(db: firestore.Client) -> Iterator[Rig]:
     # that still misses one is an outage, and the delivery is redelivered as Pub/Sub would).
     policy = CallPolicy(timeout_seconds=STORE_DEADLINE_SECONDS)
     broker = RecordingBroker(PaperBroker(db, clock=system_clock, policy=policy))
+    # Quotes written once stay fresh for a whole run (`make fuzz` outlasts a minute); one stamped
+    # ahead of the clock would be refused as from the future.
     settings_ = fast_settings(
-        intent_max_age_seconds=MAX_AGE_SECONDS, firestore_timeout_seconds=STORE_DEADLINE_SECONDS
+        intent_max_age_seconds=MAX_AGE_SECONDS,
+        firestore_timeout_seconds=STORE_DEADLINE_SECONDS,
+        router_quote_max_age_seconds=86_400,
     )
     service = emulator_service(db, system_clock, settings=settings_, broker=broker)
     for symbol in QUOTED:
         db.collection("market_quotes").document(symbol).set(
-            {"bid": 99.9, "ask": 100.0, "ts": datetime.now(UTC) + timedelta(days=1)}
+            {"bid": 99.9, "ask": 100.0, "ts": datetime.now(UTC)}
         )
     yield Rig(service, broker, db)
 
@@ -119,8 +129,15 @@ ids = st.from_regex(r"[A-Za-z0-9_\-]{1,24}", fullmatch=True).filter(
     lambda s: not (s.startswith("__") and s.endswith("__"))
 )
 symbols = st.sampled_from(QUOTED) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,7}", fullmatch=True)
-quantities = st.integers(1, 10**6) | st.floats(1e-6, 1e6)
-prices = st.integers(1, 10**5) | st.floats(0.01, 1e5)
+
+
+def money(low: float, high: float) -> st.SearchStrategy[float]:
+    """Floats a publisher may send: at most 9 decimal places (`MONEY_DECIMAL_PLACES`)."""
+    return st.floats(low, high).map(lambda value: round(value, MONEY_DECIMAL_PLACES))
+
+
+quantities = st.integers(1, 10**6) | money(1e-6, 1e6)
+prices = st.integers(1, 10**5) | money(0.01, 1e5)
 json_leaves = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8)
 hostile_text = st.text(st.characters(exclude_categories=()), max_size=40)
 ENUM_VALUES = {"buy", "sell", "market", "limit", "day", "gtc", "ioc", "fok", "opg", "cls"}
@@ -143,7 +160,7 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     if order_type == "limit":
         spec["limit_price"] = draw(prices)
     optional = {
-        "notional_usd": st.floats(1.0, 1e6),
+        "notional_usd": money(1.0, 1e6),
         "time_in_force": st.sampled_from(["day", "gtc", "ioc", "fok", "opg", "cls"]),
         "strategy_id": st.text(max_size=128),
         "created_at": st.floats(-200.0, 20.0),
@@ -193,6 +210,7 @@ def mutations() -> st.SearchStrategy[tuple[str, Any]]:
     return st.one_of(
         st.tuples(st.sampled_from(REQUIRED), st.just(DROP)),
         st.tuples(numbers, st.sampled_from(NOT_NUMBERS + BAD_NUMBERS)),
+        st.tuples(numbers, st.sampled_from([5e-324, 1e-10, 1.0000000001])),
         st.tuples(st.just("qty"), st.just(MAX_QTY * 2)),
         st.tuples(st.just("limit_price"), st.just(MAX_PRICE_USD * 2)),
         st.tuples(st.just("notional_usd"), st.just(MAX_NOTIONAL_USD * 2)),

@@ -10,8 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudevents.http import CloudEvent
+from google.cloud import firestore
 
+from execution.bootstrap import Service, bootstrap
+from execution.brokers.base import Broker
 from execution.models import TradeIntent
+from execution.settings import Settings
 from tests.support.builders import client_order_id_of, unique
 from tests.support.wire_server import Script, http_answer
 
@@ -30,6 +34,22 @@ def alpaca_env(base_url: str, *, key_id: str, secret_key: str, **extra: str) -> 
         "FIRESTORE_TIMEOUT_SECONDS": "5",
         **extra,
     }
+
+
+def alpaca_service(
+    db: firestore.Client,
+    base_url: str,
+    project: str,
+    *,
+    key_id: str,
+    secret_key: str,
+    broker: Broker | None = None,
+) -> Service:
+    """The service as deployed (settings from `alpaca_env`) on the emulator project `project`;
+    `broker` replaces the `AlpacaBroker` it would build (say, one whose HTTP client a test closes).
+    """
+    env = alpaca_env(base_url, key_id=key_id, secret_key=secret_key, GOOGLE_CLOUD_PROJECT=project)
+    return bootstrap(Settings.from_env(env), db=db, broker=broker)
 
 
 def pubsub_event(data: bytes, message_id: str) -> CloudEvent:
