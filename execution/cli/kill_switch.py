@@ -36,6 +36,7 @@ from execution.cli.cancel_open import (
 from execution.cli.context import (
     EXIT_PROBLEMS,
     CliContext,
+    CliError,
     default_operator,
     document_id,
     reports_errors,
@@ -49,8 +50,10 @@ from execution.cli.queries import (
 )
 from execution.cli.render import console, on_off, print_json, relative, table
 from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationKeys
+from execution.errors import SwitchMovedError
 from execution.firestore.paths import KILL_SWITCH, account_ref, kill_switch_ref, reservation_ref
 from execution.firestore.placed_records import FirestorePlacedRecords
+from execution.firestore.switches import SwitchChange, SwitchWrite, change_switch
 from execution.reservations import ReservationStatus
 from execution.settings import AgentMode
 
@@ -240,6 +243,7 @@ def _write(
     reason: str | None,
     by: str | None,
 ) -> KillSwitchRow:
+    """Turn the scope's switch on or off, atomically with the read it is decided on."""
     if account is not None and tenant is None:
         raise typer.BadParameter("account ids are per tenant: add --tenant", param_hint="--account")
     db = cli.db()
@@ -255,47 +259,87 @@ def _write(
     fields = KillSwitchDocument(
         enabled=enabled, reason=reason, updated_by=row.updated_by, updated_at=row.updated_at
     ).to_document()
+    if tenant is not None and account is not None:
+        ref = account_ref(db, tenant, account)
+        change = _account_change(fields)
+    else:
+        ref = kill_switch_ref(db, tenant)
+        change = _switch_change(fields)
     with cli.firestore_call("kill switch write"):
-        if tenant is not None and account is not None:
-            ref = account_ref(db, tenant, account)
-            _halt_account(cli, ref, fields)
-        else:
-            ref = kill_switch_ref(db, tenant)
-            # merge: fields an operator keeps on the document (a ticket link...) survive.
-            ref.set(fields, merge=True, **cli.policy.kwargs())
+        try:
+            change_switch(db, ref, change, policy=cli.policy, after_read=cli.after_switch_read)
+        except SwitchMovedError as exc:
+            raise CliError(_moved_message(row, exc), EXIT_PROBLEMS) from exc
     return KillSwitchRow(**{**row.as_fields(), "path": ref.path})
+
+
+def _moved_message(row: KillSwitchRow, exc: SwitchMovedError) -> str:
+    now = exc.document
+    if row.broker_account_id is not None:
+        halt = (now or {}).get("kill_switch")
+        now = halt if isinstance(halt, dict) else None
+    switch = KillSwitchDocument.parse(now or {})
+    state = "ON" if switch.enabled else "off"
+    return (
+        f"Kill switch for {row.scope} not changed: {exc}. It is now {state}"
+        f" (by {switch.updated_by}, {switch.reason or 'no reason'}). Read it "
+        "(`kill-switch status`) and run the command again if you still mean it."
+    )
+
+
+SWITCH_FIELDS = tuple(KillSwitchDocument.model_fields)
+"""The fields of a switch document that are the switch (an operator may keep others on it)."""
+
+
+def _switch_change(fields: dict[str, Any]) -> SwitchChange:
+    """Global or tenant switch: write the fields (others on the document stay)."""
+    return SwitchChange(
+        decide=lambda _data: SwitchWrite(fields),
+        switch_of=lambda data: {k: (data or {}).get(k) for k in SWITCH_FIELDS},
+        only_as_read=not fields["enabled"],
+    )
 
 
 ACCOUNT_FIELDS_OF_THE_SWITCH = frozenset({"kill_switch", "trading_mode"})
 """What `on` writes into an account's settings document."""
 
 
-def _halt_account(
-    cli: CliContext, ref: firestore.DocumentReference, fields: dict[str, Any]
-) -> None:
+def _account_change(fields: dict[str, Any]) -> SwitchChange:
+    """An account's halt: its `trading_mode`, with the halt's fields under `kill_switch`."""
+    return SwitchChange(
+        decide=lambda data: _halt_account(data, fields),
+        switch_of=lambda data: ((data or {}).get("kill_switch"), (data or {}).get("trading_mode")),
+        only_as_read=not fields["enabled"],
+    )
+
+
+def _halt_account(data: dict[str, Any] | None, fields: dict[str, Any]) -> SwitchWrite | None:
     """Set (or lift) the account's `trading_mode: OFF`, remembering the mode it replaced.
 
     Run twice, `on` keeps the mode from before the first `on`, never OFF itself. An account
     without a settings document is unknown (`REQUIRE_ACCOUNT_DOCUMENT=1` rejects its intents):
     `on` creates the document and says so (`kill_switch.created_document`), and `off` deletes it
     while it holds nothing else, so halting and resuming never makes an unknown account a known
-    one without limits (nor does an `off` of an account that has no document).
+    one without limits (nor does an `off` of an account that has no document). The write lands
+    only on the document read (`change_switch`): limits added meanwhile stay, and a mode or a
+    halt written meanwhile is read again before it is replaced.
     """
-    snap = ref.get(**cli.policy.kwargs())
-    data = snap.to_dict() or {}
-    stored = data.get("kill_switch")
+    stored = (data or {}).get("kill_switch")
     halt: dict[str, Any] = stored if isinstance(stored, dict) else {}
     halted_by_us = bool(halt.get("enabled"))
-    previous = halt.get("previous_trading_mode") if halted_by_us else data.get("trading_mode")
-    created = bool(halt.get("created_document")) if halted_by_us else not snap.exists
     if not fields["enabled"]:
-        if not snap.exists:
-            return  # nothing to lift, and no document to create
-        if halted_by_us and created and set(data) <= ACCOUNT_FIELDS_OF_THE_SWITCH:
-            # Only if no one wrote the document since it was read (limits added meanwhile stay).
-            option = cli.db().write_option(last_update_time=snap.update_time)
-            ref.delete(option=option, **cli.policy.kwargs())
-            return
+        if data is None:
+            return None  # nothing to lift, and no document to create
+        if (
+            halted_by_us
+            and halt.get("created_document")
+            and set(data) <= ACCOUNT_FIELDS_OF_THE_SWITCH
+        ):
+            return SwitchWrite(None)
+    previous = (
+        halt.get("previous_trading_mode") if halted_by_us else (data or {}).get("trading_mode")
+    )
+    created = bool(halt.get("created_document")) if halted_by_us else data is None
     update: dict[str, Any] = {
         "kill_switch": {**fields, "previous_trading_mode": previous, "created_document": created}
     }
@@ -303,7 +347,7 @@ def _halt_account(
         update["trading_mode"] = AgentMode.OFF.value
     elif halted_by_us:
         update["trading_mode"] = previous if previous is not None else firestore.DELETE_FIELD
-    ref.set(update, merge=True, **cli.policy.kwargs())
+    return SwitchWrite(update)
 
 
 def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> CancelReport:
