@@ -17,6 +17,7 @@ import typer
 
 from execution.broker_truth import FINAL_ORDER_STATUSES, FORBIDDING_OUTCOMES
 from execution.cli.context import EXIT_PROBLEMS, CliContext, document_id, reports_errors
+from execution.cli.dead_letters import republish_steps
 from execution.cli.queries import (
     DeadLetterRow,
     json_ready,
@@ -139,26 +140,11 @@ def _dead_letters_naming(
         return found, 0
     for snap in read_pages(recent_dead_letters_query(cli.db()), cli.policy, limit=scan):
         scanned += 1
-        names = _payload_ids(snap.to_dict() or {})
-        if names == (tenant_id, client_intent_id):
-            row = DeadLetterRow.from_snapshot(snap).as_dict()
-            row["broker_account_id"] = _payload(snap.to_dict() or {}).get("broker_account_id")
-            found.append(row)
+        row = DeadLetterRow.from_snapshot(snap)
+        tenant, account, intent = row.named_ids()
+        if (tenant, intent) == (tenant_id, client_intent_id):
+            found.append({**row.as_dict(), "broker_account_id": account})
     return found, scanned
-
-
-def _payload(document: dict[str, Any]) -> dict[str, Any]:
-    try:
-        payload = json.loads(str(document.get("data") or ""))
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-def _payload_ids(document: dict[str, Any]) -> tuple[Any, Any]:
-    """(tenant_id, client_intent_id) a dead letter names: its own fields, else its payload's."""
-    source = document if document.get("client_intent_id") else _payload(document)
-    return source.get("tenant_id"), source.get("client_intent_id")
 
 
 def _account_of(story: IntentStory) -> str | None:
@@ -195,15 +181,20 @@ def next_steps(story: IntentStory, now: datetime) -> list[str]:
     if record is None:
         if story.dead_letters:
             return [
-                f"Never executed: dead-lettered ({story.dead_letters[0]['reason']}). Fix the "
-                "payload and publish it again (with a new client_intent_id if it changed)."
+                f"Never executed: dead-lettered ({story.dead_letters[0]['reason']}); "
+                f"`dead-letters {story.dead_letters[0]['dead_letter_id']}` shows its payload.",
+                *republish_steps(story.tenant_id, story.client_intent_id, None),
             ]
         return [
             "No record: the intent never reached execute_intent (check the publisher and the "
-            "Pub/Sub dead-letter subscription), or its record was purged (purge_at). "
-            f"{story.dead_letters_scanned} recent dead letters were searched."
+            "Pub/Sub dead-letter subscription); or it is being retried before it could reserve "
+            "(a market order with no usable quote in market_quotes, a store outage: the "
+            "function's log has `exec.delivery.retry` lines with the reason); or its record was "
+            f"purged (purge_at). {story.dead_letters_scanned} recent dead letters were searched."
         ]
     steps = _steps_for_status(record, story, now)
+    if story.dead_letters:
+        steps += republish_steps(story.tenant_id, story.client_intent_id, record)
     if record.get("counted_lease_id") and record.get("status") != ReservationStatus.RESERVED.value:
         steps.append(
             f"Still counts against the account's position and daily orders (hold "

@@ -20,6 +20,7 @@ docs/EMULATOR-FACTS.md, F2).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -37,6 +38,7 @@ from execution.documents import (
 from execution.firestore.paths import DEAD_LETTERS, LEDGER, OPS, RESERVATIONS, tenant_collection
 from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import expired_leases_query
+from execution.models import validate_document_id
 from execution.reservations import ReservationStatus
 
 
@@ -144,6 +146,8 @@ class DeadLetterRow:
     reason: str
     recorded_at: datetime | None
     data: str
+    dead_letter_id: str = ""
+    """The document's id (`dead-letters ID` reads it)."""
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> DeadLetterRow:
@@ -151,12 +155,27 @@ class DeadLetterRow:
         try:
             letter = DeadLetterDocument.parse(snap.to_dict() or {})
         except MalformedDocumentError as exc:
-            return cls(message_id=snap.id, reason=str(exc), recorded_at=None, data="")
+            return cls(snap.id, str(exc), None, "", snap.id)
         return cls(
             message_id=letter.message_id or snap.id,
             reason=letter.reason,
             recorded_at=letter.recorded_at,
             data=letter.data,
+            dead_letter_id=snap.id,
+        )
+
+    def named_ids(self) -> tuple[str | None, str | None, str | None]:
+        """(tenant_id, broker_account_id, client_intent_id) the payload names, each None where it
+        is absent or not a valid id (a payload that is not a JSON object names none)."""
+        try:
+            payload = json.loads(self.data)
+        except ValueError:
+            payload = None
+        named = payload if isinstance(payload, dict) else {}
+        return (
+            _valid_id(named.get("tenant_id")),
+            _valid_id(named.get("broker_account_id")),
+            _valid_id(named.get("client_intent_id")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -213,6 +232,14 @@ def recent_dead_letters_query(db: firestore.Client) -> firestore.Query:
     return db.collection(DEAD_LETTERS).order_by("recorded_at", direction=firestore.Query.DESCENDING)
 
 
+def dead_letter_by_message_query(db: firestore.Client, message_id: str) -> firestore.Query:
+    """Dead letters recorded for one Pub/Sub message id (one equality: an automatic index)."""
+    query: firestore.Query = db.collection(DEAD_LETTERS).where(
+        filter=FieldFilter("message_id", "==", message_id)
+    )
+    return query
+
+
 def ledger_of_intent_query(
     db: firestore.Client, tenant_id: str, client_intent_id: str
 ) -> firestore.Query:
@@ -243,6 +270,7 @@ def query_shapes(db: firestore.Client, now: datetime) -> dict[str, firestore.Que
         "recent outcomes, all tenants": recent_outcomes_query(db),
         "recent outcomes, one tenant": recent_outcomes_query(db, "t"),
         "recent dead letters": recent_dead_letters_query(db),
+        "dead letter by message id": dead_letter_by_message_query(db, "m"),
         "kill switches": kill_switches_query(db),
         "ledger of one intent": ledger_of_intent_query(db, "t", "i"),
     }
@@ -287,3 +315,12 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: json_ready(v) for k, v in value.items()}
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _valid_id(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return validate_document_id(value)
+    except ValueError:
+        return None

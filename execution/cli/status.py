@@ -314,6 +314,11 @@ def _print_dead_letters(out: Console, snap: Snapshot) -> None:
                 ),
             )
         )
+        out.print(
+            "Never executed. Why, the payload and how to publish it again safely: "
+            "`dead-letters MESSAGE_ID`.",
+            markup=False,
+        )
     else:
         out.print("Dead letters: none.", markup=False)
 

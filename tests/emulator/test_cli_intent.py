@@ -138,6 +138,7 @@ def test_a_dead_lettered_payload_is_found_by_the_ids_it_names(
     assert dead["reason"] == "InvalidIntentError: qty must be > 0"
     assert told["broker"]["asked"] is True and told["broker"]["order"] is None
     assert told["next_steps"][0].startswith("Never executed: dead-lettered")
+    assert "with the SAME client_intent_id" in told["next_steps"][1]
 
 
 def test_an_intent_with_no_record_anywhere_exits_1_saying_where_to_look(
@@ -146,7 +147,8 @@ def test_an_intent_with_no_record_anywhere_exits_1_saying_where_to_look(
     result = cli("intent", unique("tenant"), unique("intent"), "--json")
 
     assert result.exit_code == EXIT_PROBLEMS
-    assert json.loads(result.stdout)["next_steps"][0].startswith("No record")
+    [step] = json.loads(result.stdout)["next_steps"]
+    assert step.startswith("No record") and "exec.delivery.retry" in step
 
 
 def test_the_table_shows_the_record_the_order_and_the_next_step(
