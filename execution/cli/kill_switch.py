@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from rich.table import Table
 
@@ -39,11 +40,13 @@ from execution.cli.context import (
     CliError,
     default_operator,
     document_id,
+    is_missing_index,
     reports_errors,
 )
 from execution.cli.queries import (
     KillSwitchRow,
     ReservationRow,
+    halted_accounts_query,
     kill_switches_query,
     reservations_by_status_query,
     tenant_reservations_query,
@@ -105,8 +108,9 @@ def switch_on(
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Halt execution: intents reaching the broker stage end as `halted` (an account's as
-    `rejected` by its trading_mode). Exits 1 when a cancel was not done."""
+    """Halt execution: intents reaching the broker stage end as `halted` (an account's with
+    the reason `account_mode_off`). Exits 1 when a cancel was not done, or when the switch
+    changed under the command."""
     cli: CliContext = ctx.obj
     if not reason.strip():
         raise typer.BadParameter("say why execution is halted", param_hint="--reason")
@@ -165,7 +169,8 @@ def switch_off(
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Resume execution (the other switches, and EXECUTION_HALTED, still apply)."""
+    """Resume execution (the other switches, and EXECUTION_HALTED, still apply). Exits 1,
+    lifting nothing, when the switch changed after this command read it (an `on` landed)."""
     cli: CliContext = ctx.obj
     row = _write(cli, tenant, account, enabled=False, reason=reason, by=by)
     if json_output:
@@ -188,13 +193,17 @@ def switch_status(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Show the global switch and every tenant switch that exists."""
+    """Show the global switch, every tenant switch that exists, and every halted account
+    (`trading_mode: OFF`)."""
     cli: CliContext = ctx.obj
-    rows = read_switches(cli, tenant)
+    accounts, problem = read_account_halts(cli, tenant)
+    rows = [*read_switches(cli, tenant), *accounts]
     if json_output:
         print_json([row.as_dict() for row in rows])
         return
     console().print(switches_table(rows, cli))
+    if problem is not None:
+        console(stderr=True).print(f"Note: {problem}.", markup=False)
 
 
 def read_switches(cli: CliContext, tenant: str | None) -> list[KillSwitchRow]:
@@ -213,6 +222,29 @@ def read_switches(cli: CliContext, tenant: str | None) -> list[KillSwitchRow]:
         ]
     tenant_rows.sort(key=lambda row: row.tenant_id or "")
     return [KillSwitchRow.from_snapshot(global_snap), *tenant_rows]
+
+
+def read_account_halts(
+    cli: CliContext, tenant: str | None
+) -> tuple[list[KillSwitchRow], str | None]:
+    """Accounts halted by their `trading_mode: OFF`, and a problem where they cannot be listed.
+
+    Across tenants this needs the collection-group index on `accounts.trading_mode`: where it is
+    not deployed yet, the switches are still shown, with how to deploy it.
+    """
+    with cli.firestore_call("halted accounts read"):
+        try:
+            snaps = list(halted_accounts_query(cli.db(), tenant).stream(**cli.policy.kwargs()))
+        except gexc.FailedPrecondition as exc:
+            if not is_missing_index(exc):
+                raise
+            return [], (
+                "halted accounts not listed: needs the collection-group index on accounts."
+                "trading_mode (`firebase deploy --only firestore:indexes`), or pass --tenant"
+            )
+    rows = [KillSwitchRow.from_account_snapshot(snap) for snap in snaps]
+    rows.sort(key=lambda row: (row.tenant_id or "", row.broker_account_id or ""))
+    return rows, None
 
 
 def switches_table(rows: list[KillSwitchRow], cli: CliContext) -> Table:

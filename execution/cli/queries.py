@@ -35,11 +35,19 @@ from execution.documents import (
     MalformedDocumentError,
     reservation_from_document,
 )
-from execution.firestore.paths import DEAD_LETTERS, LEDGER, OPS, RESERVATIONS, tenant_collection
+from execution.firestore.paths import (
+    ACCOUNTS,
+    DEAD_LETTERS,
+    LEDGER,
+    OPS,
+    RESERVATIONS,
+    tenant_collection,
+)
 from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import expired_leases_query
 from execution.models import validate_document_id
 from execution.reservations import ReservationStatus
+from execution.settings import AgentMode
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,23 @@ class KillSwitchRow:
             path=snap.reference.path,
             tenant_id=parent.id if parent is not None else None,
             **switch.model_dump(),
+        )
+
+    @classmethod
+    def from_account_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> KillSwitchRow:
+        """An account halted by its settings document (`trading_mode: OFF`), with who and why
+        from its `kill_switch` map where `kill-switch on --account` wrote one."""
+        halt = (snap.to_dict() or {}).get("kill_switch")
+        switch = KillSwitchDocument.parse(halt if isinstance(halt, dict) else {})
+        tenant = snap.reference.parent.parent
+        return cls(
+            path=snap.reference.path,
+            tenant_id=tenant.id if tenant is not None else None,
+            enabled=True,
+            reason=switch.reason if switch.enabled else "trading_mode OFF (not by kill-switch)",
+            updated_by=switch.updated_by if switch.enabled else None,
+            updated_at=switch.updated_at if switch.enabled else None,
+            broker_account_id=snap.id,
         )
 
     @property
@@ -251,6 +276,19 @@ def ledger_of_intent_query(
     return query
 
 
+def halted_accounts_query(db: firestore.Client, tenant_id: str | None) -> firestore.Query:
+    """Accounts whose settings say `trading_mode: OFF` (halted), of one tenant or of all."""
+    source: Any = (
+        db.collection_group(ACCOUNTS)
+        if tenant_id is None
+        else tenant_collection(db, tenant_id, ACCOUNTS)
+    )
+    query: firestore.Query = source.where(
+        filter=FieldFilter("trading_mode", "==", AgentMode.OFF.value)
+    )
+    return query
+
+
 def kill_switches_query(db: firestore.Client) -> firestore.Query:
     """Every `ops` collection (the root one and each tenant's); keep `execution_kill_switch`."""
     return db.collection_group(OPS)
@@ -272,6 +310,8 @@ def query_shapes(db: firestore.Client, now: datetime) -> dict[str, firestore.Que
         "recent dead letters": recent_dead_letters_query(db),
         "dead letter by message id": dead_letter_by_message_query(db, "m"),
         "kill switches": kill_switches_query(db),
+        "halted accounts, all tenants": halted_accounts_query(db, None),
+        "halted accounts, one tenant": halted_accounts_query(db, "t"),
         "ledger of one intent": ledger_of_intent_query(db, "t", "i"),
     }
 
