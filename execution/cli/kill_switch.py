@@ -116,6 +116,9 @@ def switch_on(
         raise typer.BadParameter("say why execution is halted", param_hint="--reason")
     row = _write(cli, tenant, account, enabled=True, reason=reason, by=by)
     report = _cancel_open(cli, Scope(tenant, account), lookback) if cancel_open else None
+    if report is not None:
+        # The cancels are worth something only while the switch stays on: read it again.
+        report.switch_lifted = _lifted(cli, row)
     if json_output:
         print_json({"switch": row.as_dict(), "cancel_open": report.as_dict() if report else None})
     else:
@@ -155,6 +158,8 @@ def _print_on(row: KillSwitchRow, reason: str, report: CancelReport | None) -> N
         )
     if not report.complete:
         out.print(f"The listing stopped short ({report.error}): run again.", markup=False)
+    if report.switch_lifted is not None:
+        out.print(report.switch_lifted, markup=False)
 
 
 @app.command("off")
@@ -380,6 +385,31 @@ def _halt_account(data: dict[str, Any] | None, fields: dict[str, Any]) -> Switch
     elif halted_by_us:
         update["trading_mode"] = previous if previous is not None else firestore.DELETE_FIELD
     return SwitchWrite(update)
+
+
+def _lifted(cli: CliContext, row: KillSwitchRow) -> str | None:
+    """Why the scope `row` halted is no longer halted, or None while it still is."""
+    db = cli.db()
+    with cli.firestore_call("kill switch read"):
+        if row.tenant_id is not None and row.broker_account_id is not None:
+            ref = account_ref(db, row.tenant_id, row.broker_account_id)
+        else:
+            ref = kill_switch_ref(db, row.tenant_id)
+        data = ref.get(**cli.policy.kwargs()).to_dict() or {}
+    if row.broker_account_id is not None:
+        if data.get("trading_mode") == AgentMode.OFF.value:
+            return None
+        halt = data.get("kill_switch")
+        data = halt if isinstance(halt, dict) else {}
+    elif KillSwitchDocument.parse(data).enabled:
+        return None
+    switch = KillSwitchDocument.parse(data)
+    who = f" (by {switch.updated_by}, {switch.reason or 'no reason'})" if switch.updated_by else ""
+    return (
+        f"The switch for {row.scope} was turned off while the command ran{who}: orders may have "
+        "been placed after the listing. Run `kill-switch on --cancel-open` again if the scope "
+        "must stay halted."
+    )
 
 
 def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> CancelReport:

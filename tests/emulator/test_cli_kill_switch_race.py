@@ -8,6 +8,7 @@ write — so every run meets the same interleaving on the Firestore emulator.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -177,3 +178,49 @@ def test_two_halts_of_an_unknown_account_leave_no_document_after_the_resume(
 
     assert (first.exit_code, others[0].exit_code, resume.exit_code) == (0, 0, 0)
     assert not db.collection("tenants", tenant, "accounts").document("acct-1").get().exists
+
+
+def test_a_cancel_open_whose_switch_was_lifted_during_its_wait_says_so_and_exits_1(
+    db: firestore.Client, firestore_project: str, scope: Scope
+) -> None:
+    resumed: list[Result] = []
+
+    def someone_resumes_during_the_wait(_seconds: float) -> None:
+        resumed.append(run(db, firestore_project, "off", *scope, "--by", "bob"))
+
+    context = CliContext(
+        project_option=firestore_project,
+        db_client=db,
+        environ={"COLUMNS": "250"},
+        sleep=someone_resumes_during_the_wait,
+    )
+    halt = CliRunner().invoke(
+        app,
+        ["kill-switch", "on", *scope, "--reason", "incident", "--cancel-open", "--json"],
+        obj=context,
+    )
+
+    assert resumed[0].exit_code == 0, resumed[0].output
+    assert halt.exit_code == EXIT_PROBLEMS, halt.output
+    lifted = json.loads(halt.stdout)["cancel_open"]["switch_lifted"]
+    assert "turned off while the command ran" in lifted
+    assert "bob" in lifted or len(scope) == 4  # an unknown account's halt document is deleted
+
+
+def test_a_cancel_open_whose_switch_stayed_on_reports_nothing_lifted(
+    db: firestore.Client, firestore_project: str, scope: Scope
+) -> None:
+    context = CliContext(
+        project_option=firestore_project,
+        db_client=db,
+        environ={"COLUMNS": "250"},
+        sleep=lambda _seconds: None,
+    )
+    halt = CliRunner().invoke(
+        app,
+        ["kill-switch", "on", *scope, "--reason", "incident", "--cancel-open", "--json"],
+        obj=context,
+    )
+
+    assert halt.exit_code == 0, halt.output
+    assert json.loads(halt.stdout)["cancel_open"]["switch_lifted"] is None
