@@ -37,18 +37,8 @@ def test_kill_switch_status_lists_a_halted_account_with_who_and_why(
     cli: Callable[..., Result], db: firestore.Client
 ) -> None:
     tenant = unique("tenant")
-    cli(
-        "kill-switch",
-        "on",
-        "--tenant",
-        tenant,
-        "--account",
-        "acct-1",
-        "--reason",
-        "runaway",
-        "--by",
-        "ann",
-    )
+    halt = ["--tenant", tenant, "--account", "acct-1", "--reason", "runaway", "--by", "ann"]
+    cli("kill-switch", "on", *halt)
 
     for scope in ([], ["--tenant", tenant]):
         result = cli("kill-switch", "status", *scope, "--json")

@@ -138,19 +138,11 @@ def test_an_account_halt_remembers_the_mode_written_after_its_read(
     ref = db.collection("tenants", tenant, "accounts").document("acct-1")
     ref.set({"trading_mode": "PAPER", "max_inflight_usd": 1000.0})
 
-    halt = run(
-        db,
-        firestore_project,
-        "on",
-        "--tenant",
-        tenant,
-        "--account",
-        "acct-1",
-        "--reason",
-        "drill",
-        after_read=once(lambda: ref.update({"trading_mode": "LIVE"})),
-    )
-    resume = run(db, firestore_project, "off", "--tenant", tenant, "--account", "acct-1")
+    account = ["--tenant", tenant, "--account", "acct-1"]
+    mode_changes = once(lambda: ref.update({"trading_mode": "LIVE"}))
+
+    halt = run(db, firestore_project, "on", *account, "--reason", "drill", after_read=mode_changes)
+    resume = run(db, firestore_project, "off", *account)
 
     assert (halt.exit_code, resume.exit_code) == (0, 0), halt.output + resume.output
     assert (ref.get().to_dict() or {})["trading_mode"] == "LIVE"
