@@ -16,7 +16,13 @@ from typing import Annotated, Any
 import typer
 
 from execution.broker_truth import FINAL_ORDER_STATUSES, FORBIDDING_OUTCOMES
-from execution.cli.context import EXIT_PROBLEMS, CliContext, document_id, reports_errors
+from execution.cli.context import (
+    EXIT_PROBLEMS,
+    CliContext,
+    CliError,
+    document_id,
+    reports_errors,
+)
 from execution.cli.dead_letters import republish_steps
 from execution.cli.queries import (
     DeadLetterRow,
@@ -26,8 +32,9 @@ from execution.cli.queries import (
     recent_dead_letters_query,
 )
 from execution.cli.render import console, print_json, table
-from execution.client_order_ids import client_order_id_for
+from execution.client_order_ids import client_order_id_for, parse_plain
 from execution.errors import ExecutionError
+from execution.firestore.placed_records import FirestorePlacedRecords
 from execution.firestore.reservations import reservation_ref
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationStatus
@@ -60,8 +67,10 @@ class IntentStory:
 
     @property
     def found(self) -> bool:
-        """Whether any record of the intent exists."""
-        return self.reservation is not None or bool(self.dead_letters)
+        """Whether any record of the intent, or an order of it at the broker, exists."""
+        return (
+            self.reservation is not None or bool(self.dead_letters) or self.broker.order is not None
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -71,10 +80,25 @@ class IntentStory:
 @reports_errors
 def intent(
     ctx: typer.Context,
-    tenant: Annotated[str, typer.Argument(help="The intent's tenant_id.", callback=document_id)],
+    tenant: Annotated[
+        str | None,
+        typer.Argument(help="The intent's tenant_id.", callback=document_id, show_default=False),
+    ] = None,
     client_intent_id: Annotated[
-        str, typer.Argument(help="The intent's client_intent_id.", callback=document_id)
-    ],
+        str | None,
+        typer.Argument(
+            help="The intent's client_intent_id.", callback=document_id, show_default=False
+        ),
+    ] = None,
+    client_order_id: Annotated[
+        str | None,
+        typer.Option(
+            "--client-order-id",
+            help="Find the intent by the client order id a broker order or an "
+            "`exec.contradiction.*` line carries, instead of TENANT CLIENT_INTENT_ID.",
+            show_default=False,
+        ),
+    ] = None,
     ask_broker: Annotated[
         bool,
         typer.Option(
@@ -89,10 +113,15 @@ def intent(
 ) -> None:
     """One intent's story: reservation, broker order, ledger, dead letters, what to do next.
 
-    Exits 1 when no record of the intent exists.
+    Exits 1 when no record of the intent exists, nor an order of it at the broker.
     """
     cli: CliContext = ctx.obj
-    story = read_story(cli, tenant, client_intent_id, ask_broker=ask_broker, scan=scan)
+    tenant, client_intent_id, account = _which_intent(
+        cli, tenant, client_intent_id, client_order_id
+    )
+    story = read_story(
+        cli, tenant, client_intent_id, ask_broker=ask_broker, scan=scan, account=account
+    )
     if json_output:
         print_json(story.as_dict())
     else:
@@ -101,8 +130,42 @@ def intent(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+def _which_intent(
+    cli: CliContext, tenant: str | None, intent_id: str | None, client_order_id: str | None
+) -> tuple[str, str, str | None]:
+    """(tenant_id, client_intent_id, broker_account_id where known) from the arguments."""
+    if client_order_id is None:
+        if tenant is None or intent_id is None:
+            raise typer.BadParameter("give TENANT CLIENT_INTENT_ID, or --client-order-id")
+        return tenant, intent_id, None
+    if tenant is not None or intent_id is not None:
+        raise typer.BadParameter(
+            "give TENANT CLIENT_INTENT_ID or --client-order-id, not both",
+            param_hint="--client-order-id",
+        )
+    plain = parse_plain(client_order_id)
+    if plain is not None:
+        return plain[0], plain[2], plain[1]
+    with cli.firestore_call("client order id lookup"):
+        located = FirestorePlacedRecords(cli.db(), policy=cli.policy).locate(client_order_id)
+    if located is None:
+        raise CliError(
+            f"No record carries client order id {client_order_id!r}, and it does not spell out "
+            "its intent (a hashed id, or not one of ours): see docs/DEPLOY.md part 16, "
+            "`exec.contradiction.unrecorded_order`.",
+            EXIT_PROBLEMS,
+        )
+    return located[0], located[1], None
+
+
 def read_story(
-    cli: CliContext, tenant_id: str, client_intent_id: str, *, ask_broker: bool, scan: int
+    cli: CliContext,
+    tenant_id: str,
+    client_intent_id: str,
+    *,
+    ask_broker: bool,
+    scan: int,
+    account: str | None = None,
 ) -> IntentStory:
     """Read the intent's records, ask the broker, and decide what to do next."""
     story = IntentStory(tenant_id, client_intent_id)
@@ -119,7 +182,7 @@ def read_story(
         story.dead_letters, story.dead_letters_scanned = _dead_letters_naming(
             cli, tenant_id, client_intent_id, scan
         )
-    account = _account_of(story)
+    account = _account_of(story) or account
     if story.reservation is not None and story.reservation.get("client_order_id"):
         story.client_order_id = str(story.reservation["client_order_id"])
     elif account is not None:
@@ -178,6 +241,14 @@ def _ask_broker(
 def next_steps(story: IntentStory, now: datetime) -> list[str]:
     """Plain advice from the state of the records and the broker."""
     record = story.reservation
+    order = story.broker.order
+    if record is None and order is not None:
+        return [
+            f"UNRECORDED: the broker holds order {order.get('broker_order_id')} "
+            f"({order.get('status')}) under client order id {story.client_order_id}, and no "
+            "reservation records it (deleted by hand, or another deployment trades with the same "
+            "keys): docs/DEPLOY.md part 16, `exec.contradiction.unrecorded_order`."
+        ]
     if record is None:
         if story.dead_letters:
             return [
