@@ -130,6 +130,6 @@ class SwitchMovedError(PermanentError):
     `document` holds the switch's document as it is now (None where it does not exist).
     """
 
-    def __init__(self, message: str, document: dict[str, Any] | None) -> None:
+    def __init__(self, message: str, document: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.document = document
