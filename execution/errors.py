@@ -21,13 +21,16 @@ The Pub/Sub entry point decides ack or retry from this tree alone::
         │   └── OrderNotCancelableError    a cancel of an order already closed (filled, canceled...)
         ├── AgentModeError             the trading mode forbids this broker call
         ├── ExecutionHaltedError       a kill switch is on
-        └── SettingsError              unsafe or incomplete configuration
+        ├── SettingsError              unsafe or incomplete configuration
+        └── SwitchMovedError           a kill switch changed under an operator's change of it
 
 `execution.documents.MalformedReservationError` is permanent too (and a `ValueError`, as every
 malformed document is): the intent's own record fits no model until an operator repairs it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ExecutionError(Exception):
@@ -119,3 +122,14 @@ class ExecutionHaltedError(PermanentError):
 
 class SettingsError(PermanentError):
     """Settings are unsafe or incomplete; the message names the fix."""
+
+
+class SwitchMovedError(PermanentError):
+    """A kill switch changed between a command's read and its write: this change was not made.
+
+    `document` holds the switch's document as it is now (None where it does not exist).
+    """
+
+    def __init__(self, message: str, document: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.document = document

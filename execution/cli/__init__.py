@@ -18,6 +18,7 @@ import typer
 
 from execution.cli import kill_switch
 from execution.cli.context import CliContext
+from execution.cli.dead_letters import dead_letters
 from execution.cli.intent import intent
 from execution.cli.publish import publish
 from execution.cli.reconcile import reconcile
@@ -102,6 +103,7 @@ app.command("reconcile")(reconcile)
 app.add_typer(kill_switch.app, name="kill-switch")
 app.command("status")(status)
 app.command("intent")(intent)
+app.command("dead-letters")(dead_letters)
 
 
 def main() -> None:

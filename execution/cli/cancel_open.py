@@ -66,15 +66,19 @@ class CancelReport:
     """Live leases of the scope: intents that may still place an order (`may_place_until`)."""
     complete: bool = True
     error: str | None = None
+    switch_lifted: str | None = None
+    """Set where the switch was no longer on once the cancels were done (someone resumed the
+    scope meanwhile): new orders may have been placed after the listing."""
 
     @property
     def problems(self) -> bool:
         """Something a person must look at: a cancel not done, an unknown owner, a short list,
-        an intent that may still place an order."""
+        an intent that may still place an order, a switch lifted under the command."""
         failed = any(
             c["result"] not in ("cancel_requested", "already_closed") for c in self.cancels
         )
-        return failed or bool(self.unlocated or self.in_flight) or not self.complete
+        lifted = self.switch_lifted is not None
+        return failed or lifted or bool(self.unlocated or self.in_flight) or not self.complete
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""

@@ -119,6 +119,8 @@ class CliContext:
     timeout_option: float | None = None
     clock: Clock = system_clock
     sleep: Callable[[float], None] = time.sleep
+    after_switch_read: Callable[[], None] = lambda: None
+    """Runs between a kill switch's read and its conditional write (tests stage races here)."""
     db_client: firestore.Client | None = None
     publisher_client: PublisherClient | None = None
     broker_client: Broker | None = None

@@ -16,7 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from execution.broker_truth import FINAL_ORDER_STATUSES, FORBIDDING_OUTCOMES
-from execution.cli.context import EXIT_PROBLEMS, CliContext, document_id, reports_errors
+from execution.cli.context import (
+    EXIT_PROBLEMS,
+    CliContext,
+    CliError,
+    document_id,
+    reports_errors,
+)
+from execution.cli.dead_letters import republish_steps
 from execution.cli.queries import (
     DeadLetterRow,
     json_ready,
@@ -25,8 +32,9 @@ from execution.cli.queries import (
     recent_dead_letters_query,
 )
 from execution.cli.render import console, print_json, table
-from execution.client_order_ids import client_order_id_for
+from execution.client_order_ids import client_order_id_for, parse_plain
 from execution.errors import ExecutionError
+from execution.firestore.placed_records import FirestorePlacedRecords
 from execution.firestore.reservations import reservation_ref
 from execution.models import BrokerOrder, Outcome
 from execution.reservations import ReservationStatus
@@ -59,8 +67,10 @@ class IntentStory:
 
     @property
     def found(self) -> bool:
-        """Whether any record of the intent exists."""
-        return self.reservation is not None or bool(self.dead_letters)
+        """Whether any record of the intent, or an order of it at the broker, exists."""
+        return (
+            self.reservation is not None or bool(self.dead_letters) or self.broker.order is not None
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -70,10 +80,25 @@ class IntentStory:
 @reports_errors
 def intent(
     ctx: typer.Context,
-    tenant: Annotated[str, typer.Argument(help="The intent's tenant_id.", callback=document_id)],
+    tenant: Annotated[
+        str | None,
+        typer.Argument(help="The intent's tenant_id.", callback=document_id, show_default=False),
+    ] = None,
     client_intent_id: Annotated[
-        str, typer.Argument(help="The intent's client_intent_id.", callback=document_id)
-    ],
+        str | None,
+        typer.Argument(
+            help="The intent's client_intent_id.", callback=document_id, show_default=False
+        ),
+    ] = None,
+    client_order_id: Annotated[
+        str | None,
+        typer.Option(
+            "--client-order-id",
+            help="Find the intent by the client order id a broker order or an "
+            "`exec.contradiction.*` line carries, instead of TENANT CLIENT_INTENT_ID.",
+            show_default=False,
+        ),
+    ] = None,
     ask_broker: Annotated[
         bool,
         typer.Option(
@@ -88,10 +113,15 @@ def intent(
 ) -> None:
     """One intent's story: reservation, broker order, ledger, dead letters, what to do next.
 
-    Exits 1 when no record of the intent exists.
+    Exits 1 when no record of the intent exists, nor an order of it at the broker.
     """
     cli: CliContext = ctx.obj
-    story = read_story(cli, tenant, client_intent_id, ask_broker=ask_broker, scan=scan)
+    tenant, client_intent_id, account = _which_intent(
+        cli, tenant, client_intent_id, client_order_id
+    )
+    story = read_story(
+        cli, tenant, client_intent_id, ask_broker=ask_broker, scan=scan, account=account
+    )
     if json_output:
         print_json(story.as_dict())
     else:
@@ -100,8 +130,42 @@ def intent(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+def _which_intent(
+    cli: CliContext, tenant: str | None, intent_id: str | None, client_order_id: str | None
+) -> tuple[str, str, str | None]:
+    """(tenant_id, client_intent_id, broker_account_id where known) from the arguments."""
+    if client_order_id is None:
+        if tenant is None or intent_id is None:
+            raise typer.BadParameter("give TENANT CLIENT_INTENT_ID, or --client-order-id")
+        return tenant, intent_id, None
+    if tenant is not None or intent_id is not None:
+        raise typer.BadParameter(
+            "give TENANT CLIENT_INTENT_ID or --client-order-id, not both",
+            param_hint="--client-order-id",
+        )
+    plain = parse_plain(client_order_id)
+    if plain is not None:
+        return plain[0], plain[2], plain[1]
+    with cli.firestore_call("client order id lookup"):
+        located = FirestorePlacedRecords(cli.db(), policy=cli.policy).locate(client_order_id)
+    if located is None:
+        raise CliError(
+            f"No record carries client order id {client_order_id!r}, and it does not spell out "
+            "its intent (a hashed id, or not one of ours): see docs/DEPLOY.md part 16, "
+            "`exec.contradiction.unrecorded_order`.",
+            EXIT_PROBLEMS,
+        )
+    return located[0], located[1], None
+
+
 def read_story(
-    cli: CliContext, tenant_id: str, client_intent_id: str, *, ask_broker: bool, scan: int
+    cli: CliContext,
+    tenant_id: str,
+    client_intent_id: str,
+    *,
+    ask_broker: bool,
+    scan: int,
+    account: str | None = None,
 ) -> IntentStory:
     """Read the intent's records, ask the broker, and decide what to do next."""
     story = IntentStory(tenant_id, client_intent_id)
@@ -118,7 +182,7 @@ def read_story(
         story.dead_letters, story.dead_letters_scanned = _dead_letters_naming(
             cli, tenant_id, client_intent_id, scan
         )
-    account = _account_of(story)
+    account = _account_of(story) or account
     if story.reservation is not None and story.reservation.get("client_order_id"):
         story.client_order_id = str(story.reservation["client_order_id"])
     elif account is not None:
@@ -139,26 +203,11 @@ def _dead_letters_naming(
         return found, 0
     for snap in read_pages(recent_dead_letters_query(cli.db()), cli.policy, limit=scan):
         scanned += 1
-        names = _payload_ids(snap.to_dict() or {})
-        if names == (tenant_id, client_intent_id):
-            row = DeadLetterRow.from_snapshot(snap).as_dict()
-            row["broker_account_id"] = _payload(snap.to_dict() or {}).get("broker_account_id")
-            found.append(row)
+        row = DeadLetterRow.from_snapshot(snap)
+        tenant, account, intent = row.named_ids()
+        if (tenant, intent) == (tenant_id, client_intent_id):
+            found.append({**row.as_dict(), "broker_account_id": account})
     return found, scanned
-
-
-def _payload(document: dict[str, Any]) -> dict[str, Any]:
-    try:
-        payload = json.loads(str(document.get("data") or ""))
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-def _payload_ids(document: dict[str, Any]) -> tuple[Any, Any]:
-    """(tenant_id, client_intent_id) a dead letter names: its own fields, else its payload's."""
-    source = document if document.get("client_intent_id") else _payload(document)
-    return source.get("tenant_id"), source.get("client_intent_id")
 
 
 def _account_of(story: IntentStory) -> str | None:
@@ -192,18 +241,31 @@ def _ask_broker(
 def next_steps(story: IntentStory, now: datetime) -> list[str]:
     """Plain advice from the state of the records and the broker."""
     record = story.reservation
+    order = story.broker.order
+    if record is None and order is not None:
+        return [
+            f"UNRECORDED: the broker holds order {order.get('broker_order_id')} "
+            f"({order.get('status')}) under client order id {story.client_order_id}, and no "
+            "reservation records it (deleted by hand, or another deployment trades with the same "
+            "keys): docs/DEPLOY.md part 16, `exec.contradiction.unrecorded_order`."
+        ]
     if record is None:
         if story.dead_letters:
             return [
-                f"Never executed: dead-lettered ({story.dead_letters[0]['reason']}). Fix the "
-                "payload and publish it again (with a new client_intent_id if it changed)."
+                f"Never executed: dead-lettered ({story.dead_letters[0]['reason']}); "
+                f"`dead-letters {story.dead_letters[0]['dead_letter_id']}` shows its payload.",
+                *republish_steps(story.tenant_id, story.client_intent_id, None),
             ]
         return [
             "No record: the intent never reached execute_intent (check the publisher and the "
-            "Pub/Sub dead-letter subscription), or its record was purged (purge_at). "
-            f"{story.dead_letters_scanned} recent dead letters were searched."
+            "Pub/Sub dead-letter subscription); or it is being retried before it could reserve "
+            "(a market order with no usable quote in market_quotes, a store outage: the "
+            "function's log has `exec.delivery.retry` lines with the reason); or its record was "
+            f"purged (purge_at). {story.dead_letters_scanned} recent dead letters were searched."
         ]
     steps = _steps_for_status(record, story, now)
+    if story.dead_letters:
+        steps += republish_steps(story.tenant_id, story.client_intent_id, record)
     if record.get("counted_lease_id") and record.get("status") != ReservationStatus.RESERVED.value:
         steps.append(
             f"Still counts against the account's position and daily orders (hold "

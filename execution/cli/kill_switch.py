@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from rich.table import Table
 
@@ -36,21 +37,26 @@ from execution.cli.cancel_open import (
 from execution.cli.context import (
     EXIT_PROBLEMS,
     CliContext,
+    CliError,
     default_operator,
     document_id,
+    is_missing_index,
     reports_errors,
 )
 from execution.cli.queries import (
     KillSwitchRow,
     ReservationRow,
+    halted_accounts_query,
     kill_switches_query,
     reservations_by_status_query,
     tenant_reservations_query,
 )
 from execution.cli.render import console, on_off, print_json, relative, table
 from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationKeys
+from execution.errors import SwitchMovedError
 from execution.firestore.paths import KILL_SWITCH, account_ref, kill_switch_ref, reservation_ref
 from execution.firestore.placed_records import FirestorePlacedRecords
+from execution.firestore.switches import SwitchChange, SwitchWrite, change_switch
 from execution.reservations import ReservationStatus
 from execution.settings import AgentMode
 
@@ -102,13 +108,17 @@ def switch_on(
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Halt execution: intents reaching the broker stage end as `halted` (an account's as
-    `rejected` by its trading_mode). Exits 1 when a cancel was not done."""
+    """Halt execution: intents reaching the broker stage end as `halted` (an account's with
+    the reason `account_mode_off`). Exits 1 when a cancel was not done, or when the switch
+    changed under the command."""
     cli: CliContext = ctx.obj
     if not reason.strip():
         raise typer.BadParameter("say why execution is halted", param_hint="--reason")
     row = _write(cli, tenant, account, enabled=True, reason=reason, by=by)
     report = _cancel_open(cli, Scope(tenant, account), lookback) if cancel_open else None
+    if report is not None:
+        # The cancels are worth something only while the switch stays on: read it again.
+        report.switch_lifted = _lifted(cli, row)
     if json_output:
         print_json({"switch": row.as_dict(), "cancel_open": report.as_dict() if report else None})
     else:
@@ -148,6 +158,8 @@ def _print_on(row: KillSwitchRow, reason: str, report: CancelReport | None) -> N
         )
     if not report.complete:
         out.print(f"The listing stopped short ({report.error}): run again.", markup=False)
+    if report.switch_lifted is not None:
+        out.print(report.switch_lifted, markup=False)
 
 
 @app.command("off")
@@ -162,7 +174,8 @@ def switch_off(
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Resume execution (the other switches, and EXECUTION_HALTED, still apply)."""
+    """Resume execution (the other switches, and EXECUTION_HALTED, still apply). Exits 1,
+    lifting nothing, when the switch changed after this command read it (an `on` landed)."""
     cli: CliContext = ctx.obj
     row = _write(cli, tenant, account, enabled=False, reason=reason, by=by)
     if json_output:
@@ -185,13 +198,17 @@ def switch_status(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Show the global switch and every tenant switch that exists."""
+    """Show the global switch, every tenant switch that exists, and every halted account
+    (`trading_mode: OFF`)."""
     cli: CliContext = ctx.obj
-    rows = read_switches(cli, tenant)
+    accounts, problem = read_account_halts(cli, tenant)
+    rows = [*read_switches(cli, tenant), *accounts]
     if json_output:
         print_json([row.as_dict() for row in rows])
         return
     console().print(switches_table(rows, cli))
+    if problem is not None:
+        console(stderr=True).print(f"Note: {problem}.", markup=False)
 
 
 def read_switches(cli: CliContext, tenant: str | None) -> list[KillSwitchRow]:
@@ -210,6 +227,29 @@ def read_switches(cli: CliContext, tenant: str | None) -> list[KillSwitchRow]:
         ]
     tenant_rows.sort(key=lambda row: row.tenant_id or "")
     return [KillSwitchRow.from_snapshot(global_snap), *tenant_rows]
+
+
+def read_account_halts(
+    cli: CliContext, tenant: str | None
+) -> tuple[list[KillSwitchRow], str | None]:
+    """Accounts halted by their `trading_mode: OFF`, and a problem where they cannot be listed.
+
+    Across tenants this needs the collection-group index on `accounts.trading_mode`: where it is
+    not deployed yet, the switches are still shown, with how to deploy it.
+    """
+    with cli.firestore_call("halted accounts read"):
+        try:
+            snaps = list(halted_accounts_query(cli.db(), tenant).stream(**cli.policy.kwargs()))
+        except gexc.FailedPrecondition as exc:
+            if not is_missing_index(exc):
+                raise
+            return [], (
+                "halted accounts not listed: needs the collection-group index on accounts."
+                "trading_mode (`firebase deploy --only firestore:indexes`), or pass --tenant"
+            )
+    rows = [KillSwitchRow.from_account_snapshot(snap) for snap in snaps]
+    rows.sort(key=lambda row: (row.tenant_id or "", row.broker_account_id or ""))
+    return rows, None
 
 
 def switches_table(rows: list[KillSwitchRow], cli: CliContext) -> Table:
@@ -240,6 +280,7 @@ def _write(
     reason: str | None,
     by: str | None,
 ) -> KillSwitchRow:
+    """Turn the scope's switch on or off, atomically with the read it is decided on."""
     if account is not None and tenant is None:
         raise typer.BadParameter("account ids are per tenant: add --tenant", param_hint="--account")
     db = cli.db()
@@ -255,47 +296,87 @@ def _write(
     fields = KillSwitchDocument(
         enabled=enabled, reason=reason, updated_by=row.updated_by, updated_at=row.updated_at
     ).to_document()
+    if tenant is not None and account is not None:
+        ref = account_ref(db, tenant, account)
+        change = _account_change(fields)
+    else:
+        ref = kill_switch_ref(db, tenant)
+        change = _switch_change(fields)
     with cli.firestore_call("kill switch write"):
-        if tenant is not None and account is not None:
-            ref = account_ref(db, tenant, account)
-            _halt_account(cli, ref, fields)
-        else:
-            ref = kill_switch_ref(db, tenant)
-            # merge: fields an operator keeps on the document (a ticket link...) survive.
-            ref.set(fields, merge=True, **cli.policy.kwargs())
+        try:
+            change_switch(db, ref, change, policy=cli.policy, after_read=cli.after_switch_read)
+        except SwitchMovedError as exc:
+            raise CliError(_moved_message(row, exc), EXIT_PROBLEMS) from exc
     return KillSwitchRow(**{**row.as_fields(), "path": ref.path})
+
+
+def _moved_message(row: KillSwitchRow, exc: SwitchMovedError) -> str:
+    now = exc.document
+    if row.broker_account_id is not None:
+        halt = (now or {}).get("kill_switch")
+        now = halt if isinstance(halt, dict) else None
+    switch = KillSwitchDocument.parse(now or {})
+    state = "ON" if switch.enabled else "off"
+    return (
+        f"Kill switch for {row.scope} not changed: {exc}. It is now {state}"
+        f" (by {switch.updated_by}, {switch.reason or 'no reason'}). Read it "
+        "(`kill-switch status`) and run the command again if you still mean it."
+    )
+
+
+SWITCH_FIELDS = tuple(KillSwitchDocument.model_fields)
+"""The fields of a switch document that are the switch (an operator may keep others on it)."""
+
+
+def _switch_change(fields: dict[str, Any]) -> SwitchChange:
+    """Global or tenant switch: write the fields (others on the document stay)."""
+    return SwitchChange(
+        decide=lambda _data: SwitchWrite(fields),
+        switch_of=lambda data: {k: (data or {}).get(k) for k in SWITCH_FIELDS},
+        only_as_read=not fields["enabled"],
+    )
 
 
 ACCOUNT_FIELDS_OF_THE_SWITCH = frozenset({"kill_switch", "trading_mode"})
 """What `on` writes into an account's settings document."""
 
 
-def _halt_account(
-    cli: CliContext, ref: firestore.DocumentReference, fields: dict[str, Any]
-) -> None:
+def _account_change(fields: dict[str, Any]) -> SwitchChange:
+    """An account's halt: its `trading_mode`, with the halt's fields under `kill_switch`."""
+    return SwitchChange(
+        decide=lambda data: _halt_account(data, fields),
+        switch_of=lambda data: ((data or {}).get("kill_switch"), (data or {}).get("trading_mode")),
+        only_as_read=not fields["enabled"],
+    )
+
+
+def _halt_account(data: dict[str, Any] | None, fields: dict[str, Any]) -> SwitchWrite | None:
     """Set (or lift) the account's `trading_mode: OFF`, remembering the mode it replaced.
 
     Run twice, `on` keeps the mode from before the first `on`, never OFF itself. An account
     without a settings document is unknown (`REQUIRE_ACCOUNT_DOCUMENT=1` rejects its intents):
     `on` creates the document and says so (`kill_switch.created_document`), and `off` deletes it
     while it holds nothing else, so halting and resuming never makes an unknown account a known
-    one without limits (nor does an `off` of an account that has no document).
+    one without limits (nor does an `off` of an account that has no document). The write lands
+    only on the document read (`change_switch`): limits added meanwhile stay, and a mode or a
+    halt written meanwhile is read again before it is replaced.
     """
-    snap = ref.get(**cli.policy.kwargs())
-    data = snap.to_dict() or {}
-    stored = data.get("kill_switch")
+    stored = (data or {}).get("kill_switch")
     halt: dict[str, Any] = stored if isinstance(stored, dict) else {}
     halted_by_us = bool(halt.get("enabled"))
-    previous = halt.get("previous_trading_mode") if halted_by_us else data.get("trading_mode")
-    created = bool(halt.get("created_document")) if halted_by_us else not snap.exists
     if not fields["enabled"]:
-        if not snap.exists:
-            return  # nothing to lift, and no document to create
-        if halted_by_us and created and set(data) <= ACCOUNT_FIELDS_OF_THE_SWITCH:
-            # Only if no one wrote the document since it was read (limits added meanwhile stay).
-            option = cli.db().write_option(last_update_time=snap.update_time)
-            ref.delete(option=option, **cli.policy.kwargs())
-            return
+        if data is None:
+            return None  # nothing to lift, and no document to create
+        if (
+            halted_by_us
+            and halt.get("created_document")
+            and set(data) <= ACCOUNT_FIELDS_OF_THE_SWITCH
+        ):
+            return SwitchWrite(None)
+    previous = (
+        halt.get("previous_trading_mode") if halted_by_us else (data or {}).get("trading_mode")
+    )
+    created = bool(halt.get("created_document")) if halted_by_us else data is None
     update: dict[str, Any] = {
         "kill_switch": {**fields, "previous_trading_mode": previous, "created_document": created}
     }
@@ -303,7 +384,32 @@ def _halt_account(
         update["trading_mode"] = AgentMode.OFF.value
     elif halted_by_us:
         update["trading_mode"] = previous if previous is not None else firestore.DELETE_FIELD
-    ref.set(update, merge=True, **cli.policy.kwargs())
+    return SwitchWrite(update)
+
+
+def _lifted(cli: CliContext, row: KillSwitchRow) -> str | None:
+    """Why the scope `row` halted is no longer halted, or None while it still is."""
+    db = cli.db()
+    with cli.firestore_call("kill switch read"):
+        if row.tenant_id is not None and row.broker_account_id is not None:
+            ref = account_ref(db, row.tenant_id, row.broker_account_id)
+        else:
+            ref = kill_switch_ref(db, row.tenant_id)
+        data = ref.get(**cli.policy.kwargs()).to_dict() or {}
+    if row.broker_account_id is not None:
+        if data.get("trading_mode") == AgentMode.OFF.value:
+            return None
+        halt = data.get("kill_switch")
+        data = halt if isinstance(halt, dict) else {}
+    elif KillSwitchDocument.parse(data).enabled:
+        return None
+    switch = KillSwitchDocument.parse(data)
+    who = f" (by {switch.updated_by}, {switch.reason or 'no reason'})" if switch.updated_by else ""
+    return (
+        f"The switch for {row.scope} was turned off while the command ran{who}: orders may have "
+        "been placed after the listing. Run `kill-switch on --cancel-open` again if the scope "
+        "must stay halted."
+    )
 
 
 def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> CancelReport:

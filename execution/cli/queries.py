@@ -20,6 +20,7 @@ docs/EMULATOR-FACTS.md, F2).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -34,10 +35,19 @@ from execution.documents import (
     MalformedDocumentError,
     reservation_from_document,
 )
-from execution.firestore.paths import DEAD_LETTERS, LEDGER, OPS, RESERVATIONS, tenant_collection
+from execution.firestore.paths import (
+    ACCOUNTS,
+    DEAD_LETTERS,
+    LEDGER,
+    OPS,
+    RESERVATIONS,
+    tenant_collection,
+)
 from execution.firestore.support import CallPolicy
 from execution.firestore.sweeper_store import expired_leases_query
+from execution.models import validate_document_id
 from execution.reservations import ReservationStatus
+from execution.settings import AgentMode
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,23 @@ class KillSwitchRow:
             **switch.model_dump(),
         )
 
+    @classmethod
+    def from_account_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> KillSwitchRow:
+        """An account halted by its settings document (`trading_mode: OFF`), with who and why
+        from its `kill_switch` map where `kill-switch on --account` wrote one."""
+        halt = (snap.to_dict() or {}).get("kill_switch")
+        switch = KillSwitchDocument.parse(halt if isinstance(halt, dict) else {})
+        tenant = snap.reference.parent.parent
+        return cls(
+            path=snap.reference.path,
+            tenant_id=tenant.id if tenant is not None else None,
+            enabled=True,
+            reason=switch.reason if switch.enabled else "trading_mode OFF (not by kill-switch)",
+            updated_by=switch.updated_by if switch.enabled else None,
+            updated_at=switch.updated_at if switch.enabled else None,
+            broker_account_id=snap.id,
+        )
+
     @property
     def scope(self) -> str:
         """`global`, `tenant <id>` or `account <tenant>/<account>`."""
@@ -144,6 +171,8 @@ class DeadLetterRow:
     reason: str
     recorded_at: datetime | None
     data: str
+    dead_letter_id: str = ""
+    """The document's id (`dead-letters ID` reads it)."""
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> DeadLetterRow:
@@ -151,12 +180,27 @@ class DeadLetterRow:
         try:
             letter = DeadLetterDocument.parse(snap.to_dict() or {})
         except MalformedDocumentError as exc:
-            return cls(message_id=snap.id, reason=str(exc), recorded_at=None, data="")
+            return cls(snap.id, str(exc), None, "", snap.id)
         return cls(
             message_id=letter.message_id or snap.id,
             reason=letter.reason,
             recorded_at=letter.recorded_at,
             data=letter.data,
+            dead_letter_id=snap.id,
+        )
+
+    def named_ids(self) -> tuple[str | None, str | None, str | None]:
+        """(tenant_id, broker_account_id, client_intent_id) the payload names, each None where it
+        is absent or not a valid id (a payload that is not a JSON object names none)."""
+        try:
+            payload = json.loads(self.data)
+        except ValueError:
+            payload = None
+        named = payload if isinstance(payload, dict) else {}
+        return (
+            _valid_id(named.get("tenant_id")),
+            _valid_id(named.get("broker_account_id")),
+            _valid_id(named.get("client_intent_id")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -213,6 +257,14 @@ def recent_dead_letters_query(db: firestore.Client) -> firestore.Query:
     return db.collection(DEAD_LETTERS).order_by("recorded_at", direction=firestore.Query.DESCENDING)
 
 
+def dead_letter_by_message_query(db: firestore.Client, message_id: str) -> firestore.Query:
+    """Dead letters recorded for one Pub/Sub message id (one equality: an automatic index)."""
+    query: firestore.Query = db.collection(DEAD_LETTERS).where(
+        filter=FieldFilter("message_id", "==", message_id)
+    )
+    return query
+
+
 def ledger_of_intent_query(
     db: firestore.Client, tenant_id: str, client_intent_id: str
 ) -> firestore.Query:
@@ -220,6 +272,19 @@ def ledger_of_intent_query(
     ledger = tenant_collection(db, tenant_id, LEDGER)
     query: firestore.Query = ledger.where(
         filter=FieldFilter("client_intent_id", "==", client_intent_id)
+    )
+    return query
+
+
+def halted_accounts_query(db: firestore.Client, tenant_id: str | None) -> firestore.Query:
+    """Accounts whose settings say `trading_mode: OFF` (halted), of one tenant or of all."""
+    source: Any = (
+        db.collection_group(ACCOUNTS)
+        if tenant_id is None
+        else tenant_collection(db, tenant_id, ACCOUNTS)
+    )
+    query: firestore.Query = source.where(
+        filter=FieldFilter("trading_mode", "==", AgentMode.OFF.value)
     )
     return query
 
@@ -243,7 +308,10 @@ def query_shapes(db: firestore.Client, now: datetime) -> dict[str, firestore.Que
         "recent outcomes, all tenants": recent_outcomes_query(db),
         "recent outcomes, one tenant": recent_outcomes_query(db, "t"),
         "recent dead letters": recent_dead_letters_query(db),
+        "dead letter by message id": dead_letter_by_message_query(db, "m"),
         "kill switches": kill_switches_query(db),
+        "halted accounts, all tenants": halted_accounts_query(db, None),
+        "halted accounts, one tenant": halted_accounts_query(db, "t"),
         "ledger of one intent": ledger_of_intent_query(db, "t", "i"),
     }
 
@@ -287,3 +355,12 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: json_ready(v) for k, v in value.items()}
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _valid_id(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return validate_document_id(value)
+    except ValueError:
+        return None

@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from execution.cli.context import CliContext, document_id, is_missing_index, reports_errors
-from execution.cli.kill_switch import read_switches, switches_table
+from execution.cli.kill_switch import read_account_halts, read_switches, switches_table
 from execution.cli.queries import (
     DeadLetterRow,
     KillSwitchRow,
@@ -78,6 +78,7 @@ class Snapshot:
     outcomes_problem: str | None
     dead_letters: list[DeadLetterRow]
     settings: dict[str, Any] = field(default_factory=dict)
+    switches_problem: str | None = None
 
 
 @reports_errors
@@ -105,6 +106,7 @@ def status(
                 "firestore": cli.firestore_target,
                 "settings": snapshot.settings,
                 "kill_switches": [row.as_dict() for row in snapshot.switches],
+                "kill_switches_problem": snapshot.switches_problem,
                 "in_flight": [row.as_dict() for row in snapshot.in_flight],
                 "recent_outcomes": None
                 if snapshot.outcomes is None
@@ -121,7 +123,8 @@ def _read(cli: CliContext, tenant: str | None, recent: int) -> Snapshot:
     db = cli.db()
     now = cli.clock()
     settings = cli.settings
-    switches = read_switches(cli, tenant)
+    halted_accounts, switches_problem = read_account_halts(cli, tenant)
+    switches = [*read_switches(cli, tenant), *halted_accounts]
     with cli.firestore_call("status read"):
         reserved_query = (
             reservations_by_status_query(db, RESERVED)
@@ -166,6 +169,7 @@ def _read(cli: CliContext, tenant: str | None, recent: int) -> Snapshot:
         outcomes=outcomes,
         outcomes_problem=problem,
         dead_letters=dead_letters,
+        switches_problem=switches_problem,
         settings={
             "agent_mode": settings.agent_mode.value,
             "execution_halted": settings.execution_halted,
@@ -197,6 +201,8 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
     out = console()
     out.print(_overview(cli, snap))
     out.print(switches_table(snap.switches, cli))
+    if snap.switches_problem is not None:
+        out.print(f"Note: {snap.switches_problem}.", markup=False)
     _print_in_flight(out, snap)
     _print_outcomes(out, snap, tenant)
     _print_dead_letters(out, snap)
@@ -204,7 +210,10 @@ def _render(cli: CliContext, snap: Snapshot, tenant: str | None) -> None:
 
 def _overview(cli: CliContext, snap: Snapshot) -> Panel:
     """Where this shell points, its trading settings, and whether a kill switch halts."""
-    halted = any(row.enabled for row in snap.switches) or cli.settings.execution_halted
+    halted = cli.settings.execution_halted or any(
+        row.enabled for row in snap.switches if row.broker_account_id is None
+    )
+    halted_accounts = [row.scope for row in snap.switches if row.broker_account_id is not None]
     header = Text.assemble(
         ("project ", "bold"),
         cli.project,
@@ -235,11 +244,15 @@ def _overview(cli: CliContext, snap: Snapshot) -> Panel:
         "Settings as this shell's environment sets them; the deployed function has its own.",
         style="dim",
     )
-    verdict = (
-        Text("HALTED: a kill switch is on", style="bold red")
-        if halted
-        else Text("Execution allowed by every kill switch", style="green")
-    )
+    if halted:
+        verdict = Text("HALTED: a kill switch is on", style="bold red")
+    elif halted_accounts:
+        verdict = Text(
+            f"Halted accounts (trading_mode OFF): {', '.join(halted_accounts)}; others allowed",
+            style="bold yellow",
+        )
+    else:
+        verdict = Text("Execution allowed by every kill switch", style="green")
     return Panel(Group(header, mode, note, verdict), title="execution status", title_align="left")
 
 
@@ -313,6 +326,11 @@ def _print_dead_letters(out: Console, snap: Snapshot) -> None:
                     for row in snap.dead_letters
                 ),
             )
+        )
+        out.print(
+            "Never executed. Why, the payload and how to publish it again safely: "
+            "`dead-letters MESSAGE_ID`.",
+            markup=False,
         )
     else:
         out.print("Dead letters: none.", markup=False)

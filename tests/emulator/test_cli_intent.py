@@ -19,7 +19,8 @@ from typer.testing import CliRunner, Result
 from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox, status
 from execution.brokers.paper import PaperBroker
 from execution.cli import app
-from execution.cli.context import EXIT_PROBLEMS
+from execution.cli.context import EXIT_PROBLEMS, EXIT_USAGE
+from execution.client_order_ids import client_order_id_for
 from execution.clock import system_clock
 from execution.errors import BrokerTransientError
 from execution.firestore.dead_letters import FirestoreDeadLetters
@@ -138,6 +139,7 @@ def test_a_dead_lettered_payload_is_found_by_the_ids_it_names(
     assert dead["reason"] == "InvalidIntentError: qty must be > 0"
     assert told["broker"]["asked"] is True and told["broker"]["order"] is None
     assert told["next_steps"][0].startswith("Never executed: dead-lettered")
+    assert "with the SAME client_intent_id" in told["next_steps"][1]
 
 
 def test_an_intent_with_no_record_anywhere_exits_1_saying_where_to_look(
@@ -146,7 +148,8 @@ def test_an_intent_with_no_record_anywhere_exits_1_saying_where_to_look(
     result = cli("intent", unique("tenant"), unique("intent"), "--json")
 
     assert result.exit_code == EXIT_PROBLEMS
-    assert json.loads(result.stdout)["next_steps"][0].startswith("No record")
+    [step] = json.loads(result.stdout)["next_steps"]
+    assert step.startswith("No record") and "exec.delivery.retry" in step
 
 
 def test_the_table_shows_the_record_the_order_and_the_next_step(
@@ -222,3 +225,69 @@ def test_an_intent_whose_broker_answer_was_lost_is_told_as_still_counting_agains
 
     assert told["reservation"]["outcome"] == "exception"
     assert any("Still counts against the account's position" in s for s in told["next_steps"])
+
+
+# -- by client order id (what a broker order or an `exec.contradiction.*` line carries) ----------
+
+
+def test_an_intent_is_found_by_its_plain_client_order_id(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    intent = executed(db)
+
+    result = cli("intent", "--client-order-id", client_order_id_of(intent), "--json")
+
+    assert result.exit_code == 0, result.output
+    told = json.loads(result.stdout)
+    assert (told["tenant_id"], told["client_intent_id"]) == (
+        intent.tenant_id,
+        intent.client_intent_id,
+    )
+    assert told["reservation"]["outcome"] == "placed"
+
+
+def test_an_intent_is_found_by_its_hashed_client_order_id_through_its_record(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    intent = executed(db, client_intent_id="h" * 120)  # too long for the plain form: hashed
+
+    result = cli("intent", "--client-order-id", client_order_id_of(intent), "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["client_intent_id"] == intent.client_intent_id
+
+
+def test_an_order_at_the_broker_that_no_record_knows_is_named_unrecorded(
+    cli: Callable[..., Result], db: firestore.Client
+) -> None:
+    tenant, intent_id = unique("tenant"), unique("intent")
+    client_order_id = client_order_id_for(tenant, "acct-1", intent_id)
+    PaperBroker(db, clock=system_clock, policy=PATIENT).place_order(
+        make_order_request(
+            tenant_id=tenant, broker_account_id="acct-1", client_order_id=client_order_id
+        )
+    )
+
+    result = cli("intent", "--client-order-id", client_order_id, "--json")
+
+    assert result.exit_code == 0, result.output
+    told = json.loads(result.stdout)
+    assert told["reservation"] is None
+    assert told["next_steps"][0].startswith("UNRECORDED: the broker holds order")
+
+
+def test_a_hashed_client_order_id_no_record_carries_exits_1_naming_the_runbook(
+    cli: Callable[..., Result],
+) -> None:
+    result = cli("intent", "--client-order-id", client_order_id_for("t", "a", "x" * 120))
+
+    assert result.exit_code == EXIT_PROBLEMS
+    assert "unrecorded_order" in result.output
+
+
+def test_ids_and_a_client_order_id_together_are_a_usage_error(
+    cli: Callable[..., Result],
+) -> None:
+    result = cli("intent", "t", "i", "--client-order-id", "ex1-1-t-1-a-i")
+
+    assert result.exit_code == EXIT_USAGE
