@@ -87,13 +87,17 @@ delivery waits (`LimitWaitError`, retried by Pub/Sub).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from execution.errors import BudgetWaitError, InvalidIntentError, LimitWaitError
+from execution.models import EXACT_MONEY, money_decimal
 
-# A float sum of cents may land a hair above the limit it equals.
+# A float sum of share quantities may land a hair above the limit it equals.
 _EPSILON = 1e-6
+
 
 DEFAULT_CLOCK_SKEW_SECONDS = 5.0
 """CLOCK_SKEW_SECONDS's default: how far instances' clocks may disagree."""
@@ -344,17 +348,30 @@ def _unknown_note(holds: dict[str, Lease], now: datetime) -> str:
 
 
 def _budget(others: dict[str, Lease], lease: Lease, limit: float | None) -> Verdict:
+    """Decided in exact decimals, since a float sum rounds and may cross the limit either way:
+    4797785.325233454 + 5202214.674766547 is 1e7 in floats, a billionth over a $10M cap in
+    decimals; 0.1 + 0.2 is over a 0.3 cap in floats, at it in decimals. Each amount counts as
+    its `money_decimal`, at least its exact worth (`worth_usd`); the limit as written."""
     if limit is None:
         return None
-    if lease.amount_usd > limit + _EPSILON:
+    cap, amount = money_decimal(limit), money_decimal(lease.amount_usd)
+    if amount > cap:
         return Refused(f"max_inflight_usd_exceeded: {lease.amount_usd:g} > {limit:g} USD")
-    committed = sum(held.amount_usd for held in others.values())
-    if committed + lease.amount_usd > limit + _EPSILON:
+    committed = _usd_sum(held.amount_usd for held in others.values())
+    if EXACT_MONEY.add(committed, amount) > cap:
         return BudgetWaitError(
-            f"account in-flight budget {limit:g} USD holds {committed:g} USD; "
+            f"account in-flight budget {limit:g} USD holds {float(committed):g} USD; "
             f"{lease.amount_usd:g} USD more must wait until a lease ends"
         )
     return None
+
+
+def _usd_sum(values: Iterable[float]) -> Decimal:
+    """The exact sum of the decimals of `values` (`money_decimal`): never rounded."""
+    total = Decimal(0)
+    for value in values:
+        total = EXACT_MONEY.add(total, money_decimal(value))  # the default rounds at 28 digits
+    return total
 
 
 def _daily_orders(

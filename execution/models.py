@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import math
@@ -46,16 +47,32 @@ def decimal_text(value: float) -> str:
     return format(Decimal(repr(value)).normalize(), "f")
 
 
+EXACT_MONEY = decimal.Context(prec=100, traps=[decimal.Inexact, decimal.Rounded])
+"""Decimal arithmetic that never rounds money: an amount's decimal has at most 17 significant
+digits between 1e16 (qty 1e9 x limit price 1e7) and 1e-35, so a product (34 digits) or a sum of
+thousands fits in 100; should one ever need more, it raises rather than rounds."""
+
+
+def money_decimal(value: float) -> Decimal:
+    """The decimal a money float stands for: the shortest that reads back as it (`repr`), which
+    is a limit, price or notional as written and, for a `worth_usd`, at least the exact worth."""
+    return Decimal(repr(value))
+
+
 def worth_usd(qty: float, price: float) -> float:
-    """`qty` * `price`, never below the exact product of the decimals the broker reads.
+    """`qty` * `price`, never below the exact product of the decimals the broker reads, as a float
+    or as its decimal (`money_decimal`).
 
     The broker multiplies the decimals we send (`repr` of each float); the float product may round
     below that (5.3374171 * 1873.565399264 is exactly 10000.0 in floats, 10000.000000000001 at the
-    broker), and a cap compared with it would let the order through. Rounded up instead.
+    broker), and a cap compared with it would let the order through. Rounded up instead, until
+    both the float and the shortest decimal that reads back as it are at least the exact product
+    (the budget sums those decimals: `execution.account_state`).
     """
+    exact = EXACT_MONEY.multiply(money_decimal(qty), money_decimal(price))
     product = qty * price
-    if Decimal(product) < Decimal(repr(qty)) * Decimal(repr(price)):
-        return math.nextafter(product, math.inf)
+    while Decimal(product) < exact or money_decimal(product) < exact:
+        product = math.nextafter(product, math.inf)  # a step or two: within an ulp or so
     return product
 
 
