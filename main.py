@@ -94,13 +94,13 @@ def answer_delivery(service: Service, delivery: Delivery) -> None:
         # Never valid however often delivered: record why (a store outage here raises, so
         # the message is retried rather than lost), then ack.
         reason = bounded_printable(f"{type(exc).__name__}: {exc}", MAX_REASON_CHARS)
-        service.dead_letters.record(delivery, reason)
+        letter_id = service.dead_letters.record(delivery, reason)
         emit(
             logger,
             "exec.delivery.dead_lettered",
             logging.WARNING,
             message_id=delivery.message_label,
-            dead_letter_id=delivery.dead_letter_id,
+            dead_letter_id=letter_id,
             reason=reason,
         )
         return

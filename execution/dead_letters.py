@@ -27,10 +27,13 @@ EMPTY_ATTRIBUTE_NAME = "(empty)"
 
 
 class DeadLetters(Protocol):
-    """Records undeliverable messages at `execution_dead_letters/{Delivery.dead_letter_id}`."""
+    """Records undeliverable messages, one document per message: at
+    `execution_dead_letters/{Delivery.dead_letter_id}`, or at `Delivery.own_dead_letter_id`
+    where another message (another topic's, under the same id) holds that one."""
 
-    def record(self, delivery: Delivery, reason: str) -> None:
-        """Write `dead_letter_fields` idempotently; raises `StoreUnavailableError` (retry)."""
+    def record(self, delivery: Delivery, reason: str) -> str:
+        """Write `dead_letter_fields` once per message (a redelivery writes nothing new) and
+        return the document id; raises `StoreUnavailableError` (retry)."""
         ...
 
 
@@ -39,6 +42,7 @@ def dead_letter_fields(delivery: Delivery, reason: str, recorded_at: datetime) -
     attributes = list(delivery.attributes.items())
     return DeadLetterDocument(
         message_id=delivery.message_label,
+        delivery_sha256=delivery.delivery_sha256,
         reason=bounded_printable(reason, MAX_REASON_CHARS),
         data=delivery.data[:MAX_STORED_DATA_BYTES].decode("utf-8", "replace"),
         truncated=len(delivery.data) > MAX_STORED_DATA_BYTES,

@@ -403,6 +403,8 @@ class DeadLetterDocument(StoredDocument):
     document_kind = "dead letter"
 
     message_id: Text
+    delivery_sha256: Text = ""
+    """What tells the message from any other under the same id (`Delivery.delivery_sha256`)."""
     reason: Text
     data: Text
     truncated: bool = False

@@ -38,6 +38,9 @@ MAX_INTENT_BYTES = 64 * 1024
 MAX_INTENT_NESTING = 16
 """JSON levels an intent may have, metadata included (Firestore maps stop at 20)."""
 
+OWN_DEAD_LETTER_PREFIX = "dl-"
+"""The form of `Delivery.own_dead_letter_id`, which no message id is used as."""
+
 _MAX_LABEL_CHARS = 256
 _MAX_LOC_PART_CHARS = 64
 _MAX_PROBLEM_VALUE_CHARS = 64
@@ -60,18 +63,40 @@ class Delivery:
 
     @property
     def dead_letter_id(self) -> str:
-        """A document id of this message's own: its id where safe, else a hash of it or the data.
+        """The dead letter's document id where no other message holds it: the message id where
+        safe, else a hash of it or, for a message without one, `payload-` and a hash of the data.
 
-        Pub/Sub ids are digits, but nothing checks that a pushed body's are; a message without
-        an id is named by its data, so two different bad messages never share a dead letter.
+        Pub/Sub ids are unique within a topic only, and nothing checks a pushed body's: a second,
+        different message under the same id gets `own_dead_letter_id` instead. An id of that
+        form (`dl-`) is never used as is, so no message can take another's second id.
         """
         if not self.message_id:
             return "payload-" + hashlib.sha256(self.data).hexdigest()
         try:
-            return validate_document_id(self.message_id)
+            safe = validate_document_id(self.message_id)
         except ValueError:
-            raw = self.message_id.encode("utf-8", "surrogatepass")
-            return "msg-" + hashlib.sha256(raw).hexdigest()
+            safe = None
+        if safe is not None and not safe.startswith(OWN_DEAD_LETTER_PREFIX):
+            return safe
+        raw = self.message_id.encode("utf-8", "surrogatepass")
+        return "msg-" + hashlib.sha256(raw).hexdigest()
+
+    @property
+    def own_dead_letter_id(self) -> str:
+        """A document id no other message can have: `dl-` and the `delivery_sha256`."""
+        return OWN_DEAD_LETTER_PREFIX + self.delivery_sha256
+
+    @property
+    def delivery_sha256(self) -> str:
+        """What tells this message from any other, whatever its id: the SHA-256 of its id,
+        publish time, data and attributes (a redelivery carries the same four)."""
+        identity = [
+            self.message_id,
+            self.published_at.isoformat() if self.published_at else None,
+            hashlib.sha256(self.data).hexdigest(),
+            sorted(self.attributes.items()),
+        ]
+        return hashlib.sha256(json.dumps(identity).encode("ascii")).hexdigest()
 
     @property
     def message_label(self) -> str:

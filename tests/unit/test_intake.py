@@ -11,6 +11,7 @@ from execution.dead_letters import dead_letter_fields, stored_attribute_name
 from execution.errors import InvalidIntentError
 from execution.freshness import MAX_CLOCK_SKEW_SECONDS, stale_reason
 from execution.intake import Delivery, delivery_from_cloud_event, parse_intent
+from execution.models import validate_document_id
 from execution.text import bounded_printable
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -70,6 +71,29 @@ def test_an_unsafe_message_id_is_hashed_into_a_document_id() -> None:
     delivery = Delivery("../ops/x", None, b"", {})
 
     assert delivery.dead_letter_id == "msg-" + hashlib.sha256(b"../ops/x").hexdigest()
+
+
+def test_a_message_id_of_the_own_id_form_is_hashed_so_none_can_take_anothers_own_id() -> None:
+    other = Delivery("7", None, b"{", {})
+    squatter = Delivery(other.own_dead_letter_id, None, b"[", {})
+
+    assert squatter.dead_letter_id.startswith("msg-")
+    assert squatter.dead_letter_id != other.own_dead_letter_id
+
+
+def test_the_delivery_hash_tells_messages_apart_by_each_of_id_time_data_and_attributes() -> None:
+    base = Delivery("7", NOW, b"{", {"a": "1"})
+    variants = [
+        Delivery("8", NOW, b"{", {"a": "1"}),
+        Delivery("7", None, b"{", {"a": "1"}),
+        Delivery("7", NOW, b"[", {"a": "1"}),
+        Delivery("7", NOW, b"{", {"a": "2"}),
+        Delivery("7", NOW, b"{", {}),
+    ]
+
+    assert Delivery("7", NOW, b"{", {"a": "1"}).delivery_sha256 == base.delivery_sha256
+    assert len({base.delivery_sha256, *(v.delivery_sha256 for v in variants)}) == 6
+    assert validate_document_id(base.own_dead_letter_id) == base.own_dead_letter_id
 
 
 @pytest.mark.parametrize(

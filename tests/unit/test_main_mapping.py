@@ -82,10 +82,11 @@ class FakeDeadLetters:
     error: BaseException | None = None
     letters: dict[str, tuple[Delivery, str]] = field(default_factory=dict)
 
-    def record(self, delivery: Delivery, reason: str) -> None:
+    def record(self, delivery: Delivery, reason: str) -> str:
         if self.error is not None:
             raise self.error
         self.letters[delivery.dead_letter_id] = (delivery, reason)
+        return delivery.dead_letter_id
 
 
 @dataclass
