@@ -42,7 +42,8 @@ A hold counts in two ways, because the limits are of two kinds:
 
 A hold ends when the fate is known: a release of `placed` moves it into `positions` and the day's
 count (`firestore.Increment`, in the batch that ends the lease); a release whose attempt knows no
-order exists (a gate refused, the broker rejected, no broker call was made) drops it; a release
+order exists (a gate refused, the broker rejected, no broker call was made), or that its order
+can never trade (the broker closed it with nothing filled), drops it; a release
 whose fate is unknown keeps it, and so do a death and the sweeper. What keeps it is then settled
 by the intent's redelivery (which takes the hold over and asks the broker by client order id
 first), by the fenced-release settle, or by the reconciler (`execution.reconciler`), which asks the

@@ -29,6 +29,11 @@ another account since) is settled by the broker alone, by the client order id th
 (tenant, account, intent) derive: a matching order is counted, no order ends the hold, and
 `exec.contradiction.orphaned_hold` is logged at ERROR either way.
 
+An order the broker closed with nothing filled (`BrokerOrder.never_fills`: `rejected`, or
+`canceled`/`expired` with a fill of 0) can never trade: a record of no order (`rejected` with its
+id, `stale`, `exception`...) agrees with it and is never repaired to `placed`, and its hold ends
+uncounted, as where the broker has no order.
+
 Every settlement checks that the record is the order's: a record whose client order id is not the
 order's (another account's intent of the same id) is a conflict, never repaired to that order.
 """
@@ -275,6 +280,8 @@ class BrokerTruth:
             order = self._broker.get_order_by_client_order_id(
                 record.tenant_id, record.broker_account_id, record.client_order_id
             )
+            if order is not None and order.never_fills() and record.outcome is not Outcome.PLACED:
+                order = None  # closed with nothing filled: the hold ends, counted nowhere
             if order is not None:
                 settled = _HOLD_BY_SETTLEMENT[
                     self.settle(
@@ -288,7 +295,11 @@ class BrokerTruth:
         # stray hold whose order the record now counts: it must not count it twice.
         if not self._records.release_hold(hold, current):
             return HoldSettlement.PENDING
-        why = "its order is counted by its record now" if settled is not None else "no order"
+        why = (
+            "its order is counted by its record now"
+            if settled is not None
+            else "no order that can fill"
+        )
         _log_hold(hold, HoldSettlement.RELEASED, f"{why}; recorded {record.status.value}")
         return settled or HoldSettlement.RELEASED
 
@@ -309,6 +320,8 @@ class BrokerTruth:
         if mismatch is not None:
             _log_hold(hold, HoldSettlement.CONFLICT, f"{why}; the broker's order {mismatch}")
             return HoldSettlement.CONFLICT
+        if order is not None and order.never_fills():
+            order = None  # closed with nothing filled: nothing for the account to count
         if not self._records.settle_orphan(hold, order, self._clock()):
             return HoldSettlement.PENDING
         settled = HoldSettlement.RELEASED if order is None else HoldSettlement.PLACED
@@ -398,6 +411,11 @@ def _judge(current: VersionedRecord | None, order: BrokerOrder, now: datetime) -
         return Settlement.CONFLICT
     if record.status is ReservationStatus.RESERVED and record.expires_at > now:
         return Settlement.PENDING
+    if order.never_fills() and record.outcome is not Outcome.PLACED:
+        # The broker closed it with nothing filled: a record of no order (`rejected` with its
+        # id, `stale`, `exception`...) says what the broker holds that can trade. Repaired to
+        # `placed`, it would count a dead order against the account's limits for good.
+        return Settlement.AGREED
     return None
 
 

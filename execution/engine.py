@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -408,8 +409,7 @@ class ExecutionEngine:
             existing = self._earlier_order(intent, handle.client_order_id)
             fate.unknown = False  # the broker answered for every earlier attempt
             if existing is not None:
-                self._record_ledger(invocation, intent, existing)
-                return finish(Outcome.PLACED, broker_order_id=existing.broker_order_id), existing
+                return self._adopt(invocation, intent, existing, finish), existing
 
         if stale_reason is not None:
             return finish(Outcome.STALE, stale_reason), None
@@ -424,8 +424,32 @@ class ExecutionEngine:
         order = self._call_broker(intent, handle, quote, fate)
         if isinstance(order, BrokerRejectedError):
             return finish(Outcome.REJECTED, f"broker_rejected: {order}"), None
+        return self._adopt(invocation, intent, order, finish), order
+
+    def _adopt(
+        self,
+        invocation: Invocation,
+        intent: TradeIntent,
+        order: BrokerOrder,
+        finish: Callable[..., ExecutionResult],
+    ) -> ExecutionResult:
+        """The outcome the broker's `order` is: `placed` (booked in the ledger), or `rejected`
+        with its id where the broker closed it with nothing filled (`BrokerOrder.never_fills`).
+
+        An order rejected after its id was assigned exists, but never trades: recorded `placed`
+        it would disagree with the broker, book a trade in the ledger and count against the
+        account's day and position for good. Recorded `rejected`, its hold ends uncounted, as a
+        4xx refusal's does: a dead order takes none of the limits' room. Its id is kept, so the
+        reconciler meeting it in the broker's listing agrees (`execution.broker_truth`).
+        """
+        if order.never_fills():
+            reason = (
+                f"broker_rejected: order {order.broker_order_id} {order.status} at the broker, "
+                "nothing filled"
+            )
+            return finish(Outcome.REJECTED, reason, broker_order_id=order.broker_order_id)
         self._record_ledger(invocation, intent, order)
-        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id), order
+        return finish(Outcome.PLACED, broker_order_id=order.broker_order_id)
 
     def _call_broker(
         self, intent: TradeIntent, handle: ReservationHandle, quote: Quote | None, fate: OrderFate

@@ -253,6 +253,10 @@ class OrderRequest:
         )
 
 
+DEAD_ORDER_STATUSES = frozenset({"rejected", "canceled", "cancelled", "expired"})
+"""Broker statuses (Alpaca's) of an order closed before it could fill any further."""
+
+
 @dataclass(frozen=True)
 class BrokerOrder:
     """An order as the broker knows it: enough to tell whether it is a given request."""
@@ -271,6 +275,17 @@ class BrokerOrder:
     time_in_force: str = "day"
     submitted_at: datetime | None = None
     """When the broker took the order (aware, UTC); None where it does not say."""
+    filled_qty: float | None = None
+    """Shares filled so far; None where the broker does not say."""
+
+    def never_fills(self) -> bool:
+        """The order exists but is closed with nothing filled, so it never trades: `rejected`
+        (which never fills), or `canceled`/`expired` with a fill of 0 said, not assumed (an
+        order canceled after a partial fill traded)."""
+        status = self.status.lower()
+        if status not in DEAD_ORDER_STATUSES:
+            return False
+        return self.filled_qty == 0 or (self.filled_qty is None and status == "rejected")
 
     @classmethod
     def for_request(

@@ -6,7 +6,8 @@ the request's `client_order_id`, and Alpaca refuses a second order with the same
 "client_order_id must be unique"), so a retry can never place a duplicate. How each answer maps
 onto the error tree (`execution/errors.py`)::
 
-    2xx with a well-formed order      → the order
+    2xx with a well-formed order      → the order, with its status and `filled_qty` (an order
+                                        already `rejected` is the engine's to record so)
     2xx with an unreadable body       → BrokerTransientError  (placed or not: outcome unknown)
     2xx naming another order than the → BrokerTransientError  (a proxy's or a cache's answer
       client order id or id asked       says nothing about ours: the engine compares the rest)
@@ -502,6 +503,7 @@ def _broker_order(data: dict[str, Any]) -> BrokerOrder:
         limit_price=_amount(data, "limit_price"),
         time_in_force=_text(data, "time_in_force"),
         submitted_at=_parse_timestamp(submitted) if submitted is not None else None,
+        filled_qty=_amount(data, "filled_qty"),
     )
 
 

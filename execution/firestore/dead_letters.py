@@ -30,12 +30,12 @@ class FirestoreDeadLetters:
         with store_errors("dead letter write"):
             try:
                 doc.create(fields, **self._policy.kwargs())
-                return doc.id
+                return delivery.dead_letter_id
             except gexc.AlreadyExists:
                 pass  # a redelivery's, or another message's under the same id: read to tell
             held = doc.get(**self._policy.kwargs()).to_dict() or {}
             if held.get("delivery_sha256") == fields["delivery_sha256"]:
-                return doc.id
+                return delivery.dead_letter_id
             own = dead_letter_ref(self._db, delivery.own_dead_letter_id)
             own.set(fields, **self._policy.kwargs())  # an upsert: only this message writes here
-            return own.id
+            return delivery.own_dead_letter_id

@@ -120,6 +120,7 @@ def test_an_order_is_placed_and_returned_as_alpaca_knows_it(
         limit_price=100.5,
         time_in_force="day",
         submitted_at=datetime.fromisoformat(stored["submitted_at"]),
+        filled_qty=0.0,
     )
 
 

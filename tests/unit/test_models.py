@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
-from execution.models import OrderRequest, TradeIntent, validate_document_id
+from execution.models import (
+    EXACT_MONEY,
+    BrokerOrder,
+    OrderRequest,
+    TradeIntent,
+    money_decimal,
+    validate_document_id,
+    worth_usd,
+)
 from tests.unit.fakes import make_intent, market_intent
 
 
@@ -281,3 +290,41 @@ def test_the_order_request_carries_the_client_order_id_it_is_given() -> None:
     order = OrderRequest.from_intent(make_intent(client_intent_id="intent-9"), 101.0, "ex1-9")
 
     assert (order.client_order_id, order.reference_price) == ("ex1-9", 101.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "filled_qty", "dead"),
+    [
+        ("rejected", None, True),
+        ("rejected", 0.0, True),
+        ("canceled", 0.0, True),
+        ("CANCELLED", 0.0, True),
+        ("expired", 0.0, True),
+        ("canceled", None, False),  # a fill not said is not assumed to be none
+        ("expired", None, False),
+        ("canceled", 0.5, False),  # traded before it was canceled
+        ("accepted", 0.0, False),
+        ("filled", 1.0, False),
+    ],
+)
+def test_an_order_never_fills_only_when_closed_with_nothing_filled_said(
+    status: str, filled_qty: float | None, dead: bool
+) -> None:
+    order = BrokerOrder("o-1", "c-1", "AAPL", "buy", 1.0, status, filled_qty=filled_qty)
+
+    assert order.never_fills() is dead
+
+
+@pytest.mark.parametrize(
+    ("qty", "price"),
+    [(5.3374171, 1873.565399264), (1512.37, 2.56724016), (4, 25.025), (0.1, 1000.0)],
+)
+def test_a_worth_and_its_shortest_decimal_are_never_below_the_exact_product(
+    qty: float, price: float
+) -> None:
+    exact = EXACT_MONEY.multiply(money_decimal(qty), money_decimal(price))
+
+    worth = worth_usd(qty, price)
+
+    assert Decimal(worth) >= exact
+    assert money_decimal(worth) >= exact
