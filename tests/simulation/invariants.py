@@ -13,8 +13,9 @@ After every step:
   position at the broker past it either way (long or short);
 - **turns end**: no writer waits for its account's turn longer than the turns' timeout;
 - **no fenced write lands**: a reservation changes only by an acquire that may take it (absent,
-  ended, or lapsed), by the holder of its lease (or, for it, a writer of its instance carrying its release in the account's line), by the sweeper expiring a lapsed lease, or by a
-  repair to what the broker holds;
+  ended, or lapsed), by the holder of its lease (or, for it, a writer of its instance carrying its
+  release in the account's line), by the sweeper expiring a lapsed lease, or by a repair to what
+  the broker holds;
 - **acked means recorded**: an acked message's intent is recorded with a terminal outcome, or dead-
   lettered, or a live lease still holds it, or the broker holds its order (the reconciler's
   window); an ack never contradicts an order the broker already held when the acking attempt took
