@@ -13,8 +13,9 @@ After every step:
   position at the broker past it either way (long or short);
 - **turns end**: no writer waits for its account's turn longer than the turns' timeout;
 - **no fenced write lands**: a reservation changes only by an acquire that may take it (absent,
-  ended, or lapsed), by the holder of its lease, by the sweeper expiring a lapsed lease, or by a
-  repair to what the broker holds;
+  ended, or lapsed), by the holder of its lease (or, for it, a writer of its instance carrying its
+  release in the account's line), by the sweeper expiring a lapsed lease, or by a repair to what
+  the broker holds;
 - **acked means recorded**: an acked message's intent is recorded with a terminal outcome, or dead-
   lettered, or a live lease still holds it, or the broker holds its order (the reconciler's
   window); an ack never contradicts an order the broker already held when the acking attempt took
@@ -431,7 +432,7 @@ class Invariants:
             owner = world.lease_owner.get(lease_id)
             # A writer holding its account's turn carries out, in its own commit, the acquires
             # of the writers waiting in line in its instance (`account_turns`).
-            carried = owner is not None and owner.alive and owner.instance == writer.instance
+            carried = self._carries_for(writer, owner)
             if owner is not writer and not carried:
                 raise Violation(f"{writer.name} wrote {path} with lease {lease_id} it never drew")
             taken_live = before is not None and before["status"] == "reserved"
@@ -459,12 +460,35 @@ class Invariants:
             ):
                 raise Violation(f"{writer.name} changed {path} other than expiring a lapsed lease")
             return
-        if writer.kind != "delivery" or lease_id not in [lease for lease, _ in writer.leases]:
+        if writer.kind != "delivery" or not self._writes_for(writer, lease_id):
             raise Violation(
                 f"a fenced write landed: {writer.name} (leases {writer.leases}) changed {path} "
                 f"held by lease {lease_id}: {before.get('status')}/{before.get('outcome')} -> "
                 f"{doc.get('status')}/{doc.get('outcome')}"
             )
+
+    def _writes_for(self, writer: Actor, lease_id: str) -> bool:
+        """Whether `writer` may end the attempt of `lease_id`: its own, or that of a writer waiting
+        in line in its instance, whose release it carries out in its own commit under that
+        release's fence (`account_turns`), as it carries their acquires."""
+        if lease_id in [lease for lease, _ in writer.leases]:
+            return True
+        # Only for a waiter still in line (it has not run since it queued its release): an
+        # outlived attempt's unfenced release in the same instance (the mutant) must not pass for
+        # one carried.
+        owner = self._world.lease_owner.get(lease_id)
+        in_line = owner is not None and owner.last_point.startswith("waits for its turn")
+        return in_line and self._carries_for(writer, owner)
+
+    @staticmethod
+    def _carries_for(writer: Actor, owner: Actor | None) -> bool:
+        """Whether `writer` may have carried out work `owner` queued for its account's turn: a
+        writer of the same instance. The owner may have ended meanwhile (seed 1137): a carrier
+        paused between claiming the line and committing it lands the work after its waiter gave
+        up and went ahead alone. Each piece keeps its own precondition (a create, a release's
+        fence), so the late commit lands only where the waiter wrote nothing: a lease nobody will
+        use, counted until it lapses and the sweeper expires it."""
+        return owner is not None and owner.kind == "delivery" and owner.instance == writer.instance
 
     def _limits_in_force(self, actor: Actor, tenant: str, account: str) -> dict[str, float]:
         """Each limit at its loosest while `actor` ran (the operator may change one meanwhile);

@@ -126,7 +126,9 @@ MUTANTS = (
             "execution.firestore.account_state",
             "execution.firestore.reservation_records",
         ),
-        hint=1211,
+        # Only worlds that straddle midnight with skewed clocks reach it: 10 of seeds 0..7999.
+        seeds=8 * CI_SEEDS,
+        hint=1523,
     ),
     Mutant(
         "a lapsed hold stops counting against position and daily orders",
