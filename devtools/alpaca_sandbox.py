@@ -135,6 +135,11 @@ class _State:
     """By client order id: the fault the next POST of that order gets, ahead of `faults`."""
     seen: list[Seen] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    stored: threading.Condition = field(init=False)
+    """Notified (under `lock`) whenever an order is stored."""
+
+    def __post_init__(self) -> None:
+        self.stored = threading.Condition(self.lock)
 
     def by_id(self, order_id: str) -> dict[str, Any] | None:
         return next((o for o in self.orders.values() if o["id"] == order_id), None)
@@ -211,6 +216,14 @@ class AlpacaSandbox:
         """A copy of the stored orders, by `client_order_id`."""
         with self._state.lock:
             return {coid: dict(order) for coid, order in self._state.orders.items()}
+
+    def wait_for_orders(self, count: int, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+        """The stored orders once there are at least `count` (or at `timeout`, whatever is
+        stored): a client that timed out may return before the server's handler stored its
+        order, so a test waits for the handler, not for a time."""
+        with self._state.stored:
+            self._state.stored.wait_for(lambda: len(self._state.orders) >= count, timeout)
+        return self.orders
 
     @property
     def seen(self) -> list[Seen]:
@@ -413,6 +426,7 @@ def _create(state: _State, body: object) -> tuple[int, dict[str, Any]]:
             **fields,
         }
         state.orders[coid] = order
+        state.stored.notify_all()
         return 200, dict(order)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -46,8 +45,6 @@ from tests.unit.fakes import client_order_id_of, make_engine, make_intent
 
 READ_TIMEOUT_S = 0.3
 TEST_TIMEOUT = httpx.Timeout(connect=1.0, read=READ_TIMEOUT_S, write=1.0, pool=1.0)
-# A timed-out call must come back well before the server's hang (3 s) ends.
-PROMPT_S = 2.0
 
 OUTCOME_UNKNOWN_FAULTS: dict[str, Callable[[], Fault]] = {
     "read timeout after accept": hang_after_accept,
@@ -193,12 +190,10 @@ def test_a_fault_after_alpaca_took_the_order_is_transient_with_one_order_at_alpa
     broker: AlpacaBroker, alpaca: AlpacaSandbox, fault: Callable[[], Fault]
 ) -> None:
     alpaca.inject("POST", fault())
-    started = time.monotonic()
 
     place_expecting(broker, order_request(), BrokerTransientError)
 
-    assert time.monotonic() - started < PROMPT_S
-    assert list(alpaca.orders) == ["intent-1"]
+    assert list(alpaca.wait_for_orders(1)) == ["intent-1"]
 
 
 @pytest.mark.parametrize("fault", OUTCOME_UNKNOWN_FAULTS.values(), ids=OUTCOME_UNKNOWN_FAULTS)
@@ -228,11 +223,9 @@ def test_the_broker_timeout_holds_even_when_the_injected_client_has_none(
             client=unbounded,
             timeout=TEST_TIMEOUT,
         )
-        started = time.monotonic()
-
+        # Without the broker's own timeout the server's answer, after its hang, would be a
+        # success: only a timed-out call is transient.
         place_expecting(broker, order_request(), BrokerTransientError)
-
-    assert time.monotonic() - started < PROMPT_S
 
 
 def test_a_refused_connection_is_transient(client: httpx.Client) -> None:
