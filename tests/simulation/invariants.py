@@ -173,6 +173,35 @@ class Invariants:
         expires: datetime = doc["expires_at"]
         return expires
 
+    def lease_lapsed_by(self, actor: Actor, moment: datetime) -> bool:
+        """Whether `actor` still names its intent's reservation, by a lease lapsed at `moment`."""
+        if actor.intent_key is None:
+            return False
+        doc = self._world.db.peek(reservation_path(actor.intent_key))
+        return (
+            doc is not None
+            and doc["status"] == "reserved"
+            and doc["lease_id"] == actor.lease_id
+            and doc["expires_at"] <= moment
+        )
+
+    def held_by_newer(self, actor: Actor) -> bool:
+        """Whether another attempt holds `actor`'s intent under a live lease (by the world's
+        time) that `actor` did not draw: it took over."""
+        if actor.intent_key is None:
+            return False
+        doc = self._world.db.peek(reservation_path(actor.intent_key))
+        return (
+            doc is not None
+            and doc["status"] == "reserved"
+            and doc["lease_id"] not in {lease for lease, _ in actor.leases}
+            and doc["expires_at"] > self._world.now
+        )
+
+    def broker_holds_order_of(self, key: tuple[str, str] | None) -> bool:
+        """Whether the broker holds an order placed for intent `key`."""
+        return any(origin.key == key for origin in self.origins.values())
+
     def lease_ends(self) -> list[datetime]:
         """When each `reserved` document's lease ends."""
         return [doc["expires_at"] for doc in self._docs().values() if doc["status"] == "reserved"]

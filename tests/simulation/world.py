@@ -12,7 +12,9 @@ process's clock offset (its own machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS
 world's). Intents buy or sell, at a limit or at market, on one or two accounts per tenant; one
 world in five straddles midnight UTC. Each delivery runs in one of `INSTANCES` simulated
 instances, whose writers of one account take turns (`turn_waits`): a waiter is parked until the
-turn is handed on or its timeout passes in the world's time. `invariants.Invariants`
+turn is handed on or its timeout passes in the world's time. Some draws are aimed where rare
+guards are judged (the `P_..._HOT`, `P_WAKE_OUTLIVED`, `P_ONE_HOT_ACCOUNT` constants say where),
+never so as to take a schedule out of reach. `invariants.Invariants`
 checks the world after every step; the first violation ends the schedule with `Violation` and its
 trace. `README.md` beside this file tables what is explored against the review's classes.
 
@@ -87,6 +89,13 @@ P_PAUSE = 0.03
 P_PAUSE_HOT = 0.12
 """Pauses are likelier where they matter most: at commits and broker calls."""
 P_ZOMBIE_LOST_ANSWER = 0.5
+P_PAST_A_ZOMBIES_LEASE = 8.0
+"""The weight of running time to just past the lease of a process paused inside its broker call
+(within its pause): a redelivery may then take over before the zombie wakes."""
+P_WAKE_OUTLIVED = 30.0
+"""The weight of waking a zombie (paused inside its broker call) while the attempt that took
+over from it holds a live lease: its pause ends at a moment the seed could draw anyway, aimed
+where the outlived attempt's settle is PENDING (`ExecutionEngine._settle_or_mark`)."""
 """A zombie's broker call (paused inside it) loses its answer this often: the order lands while a
 newer attempt may have recorded the intent ended (`ExecutionEngine._settle_lost_answer`)."""
 P_PLACE_FAULT = 0.2
@@ -100,6 +109,9 @@ PLACE_FAULTS = (
 """Drawn alike: an answer lost after the broker acted (an order of unknown fate) three times in
 five, since it is what the holds, the redelivery's lookup and the reconciler exist for."""
 READ_FAULTS = (SimFault.SERVER_ERROR, SimFault.GARBAGE_AFTER_ACCEPT, SimFault.REFUSED)
+P_LOOKUP_FAULT_HOT = 0.4
+"""Aimed: a delivery's lookup fails this often where the broker holds its intent's order (the
+lookup that decides whether a take-over finds it), against `P_BROKER_FAULT` elsewhere."""
 P_KILL = 0.02
 P_SWITCH = 0.35
 """At a point, the chance that the baton goes back to the scheduler (which picks anew)."""
@@ -108,6 +120,10 @@ ACCOUNT = "acct"
 ACCOUNTS = (ACCOUNT, "acct2")
 P_TWO_ACCOUNTS = 0.25
 """The chance that a world's tenants each trade on two accounts (limits and turns per account)."""
+P_ONE_HOT_ACCOUNT = 0.2
+"""Aimed: one world in five (of those not near midnight) sends three intents of one tenant to
+one account, so that the holds, leases and orders of the others weigh on each admission (the
+position and daily limits' count of what is in flight or of unknown fate)."""
 P_SELL = 0.25
 P_MARKET = 0.2
 """A market order is valued at the quote (`market_quotes/AAPL`), which may be unusable."""
@@ -354,12 +370,19 @@ class World:
         zombie = operation == "place" and actor.paused_in_place
         if zombie and self.rng.random() < P_ZOMBIE_LOST_ANSWER:
             fault = self.rng.choice([SimFault.TIMEOUT_AFTER_ACCEPT, SimFault.GARBAGE_AFTER_ACCEPT])
-        elif self.rng.random() < (P_PLACE_FAULT if operation == "place" else P_BROKER_FAULT):
+        elif self.rng.random() < self._broker_fault_chance(actor, operation):
             fault = self.rng.choice(PLACE_FAULTS if operation == "place" else READ_FAULTS)
         else:
             return
         self.inject(f"broker.{operation}.{fault.name.lower()}", actor)
         self.broker.inject(operation, fault)
+
+    def _broker_fault_chance(self, actor: Actor, operation: str) -> float:
+        if operation == "place":
+            return P_PLACE_FAULT
+        if operation == "lookup" and self.invariants.broker_holds_order_of(actor.intent_key):
+            return P_LOOKUP_FAULT_HOT
+        return P_BROKER_FAULT
 
     def inject(self, kind: str, actor: Actor | None = None) -> None:
         self.injected[kind] += 1
@@ -411,6 +434,9 @@ class World:
         count = self.rng.randint(2, 3)
         if self.near_midnight:  # every intent on one account: its daily count straddles the day
             accounts, keys, count = (ACCOUNT,), [("t1", i) for i in INTENT_IDS], 3
+        hot = not self.near_midnight and self.rng.random() < P_ONE_HOT_ACCOUNT
+        if hot:  # aimed: every intent contends for the limits that count holds
+            accounts, keys, count = (ACCOUNT,), [("t2", i) for i in INTENT_IDS], 3
         for n, key in enumerate(self.rng.sample(keys, count), start=1):
             qty, price, side, order_type = contents[key[1]]
             if self.rng.random() < 0.2:  # twins across tenants differ now and then
@@ -440,6 +466,8 @@ class World:
                 chosen = self.rng.choice(
                     ["max_daily_orders", "all"]
                     if self.near_midnight
+                    else ["max_daily_orders", "max_position_qty", "all"]
+                    if hot
                     else [*sorted(LIMIT_CHOICES), "max_position_qty", "all", "none"]
                 )
                 self._set_limits(
@@ -523,6 +551,7 @@ class World:
         if paused and not ready:
             wake = min(a.resume_at for a in paused if a.resume_at is not None)
             options.append((6.0, lambda: self._advance_to(wake)))
+        options += self._zombie_options(paused, retried)
         total = sum(weight for weight, _ in options)
         pick = self.rng.uniform(0.0, total)
         for weight, event in options:
@@ -530,6 +559,25 @@ class World:
             if pick <= 0:
                 return event
         return options[-1][1]
+
+    def _zombie_options(
+        self, paused: list[Actor], retried: list[Message]
+    ) -> list[tuple[float, Callable[[], object]]]:
+        """Aimed at a process paused inside its broker call: time runs past its lease, its
+        message is redelivered (a take-over), and it wakes while the newer attempt holds on."""
+        options: list[tuple[float, Callable[[], object]]] = []
+        zombies = [a for a in paused if a.state == "paused" and a.last_point == "broker place"]
+        lapsing = [a for a in zombies if self._lapses_while_paused(a)]
+        if lapsing:
+            options.append((P_PAST_A_ZOMBIES_LEASE, lambda: self._past_a_zombies_lease(lapsing[0])))
+        outlived = [a for a in zombies if self.invariants.held_by_newer(a)]
+        lapsed = {a.message_id for a in self._lapsed(zombies)}
+        taken = [m for m in retried if m.message_id in lapsed]
+        if taken:
+            options.append((P_PAST_A_ZOMBIES_LEASE, lambda: self._deliver(taken[0], "redelivery")))
+        if outlived:
+            options.append((P_WAKE_OUTLIVED, lambda: self._wake_outlived(outlived[0])))
+        return options
 
     # -- events ------------------------------------------------------------------------------
 
@@ -560,6 +608,33 @@ class World:
         if shape < 0.7:
             return max(0.1, left - self.rng.uniform(0.0, 4.0))
         return max(0.1, left + self.rng.uniform(0.0, 30.0))
+
+    def _lapses_while_paused(self, actor: Actor) -> bool:
+        """Whether `actor`'s lease ends before its pause does (a redelivery may take over)."""
+        expires = self.invariants.lease_expiry(actor)
+        return expires is not None and actor.resume_at is not None and expires < actor.resume_at
+
+    def _lapsed(self, zombies: list[Actor]) -> list[Actor]:
+        """Those of `zombies` whose lease has lapsed by every clock (a take-over may come)."""
+        late = self.now - timedelta(seconds=2 * MAX_CLOCK_OFFSET_SECONDS)
+        return [a for a in zombies if self.invariants.lease_lapsed_by(a, late)]
+
+    def _past_a_zombies_lease(self, actor: Actor) -> None:
+        """Aimed: time runs to just past the lease of a process paused inside its broker call
+        (by every clock, within its pause), where a redelivery may take over before it wakes."""
+        expires = self.invariants.lease_expiry(actor)
+        if expires is None or actor.resume_at is None:
+            return
+        target = expires + timedelta(seconds=self.rng.uniform(2 * MAX_CLOCK_OFFSET_SECONDS, 4.0))
+        self._advance_to(min(target, actor.resume_at))
+        self.injected["clock.past_a_zombies_lease"] += 1
+
+    def _wake_outlived(self, actor: Actor) -> None:
+        """Aimed: a zombie's pause ends while the attempt that took over holds its lease (the
+        PENDING settle: the outlived attempt must mark the record)."""
+        actor.state = "ready"
+        self.injected["process.zombie_wakes"] += 1
+        self.note(f"{actor.name}: resumes while a newer attempt holds its intent")
 
     def _wake_paused(self) -> None:
         for actor in self.actors:
