@@ -18,10 +18,18 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
+from execution.errors import ReservationInFlightError
 from execution.firestore.paths import account_path, inflight_path, inflight_ref
 from execution.models import Outcome
-from tests.support.builders import emulator_service, make_intent, unique
+from tests.support.builders import (
+    FAST_POLICY,
+    PausedInsideTheCall,
+    emulator_service,
+    make_intent,
+    unique,
+)
 
 LIMITS: dict[str, dict[str, Any]] = {
     "no limits": {},
@@ -58,11 +66,6 @@ def set_account(
         db.collection("tenants", tenant_id, "accounts").document(account_id).set(limits)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the duplicate's reservation-only read (branch perf, f841c1c) was not merged with the "
-    "account's handed-over state (branch hot): it still reads 5 documents; port it next",
-)
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
 def test_a_duplicate_delivery_reads_its_account_state_and_reservation_once_each(
     counted_db: firestore.Client, limits: dict[str, Any]
@@ -80,6 +83,43 @@ def test_a_duplicate_delivery_reads_its_account_state_and_reservation_once_each(
     ours = {
         path: count
         for path, count in reads.paths.items()
+        if path.startswith(f"tenants/{intent.tenant_id}/") and "/ops/" not in path
+    }
+    assert ours == {
+        account_path(intent.tenant_id, intent.broker_account_id): 1,
+        inflight_path(intent.tenant_id, intent.broker_account_id): 1,
+        f"tenants/{intent.tenant_id}/execution_reservations/{intent.client_intent_id}": 1,
+    }
+
+
+@pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
+def test_a_redelivery_meeting_a_live_lease_elsewhere_is_answered_from_the_reservation_alone(
+    counted_db: firestore.Client, limits: dict[str, Any]
+) -> None:
+    # The reservation-only read decides every answer a reservation alone gives: here, another
+    # invocation's live lease (it is inside its broker call). The redelivery must neither take
+    # the intent over nor reach the broker, and it reads no document twice.
+    clock = FakeClock()
+    intent = make_intent(broker_account_id=unique("acct"))
+    set_account(counted_db, intent.tenant_id, intent.broker_account_id, limits)
+    read_by_redelivery: list[Counter[str]] = []
+
+    def redelivered() -> None:
+        reads = DocumentReads(counted_db)
+        with pytest.raises(ReservationInFlightError):
+            service.engine.execute_intent(intent)
+        read_by_redelivery.append(Counter(reads.paths))
+
+    paper = PaperBroker(counted_db, clock=clock, policy=FAST_POLICY)
+    broker = PausedInsideTheCall(paper, redelivered)
+    service = emulator_service(counted_db, clock, broker=broker)
+
+    assert service.engine.execute_intent(intent).outcome is Outcome.PLACED
+
+    assert len(read_by_redelivery) == 1 and broker.place_calls == 1
+    ours = {
+        path: count
+        for path, count in read_by_redelivery[0].items()
         if path.startswith(f"tenants/{intent.tenant_id}/") and "/ops/" not in path
     }
     assert ours == {
