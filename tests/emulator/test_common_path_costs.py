@@ -2,7 +2,8 @@
 
 A duplicate delivery (Pub/Sub delivers at least once) answers from the recorded reservation: it
 reads the account and its state when the invocation opens, and then the reservation alone, never
-the account and its state a second time. And an account's state keeps only today's orders-placed
+the account and its state a second time; so does a redelivery that meets another invocation's
+live lease. And an account's state keeps only today's orders-placed
 count and yesterday's (for an instance whose clock is still on it): an account without limits
 has no admission to prune the older days, so its placed releases do, or the map would grow by a
 key every trading day for as long as the account trades.
@@ -22,7 +23,7 @@ from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
 from execution.errors import ReservationInFlightError
 from execution.firestore.paths import account_path, inflight_path, inflight_ref
-from execution.models import Outcome
+from execution.models import Outcome, TradeIntent
 from tests.support.builders import (
     FAST_POLICY,
     PausedInsideTheCall,
@@ -66,6 +67,24 @@ def set_account(
         db.collection("tenants", tenant_id, "accounts").document(account_id).set(limits)
 
 
+def intent_reads(paths: Counter[str], intent: TradeIntent) -> dict[str, int]:
+    """The reads of the intent's tenant's own documents (the shared ops documents left out)."""
+    return {
+        path: count
+        for path, count in paths.items()
+        if path.startswith(f"tenants/{intent.tenant_id}/") and "/ops/" not in path
+    }
+
+
+def read_once_each(intent: TradeIntent) -> dict[str, int]:
+    """The account, its state and the intent's reservation, each read once."""
+    return {
+        account_path(intent.tenant_id, intent.broker_account_id): 1,
+        inflight_path(intent.tenant_id, intent.broker_account_id): 1,
+        f"tenants/{intent.tenant_id}/execution_reservations/{intent.client_intent_id}": 1,
+    }
+
+
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
 def test_a_duplicate_delivery_reads_its_account_state_and_reservation_once_each(
     counted_db: firestore.Client, limits: dict[str, Any]
@@ -80,16 +99,7 @@ def test_a_duplicate_delivery_reads_its_account_state_and_reservation_once_each(
     again = service.engine.execute_intent(intent)
 
     assert (again.outcome, again.recorded_outcome) == (Outcome.DUPLICATE, Outcome.PLACED)
-    ours = {
-        path: count
-        for path, count in reads.paths.items()
-        if path.startswith(f"tenants/{intent.tenant_id}/") and "/ops/" not in path
-    }
-    assert ours == {
-        account_path(intent.tenant_id, intent.broker_account_id): 1,
-        inflight_path(intent.tenant_id, intent.broker_account_id): 1,
-        f"tenants/{intent.tenant_id}/execution_reservations/{intent.client_intent_id}": 1,
-    }
+    assert intent_reads(reads.paths, intent) == read_once_each(intent)
 
 
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
@@ -117,16 +127,7 @@ def test_a_redelivery_meeting_a_live_lease_elsewhere_is_answered_from_the_reserv
     assert service.engine.execute_intent(intent).outcome is Outcome.PLACED
 
     assert len(read_by_redelivery) == 1 and broker.place_calls == 1
-    ours = {
-        path: count
-        for path, count in read_by_redelivery[0].items()
-        if path.startswith(f"tenants/{intent.tenant_id}/") and "/ops/" not in path
-    }
-    assert ours == {
-        account_path(intent.tenant_id, intent.broker_account_id): 1,
-        inflight_path(intent.tenant_id, intent.broker_account_id): 1,
-        f"tenants/{intent.tenant_id}/execution_reservations/{intent.client_intent_id}": 1,
-    }
+    assert intent_reads(read_by_redelivery[0], intent) == read_once_each(intent)
 
 
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
