@@ -60,14 +60,18 @@ class DocumentCounter:
 
     def _reads(self, call: Callable[..., Any], *, minimum: int) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            # Counted as each response is taken, not once the stream ends: a single document's
+            # `get` takes its one response and never exhausts the stream.
+            self._add(rpcs=1)
             returned = 0
             for response in call(*args, **kwargs):
                 # A batch get answers every requested document (found or missing); a query
                 # answers its documents, plus progress messages that carry none.
                 if "found" in response or "missing" in response or "document" in response:
                     returned += 1
+                    self._add(reads=1)
                 yield response
-            self._add(reads=max(returned, minimum), rpcs=1)
+            self._add(reads=max(minimum - returned, 0))
 
         return counted
 

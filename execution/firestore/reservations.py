@@ -8,11 +8,14 @@ times (`support.Attempts`: the one loop of acquire and release, each attempt a r
 a batch and a commit). An invocation that read the account and in-flight documents at its start
 passes them as `budget_read`: the first attempt then creates the reservation without reading it,
 since a fresh intent's document does not exist yet; where it does (a redelivery, a duplicate),
-the `create` fails and the next attempt reads all three, at once. The emulator's pessimistic
-transactions livelock under exactly the contention this handles (docs/EMULATOR-FACTS.md, F1);
-preconditions never hold a lock, so contention is cheap and always ends. The reservation's
-writes are encoded by `execution.firestore.lean_writes` (the library's own `Write` messages,
-cheaper to build).
+the `create` fails (`AlreadyExists`) and the same attempt reads the reservation alone: a
+duplicate (or a live lease elsewhere, or a payload conflict) is answered from it, 3 documents
+read in all with the opening read; anything else (a take-over, our own create whose answer was
+lost, a lost race on the state) goes on to the attempts that read all three, at once. The
+emulator's pessimistic transactions livelock under exactly the contention this handles
+(docs/EMULATOR-FACTS.md, F1); preconditions never hold a lock, so contention is cheap and
+always ends. The reservation's writes are encoded by `execution.firestore.lean_writes` (the
+library's own `Write` messages, cheaper to build).
 
 Within one process the writers of one limited account's state document take turns
 (`execution.firestore.account_turns`): an acquire holds the account's turn from its read to its
@@ -165,6 +168,8 @@ class _AcquireRead:
     reservation: Snapshot | None
     account: Snapshot
     state: Snapshot | KnownState
+    reservation_only: bool = False
+    """Only the reservation was read now; the account and state are the opening read's."""
 
     @cached_property
     def known(self) -> KnownState:
@@ -403,12 +408,18 @@ class FirestoreReservationManager:
     ) -> Acquisition:
         """Attempt until an answer, a bounded number of times; see `acquire`."""
         # The optimistic create decides on the opening read, once: it is not a race lost, so it
-        # takes no attempt of the budget and no pause.
+        # takes no attempt of the budget and no pause. Where it found the intent's document, the
+        # same attempt reads that document alone and answers a duplicate from it; anything else
+        # goes on to the attempts that read all three, as many as before.
         optimistic = iter([] if opening is None else [opening])
 
         def attempt(_: int) -> Acquisition | Retry:
             read = next(optimistic, None) or self._read(request)
-            return self._attempt(request, read, lease_id, riders, turn)
+            answer = self._attempt(request, read, lease_id, riders, turn)
+            if isinstance(answer, _FoundExisting):
+                found = self._read_reservation(request, read)
+                return self._attempt(request, found, lease_id, riders, turn)
+            return answer
 
         attempts = Attempts[Acquisition](
             limit=self._max_attempts + (opening is not None),
@@ -433,6 +444,14 @@ class FirestoreReservationManager:
             snapshots[res_doc.path], snapshots[acc_doc.path], snapshots[state_doc.path]
         )
 
+    def _read_reservation(self, request: ReservationRequest, opening: _AcquireRead) -> _AcquireRead:
+        """The intent's reservation alone, beside the opening read's account and state (which
+        only a duplicate's answer may use: anything else reads all three)."""
+        res_doc = reservation_ref(self._db, request.tenant_id, request.client_intent_id)
+        with store_errors("reservation read"):
+            snap = res_doc.get(**self._policy.kwargs())
+        return _AcquireRead(snap, opening.account, opening.state, reservation_only=True)
+
     def _attempt(
         self,
         request: ReservationRequest,
@@ -450,6 +469,8 @@ class FirestoreReservationManager:
         if read.reservation is not None and read.reservation.exists:
             existing = record_from_document(read.reservation.to_dict() or {})
             version = read.reservation.update_time
+        if read.reservation_only and (existing is None or existing.lease_id == lease_id):
+            return Retry(pause=False)  # not a duplicate: decide on a read of all three
         if existing is not None and existing.lease_id == lease_id:
             # An earlier commit of ours landed although its answer was lost.
             return Acquired(self._handle(existing, version, riders, read))
@@ -457,6 +478,8 @@ class FirestoreReservationManager:
         if decide_acquire(existing, request, now) is AcquireAction.DUPLICATE:
             assert existing is not None
             return AlreadyExecuted(existing)
+        if read.reservation_only:
+            return Retry(pause=False)  # a take-over decides on a current account state
         try:
             admission = self._admission(request, read, now, lease_id)
         except LimitWaitError as exc:
@@ -490,7 +513,9 @@ class FirestoreReservationManager:
                 broker_account_id=request.broker_account_id,
             )
         results = self._commit(batch, request, read)
-        if results is None:
+        if isinstance(results, gexc.AlreadyExists) and read.reservation is None:
+            return _FoundExisting(pause=False)
+        if not isinstance(results, list):
             return Retry(pause=read.reservation is not None)
         if turn is not None:
             # The batch writes the reservation, then the state document.
@@ -543,8 +568,8 @@ class FirestoreReservationManager:
 
     def _commit(
         self, batch: firestore.WriteBatch, request: ReservationRequest, read: _AcquireRead
-    ) -> list[Any] | None:
-        """The batch's write results, or None where a precondition lost its race."""
+    ) -> list[Any] | BaseException:
+        """The batch's write results, or the error of a precondition that lost its race."""
         try:
             with store_errors("reservation commit"):
                 return list(batch.commit(**self._policy.kwargs()))
@@ -557,7 +582,7 @@ class FirestoreReservationManager:
                 error=type(exc).__name__,
                 read_first=read.reservation is not None,
             )
-            return None
+            return exc
 
     def _handle(
         self,
@@ -988,6 +1013,10 @@ def _after_admission(read: _AcquireRead, admission: Admitted, update_time: Any) 
         placed_orders=dict(admission.placed_orders),
     )
     return KnownState(before.reference, after, update_time)
+
+
+class _FoundExisting(Retry):
+    """The optimistic create found the intent's document: read it, alone, in the same attempt."""
 
 
 @dataclass(frozen=True)

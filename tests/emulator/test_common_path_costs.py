@@ -2,7 +2,8 @@
 
 A duplicate delivery (Pub/Sub delivers at least once) answers from the recorded reservation: it
 reads the account and its state when the invocation opens, and then the reservation alone, never
-the account and its state a second time. And an account's state keeps only today's orders-placed
+the account and its state a second time; so does a redelivery that meets another invocation's
+live lease. And an account's state keeps only today's orders-placed
 count and yesterday's (for an instance whose clock is still on it): an account without limits
 has no admission to prune the older days, so its placed releases do, or the map would grow by a
 key every trading day for as long as the account trades.
@@ -18,10 +19,18 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from execution.brokers.paper import PaperBroker
 from execution.clock import FakeClock
+from execution.errors import ReservationInFlightError
 from execution.firestore.paths import account_path, inflight_path, inflight_ref
-from execution.models import Outcome
-from tests.support.builders import emulator_service, make_intent, unique
+from execution.models import Outcome, TradeIntent
+from tests.support.builders import (
+    FAST_POLICY,
+    PausedInsideTheCall,
+    emulator_service,
+    make_intent,
+    unique,
+)
 
 LIMITS: dict[str, dict[str, Any]] = {
     "no limits": {},
@@ -58,11 +67,24 @@ def set_account(
         db.collection("tenants", tenant_id, "accounts").document(account_id).set(limits)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the duplicate's reservation-only read (branch perf, f841c1c) was not merged with the "
-    "account's handed-over state (branch hot): it still reads 5 documents; port it next",
-)
+def intent_reads(paths: Counter[str], intent: TradeIntent) -> dict[str, int]:
+    """The reads of the intent's tenant's own documents (the shared ops documents left out)."""
+    return {
+        path: count
+        for path, count in paths.items()
+        if path.startswith(f"tenants/{intent.tenant_id}/") and "/ops/" not in path
+    }
+
+
+def read_once_each(intent: TradeIntent) -> dict[str, int]:
+    """The account, its state and the intent's reservation, each read once."""
+    return {
+        account_path(intent.tenant_id, intent.broker_account_id): 1,
+        inflight_path(intent.tenant_id, intent.broker_account_id): 1,
+        f"tenants/{intent.tenant_id}/execution_reservations/{intent.client_intent_id}": 1,
+    }
+
+
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
 def test_a_duplicate_delivery_reads_its_account_state_and_reservation_once_each(
     counted_db: firestore.Client, limits: dict[str, Any]
@@ -77,16 +99,35 @@ def test_a_duplicate_delivery_reads_its_account_state_and_reservation_once_each(
     again = service.engine.execute_intent(intent)
 
     assert (again.outcome, again.recorded_outcome) == (Outcome.DUPLICATE, Outcome.PLACED)
-    ours = {
-        path: count
-        for path, count in reads.paths.items()
-        if path.startswith(f"tenants/{intent.tenant_id}/") and "/ops/" not in path
-    }
-    assert ours == {
-        account_path(intent.tenant_id, intent.broker_account_id): 1,
-        inflight_path(intent.tenant_id, intent.broker_account_id): 1,
-        f"tenants/{intent.tenant_id}/execution_reservations/{intent.client_intent_id}": 1,
-    }
+    assert intent_reads(reads.paths, intent) == read_once_each(intent)
+
+
+@pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
+def test_a_redelivery_meeting_a_live_lease_elsewhere_is_answered_from_the_reservation_alone(
+    counted_db: firestore.Client, limits: dict[str, Any]
+) -> None:
+    # The reservation-only read decides every answer a reservation alone gives: here, another
+    # invocation's live lease (it is inside its broker call). The redelivery must neither take
+    # the intent over nor reach the broker, and it reads no document twice.
+    clock = FakeClock()
+    intent = make_intent(broker_account_id=unique("acct"))
+    set_account(counted_db, intent.tenant_id, intent.broker_account_id, limits)
+    read_by_redelivery: list[Counter[str]] = []
+
+    def redelivered() -> None:
+        reads = DocumentReads(counted_db)
+        with pytest.raises(ReservationInFlightError):
+            service.engine.execute_intent(intent)
+        read_by_redelivery.append(Counter(reads.paths))
+
+    paper = PaperBroker(counted_db, clock=clock, policy=FAST_POLICY)
+    broker = PausedInsideTheCall(paper, redelivered)
+    service = emulator_service(counted_db, clock, broker=broker)
+
+    assert service.engine.execute_intent(intent).outcome is Outcome.PLACED
+
+    assert len(read_by_redelivery) == 1 and broker.place_calls == 1
+    assert intent_reads(read_by_redelivery[0], intent) == read_once_each(intent)
 
 
 @pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
