@@ -57,7 +57,7 @@ MUTANTS = (
         "execution.engine",
         "ExecutionEngine._execute_held",
         (("if handle.attempt > 1 and self._may_reach_broker(account):", "if False:"),),
-        hint=4,
+        hint=8,
     ),
     Mutant(
         "release not fenced",
@@ -110,7 +110,7 @@ MUTANTS = (
             ),
         ),
         also_bound_in=("execution.firestore.reservations",),
-        hint=10,
+        hint=59,
     ),
     Mutant(
         "a placed order counts on its recorder's UTC day alone (no skew across midnight)",
@@ -153,7 +153,7 @@ MUTANTS = (
         "execution.broker_truth",
         "BrokerTruth.settle_hold",
         (("if names_it or record.outcome is not Outcome.PLACED:", "if False:"),),
-        hint=147,
+        hint=264,
     ),
     Mutant(
         "a lost answer is not settled after a fenced release",
@@ -165,7 +165,7 @@ MUTANTS = (
                 "if True:",
             ),
         ),
-        hint=109,
+        hint=43,
     ),
     Mutant(
         "the unsettled_order marker is ignored (a marked record is acked as a duplicate)",
@@ -173,7 +173,7 @@ MUTANTS = (
         "ExecutionEngine._recorded",
         (("if record.unsettled_order is None:", "if True:"),),
         seeds=8000,  # the PENDING settle's window: aimed at, still about one seed in a thousand
-        hint=952,
+        hint=182,
     ),
     Mutant(
         "a take-over acks its forbidding outcome without looking for a marker",
@@ -181,21 +181,21 @@ MUTANTS = (
         "ExecutionEngine._answer",
         (("if handle.attempt <= 1 or result.outcome not in FORBIDDING_OUTCOMES:", "if True:"),),
         seeds=8000,  # the same rare window
-        hint=952,
+        hint=182,
     ),
     Mutant(
         "a pending settle leaves no marker",
         "execution.engine",
         "ExecutionEngine._settle_or_mark",
         (("self._leave_marker(intent, handle, order)", "pass"),),
-        hint=200,
+        hint=43,
     ),
     Mutant(
         "a refused lookup is a rejection (dead letter)",
         "execution.engine",
         "ExecutionEngine._earlier_order",
         (("raise BrokerTransientError(", "raise BrokerRejectedError("),),
-        hint=37,
+        hint=54,
     ),
     Mutant(
         "client order id without the tenant",
@@ -222,7 +222,7 @@ MUTANTS = (
         "execution.firestore.account_turns",
         "AccountTurns._enter",
         (("_carried(queued), self._timeout_seconds", "_carried(queued), None"),),
-        hint=8,
+        hint=7,
     ),
     Mutant(
         "the sweep skips a lapsed lease whose hold ended meanwhile",
