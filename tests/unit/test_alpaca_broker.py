@@ -43,11 +43,21 @@ from execution.settings import ALPACA_PAPER_URL, AgentMode, Settings
 from tests.support.builders import make_order_request
 from tests.unit.fakes import client_order_id_of, make_engine, make_intent
 
-READ_TIMEOUT_S = 0.3
-TEST_TIMEOUT = httpx.Timeout(connect=1.0, read=READ_TIMEOUT_S, write=1.0, pool=1.0)
+# Long enough for a loaded machine to answer an ordinary request (0.3 s timed out a lookup at
+# load 9), and far below a hang: the sandbox wakes a hanging handler at shutdown, so the hang
+# costs nothing after the client gave up.
+READ_TIMEOUT_S = 2.0
+TEST_TIMEOUT = httpx.Timeout(connect=5.0, read=READ_TIMEOUT_S, write=5.0, pool=5.0)
+HANG_S = 120.0
+
+
+def hang() -> Fault:
+    """The sandbox takes the order, then answers long after any client gave up."""
+    return hang_after_accept(HANG_S)
+
 
 OUTCOME_UNKNOWN_FAULTS: dict[str, Callable[[], Fault]] = {
-    "read timeout after accept": hang_after_accept,
+    "read timeout after accept": hang,
     "malformed JSON after accept": malformed_json_after_accept,
     "connection dropped after accept": drop_after_accept,
     "503 after accept": lambda: status(503, "upstream unavailable", accept=True),
@@ -214,7 +224,7 @@ def test_the_retry_after_an_unknown_outcome_returns_the_order_alpaca_took(
 def test_the_broker_timeout_holds_even_when_the_injected_client_has_none(
     alpaca: AlpacaSandbox,
 ) -> None:
-    alpaca.inject("POST", hang_after_accept())
+    alpaca.inject("POST", hang())
     with httpx.Client(timeout=None) as unbounded:
         broker = AlpacaBroker(
             key_id=KEY_ID,
@@ -412,7 +422,7 @@ def test_cancelling_a_filled_order_is_rejected_as_not_cancelable(
 
 def test_a_cancel_that_times_out_is_transient(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> None:
     placed = broker.place_order(order_request())
-    alpaca.inject("DELETE", hang_after_accept())
+    alpaca.inject("DELETE", hang())
 
     with pytest.raises(BrokerTransientError):
         broker.cancel_order("tenant-a", "acct-1", placed.broker_order_id)
@@ -425,7 +435,7 @@ def provoke_every_failure(broker: AlpacaBroker, alpaca: AlpacaSandbox) -> list[B
     """Run the broker through each fault (one echoing the secret back); return the errors."""
     alpaca.inject(
         "POST",
-        hang_after_accept(),
+        hang(),
         malformed_json_after_accept(),
         drop_after_accept(),
         status(503, "unavailable"),
@@ -543,7 +553,7 @@ def test_the_engine_retries_a_timed_out_placement_into_the_one_order_alpaca_took
     broker: AlpacaBroker, alpaca: AlpacaSandbox
 ) -> None:
     rig = make_engine(broker=broker)
-    alpaca.inject("POST", hang_after_accept())
+    alpaca.inject("POST", hang())
     with pytest.raises(BrokerTransientError):
         rig.engine.execute_intent(make_intent())
 
