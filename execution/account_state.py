@@ -95,10 +95,13 @@ from decimal import Decimal
 
 from execution.errors import BudgetWaitError, InvalidIntentError, LimitWaitError
 from execution.models import EXACT_MONEY, money_decimal
-
-# A float sum of share quantities may land a hair above the limit it equals.
-_EPSILON = 1e-6
-
+from execution.positions import (
+    Position,
+    limit_billionths,
+    positions_fields,
+    shares_text,
+    to_billionths,
+)
 
 DEFAULT_CLOCK_SKEW_SECONDS = 5.0
 """CLOCK_SKEW_SECONDS's default: how far instances' clocks may disagree."""
@@ -172,7 +175,7 @@ class AccountState:
     """An account's state document, parsed."""
 
     leases: dict[str, Lease] = field(default_factory=dict)
-    positions: dict[str, float] = field(default_factory=dict)
+    positions: dict[str, Position] = field(default_factory=dict)
     placed_orders: dict[str, int] = field(default_factory=dict)
 
     def active(self, now: datetime) -> dict[str, Lease]:
@@ -207,10 +210,12 @@ def _recent_days(state: AccountState, now: datetime) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Admitted:
-    """The lease fits every limit: the state to write with the reservation."""
+    """The lease fits every limit: the state to write with the reservation. `positions`, where
+    not None, is written whole too: closed positions the admission removed for room."""
 
     leases: dict[str, Lease]
     placed_orders: dict[str, int]
+    positions: dict[str, Position] | None = None
 
 
 @dataclass(frozen=True)
@@ -249,13 +254,13 @@ def admit(
     today = utc_day(now)
     placed_today = state.placed_orders.get(today, 0)
     days = {**_recent_days(state, now), today: placed_today}
+    positions = _with_room(state.positions, {**others, lease_id: lease}, days)
+    placed = state.positions.get(lease.symbol, Position())
     checks = (
         _budget(_live(others, now), lease, limits.max_inflight_usd),
         _daily_orders(others, placed_today, limits.max_daily_orders, now),
-        _position(
-            others, state.positions.get(lease.symbol, 0.0), lease, limits.max_position_qty, now
-        ),
-        _room(others, lease_id, lease, state.positions, days, now),
+        _position(others, placed, lease, limits.max_position_qty, now),
+        _room(others, lease_id, lease, positions, days, now),
     )
     refusals = [check for check in checks if isinstance(check, Refused)]
     if refusals:
@@ -263,7 +268,15 @@ def admit(
     waits = [check for check in checks if isinstance(check, LimitWaitError)]
     if waits:
         raise waits[0]
-    return Admitted({**others, lease_id: lease}, days)
+    pruned = None if positions == state.positions else positions
+    return Admitted({**others, lease_id: lease}, days, pruned)
+
+
+def adds_position_entry(positions: dict[str, Position], symbol: str) -> bool:
+    """Whether a placed order of `symbol` adds an entry to the document's exact positions: an
+    intent that would must hold its room first, on every account ("Size" above)."""
+    held = positions.get(symbol)
+    return held is None or held.exact is None
 
 
 def stored_bytes(value: object) -> int:
@@ -295,22 +308,39 @@ def state_bytes(state: AccountState) -> int:
     # The document name: each path segment's size, plus 16; every document's 32 bytes.
     segments = ("tenants", _LONGEST_ID, "execution_inflight", _LONGEST_ID)
     name = sum(stored_bytes(segment) for segment in segments) + 16 + 32
+    # Each hold may yet add its symbol's exact entry: counted now, so that no release grows the
+    # document past what an admission decided on.
+    pending = {
+        held.symbol: state.positions.get(held.symbol, Position()).plus(0)
+        for held in state.leases.values()
+        if adds_position_entry(state.positions, held.symbol)
+    }
     fields = {
         "tenant_id": _LONGEST_ID,
         "broker_account_id": _LONGEST_ID,
         "updated_at": 0,
         "leases": leases,
-        "positions": state.positions,
+        **positions_fields({**state.positions, **pending}),
         "placed_orders": state.placed_orders,
     }
     return name + stored_bytes(fields)
+
+
+def _with_room(
+    positions: dict[str, Position], leases: dict[str, Lease], days: dict[str, int]
+) -> dict[str, Position]:
+    """`positions`, less the closed ones where the document would not fit under the cap with
+    them (removed only then: see "Size" above)."""
+    if state_bytes(AccountState(leases, positions, days)) <= MAX_STATE_BYTES:
+        return positions
+    return {symbol: held for symbol, held in positions.items() if not held.closed()}
 
 
 def _room(
     others: dict[str, Lease],
     lease_id: str,
     lease: Lease,
-    positions: dict[str, float],
+    positions: dict[str, Position],
     days: dict[str, int],
     now: datetime,
 ) -> Verdict:
@@ -323,8 +353,8 @@ def _room(
         return Refused(
             f"account_state_full: the account's state document would hold {alone} bytes "
             f"(cap {MAX_STATE_BYTES}) with no other intent in flight: positions of "
-            f"{len(positions)} symbols fill it; an operator must remove closed positions "
-            "(positions.{symbol} at 0) from it"
+            f"{len(positions)} symbols fill it and none is closed; no order of a symbol it "
+            "does not hold can be recorded"
         )
     return LimitWaitError(
         f"account_state_full: the account's state document would hold {size} bytes (cap "
@@ -391,28 +421,32 @@ def _daily_orders(
 
 
 def _position(
-    others: dict[str, Lease], placed: float, lease: Lease, limit: float | None, now: datetime
+    others: dict[str, Lease], placed: Position, lease: Lease, limit: float | None, now: datetime
 ) -> Verdict:
+    """Decided in exact billionths of a share (`execution.positions`), on the worse end of the
+    placed position for this order's direction, against the limit as written: no tolerance."""
     if limit is None:
         return None
     # Only same-direction leases in flight can push the position further; opposite ones might
     # never be placed, so they are not counted as room.
-    direction = 1.0 if lease.side == "buy" else -1.0
+    direction = 1 if lease.side == "buy" else -1
     same_way_holds = {
         lid: held
         for lid, held in others.items()
         if held.symbol == lease.symbol and held.side == lease.side
     }
-    same_way = sum(held.qty for held in same_way_holds.values())
-    alone = direction * (placed + lease.signed_qty())
-    if alone > limit + _EPSILON:
+    same_way = sum(to_billionths(held.qty) for held in same_way_holds.values())
+    low, high = placed.bounds()
+    worst = high if lease.side == "buy" else low  # the end the order pushes further
+    alone = direction * (worst + to_billionths(lease.signed_qty()))
+    cap = limit_billionths(limit)
+    if alone > cap:
         # An order that shrinks the position never crosses the limit this way: it is allowed.
-        return Refused(f"max_position_exceeded: {abs(alone):g} > {limit:g}")
-    worst = alone + same_way
-    if worst > limit + _EPSILON:
+        return Refused(f"max_position_exceeded: {shares_text(abs(alone))} > {limit:g}")
+    if alone + same_way > cap:
         return LimitWaitError(
-            f"max_position_qty {limit:g} ({lease.symbol}): {placed:g} placed and {same_way:g} "
-            f"{lease.side} in flight{_unknown_note(same_way_holds, now)}; waiting until an "
-            "intent in flight ends"
+            f"max_position_qty {limit:g} ({lease.symbol}): {shares_text(worst)} "
+            f"placed and {shares_text(same_way)} {lease.side} in flight"
+            f"{_unknown_note(same_way_holds, now)}; waiting until an intent in flight ends"
         )
     return None

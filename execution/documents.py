@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from execution import positions
 from execution.account_state import AccountState, Lease
 from execution.errors import PermanentError
 from execution.models import BrokerOrder, Outcome, ticker
@@ -90,6 +91,9 @@ Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Signed = Annotated[float, Field(allow_inf_nan=False)]
 Attempt = Annotated[int, Field(strict=True, ge=1)]
 Count = Annotated[int, Field(ge=0)]
+PositionPart = Annotated[int, Field(strict=True, gt=-(2**63), lt=2**63 - 1)]
+"""An exact position's integer part: an int64 strictly inside its bounds (a saturated one is
+no number)."""
 UsdLimit = Annotated[float, Field(ge=0, le=MAX_LIMIT_USD, strict=True, allow_inf_nan=False)]
 QtyLimit = Annotated[float, Field(ge=0, le=MAX_LIMIT_QTY, strict=True, allow_inf_nan=False)]
 Price = Annotated[float, Field(strict=True)]
@@ -290,6 +294,20 @@ class LeaseEntry(StoredDocument):
     qty: Amount = 0.0
 
 
+class PositionParts(StoredDocument):
+    """One entry of an account state's exact positions (`execution.positions`): integers only,
+    and never at an int64 bound, where Firestore's increment saturates (the value is lost)."""
+
+    document_kind = "position"
+
+    shares: PositionPart = 0
+    billionths: PositionPart = 0
+
+    def billionths_total(self) -> int:
+        """The position in billionths."""
+        return self.shares * positions.BILLION + self.billionths
+
+
 class AccountStateDocument(StoredDocument):
     """`tenants/{tenant_id}/execution_inflight/{broker_account_id}`: an account's leases,
     positions and daily counts (see `execution.account_state`)."""
@@ -300,8 +318,11 @@ class AccountStateDocument(StoredDocument):
     broker_account_id: Text | None = None
     updated_at: Timestamp | None = None
     leases: dict[str, LeaseEntry] = Field(default_factory=dict)
-    positions: dict[str, Signed] = Field(default_factory=dict)
-    """Net quantity placed per symbol."""
+    # The two position fields' names are `execution.positions`' EXACT_FIELD and LEGACY_FIELD.
+    exact_positions: dict[str, PositionParts] = Field(default_factory=dict)
+    """Net quantity placed per symbol, in integers (`execution.positions`)."""
+    legacy_positions: dict[str, Signed] = Field(default_factory=dict, alias="positions")
+    """Net quantity per symbol as an earlier version summed it in floats: read, never written."""
     placed_orders: dict[str, Count] = Field(default_factory=dict)
     """Orders placed per UTC day ("YYYY-MM-DD")."""
 
@@ -311,9 +332,17 @@ class AccountStateDocument(StoredDocument):
             leases={
                 lease_id: Lease(**entry.model_dump()) for lease_id, entry in self.leases.items()
             },
-            positions=dict(self.positions),
+            positions=self._positions(),
             placed_orders=dict(self.placed_orders),
         )
+
+    def _positions(self) -> dict[str, positions.Position]:
+        """Each symbol's position: its exact parts, and a legacy float where one is stored."""
+        exact = {symbol: parts.billionths_total() for symbol, parts in self.exact_positions.items()}
+        return {
+            symbol: positions.Position(exact.get(symbol), self.legacy_positions.get(symbol))
+            for symbol in {**exact, **self.legacy_positions}
+        }
 
 
 def state_from_document(data: Mapping[str, Any] | None) -> AccountState:

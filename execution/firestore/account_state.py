@@ -8,13 +8,16 @@ why one document carries every limit)::
     leases         {lease_id: {client_intent_id, amount_usd, expires_at, symbol, side, qty}}
                    the holds: intents whose order the account may not know yet; `expires_at`
                    is when the lease ends (its expiry, or its release where the hold outlives it)
-    positions      {symbol: net quantity placed}          only ever incremented
+    exact_positions  {symbol: {shares, billionths}}    net quantity placed, in integers
+                   (`execution.positions`), incremented; removed only where closed, by a writer
+                   that read it (an admission that needs the room)
+    positions      {symbol: float}                        an earlier version's floats: read only
     placed_orders  {"YYYY-MM-DD": orders placed that UTC day}
 
-An acquire rewrites `leases` and `placed_orders` (pruned to yesterday and today) under a
-precondition on the `update_time` it read. Everything else only increments or deletes single
-fields, without reading: a concurrent acquire that read the older version then fails its
-precondition and reads again.
+An acquire rewrites `leases` and `placed_orders` (pruned to yesterday and today), and the
+positions where it removes closed ones, under a precondition on the `update_time` it read.
+Everything else only increments or deletes single fields, without reading: a concurrent acquire
+that read the older version then fails its precondition and reads again.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from execution.account_state import (
     Admitted,
     Hold,
     Lease,
+    adds_position_entry,
     counted_days,
     first_kept_day,
 )
@@ -44,6 +48,15 @@ from execution.firestore.account_turns import KnownState
 from execution.firestore.paths import INFLIGHT as INFLIGHT
 from execution.firestore.paths import inflight_ref
 from execution.models import Outcome
+from execution.positions import (
+    BILLIONTHS,
+    EXACT_FIELD,
+    SHARES,
+    Position,
+    positions_fields,
+    split,
+    to_billionths,
+)
 from execution.reservations import ReservationRecord
 from execution.telemetry import emit
 
@@ -81,7 +94,7 @@ def stage_admission(
     now: datetime,
     tenant_id: str,
     broker_account_id: str,
-    positions: dict[str, float] | None = None,
+    positions: dict[str, Position] | None = None,
 ) -> None:
     """Write the admitted state, conditioned on the version `snapshot` read (or its absence);
     a `KnownState` a writer handed over stands for a read (`account_turns`). `positions`, where
@@ -91,8 +104,10 @@ def stage_admission(
         "placed_orders": admitted.placed_orders,
         "updated_at": now,
     }
+    if admitted.positions is not None:
+        positions = admitted.positions
     if positions is not None:
-        fields["positions"] = positions
+        fields.update(positions_fields(positions))
     if snapshot.exists:
         option = firestore.Client.write_option(last_update_time=snapshot.update_time)
         lean_writes.update(batch, snapshot.reference, fields, option=option)
@@ -117,6 +132,11 @@ class PlacedOrder:
     qty: float
     placed_at: datetime
     days: tuple[str, ...]
+
+    def signed_billionths(self) -> int:
+        """What the order adds to its symbol's position, in billionths of a share."""
+        qty = to_billionths(self.qty)
+        return qty if self.side == "buy" else -qty
 
     @classmethod
     def of(cls, record: ReservationRecord, now: datetime, skew: timedelta) -> PlacedOrder:
@@ -153,26 +173,32 @@ def add_placed_order(
     ride on a batch that a precondition makes happen once per order (the reservation's own
     fenced update). `version`, where given, is the `update_time` the document must still have.
     """
-    signed = placed.qty if placed.side == "buy" else -placed.qty
+    shares, rest = split(placed.signed_billionths())
     oldest = first_kept_day(placed.placed_at)
     counts: dict[str, Any] = {day: firestore.DELETE_FIELD for day in order_days if day < oldest}
     counts.update({day: firestore.Increment(1) for day in placed.days})
     ref = inflight_ref(db, placed.tenant_id, placed.broker_account_id)
     if version is not None:
         # The same change as a field-path update, which (unlike `set`) takes a precondition.
-        changes: dict[tuple[str, str], Any] = {
-            ("positions", placed.symbol): firestore.Increment(signed)
+        changes: dict[tuple[str, ...], Any] = {
+            (EXACT_FIELD, placed.symbol, SHARES): firestore.Increment(shares),
+            (EXACT_FIELD, placed.symbol, BILLIONTHS): firestore.Increment(rest),
         }
         changes.update({("placed_orders", day): count for day, count in counts.items()})
         if ending_lease_id is not None:
             changes[("leases", ending_lease_id)] = firestore.DELETE_FIELD
         batch.update(ref, _by_field_path(changes), option=_precondition(version))
         return
-    # Only the two increments (and, once a day, the past days' deletes): every release of an
-    # order of every account writes this, so each field costs every intent (encoded here,
-    # decoded by every opening read of the account).
+    # Only the increments (and, once a day, the past days' deletes): every release of an order
+    # of every account writes this, so each field costs every intent (encoded here, decoded by
+    # every opening read of the account). Integers: Firestore adds them exactly, unread.
     fields: dict[str, Any] = {
-        "positions": {placed.symbol: firestore.Increment(signed)},
+        EXACT_FIELD: {
+            placed.symbol: {
+                SHARES: firestore.Increment(shares),
+                BILLIONTHS: firestore.Increment(rest),
+            }
+        },
         "placed_orders": counts,
     }
     if ending_lease_id is not None:
@@ -306,9 +332,9 @@ def state_after_end(
 
 def _with_order(state: AccountState, placed: PlacedOrder, lease_id: str | None) -> AccountState:
     """`state` once `add_placed_order` landed on it."""
-    signed = placed.qty if placed.side == "buy" else -placed.qty
     after = _without_lease(state, lease_id)
-    after.positions[placed.symbol] = state.positions.get(placed.symbol, 0.0) + signed
+    held = state.positions.get(placed.symbol, Position())
+    after.positions[placed.symbol] = held.plus(placed.signed_billionths())
     oldest = first_kept_day(placed.placed_at)
     after.placed_orders = {kept: n for kept, n in state.placed_orders.items() if kept >= oldest}
     for day in placed.days:
@@ -325,7 +351,7 @@ def _without_lease(state: AccountState, lease_id: str | None) -> AccountState:
     )
 
 
-def _by_field_path(changes: dict[tuple[str, str], Any]) -> dict[str, Any]:
+def _by_field_path(changes: dict[tuple[str, ...], Any]) -> dict[str, Any]:
     """`update` fields keyed by escaped field path (a symbol or lease id may hold any character)."""
     return {FieldPath(*path).to_api_repr(): value for path, value in changes.items()}
 
@@ -335,6 +361,20 @@ def _precondition(version: Any) -> Any:
     if version is None:
         return None
     return firestore.Client.write_option(last_update_time=version)
+
+
+def holds_no_position(state: Snapshot | KnownState, symbol: str) -> bool:
+    """Whether a placed order of `symbol` would add an entry to the account state's exact
+    positions (`adds_position_entry`), asked of a snapshot without parsing all of it."""
+    if isinstance(state, KnownState):
+        return adds_position_entry(state.state.positions, symbol)
+    if not state.exists:
+        return True
+    try:
+        entry = state.get(FieldPath(EXACT_FIELD, symbol).to_api_repr())
+    except KeyError:
+        return True
+    return not isinstance(entry, dict)
 
 
 def order_days_in(snapshot: Snapshot | None) -> tuple[str, ...]:

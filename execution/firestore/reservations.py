@@ -63,6 +63,7 @@ from google.cloud import firestore
 
 from execution.account_state import (
     DEFAULT_CLOCK_SKEW_SECONDS,
+    AccountLimits,
     AccountState,
     Admitted,
     Lease,
@@ -85,6 +86,7 @@ from execution.errors import (
 from execution.firestore import lean_writes
 from execution.firestore.account_state import (
     StagedEnd,
+    holds_no_position,
     limits_from_account,
     log_kept_hold,
     order_days_in,
@@ -549,9 +551,18 @@ class FirestoreReservationManager:
                 broker_account_id=request.broker_account_id,
                 client_intent_id=request.client_intent_id,
             )
+        unlimited = limits is None or not limits.any()
+        if unlimited and not holds_no_position(read.state, request.symbol):
             return None
-        if not limits.any():
-            return None
+        try:
+            known = read.known
+        except MalformedDocumentError as exc:
+            if unlimited:
+                return None  # no limit to decide; its room is decided once it is repaired
+            raise _unreadable_state(request, exc) from exc
+        # A limit to decide, or a symbol whose position the document does not hold yet: its
+        # placed order would add an entry, so it holds the room first (`execution.account_state`,
+        # "Size"), on an account without limits too.
         lease = Lease(
             client_intent_id=request.client_intent_id,
             amount_usd=request.amount_usd,
@@ -560,11 +571,8 @@ class FirestoreReservationManager:
             side=request.side,
             qty=request.qty,
         )
-        try:
-            known = read.known
-        except MalformedDocumentError as exc:
-            raise _unreadable_state(request, exc) from exc
-        return admit(known.state, now=now, lease_id=lease_id, lease=lease, limits=limits)
+        counted = limits or AccountLimits()
+        return admit(known.state, now=now, lease_id=lease_id, lease=lease, limits=counted)
 
     def _commit(
         self, batch: firestore.WriteBatch, request: ReservationRequest, read: _AcquireRead
@@ -1007,9 +1015,10 @@ def _after_admission(read: _AcquireRead, admission: Admitted, update_time: Any) 
     """The account's state once `admission` is written over what `read` decided on, as of
     `update_time` (the commit's, or the read's while the admissions of one batch add up)."""
     before = read.known
+    positions = before.state.positions if admission.positions is None else admission.positions
     after = AccountState(
         leases=dict(admission.leases),
-        positions=dict(before.state.positions),
+        positions=dict(positions),
         placed_orders=dict(admission.placed_orders),
     )
     return KnownState(before.reference, after, update_time)
@@ -1097,14 +1106,17 @@ def _known_from(snap: Snapshot) -> KnownState:
 
 
 def _writes_account_state(request: ReservationRequest, budget_read: BudgetRead | None) -> bool:
-    """Whether this acquire may write the account's state document (a limit is set; unknown
-    until read where no opening read was passed)."""
+    """Whether this acquire may write the account's state document (a limit is set, or the
+    intent's symbol has no exact position there yet; unknown until read where no opening read
+    was passed)."""
     if not request.enforce_budget:
         return False
     if budget_read is None:
         return True
     limits = limits_from_account(snapshot_data(budget_read.account))
-    return limits is not None and limits.any()
+    return (limits is not None and limits.any()) or holds_no_position(
+        budget_read.inflight, request.symbol
+    )
 
 
 def _new_lease_id() -> str:

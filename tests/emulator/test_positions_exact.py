@@ -30,7 +30,7 @@ from execution.errors import LimitWaitError
 from execution.firestore.reservations import FirestoreReservationManager, inflight_ref
 from execution.models import Outcome
 from execution.positions import BILLION, Position
-from execution.reservations import Acquired, ReservationHandle, ReservationRequest
+from execution.reservations import Acquired, ReleaseResult, ReservationHandle, ReservationRequest
 from tests.support.builders import FAST_POLICY, unique
 
 TTL = timedelta(seconds=60)
@@ -69,7 +69,8 @@ class Account:
         """An intent admitted, placed and released `placed`."""
         acquired = self.acquire(qty, **fields)
         assert acquired.refused is None, acquired.refused
-        assert acquired.handle.release(Outcome.PLACED, broker_order_id=uuid.uuid4().hex)
+        placed = acquired.handle.release(Outcome.PLACED, broker_order_id=uuid.uuid4().hex)
+        assert placed is ReleaseResult.RECORDED
 
     @property
     def state_ref(self) -> firestore.DocumentReference:
@@ -171,7 +172,7 @@ def test_concurrent_releases_add_billionths_to_a_large_position_exactly(
     account.place(10_000_000)
     handles: list[ReservationHandle] = [account.acquire(0.000000001).handle for _ in range(16)]
     start = threading.Barrier(len(handles))
-    answers: list[bool] = []
+    answers: list[ReleaseResult] = []
 
     def release(handle: ReservationHandle) -> None:
         start.wait()
@@ -183,7 +184,7 @@ def test_concurrent_releases_add_billionths_to_a_large_position_exactly(
     for thread in threads:
         thread.join()
 
-    assert answers == [True] * len(handles)
+    assert answers == [ReleaseResult.RECORDED] * len(handles)
     assert account.position().bounds() == shares("10000000.000000016")
 
 
@@ -198,13 +199,15 @@ def filled_with_positions(account: Account, size: int, *, closed: bool = False) 
     symbols, up to `size` bytes as Firestore counts them; the symbols written."""
     symbols: list[str] = []
     exact: dict[str, dict[str, int]] = {}
-    document = {"exact_positions": exact}
     per_symbol = stored_bytes({"S" * 32: {"shares": 0, "billionths": 0}})
     name = sum(stored_bytes(s) for s in account.state_ref.path.split("/")) + 16 + 32
-    while name + stored_bytes(document) + per_symbol <= size:
+    written = name + stored_bytes({"exact_positions": {}})
+    while written + per_symbol <= size:
         symbol = uuid.uuid4().hex.upper()
         exact[symbol] = {"shares": 0 if closed else 1, "billionths": 0}
         symbols.append(symbol)
+        written += per_symbol
+    document = {"exact_positions": exact}
     account.state_ref.set(document)
     return symbols
 
@@ -222,10 +225,15 @@ def test_an_account_without_limits_whose_document_is_full_refuses_a_new_symbol_n
 
     assert new_symbol.refused is not None
     assert new_symbol.refused.startswith("account_state_full: ")
-    assert new_symbol.handle.release(Outcome.REJECTED)  # its record ends like any refusal
-    assert old_symbol.refused is None and released
+    ended = new_symbol.handle.release(Outcome.REJECTED)  # its record ends like any refusal
+    assert ended is ReleaseResult.RECORDED
+    assert old_symbol.refused is None and released is ReleaseResult.RECORDED
     after = account.state_ref.get()
-    assert document_size(after) == document_size(before)
+    assert set(state_from_document(after.to_dict()).positions) == set(held)
+    # Only the day's order count arrived (its map's name, and one day's key and count).
+    assert document_size(after) == document_size(before) + stored_bytes(
+        {"placed_orders": {"YYYY-MM-DD": 1}}
+    )
     assert account.position(held[0]).bounds() == shares("2")
 
 
@@ -238,7 +246,7 @@ def test_a_new_symbol_takes_room_that_closed_positions_leave_and_its_release_lan
     acquired = account.acquire(1, symbol="NEWSYMBOL")
     released = acquired.handle.release(Outcome.PLACED, broker_order_id="order-1")
 
-    assert acquired.refused is None and released
+    assert acquired.refused is None and released is ReleaseResult.RECORDED
     after = account.state_ref.get()
     assert document_size(after) < MAX_STATE_BYTES
     assert account.position("NEWSYMBOL").bounds() == shares("1")
@@ -251,15 +259,17 @@ def test_intents_on_new_symbols_of_an_account_without_limits_stop_at_the_cap(
     # Intents in flight at once, each on a symbol the document does not hold yet: each holds
     # its room, so their releases together can never take the document past the cap.
     account = Account(db, clock)
-    filled_with_positions(account, MAX_STATE_BYTES - 2_000)
+    held = filled_with_positions(account, MAX_STATE_BYTES - 2_000)
     admitted: list[Acquired] = []
     with pytest.raises(LimitWaitError) as full:
         for _ in range(40):
             admitted.append(account.acquire(1, symbol=uuid.uuid4().hex.upper()))
     for one in admitted:
         assert one.refused is None
-        assert one.handle.release(Outcome.PLACED, broker_order_id=uuid.uuid4().hex)
+        placed = one.handle.release(Outcome.PLACED, broker_order_id=uuid.uuid4().hex)
+        assert placed is ReleaseResult.RECORDED
 
     assert str(full.value).startswith("account_state_full: ")
     assert 0 < len(admitted) < 40
+    assert len(state_from_document(account.stored()).positions) == len(held) + len(admitted)
     assert document_size(account.state_ref.get()) <= MAX_STATE_BYTES

@@ -85,8 +85,8 @@ MUTANTS = (
         "admit",
         (
             (
-                "others, state.positions.get(lease.symbol, 0.0), lease,",
-                "{}, state.positions.get(lease.symbol, 0.0), lease,",
+                "_position(others, placed, lease,",
+                "_position({}, placed, lease,",
             ),
         ),
         also_bound_in=("execution.firestore.reservations",),
@@ -96,7 +96,7 @@ MUTANTS = (
         "the position limit ignores a sell's sign (a short grows past it)",
         "execution.account_state",
         "_position",
-        (('direction = 1.0 if lease.side == "buy" else -1.0', "direction = 1.0"),),
+        (('direction = 1 if lease.side == "buy" else -1', "direction = 1"),),
         hint=18,
     ),
     Mutant(
