@@ -34,6 +34,7 @@ from execution.engine import ExecutionEngine
 from execution.errors import AgentModeError
 from execution.ledger import Ledger
 from execution.models import BrokerOrder, OrderRequest, Outcome, TradeIntent
+from execution.positions import Position, to_billionths
 from execution.reservations import (
     AcquireAction,
     Acquired,
@@ -299,8 +300,8 @@ class InMemoryReservationManager:
         if state is None or lease is None:
             return False
         if order is not None:
-            held = state.positions.get(lease.symbol, 0.0)
-            state.positions[lease.symbol] = held + lease.signed_qty()
+            held = state.positions.get(lease.symbol, Position())
+            state.positions[lease.symbol] = held.plus(to_billionths(lease.signed_qty()))
         return True
 
 

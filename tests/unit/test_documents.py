@@ -30,6 +30,7 @@ from execution.documents import (
 )
 from execution.firestore import paths
 from execution.models import BrokerOrder, Outcome
+from execution.positions import Position
 from execution.reservations import ReservationRecord, ReservationStatus
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -163,13 +164,15 @@ def test_the_account_state_reads_back_as_written() -> None:
     lease = Lease("i-1", 50.0, NOW, symbol="AAPL", side="buy", qty=2.0)
     stored = {
         "leases": leases_to_document({"lease-1": lease}),
-        "positions": {"AAPL": -3},
+        "exact_positions": {"MSFT": {"shares": -2, "billionths": -500_000_000}},
+        "positions": {"AAPL": -3},  # an earlier version's float sum
         "placed_orders": {"2026-01-05": 4},
     }
 
     state = state_from_document(stored)
 
-    assert state == AccountState({"lease-1": lease}, {"AAPL": -3.0}, {"2026-01-05": 4})
+    positions = {"AAPL": Position(None, -3.0), "MSFT": Position(-2_500_000_000)}
+    assert state == AccountState({"lease-1": lease}, positions, {"2026-01-05": 4})
     assert state_from_document(None) == AccountState()
 
 
@@ -177,6 +180,9 @@ def test_the_account_state_reads_back_as_written() -> None:
     "damage",
     [
         {"positions": {"AAPL": math.inf}},
+        {"exact_positions": {"AAPL": {"shares": 1.5, "billionths": 0}}},
+        {"exact_positions": {"AAPL": {"shares": 2**63 - 1, "billionths": 0}}},  # saturated
+        {"exact_positions": {"AAPL": {"shares": 0, "billionths": -(2**63)}}},
         {"placed_orders": {"2026-01-05": -1}},
         {"leases": {"l": {"client_intent_id": "i", "amount_usd": math.nan, "expires_at": NOW}}},
         {"leases": {"l": {"client_intent_id": "i", "amount_usd": 1.0}}},

@@ -33,6 +33,7 @@ from execution.errors import (
     StoreUnavailableError,
 )
 from execution.models import RETRYABLE_OUTCOMES, TERMINAL_OUTCOMES, Outcome
+from execution.positions import BILLION, Position, to_billionths
 from execution.reservations import (
     AcquireAction,
     Acquired,
@@ -396,7 +397,7 @@ def test_an_order_counts_on_every_day_within_the_clock_skew_of_its_recording(
 def test_the_position_limit_bounds_the_net_position_placed(
     held: float, side: str, qty: float, answer: str
 ) -> None:
-    state = AccountState(positions={"AAPL": held})
+    state = AccountState(positions={"AAPL": Position(to_billionths(held))})
 
     decision = admit(
         state,
@@ -564,12 +565,12 @@ def test_an_admission_that_would_pass_the_state_document_cap_waits_for_holds_to_
 
 
 def test_positions_that_alone_fill_the_state_document_refuse_the_intent_for_good() -> None:
-    positions = {f"SYM{n:028d}": 1.0 for n in range(20_000)}
+    positions = {f"SYM{n:028d}": Position(BILLION) for n in range(20_000)}
 
     reason = refused(AccountState(positions=positions), lease("two"), max_daily_orders=10)
 
     assert reason.startswith("account_state_full: ")
-    assert "remove closed positions" in reason
+    assert "none is closed" in reason
 
 
 def test_stored_bytes_follows_firestores_size_rules() -> None:
