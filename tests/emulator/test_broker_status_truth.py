@@ -37,6 +37,7 @@ from tests.support.alpaca_wire import (
     order_json,
 )
 from tests.support.builders import ledger_entries, make_intent, reservation, unique
+from tests.support.positions import position_of
 from tests.support.wire_server import WireServer, hang_up
 
 KEY_ID = "PKSTATUSTRUTH0000001"
@@ -68,7 +69,7 @@ def account_counts(db: firestore.Client, intent: TradeIntent) -> dict[str, Any]:
     state = inflight_ref(db, TENANT, intent.broker_account_id).get().to_dict() or {}
     return {
         "holds": len(state.get("leases", {})),
-        "position": state.get("positions", {}).get(intent.symbol, 0),
+        "position": position_of(state, intent.symbol),
         "placed_today": sum(state.get("placed_orders", {}).values()),
     }
 

@@ -31,6 +31,7 @@ from tests.support.builders import (
     make_intent,
     unique,
 )
+from tests.support.positions import positions_of
 
 LIMITS: dict[str, dict[str, Any]] = {
     "no limits": {},
@@ -150,7 +151,7 @@ def test_a_placed_order_leaves_only_todays_and_yesterdays_counts_and_every_posit
 
     stored = state.get().to_dict() or {}
     assert stored["placed_orders"] == {"2026-11-30": 7, "2026-12-01": 3}
-    assert stored["positions"] == {"AAPL": 7.0, "MSFT": -3.0}
+    assert positions_of(stored) == {"AAPL": 7.0, "MSFT": -3.0}
 
 
 def test_an_instance_whose_clock_is_still_on_yesterday_sees_yesterdays_count(

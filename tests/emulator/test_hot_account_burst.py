@@ -23,6 +23,7 @@ from execution.firestore.reservations import inflight_ref
 from execution.firestore.support import CallPolicy
 from execution.models import ExecutionResult, TradeIntent
 from tests.support.builders import CountingBroker, emulator_service, fast_settings, make_intent
+from tests.support.positions import positions_of
 
 BURST = 64
 ROOMY_LIMITS = {
@@ -75,5 +76,5 @@ def test_a_burst_of_64_intents_on_one_limited_account_never_answers_contention(
     assert answers == Counter({"placed": BURST}), answers
     assert broker.place_calls == BURST
     state = inflight_ref(db, tenant, account).get().to_dict() or {}
-    assert (state.get("leases"), state["positions"]) == ({}, {"AAPL": float(BURST)})
+    assert (state.get("leases"), positions_of(state)) == ({}, {"AAPL": float(BURST)})
     print(f"answers={dict(answers)}")  # reported by `pytest -s`

@@ -33,6 +33,7 @@ from execution.firestore.reservations import (
 from execution.models import Outcome
 from execution.reservations import Acquired, Acquisition, AlreadyExecuted, ReservationRequest
 from tests.support.builders import FAST_POLICY, reservation, unique
+from tests.support.positions import positions_of
 from tests.support.waiting import wait_until
 
 TTL = timedelta(seconds=30)
@@ -115,7 +116,7 @@ def test_an_acquire_behind_a_writer_of_its_instance_decides_on_the_state_handed_
     state = instances.state()
     lease_id = reservation(instances.db, "tenant-h", second.client_intent_id)["lease_id"]
     assert list(state["leases"]) == [lease_id]
-    assert state["positions"] == {"AAPL": 1.0}
+    assert positions_of(state) == {"AAPL": 1.0}
     assert state["placed_orders"] == {utc_day(instances.clock()): 1}
 
 
@@ -162,7 +163,7 @@ def test_a_release_whose_handed_state_another_instance_changed_still_lands_whole
     assert sorted(lease["client_intent_id"] for lease in state["leases"].values()) == sorted(
         [other.client_intent_id, after.client_intent_id]
     )
-    assert state["positions"] == {"AAPL": 1.0}
+    assert positions_of(state) == {"AAPL": 1.0}
     assert state["placed_orders"] == {utc_day(instances.clock()): 1}
     assert reservation(instances.db, "tenant-h", first.client_intent_id)["outcome"] == "placed"
 
@@ -268,5 +269,5 @@ def test_a_release_whose_handed_state_document_is_gone_still_lands(instances: In
 
     handle.release(Outcome.PLACED, broker_order_id="o-1")
 
-    assert instances.state()["positions"] == {"AAPL": 1.0}
+    assert positions_of(instances.state()) == {"AAPL": 1.0}
     assert reservation(instances.db, "tenant-h", request.client_intent_id)["outcome"] == "placed"

@@ -41,6 +41,7 @@ from execution.reservations import (
     ReservationRequest,
 )
 from tests.support.builders import FAST_POLICY, reservation, unique
+from tests.support.positions import positions_of
 from tests.support.waiting import wait_until
 
 TTL = timedelta(seconds=30)
@@ -167,7 +168,7 @@ def test_releases_waiting_in_line_end_with_the_state_and_their_ledger_entries_in
     assert len(account.update_times(paths)) == 1
     state = account.state()
     assert state["leases"] == {}
-    assert state["positions"] == {"AAPL": 4.0}
+    assert positions_of(state) == {"AAPL": 4.0}
     assert state["placed_orders"] == {utc_day(account.clock()): 4}
     for request in requests:
         assert reservation(account.db, TENANT, request.client_intent_id)["outcome"] == "placed"
@@ -188,7 +189,7 @@ def test_a_line_of_releases_and_fresh_acquires_commits_once(account: Account) ->
     all_four = [res_path(r) for r in (placed, rejected, *fresh)]
     assert len(account.update_times(all_four)) == 1
     assert account.lease_intents() == sorted(r.client_intent_id for r in fresh)
-    assert account.state()["positions"] == {"AAPL": 1.0}
+    assert positions_of(account.state()) == {"AAPL": 1.0}
     assert reservation(account.db, TENANT, rejected.client_intent_id)["outcome"] == "rejected"
 
 
@@ -208,7 +209,7 @@ def test_a_fenced_release_in_line_leaves_the_others_released_and_itself_fenced(
     record = reservation(account.db, TENANT, taken.client_intent_id)
     assert (record["status"], record["lease_id"]) == ("reserved", newer.lease_id)
     assert list(account.state()["leases"]) == [newer.lease_id]
-    assert account.state()["positions"] == {"AAPL": 2.0}
+    assert positions_of(account.state()) == {"AAPL": 2.0}
     for request in others:
         assert reservation(account.db, TENANT, request.client_intent_id)["outcome"] == "placed"
 
@@ -234,7 +235,7 @@ def test_a_redelivery_in_line_sends_each_writer_to_do_its_own(account: Account) 
     assert isinstance(answers[3], Acquired), answers
     assert account.lease_intents() == [fresh.client_intent_id]
     state = account.state()
-    assert state["positions"] == {"AAPL": 3.0}
+    assert positions_of(state) == {"AAPL": 3.0}
     assert state["placed_orders"] == {utc_day(account.clock()): 3}
 
 
@@ -284,7 +285,7 @@ def test_a_line_whose_commit_answer_is_lost_after_it_landed_lands_each_piece_onc
     assert {a.handle.lease_id for a in answers[2:]} == set(account.state()["leases"])
     assert account.lease_intents() == sorted(r.client_intent_id for r in fresh)
     state = account.state()
-    assert state["positions"] == {"AAPL": 2.0}  # each placed order counted once
+    assert positions_of(state) == {"AAPL": 2.0}  # each placed order counted once
     assert state["placed_orders"] == {utc_day(account.clock()): 2}
     for request in held_requests:
         assert reservation(account.db, TENANT, request.client_intent_id)["outcome"] == "placed"
@@ -308,4 +309,4 @@ def test_releases_whose_version_is_unknown_end_alone_beside_a_line(account: Acco
 
     assert answers == [ReleaseResult.RECORDED] * 4
     assert account.state()["leases"] == {}
-    assert account.state()["positions"] == {"AAPL": 4.0}
+    assert positions_of(account.state()) == {"AAPL": 4.0}

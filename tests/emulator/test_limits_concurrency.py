@@ -31,6 +31,7 @@ from execution.firestore.reservations import inflight_ref
 from execution.firestore.support import CallPolicy
 from execution.models import BrokerOrder, ExecutionResult, OrderRequest, Outcome, TradeIntent
 from tests.support.builders import CountingBroker, emulator_service, fast_settings, make_intent
+from tests.support.positions import position_of
 
 _EPSILON = 1e-6
 LIMITS = {
@@ -122,7 +123,7 @@ class LimitsMonitor(threading.Thread):
         placed_today = sum((state.get("placed_orders") or {}).values())
         self._bound("state USD", sum(e["amount_usd"] for e in leases), LIMITS["max_inflight_usd"])
         self._bound("state orders", placed_today + len(leases), LIMITS["max_daily_orders"])
-        held = (state.get("positions") or {}).get("AAPL", 0.0)
+        held = float(position_of(state, "AAPL"))
         self._bound_position("state", held, leases)
 
     def _bound_position(self, source: str, placed: float, live: list[dict[str, Any]]) -> None:

@@ -30,6 +30,7 @@ from tests.support.builders import (
     make_intent,
     reservation,
 )
+from tests.support.positions import positions_of
 
 FAST_TTL = timedelta(seconds=30)
 
@@ -99,7 +100,7 @@ def test_a_buy_inside_another_buys_broker_call_cannot_pass_the_position_limit(
         "max_position_exceeded: 20 > 10",
     )
     assert broker.place_calls == 1
-    assert account_state(db, first)["positions"] == {"AAPL": 10}
+    assert positions_of(account_state(db, first)) == {"AAPL": 10}
 
 
 def test_an_intent_inside_another_broker_call_waits_on_the_daily_order_limit(
@@ -210,7 +211,7 @@ def test_the_position_survives_the_purge_of_the_reservations_that_built_it(
         Outcome.REJECTED,
         "max_position_exceeded: 11 > 10",
     )
-    assert account_state(db, first)["positions"] == {"BRK.B": 5}
+    assert positions_of(account_state(db, first)) == {"BRK.B": 5}
 
 
 def test_a_placed_release_moves_the_lease_into_the_position_in_one_commit(
@@ -224,7 +225,7 @@ def test_a_placed_release_moves_the_lease_into_the_position_in_one_commit(
 
     state = account_state(db, buy)
     assert outcomes == [Outcome.PLACED, Outcome.PLACED]
-    assert (state["leases"], state["positions"]) == ({}, {"AAPL": 2.5})
+    assert (state["leases"], positions_of(state)) == ({}, {"AAPL": 2.5})
     assert state["placed_orders"] == {clock().date().isoformat(): 2}
 
 

@@ -27,6 +27,7 @@ from tests.emulator.test_unknown_fate_firestore import (
     fields,
 )
 from tests.support.builders import emulator_service, make_intent, reservation
+from tests.support.positions import positions_of
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_an_orphaned_hold_whose_order_the_broker_has_joins_the_position_and_aler
 
     state = account_state(db, dead)
     assert state["leases"] == {}
-    assert state["positions"] == {dead.symbol: 5.0}
+    assert positions_of(state) == {dead.symbol: 5.0}
     assert sum(state["placed_orders"].values()) >= 1
     assert report.holds_placed == 1
     assert not [c for c in report.conflicts if "hold" in c]
@@ -132,7 +133,7 @@ def test_a_hold_whose_intent_id_now_names_another_accounts_record_is_settled_by_
 
     state = account_state(db, dead)
     assert report.holds_placed == 1
-    assert (state["leases"], state["positions"]) == ({}, {dead.symbol: 5.0})
+    assert (state["leases"], positions_of(state)) == ({}, {dead.symbol: 5.0})
     # The other account's record is never made to name this account's order.
     other = reservation(db, reused.tenant_id, reused.client_intent_id)
     assert (other["outcome"], other["broker_order_id"]) == ("dry_run", None)
@@ -152,7 +153,7 @@ def test_a_hold_whose_record_was_written_again_without_it_is_settled_by_its_orde
     report = emulator_service(db, clock).reconciler.reconcile()
 
     state = account_state(db, dead)
-    assert (state["leases"], state["positions"]) == ({}, {dead.symbol: 5.0})
+    assert (state["leases"], positions_of(state)) == ({}, {dead.symbol: 5.0})
     stored = reservation(db, dead.tenant_id, dead.client_intent_id)
     assert (stored["outcome"], stored["broker_order_id"]) == ("placed", order_id)
     assert report.holds_placed == 1

@@ -35,6 +35,7 @@ from tests.support.builders import (
     reservation,
     unique,
 )
+from tests.support.positions import positions_of
 
 BEFORE_MIDNIGHT = datetime(2026, 1, 5, 23, 59, 53, tzinfo=UTC)
 AFTER_MIDNIGHT = datetime(2026, 1, 6, 0, 0, 7, tzinfo=UTC)
@@ -207,7 +208,7 @@ def test_the_same_intent_id_for_a_second_account_of_the_tenant_never_touches_eit
 
     assert placed.outcome is Outcome.PLACED
     assert broker.place_calls == 1
-    assert (state_ref(first, db).get().to_dict() or {})["positions"] == {"AAPL": 5}
+    assert positions_of(state_ref(first, db).get().to_dict()) == {"AAPL": 5}
     assert not state_ref(second, db).get().exists  # no hold, no count on the second account
     stored = reservation(db, first.tenant_id, first.client_intent_id)
     assert stored["broker_account_id"] == first.broker_account_id

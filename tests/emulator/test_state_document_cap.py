@@ -5,7 +5,8 @@ of the document it would write (`execution.account_state.MAX_STATE_BYTES`): past
 intent waits, named `account_state_full`, and nothing is written. Filled to the cap with the
 largest entries the contract allows (ids of 128 characters, symbols of 32), the document is
 measured as stored, by Firestore's storage-size rules, and a release that turns a hold into a
-position under a new symbol shrinks it.
+position under a new symbol shrinks it (each hold's room counts the position entry its order
+may add, `tests/emulator/test_positions_exact.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from execution.account_state import (
     stored_bytes,
 )
 from execution.clock import FakeClock
-from execution.documents import leases_to_document
+from execution.documents import leases_to_document, state_from_document
 from execution.errors import LimitWaitError
 from execution.firestore.reservations import FirestoreReservationManager, inflight_ref
 from execution.models import Outcome
@@ -115,6 +116,9 @@ def test_an_account_filled_to_the_cap_waits_named_and_its_document_stays_under_t
     assert "waiting until some end" in str(full.value)
     assert 1 <= len(admitted) <= 4
     largest = measured_bytes(at_cap)
-    assert MAX_STATE_BYTES - 400 < largest <= MAX_STATE_BYTES < FIRESTORE_DOCUMENT_LIMIT_BYTES
+    # Accounted: the document as stored, and the position entry each hold's order may add.
+    accounted = state_bytes(state_from_document(at_cap.to_dict()))
+    assert MAX_STATE_BYTES - 500 < accounted <= MAX_STATE_BYTES < FIRESTORE_DOCUMENT_LIMIT_BYTES
+    assert largest < accounted
     assert measured_bytes(after_release) < largest
     assert len(at_cap.get("leases")) == len(seeded) + len(admitted)

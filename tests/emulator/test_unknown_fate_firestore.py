@@ -32,6 +32,7 @@ from tests.support.builders import (
     make_intent,
     reservation,
 )
+from tests.support.positions import positions_of
 
 TTL = timedelta(seconds=fast_settings().reservation_ttl_seconds)
 PAST_THE_LAST_CALL = TTL + timedelta(
@@ -164,7 +165,7 @@ def test_the_redelivery_of_a_timed_out_order_records_it_and_the_limit_then_refus
     assert (redelivered.outcome, redelivered.attempt) == (Outcome.PLACED, 2)
     assert (retried.outcome, retried.reason) == (Outcome.REJECTED, "max_position_exceeded: 20 > 10")
     state = account_state(db, first)
-    assert (state["leases"], state["positions"]) == ({}, {"AAPL": 10})
+    assert (state["leases"], positions_of(state)) == ({}, {"AAPL": 10})
     assert broker.place_calls == 1
     assert reservation(db, first.tenant_id, first.client_intent_id)["counted_lease_id"] is None
 

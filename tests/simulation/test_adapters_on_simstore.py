@@ -21,6 +21,7 @@ from execution.sweeper import Sweeper
 from tests.simulation.documents_of import tenant_documents
 from tests.simulation.simstore import SimClient
 from tests.support.builders import FAST_POLICY, emulator_service, make_intent, unique
+from tests.support.positions import position_of
 
 TTL = timedelta(seconds=30)
 ACCOUNT = "acct-1"
@@ -86,7 +87,7 @@ def lifecycle(db: Any, tenant_id: str) -> dict[str, Any]:
         "sweep": (report.scanned, report.expired, report.skipped, report.errors),
         "duplicate": isinstance(duplicate, AlreadyExecuted),
         "placed_today": sum(state.get("placed_orders", {}).values()),
-        "position": state.get("positions", {}).get("AAPL", 0.0),
+        "position": position_of(state, "AAPL"),
     }
 
 
