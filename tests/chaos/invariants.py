@@ -61,6 +61,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from google.cloud import firestore
@@ -370,22 +371,24 @@ class Monitor(threading.Thread):
         return [v for v in self.violations.values() if v.kind in kinds]
 
 
-def _holdings(orders: list[dict[str, Any]], at: datetime) -> dict[tuple[str, str], float]:
+def _holdings(orders: list[dict[str, Any]], at: datetime) -> dict[tuple[str, str], Decimal]:
     """(limit, what) → how much `orders` hold of it at `at`: orders that UTC day, and the net
-    quantity per symbol (its size: a limit holds both ways)."""
-    position: dict[str, float] = {}
+    quantity per symbol (its size: a limit holds both ways). Exact decimals, as the service
+    decides them (`execution.positions`): no tolerance hides a billionth past a limit."""
+    position: dict[str, Decimal] = {}
     for order in orders:
-        signed = float(order["qty"]) * (1.0 if order["side"] == "buy" else -1.0)
-        position[order["symbol"]] = position.get(order["symbol"], 0.0) + signed
+        qty = Decimal(str(order["qty"]))  # the broker's decimal text, or a float's shortest
+        signed = qty if order["side"] == "buy" else -qty
+        position[order["symbol"]] = position.get(order["symbol"], Decimal(0)) + signed
     today = sum(1 for o in orders if _submitted(o).date() == at.date())
-    held = {("max_daily_orders", "orders today"): float(today)}
+    held = {("max_daily_orders", "orders today"): Decimal(today)}
     held.update({("max_position_qty", s): abs(q) for s, q in position.items()})
     return held
 
 
 def over_limits(
     monitor: Monitor, late: set[str]
-) -> tuple[list[str], dict[tuple[str, str, str], float]]:
+) -> tuple[list[str], dict[tuple[str, str, str], Decimal]]:
     """Every sampled instant at which the broker held more than an account's limits allow, and
     each limit's peak. `late`: orders whose record learned of them by a repair (placed by an
     outlived attempt, or found by the reconciler), excused like `outlived` for the whole run:
@@ -395,7 +398,7 @@ def over_limits(
     it too: leaving an excused order out can only lower a count of orders, but it can push a
     net position further (an excused buy left out of a short position), which is no breach."""
     breaches: dict[str, tuple[str, int]] = {}
-    peaks: dict[tuple[str, str, str], float] = {}
+    peaks: dict[tuple[str, str, str], Decimal] = {}
     for account, at, orders, book in monitor.book_samples:
         counted = [o for o in orders if o["id"] not in late]
         truth = _holdings(book, at)
@@ -404,9 +407,9 @@ def over_limits(
             if value is None:
                 continue
             key = (*account.key, limit)
-            count = min(count, truth.get((limit, what), 0.0))
-            peaks[key] = max(peaks.get(key, 0.0), count)
-            if count > value + _EPSILON:
+            count = min(count, truth.get((limit, what), Decimal(0)))
+            peaks[key] = max(peaks.get(key, Decimal(0)), count)
+            if count > Decimal(str(value)):
                 name = f"{'/'.join(account.key)}: {what}"
                 first, seen = breaches.get(name, ("", 0))
                 detail = first or (

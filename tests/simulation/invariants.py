@@ -43,9 +43,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from execution.models import ExecutionResult, Outcome
+from execution.models import ExecutionResult, Outcome, money_decimal
 
 if TYPE_CHECKING:
     from tests.simulation.scheduler import Actor
@@ -557,16 +558,17 @@ class Invariants:
         new = orders[-1]
         day = _day(new.submitted_at)
         today = [order for order in orders if _day(order.submitted_at) == day]
-        position = sum(order.qty if order.side == "buy" else -order.qty for order in orders)
-        before = position - (new.qty if new.side == "buy" else -new.qty)
-        grows = abs(position) > abs(before) + 1e-9
-        held = {"max_daily_orders": float(len(today)), "max_position_qty": abs(position)}
+        # Exact decimals, as the service decides them (`execution.positions`): no tolerance.
+        position = sum((_signed(order.qty, order.side) for order in orders), Decimal(0))
+        before = position - _signed(new.qty, new.side)
+        grows = abs(position) > abs(before)
+        held = {"max_daily_orders": Decimal(len(today)), "max_position_qty": abs(position)}
         for name in ("max_daily_orders", "max_position_qty"):
             if name == "max_position_qty" and not grows:
                 continue
             if name == "max_daily_orders" and _midnight_gap_open(today):
                 continue
-            if name in limits and held[name] > limits[name] + 1e-9:
+            if name in limits and held[name] > money_decimal(limits[name]):
                 counted = sorted({"/".join(self.origins[o.broker_order_id].key) for o in orders})
                 raise Violation(
                     f"{actor.name}'s order takes {tenant}/{account} to {held[name]:g} against "
@@ -665,3 +667,9 @@ class Invariants:
                 f"message {message.message_id} ({message.key}) was acked but its record is "
                 f"{doc.get('status')}/{doc.get('outcome')}"
             )
+
+
+def _signed(qty: float, side: str) -> Decimal:
+    """An order's quantity as the broker reads it (its shortest decimal), signed by its side."""
+    exact = money_decimal(qty)
+    return exact if side == "buy" else -exact
