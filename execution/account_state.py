@@ -12,7 +12,8 @@ commit fails its precondition and reads again: no transaction, no query on the h
 - `leases`: one entry per intent that may have an order the account does not know yet (intent,
   amount, symbol, side, qty, the lease's expiry). An entry is a *hold*: it lives from the acquire
   that admits the intent until the intent's fate at the broker is known, and no longer.
-- `positions`: the net quantity per symbol of the orders this service placed (bought minus sold).
+- `exact_positions` (and an earlier version's `positions`): the net quantity per symbol of the
+  orders this service placed (bought minus sold), in exact billionths (`execution.positions`).
 - `placed_orders`: orders placed per UTC day (`YYYY-MM-DD` → count). An acquire prunes only
   the days before its yesterday: another instance's clock may be a little on the other side of
   midnight, and a day it still counts in (or already counts in) must not be erased.
@@ -50,7 +51,8 @@ first), by the fenced-release settle, or by the reconciler (`execution.reconcile
 broker for each hold whose last broker call can no longer land. Positions live here, not in the
 reservations, so the TTL policy purging old reservations never resets them.
 
-Every account keeps `positions` and `placed_orders`, limited or not. Keeping them only once a
+Every account keeps its positions (`execution.positions`: exact integers per symbol, and the
+floats an earlier version summed) and `placed_orders`, limited or not. Keeping them only once a
 limit is set would spare an account without limits one write per placed order (two increments
 merged into the release's batch: ~40 µs of client CPU, `execution.firestore.lean_writes`) and
 the decoding of a small document at each opening read; but a limit set later would then have
@@ -61,23 +63,40 @@ back-fill was read would be counted by neither. So the counts are kept from the 
 Only today's `placed_orders` count is decided on, and yesterday's is kept for an instance whose
 clock is still on it (`first_kept_day`): an admission rewrites the map to those two days, and a
 placed release deletes the older days it saw when its acquire read the state (an account
-without limits has no admission), so the map never grows by a key per trading day.
+without limits admits only its new symbols), so the map never grows by a key per trading day.
 
-Size. The document has Firestore's 1 MiB limit, and a document that cannot be written stops the
-account: every acquire and every release that ends a hold fails. Holds of unknown fate can pile
-up while a broker is down, so an admission is also decided on the size of the document it would
-write (`state_bytes`, by Firestore's storage-size rules, with the document name and ids at
-their longest): at most MAX_STATE_BYTES (512 KiB). Over it, the intent waits where holds of
-other intents fill the document (`account_state_full`, retried: as holds end, by their releases
-or the reconciler once the broker answers, room returns), and is refused where the positions
-and day counts alone leave no room for it (`account_state_full`: an operator removes closed
-positions, `positions.{symbol}` at 0, from the document). Nothing but an admission may grow the
-document past what it wrote, except by a position key: a release or a settlement ends a hold
-(its entry, 89 bytes or more, leaves; a position key of at most 41 bytes and two day counts of
-19 bytes each may arrive) or rewrites it at the same size; an order released with no hold (an
-account without limits, or an intent admitted before a limit was set) adds at most one position
-key. So the largest document is an admission's, under 512 KiB, and the other half of the limit
-takes about 12,000 new symbols' positions before any write could be refused for size.
+Size. The document has Firestore's 1 MiB limit (the emulator enforces it by the same rules), and
+a document that cannot be written stops the account: the release of `placed` writes it in the
+batch that records the order, so a release refused for size would fail whole on every retry and
+leave a placed order's record unwritten (measured: a batch whose merge takes the document past
+1 MiB fails `InvalidArgument`, its other writes with it). So the document grows through
+admissions, each decided on the size it would leave (`state_bytes`, by Firestore's storage-size
+rules, with the document name and ids at their longest, and for each hold the position entry its
+order may add): at most MAX_STATE_BYTES (512 KiB).
+
+- An intent whose symbol has no exact position entry yet (`adds_position_entry`) takes a hold on
+  every account, limited or not: its placed order adds an entry, so it holds the room first. An
+  account without limits writes nothing at acquire otherwise (its orders on symbols it holds add
+  no key: a release increments the entry in place).
+- Over the cap, the admission removes closed positions (exactly 0: with exact integers a zero is
+  a true zero) and writes the positions whole, under the precondition of its write, so a
+  concurrent increment makes it read again rather than be lost. Removal only then: a release of
+  an order admitted without a hold re-adds its symbol's entry (an absent entry counts as 0, so
+  the value stays right), uncounted by any admission.
+- Still over it, the intent waits where holds of other intents fill the document
+  (`account_state_full`, retried: as holds end, by their releases or the reconciler once the
+  broker answers, room returns), and is refused where the positions and day counts alone leave
+  no room (`account_state_full`, `rejected`: the account trades the symbols it holds until some
+  close).
+
+A release or a settlement ends a hold (its entry, 89 bytes or more, leaves; its position entry
+was counted; day counts of 19 bytes may arrive) or rewrites it at the same size. So the
+document leaves an admission's count only by (a) day counts of an account without limits (at
+most three keys, 71 bytes), (b) entries re-added after a removal, one per symbol removed while an
+order admitted without a hold was in flight on it, and (c) at a deploy, new symbols of intents
+an earlier version admitted without a hold. The other half of the 1 MiB takes about 7,800
+entries of 32-character symbols (67 bytes each: `tests/emulator/test_positions_exact.py`)
+before any write could be refused for size.
 
 Each limit is decided on the worst case: every hold is assumed to be placed. Where the limit
 fails even with no hold, it can never pass while the state lasts: the intent is refused (outcome
