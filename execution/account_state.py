@@ -273,13 +273,13 @@ def admit(
     today = utc_day(now)
     placed_today = state.placed_orders.get(today, 0)
     days = {**_recent_days(state, now), today: placed_today}
-    positions = _with_room(state.positions, {**others, lease_id: lease}, days)
+    positions, size = _with_room(state.positions, {**others, lease_id: lease}, days)
     placed = state.positions.get(lease.symbol, Position())
     checks = (
         _budget(_live(others, now), lease, limits.max_inflight_usd),
         _daily_orders(others, placed_today, limits.max_daily_orders, now),
         _position(others, placed, lease, limits.max_position_qty, now),
-        _room(others, lease_id, lease, positions, days, now),
+        _room(others, lease_id, lease, positions, days, size, now),
     )
     refusals = [check for check in checks if isinstance(check, Refused)]
     if refusals:
@@ -287,7 +287,7 @@ def admit(
     waits = [check for check in checks if isinstance(check, LimitWaitError)]
     if waits:
         raise waits[0]
-    pruned = None if positions == state.positions else positions
+    pruned = None if positions is state.positions else positions
     return Admitted({**others, lease_id: lease}, days, pruned)
 
 
@@ -347,12 +347,16 @@ def state_bytes(state: AccountState) -> int:
 
 def _with_room(
     positions: dict[str, Position], leases: dict[str, Lease], days: dict[str, int]
-) -> dict[str, Position]:
+) -> tuple[dict[str, Position], int]:
     """`positions`, less the closed ones where the document would not fit under the cap with
-    them (removed only then: see "Size" above)."""
-    if state_bytes(AccountState(leases, positions, days)) <= MAX_STATE_BYTES:
-        return positions
-    return {symbol: held for symbol, held in positions.items() if not held.closed()}
+    them (removed only then: see "Size" above), and the size of the document they leave."""
+    size = state_bytes(AccountState(leases, positions, days))
+    if size <= MAX_STATE_BYTES:
+        return positions, size
+    kept = {symbol: held for symbol, held in positions.items() if not held.closed()}
+    if len(kept) == len(positions):
+        return positions, size
+    return kept, state_bytes(AccountState(leases, kept, days))
 
 
 def _room(
@@ -361,10 +365,10 @@ def _room(
     lease: Lease,
     positions: dict[str, Position],
     days: dict[str, int],
+    size: int,
     now: datetime,
 ) -> Verdict:
-    """The document the admission would write must stay under MAX_STATE_BYTES."""
-    size = state_bytes(AccountState({**others, lease_id: lease}, positions, days))
+    """The document the admission would write (`size` bytes) must stay under MAX_STATE_BYTES."""
     if size <= MAX_STATE_BYTES:
         return None
     alone = state_bytes(AccountState({lease_id: lease}, positions, days))

@@ -27,7 +27,12 @@ from execution.account_state import (
 from execution.clock import FakeClock
 from execution.documents import state_from_document
 from execution.errors import LimitWaitError
-from execution.firestore.reservations import FirestoreReservationManager, inflight_ref
+from execution.firestore.reservations import (
+    BudgetRead,
+    FirestoreReservationManager,
+    budget_refs,
+    inflight_ref,
+)
 from execution.models import Outcome
 from execution.positions import BILLION, Position
 from execution.reservations import Acquired, ReleaseResult, ReservationHandle, ReservationRequest
@@ -273,3 +278,20 @@ def test_intents_on_new_symbols_of_an_account_without_limits_stop_at_the_cap(
     assert 0 < len(admitted) < 40
     assert len(state_from_document(account.stored()).positions) == len(held) + len(admitted)
     assert document_size(account.state_ref.get()) <= MAX_STATE_BYTES
+
+
+def test_a_removal_of_closed_positions_never_loses_an_increment_that_landed_after_its_read(
+    db: firestore.Client, clock: FakeClock
+) -> None:
+    account = Account(db, clock)
+    closed = filled_with_positions(account, MAX_STATE_BYTES + 50_000, closed=True)
+    account_doc, state_doc = budget_refs(db, account.tenant_id, account.account_id)
+    stale = BudgetRead(account_doc.get(), state_doc.get())  # every position closed, as read
+    account.place(1, symbol=closed[0])  # no hold: its symbol has an entry; increments it
+
+    acquired = account.manager.acquire(account.request(1, symbol="NEWSYMBOL"), budget_read=stale)
+
+    assert acquired.refused is None
+    positions = state_from_document(account.stored()).positions
+    assert positions[closed[0]].bounds() == shares("1")
+    assert not set(closed[1:]) & set(positions)
