@@ -577,3 +577,35 @@ def test_stored_bytes_follows_firestores_size_rules() -> None:
     assert stored_bytes({"ab": "xyz", "n": 1.5, "t": T0, "b": True, "z": None}) == (
         (3 + 4) + (2 + 8) + (2 + 8) + (2 + 1) + (2 + 1)
     )
+
+
+def test_an_admission_over_the_cap_removes_the_closed_positions_alone() -> None:
+    closed = {f"SYM{n:028d}": Position(0) for n in range(9_000)}
+    state = AccountState(positions={**closed, "OPEN": Position(-1), "LEGACY": Position(None, 0.5)})
+
+    answer = admitted(state, lease("two", symbol="NEW"))
+
+    assert answer.positions == {"OPEN": Position(-1), "LEGACY": Position(None, 0.5)}
+
+
+def test_an_admission_under_the_cap_writes_no_positions() -> None:
+    state = AccountState(positions={"FLAT": Position(0)})
+
+    assert admitted(state, lease("two", symbol="NEW")).positions is None
+
+
+def test_each_hold_counts_the_position_entry_its_order_may_add_once_per_symbol() -> None:
+    flat = {"AAPL": Position(0)}
+    one, two = {"a": lease("one")}, {"a": lease("one"), "b": lease("three")}
+
+    assert state_bytes(AccountState(one)) == state_bytes(AccountState(one, flat))
+    assert state_bytes(AccountState(two)) == state_bytes(AccountState(two, flat))
+
+
+def test_the_position_limit_decides_a_drifted_float_on_the_side_worse_for_the_order() -> None:
+    state = AccountState(positions={"AAPL": Position(None, sum([0.1] * 100))})  # 9.99999999999998
+
+    buy = refused(state, lease("two", qty=0.000000001), max_position_qty=10)
+    sell = refused(state, lease("two", side="sell", qty=20), max_position_qty=10)
+
+    assert (buy, sell) == ("max_position_exceeded: 10.000000001 > 10",) * 2
