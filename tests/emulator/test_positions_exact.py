@@ -110,12 +110,18 @@ def test_a_buy_a_billionth_past_the_position_limit_is_refused(
     assert acquired.refused == "max_position_exceeded: 10.000000999 > 10"
 
 
-def test_a_position_of_a_hundred_tenths_sits_at_its_limit_and_one_billionth_more_is_refused(
-    db: firestore.Client, clock: FakeClock
-) -> None:
+def a_hundred_tenths_under_a_limit_of_10(db: firestore.Client, clock: FakeClock) -> Account:
+    """An account with `max_position_qty: 10` and a hundred buys of 0.1 placed."""
     account = Account(db, clock, max_position_qty=10)
     for _ in range(100):
         account.place(0.1)
+    return account
+
+
+def test_a_position_of_a_hundred_tenths_sits_at_its_limit_and_one_billionth_more_is_refused(
+    db: firestore.Client, clock: FakeClock
+) -> None:
+    account = a_hundred_tenths_under_a_limit_of_10(db, clock)
 
     one_more = account.acquire(0.000000001)
 
@@ -126,9 +132,7 @@ def test_a_position_of_a_hundred_tenths_sits_at_its_limit_and_one_billionth_more
 def test_a_sell_from_a_position_at_its_limit_is_admitted_and_stored_exactly(
     db: firestore.Client, clock: FakeClock
 ) -> None:
-    account = Account(db, clock, max_position_qty=10)
-    for _ in range(100):
-        account.place(0.1)
+    account = a_hundred_tenths_under_a_limit_of_10(db, clock)
 
     account.place(0.3, side="sell")
     account.place(0.000000001)
