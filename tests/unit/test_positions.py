@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from execution.documents import state_from_document
 from execution.positions import (
     BILLION,
     Position,
@@ -73,3 +74,11 @@ def test_shares_are_shown_as_plain_decimals() -> None:
         "-0.000000001",
         "0",
     ]
+
+
+def test_positions_written_whole_read_back_as_they_were() -> None:
+    # The names live in `execution.positions`; the document model must read what it writes.
+    positions = {"AAPL": Position(-2_500_000_000, 1.5), "MSFT": Position(None, 3.0)}
+    positions["BRK.B"] = Position(10**18 + 1)
+
+    assert state_from_document(positions_fields(positions)).positions == positions
