@@ -35,9 +35,10 @@ fails midway makes the report incomplete (`complete: false`), never a finding, a
 concluded to have no order only by the broker's answer to its own client order id. A broker
 order carrying our prefix whose ids could not be ours (a slash, `..`, Firestore's `__x__` form)
 is an order no record knows (`exec.contradiction.unrecorded_order`): it is reported and ends
-nothing else. The run is bounded
-by a deadline, like the sweeper's, and safe to run twice at once (every repair is conditioned on
-the record as read).
+nothing else. The run is bounded by a deadline, like the sweeper's, and safe to run twice at once
+and beside a redelivery (every repair is conditioned on the record as read). The records of
+unknown fate are settled before the holds: a record's verdict ends the hold it names in the same
+write, so the holds left are those whose record could not be settled yet.
 """
 
 from __future__ import annotations
