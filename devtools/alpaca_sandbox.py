@@ -239,6 +239,16 @@ class AlpacaSandbox:
             if s.method == "POST" and s.body is not None
         ]
 
+    def close(self, client_order_id: str, status: str, *, filled_qty: str = "0") -> None:
+        """Close a stored order as the broker does on its own, after it was accepted: `rejected`
+        (its checks ran late), `canceled` or `expired` (its day ended), `filled_qty` filled."""
+        with self._state.lock:
+            order = self._state.orders[client_order_id]
+            now = self._state.now()
+            stamp = {"rejected": "failed_at", "canceled": "canceled_at"}.get(status, "expired_at")
+            order.update(status=status, filled_qty=filled_qty, updated_at=now)
+            order[stamp] = now
+
     def fill(self, client_order_id: str, price: str) -> None:
         """Fill a stored order completely at `price`."""
         with self._state.lock:

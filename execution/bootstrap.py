@@ -13,12 +13,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from execution.authority import Authority, TradingAuthority
-from execution.broker_truth import BrokerTruth
+from execution.broker_truth import BrokerTruth, ReservationRecords
 from execution.brokers.base import Broker
 from execution.clock import Clock, system_clock
 from execution.dead_letters import DeadLetters
 from execution.engine import ExecutionEngine
 from execution.errors import SettingsError
+from execution.freshness import MAX_CLOCK_SKEW_SECONDS
 from execution.invocation import InvocationStore
 from execution.reconciler import Reconciler
 from execution.reservations import BestEffortReservationManager
@@ -109,7 +110,7 @@ def bootstrap(
         retention=settings.reservation_retention,
         clock_skew=timedelta(seconds=settings.clock_skew_seconds),
     )
-    truth = BrokerTruth(records, broker, clock=clock)
+    truth = broker_truth(records, broker, settings, clock)
     authority = authority or TradingAuthority(
         agent_mode=settings.agent_mode, env_halted=settings.execution_halted
     )
@@ -129,11 +130,22 @@ def bootstrap(
             deadline_seconds=settings.sweep_deadline_seconds,
             holds=records,
             markers=placed_records,
+            fates=placed_records,
             last_call_seconds=settings.broker_call_seconds + settings.clock_skew_seconds,
             monotonic=monotonic,
         ),
         dead_letters=dead_letters or FirestoreDeadLetters(db, clock=clock, policy=policy),
     )
+
+
+def broker_truth(
+    records: ReservationRecords, broker: Broker, settings: Settings, clock: Clock
+) -> BrokerTruth:
+    """The broker-truth settler: no delivery of an intent can be fresh once its acquire is older
+    than INTENT_MAX_AGE_SECONDS and the skew of Pub/Sub's publish time (a publish precedes
+    every acquire of its message)."""
+    fresh_for = settings.intent_max_age_seconds + MAX_CLOCK_SKEW_SECONDS
+    return BrokerTruth(records, broker, clock=clock, no_delivery_after=timedelta(seconds=fresh_for))
 
 
 def _refuse_fail_open_with_a_given_store(

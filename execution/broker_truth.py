@@ -36,12 +36,34 @@ uncounted, as where the broker has no order.
 
 Every settlement checks that the record is the order's: a record whose client order id is not the
 order's (another account's intent of the same id) is a conflict, never repaired to that order.
+
+The reconciler brings two more records to the broker's verdict (`record_verdict`, one write
+conditioned on the record as read, which also ends the hold the record names):
+- a record of unknown fate (`exception`, `expired`: ended while an order may exist) that no
+  delivery settled (Pub/Sub gave up: the dead-letter topic). `settle_dead` and `settle_fate`
+  write what the intent's redelivery would have: `rejected` with the order's id where the broker
+  closed it with nothing filled; `stale` where the broker answers it has no order under the
+  intent's client order id, no call of the intent can land any more, and no delivery of it can
+  be fresh any more (`no_delivery_after` past its acquire: INTENT_MAX_AGE_SECONDS and the skew
+  of Pub/Sub's publish time). Before then a redelivery may still place it: the record stays
+  `exception` (its hold ends as above). Logged `exec.contradiction.fate_settled` at ERROR.
+- a record `placed` whose order the broker closed later with nothing filled (rejected after its
+  checks, canceled, expired at the end of its day): `settle_dead` records `rejected` with the
+  order's id, and the order's quantity leaves the account's position in the same write, as an
+  order answered dead at once never entered it: it never traded, and counting it would refuse
+  the account's next orders for good. The day's count keeps it: the order was placed, the limit
+  bounds the orders sent a day, and the day (or both days near midnight) it counted on may be
+  over. An order closed after part of it filled traded: it stays `placed`, counted whole
+  (positions count orders placed, not fills). Logged `exec.contradiction.closed_unfilled` at
+  ERROR. Written once: the write is conditioned on the record as read, and the record no longer
+  says `placed` after it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -62,6 +84,9 @@ logger = logging.getLogger(__name__)
 FORBIDDING_OUTCOMES = frozenset({Outcome.STALE, Outcome.HALTED, Outcome.REJECTED, Outcome.DRY_RUN})
 """Recorded outcomes under which the intent must have no order: a late one is cancelled."""
 
+UNKNOWN_FATE_OUTCOMES = frozenset({Outcome.EXCEPTION, Outcome.EXPIRED})
+"""Recorded outcomes that leave the intent's fate to its redelivery: an order may exist."""
+
 FINAL_ORDER_STATUSES = frozenset(
     {"filled", "canceled", "cancelled", "expired", "rejected", "done_for_day", "replaced"}
 )
@@ -74,6 +99,19 @@ class VersionedRecord:
 
     record: ReservationRecord
     version: Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a record must say where the broker holds no order of its intent that can trade."""
+
+    outcome: Outcome
+    """`rejected` (the order closed with nothing filled) or `stale` (no order, none can come)."""
+    error: str
+    broker_order_id: str | None
+    repair: dict[str, Any]
+    gives_back_position: bool = False
+    """The record said `placed`: the order's quantity leaves the account's position."""
 
 
 class ReservationRecords(Protocol):
@@ -105,6 +143,14 @@ class ReservationRecords(Protocol):
         it changed since it was read). Raises `StoreUnavailableError`."""
         ...
 
+    def record_verdict(self, current: VersionedRecord, verdict: Verdict, now: datetime) -> bool:
+        """End the record with `verdict` (outcome, error, order id, `repair`), if the record is
+        still `current`: the hold it names ends, and where `gives_back_position`, the order's
+        quantity leaves its account's position (the day's count keeps it), in the same write.
+        False where it changed since it was read. Raises `StoreUnavailableError`.
+        """
+        ...
+
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
         """End `hold` (no order exists): the account's entry, and the record's `counted_lease_id`
         where it names the hold, if the record is still `current`. False where it changed since
@@ -133,6 +179,12 @@ class Settlement(StrEnum):
     (same client order id), or the reconciler settles it once the lease ends."""
     CONFLICT = "conflict"
     """The record names another order, or no record exists: an operator must look."""
+    CLOSED_UNFILLED = "closed_unfilled"
+    """The record said `placed`, and the broker closed the order with nothing filled: it says
+    `rejected` with the order's id now, and the position no longer counts the order."""
+    FATE_SETTLED = "fate_settled"
+    """The record's fate was unknown (`exception`, `expired`): it says the broker's verdict now
+    (`rejected` with the dead order's id, or `stale`: no order, and none can come)."""
 
 
 class HoldSettlement(StrEnum):
@@ -157,10 +209,21 @@ UNKNOWN_ORDER = "unknown"
 class BrokerTruth:
     """Settles one order against its intent's record; see the module docstring."""
 
-    def __init__(self, records: ReservationRecords, broker: Broker, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        records: ReservationRecords,
+        broker: Broker,
+        *,
+        clock: Clock,
+        no_delivery_after: timedelta | None = None,
+    ) -> None:
+        """`no_delivery_after`: how long after an acquire no delivery of its intent can be fresh
+        (INTENT_MAX_AGE_SECONDS and the skew of Pub/Sub's publish time); None: never concluded,
+        so an intent of unknown fate without an order keeps its record `exception`."""
         self._records = records
         self._broker = broker
         self._clock = clock
+        self._no_delivery_after = no_delivery_after
 
     def settle(
         self, tenant_id: str, client_intent_id: str, order: BrokerOrder, *, found_by: str
@@ -190,6 +253,76 @@ class BrokerTruth:
                 return Settlement.REPAIRED
         self._report(Settlement.PENDING, tenant_id, client_intent_id, order, None, found_by)
         return Settlement.PENDING
+
+    def settle_dead(
+        self, tenant_id: str, client_intent_id: str, order: BrokerOrder, *, found_by: str
+    ) -> Settlement:
+        """`order` is closed with nothing filled (`BrokerOrder.never_fills`): a record that says
+        `placed` with it (CLOSED_UNFILLED), or whose fate is unknown (FATE_SETTLED), is made to say
+        `rejected` with its id; any other record is judged as `settle` judges it. Raises
+        `StoreUnavailableError`."""
+        for _ in range(_MAX_SETTLE_ATTEMPTS):
+            current = self._records.read(tenant_id, client_intent_id)
+            verdict = _dead_order_verdict(current, order, self._repair_fields, found_by)
+            if current is None or verdict is None:
+                return self.settle(tenant_id, client_intent_id, order, found_by=found_by)
+            if self._records.record_verdict(current, verdict, self._clock()):
+                settled = (
+                    Settlement.CLOSED_UNFILLED
+                    if verdict.gives_back_position
+                    else Settlement.FATE_SETTLED
+                )
+                _log_verdict(settled, current.record, verdict, found_by)
+                return settled
+        self._report(Settlement.PENDING, tenant_id, client_intent_id, order, None, found_by)
+        return Settlement.PENDING
+
+    def settle_fate(
+        self, tenant_id: str, client_intent_id: str, *, last_call_ends: timedelta
+    ) -> Settlement:
+        """Ask the broker for the order of an intent of unknown fate once no broker call of it can
+        land (`last_call_ends` after its lease's expiry), and make the record say the answer: an
+        order that can trade is recorded `placed` (`settle`), a dead one `rejected` with its id
+        (`settle_dead`), and no order `stale` once no delivery of the intent can be fresh
+        (PENDING until then: a redelivery may still place it). AGREED where the record's fate is
+        known already. Raises `StoreUnavailableError` and the broker's `ExecutionError`s.
+        """
+        current = self._records.read(tenant_id, client_intent_id)
+        if current is None or not fate_unknown(current.record):
+            return Settlement.AGREED
+        record = current.record
+        if self._clock() < record.expires_at + last_call_ends:
+            return Settlement.PENDING  # its last attempt may still be inside a broker call
+        order = self._broker.get_order_by_client_order_id(
+            record.tenant_id, record.broker_account_id, record.client_order_id
+        )
+        if order is None:
+            return self._settle_no_order(current)
+        mismatch = _order_mismatch(record.symbol, record.side, record.qty, order)
+        if mismatch is not None:
+            _log_conflict(record, f"the broker's order under its id is not its own: {mismatch}")
+            return Settlement.CONFLICT
+        settle = self.settle_dead if order.never_fills() else self.settle
+        return settle(tenant_id, client_intent_id, order, found_by="reconciler")
+
+    def _settle_no_order(self, current: VersionedRecord) -> Settlement:
+        """The broker has no order of the record's intent, and no call of it can land: `stale`
+        once no delivery can place it either."""
+        record = current.record
+        now = self._clock()
+        if self._no_delivery_after is None or now < record.created_at + self._no_delivery_after:
+            return Settlement.PENDING
+        verdict = Verdict(
+            Outcome.STALE,
+            "intent_stale: no order at the broker under its client order id, none can land any "
+            "more, and no delivery of the intent can be fresh (INTENT_MAX_AGE_SECONDS)",
+            None,
+            self._repair_fields(record, NOT_REQUIRED, "reconciler"),
+        )
+        if not self._records.record_verdict(current, verdict, now):
+            return Settlement.PENDING  # changed since it was read: a later run decides again
+        _log_verdict(Settlement.FATE_SETTLED, record, verdict, "reconciler")
+        return Settlement.FATE_SETTLED
 
     def record(self, tenant_id: str, client_intent_id: str) -> ReservationRecord | None:
         """The intent's record as stored now, or None. Raises `StoreUnavailableError`."""
@@ -424,22 +557,90 @@ _HOLD_BY_SETTLEMENT = {
     Settlement.REPAIRED: HoldSettlement.PLACED,
     Settlement.PENDING: HoldSettlement.PENDING,
     Settlement.CONFLICT: HoldSettlement.CONFLICT,
+    Settlement.CLOSED_UNFILLED: HoldSettlement.RELEASED,
+    Settlement.FATE_SETTLED: HoldSettlement.RELEASED,
 }
 
 
 def _hold_mismatch(hold: Hold, order: BrokerOrder) -> str | None:
-    """None where `order` is the order `hold` stands for (symbol, side, quantity), else what
-    differs: an order that is not the hold's is never counted as its."""
+    """None where `order` is the order `hold` stands for, else what differs: an order that is
+    not the hold's is never counted as its."""
+    return _order_mismatch(hold.symbol, hold.side, hold.qty, order)
+
+
+def _order_mismatch(symbol: str, side: str, qty: float, order: BrokerOrder) -> str | None:
+    """None where `order` is an order of `qty` `symbol` on `side`, else what differs."""
     differences = [
-        f"{name} {found} (held {held})"
-        for name, found, held, same in (
-            ("symbol", order.symbol, hold.symbol, same_symbol(order.symbol, hold.symbol)),
-            ("side", order.side, hold.side, order.side == hold.side),
-            ("qty", f"{order.qty:g}", f"{hold.qty:g}", math.isclose(order.qty, hold.qty)),
+        f"{name} {found} (expected {expected})"
+        for name, found, expected, same in (
+            ("symbol", order.symbol, symbol, same_symbol(order.symbol, symbol)),
+            ("side", order.side, side, order.side == side),
+            ("qty", f"{order.qty:g}", f"{qty:g}", math.isclose(order.qty, qty)),
         )
         if not same
     ]
     return f"{order.broker_order_id}: " + "; ".join(differences) if differences else None
+
+
+def fate_unknown(record: ReservationRecord) -> bool:
+    """Whether `record` ended while an order of its intent may exist (`exception`, `expired`)."""
+    return record.status is not ReservationStatus.RESERVED and (
+        record.outcome in UNKNOWN_FATE_OUTCOMES
+    )
+
+
+def _dead_order_verdict(
+    current: VersionedRecord | None,
+    order: BrokerOrder,
+    repair: Callable[[ReservationRecord, str, str], dict[str, Any]],
+    found_by: str,
+) -> Verdict | None:
+    """What the record must say of `order`, closed with nothing filled; None where the record
+    says nothing `order` contradicts (or is not its record, or carries a marker to settle
+    first)."""
+    if current is None:
+        return None
+    record = current.record
+    if record.client_order_id != order.client_order_id or record.unsettled_order is not None:
+        return None
+    dead = f"order {order.broker_order_id} {order.status} at the broker"
+    if record.outcome is Outcome.PLACED and record.broker_order_id == order.broker_order_id:
+        return Verdict(
+            Outcome.REJECTED,
+            f"broker_rejected: {dead} after it was placed, nothing filled; it left the "
+            "position and stays in its day's count of orders",
+            order.broker_order_id,
+            {**repair(record, NOT_REQUIRED, found_by), "earlier_repair": record.repair},
+            gives_back_position=True,
+        )
+    if fate_unknown(record) and record.broker_order_id in (None, order.broker_order_id):
+        return Verdict(
+            Outcome.REJECTED,
+            f"broker_rejected: {dead}, nothing filled",
+            order.broker_order_id,
+            repair(record, NOT_REQUIRED, found_by),
+        )
+    return None
+
+
+def _log_verdict(
+    settlement: Settlement, record: ReservationRecord, verdict: Verdict, found_by: str
+) -> None:
+    emit(
+        logger,
+        f"exec.contradiction.{settlement.value}",
+        logging.ERROR,
+        tenant_id=record.tenant_id,
+        broker_account_id=record.broker_account_id,
+        client_intent_id=record.client_intent_id,
+        client_order_id=record.client_order_id,
+        broker_order_id=verdict.broker_order_id,
+        recorded_outcome=record.outcome.value if record.outcome else None,
+        outcome=verdict.outcome.value,
+        found_by=found_by,
+        position_given_back=verdict.gives_back_position,
+        why=verdict.error,
+    )
 
 
 def _log_hold(hold: Hold, settlement: HoldSettlement, why: str) -> None:
@@ -456,6 +657,10 @@ def _log_hold(hold: Hold, settlement: HoldSettlement, why: str) -> None:
 
 
 def _log_marker(record: ReservationRecord, why: str) -> None:
+    _log_conflict(record, why, "unsettled_order")
+
+
+def _log_conflict(record: ReservationRecord, why: str, found_by: str = "reconciler") -> None:
     emit(
         logger,
         f"exec.contradiction.{Settlement.CONFLICT.value}",
@@ -463,7 +668,7 @@ def _log_marker(record: ReservationRecord, why: str) -> None:
         tenant_id=record.tenant_id,
         client_intent_id=record.client_intent_id,
         client_order_id=record.client_order_id,
-        found_by="unsettled_order",
+        found_by=found_by,
         unsettled_order=record.unsettled_order,
         recorded_outcome=record.outcome.value if record.outcome else None,
         why=why,

@@ -12,6 +12,18 @@ the records, in both directions:
   longer land is settled by asking the broker by client order id (`BrokerTruth.settle_hold`): the
   order is recorded, or the hold ends. Invocations that died, and calls whose answer was lost
   while no redelivery came, stop counting this way, and only this way;
+- every record of unknown fate (`exception`, `expired`: ended while an order may exist), of any
+  age, once no call of it can land: the broker is asked by client order id and the record made to
+  say the answer (`BrokerTruth.settle_fate`): `placed` with an order that can trade, `rejected`
+  with a dead one's id, `stale` where there is none and no delivery can place one any more. A
+  record whose message Pub/Sub gave up on (the dead-letter topic) so says what the broker says
+  rather than look like a live problem; each is counted in `fates_settled` and logged
+  `exec.contradiction.fate_settled` at ERROR;
+- every broker order closed with nothing filled (`rejected`, or `canceled`/`expired` at a fill of
+  0), met in the listing or by a `placed` record's id (`BrokerTruth.settle_dead`): a record that
+  says `placed` with it now says `rejected` and the order leaves its account's position (its
+  day's count keeps it), counted in `closed_unfilled` and logged
+  `exec.contradiction.closed_unfilled` at ERROR; a record of unknown fate says `rejected` too;
 - every `unsettled_order` marker (an outlived attempt's order, or lost answer, that a newer
   attempt's record may not know) on a final record, once the outlived call can no longer land:
   the broker is asked by client order id and the record settled to its answer, the marker
@@ -19,9 +31,14 @@ the records, in both directions:
   ERROR, so a marker never waits for a delivery that may never come.
 
 Nothing is concluded from an order's absence unless the broker answered for it: a listing that
-fails midway makes the report incomplete (`complete: false`), never a finding. The run is bounded
-by a deadline, like the sweeper's, and safe to run twice at once (every repair is conditioned on
-the record as read).
+fails midway makes the report incomplete (`complete: false`), never a finding, and an intent is
+concluded to have no order only by the broker's answer to its own client order id. A broker
+order carrying our prefix whose ids could not be ours (a slash, `..`, Firestore's `__x__` form)
+is an order no record knows (`exec.contradiction.unrecorded_order`): it is reported and ends
+nothing else. The run is bounded by a deadline, like the sweeper's, and safe to run twice at once
+and beside a redelivery (every repair is conditioned on the record as read). The records of
+unknown fate are settled before the holds: a record's verdict ends the hold it names in the same
+write, so the holds left are those whose record could not be settled yet.
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ from execution.client_order_ids import is_ours, parse_plain
 from execution.clock import Clock
 from execution.documents import MalformedDocumentError
 from execution.errors import AgentModeError, ExecutionError
-from execution.models import BrokerOrder
+from execution.models import BrokerOrder, validate_document_id
 from execution.reservations import ReservationRecord, ReservationStatus
 from execution.telemetry import emit
 
@@ -69,6 +86,15 @@ class MarkedRecords(Protocol):
 
     def marked(self) -> Iterable[ReservationRecord]:
         """Every record with a marker, of every tenant. Raises `StoreUnavailableError`."""
+        ...
+
+
+class UnknownFates(Protocol):
+    """Where the reconciler finds the records whose intent's fate is unknown."""
+
+    def unknown_fates(self) -> Iterable[ReservationRecord]:
+        """Every record ended `exception` or `expired`, of every tenant, whatever its age.
+        Raises `StoreUnavailableError`."""
         ...
 
 
@@ -101,6 +127,10 @@ class ReconcileReport:
     """Holds whose intent may still reach the broker (a later run decides)."""
     markers_settled: int = 0
     """`unsettled_order` markers settled to the broker's answer and cleared."""
+    fates_settled: int = 0
+    """Records of unknown fate that now say the broker's verdict (`rejected` or `stale`)."""
+    closed_unfilled: int = 0
+    """Records `placed` whose order the broker closed with nothing filled: now `rejected`."""
     conflicts: list[str] = field(default_factory=list)
     missing_at_broker: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -127,6 +157,7 @@ class Reconciler:
         deadline_seconds: float,
         holds: Holds | None = None,
         markers: MarkedRecords | None = None,
+        fates: UnknownFates | None = None,
         last_call_seconds: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -135,6 +166,7 @@ class Reconciler:
         self._broker = broker
         self._holds = holds
         self._markers = markers
+        self._fates = fates
         self._last_call = timedelta(seconds=last_call_seconds)
         self._authority = authority
         self._truth = truth
@@ -158,6 +190,8 @@ class Reconciler:
         seen = self._settle_broker_orders(since, report, deadline)
         if report.complete:
             self._check_placed_records(since, seen, report, deadline)
+        if self._fates is not None:
+            self._settle_fates(self._fates, report, deadline)
         if self._holds is not None:
             self._settle_holds(self._holds, report, deadline)
         if self._markers is not None:
@@ -210,26 +244,39 @@ class Reconciler:
                 client_order_id=order.client_order_id,
             )
             return
+        self._settle_order(*located, order, report)
+
+    def _settle_order(
+        self, tenant_id: str, client_intent_id: str, order: BrokerOrder, report: ReconcileReport
+    ) -> None:
+        """Bring the intent's record to `order` (`settle_dead` where it can never fill)."""
+        settle = self._truth.settle_dead if order.never_fills() else self._truth.settle
         try:
-            settlement = self._truth.settle(*located, order, found_by="reconciler")
+            settlement = settle(tenant_id, client_intent_id, order, found_by="reconciler")
         except UNSETTLED_ERRORS as exc:
-            self._unsettled(report, f"{located[0]}/{located[1]}", exc)
+            self._unsettled(report, f"{tenant_id}/{client_intent_id}", exc)
             return
         if settlement is Settlement.CONFLICT:
             report.conflicts.append(
-                f"{located[0]}/{located[1]}: broker order {order.broker_order_id} "
+                f"{tenant_id}/{client_intent_id}: broker order {order.broker_order_id} "
                 "is not the one recorded"
             )
         else:
-            counted = {Settlement.AGREED: "agreed", Settlement.REPAIRED: "repaired"}
-            name = counted.get(settlement, "pending")
-            setattr(report, name, getattr(report, name) + 1)
+            _count(report, settlement)
 
     def _locate(self, client_order_id: str) -> tuple[str, str] | None:
+        """(tenant, intent) of the record of `client_order_id`; None where no record can be it:
+        a plain id whose parts are no valid ids (a slash would address another document, or
+        none) was never made by `client_order_id_for`."""
         parsed = parse_plain(client_order_id)
-        if parsed is not None:
-            return parsed[0], parsed[2]
-        return self._records.locate(client_order_id)
+        if parsed is None:
+            return self._records.locate(client_order_id)
+        try:
+            for part in parsed:
+                validate_document_id(part)
+        except ValueError:
+            return None
+        return parsed[0], parsed[2]
 
     def _check_placed_records(
         self, since: datetime, seen: set[str], report: ReconcileReport, deadline: float
@@ -239,7 +286,10 @@ class Reconciler:
             for record in self._records.placed_since(since):
                 report.placed_records += 1
                 order_id = record.broker_order_id
-                if order_id is None or (order_id not in seen and not self._broker_has(record)):
+                order = None if order_id is None or order_id in seen else self._order_of(record)
+                if order is not None and order.never_fills():
+                    self._settle_order(record.tenant_id, record.client_intent_id, order, report)
+                elif order_id is None or (order_id not in seen and order is None):
                     report.missing_at_broker.append(
                         f"{record.tenant_id}/{record.client_intent_id}: order {order_id}"
                     )
@@ -256,6 +306,35 @@ class Reconciler:
                     return
         except ExecutionError as exc:
             self._incomplete(report, f"checking placed records failed: {exc}")
+
+    def _settle_fates(self, fates: UnknownFates, report: ReconcileReport, deadline: float) -> None:
+        """Settle every record of unknown fate whose lease lapsed long enough ago that no call
+        can still land, and that carries no marker (the marker's settle comes first)."""
+        lapsed_before = self._clock() - self._last_call
+        try:
+            for record in fates.unknown_fates():
+                if record.expires_at > lapsed_before or record.unsettled_order is not None:
+                    continue
+                self._settle_fate(record, report)
+                if self._monotonic() > deadline:
+                    self._incomplete(report, "deadline reached while settling unknown fates")
+                    return
+        except ExecutionError as exc:
+            self._incomplete(report, f"listing records of unknown fate failed: {exc}")
+
+    def _settle_fate(self, record: ReservationRecord, report: ReconcileReport) -> None:
+        where = f"{record.tenant_id}/{record.client_intent_id}"
+        try:
+            settled = self._truth.settle_fate(
+                record.tenant_id, record.client_intent_id, last_call_ends=self._last_call
+            )
+        except UNSETTLED_ERRORS as exc:
+            self._unsettled(report, f"fate of {where}", exc)
+            return
+        if settled is Settlement.CONFLICT:
+            report.conflicts.append(f"{where}: the broker's order is not the intent's")
+        elif settled is not Settlement.PENDING and settled is not Settlement.AGREED:
+            _count(report, settled)
 
     def _settle_holds(self, holds: Holds, report: ReconcileReport, deadline: float) -> None:
         """Settle every hold whose lease lapsed long enough ago that no call can still land."""
@@ -347,13 +426,11 @@ class Reconciler:
         name = f"holds_{settled.value}"
         setattr(report, name, getattr(report, name) + 1)
 
-    def _broker_has(self, record: ReservationRecord) -> bool:
+    def _order_of(self, record: ReservationRecord) -> BrokerOrder | None:
+        """The order `record` names, as the broker holds it; None where it has none."""
         assert record.broker_order_id is not None
-        return (
-            self._broker.get_order(
-                record.tenant_id, record.broker_account_id, record.broker_order_id
-            )
-            is not None
+        return self._broker.get_order(
+            record.tenant_id, record.broker_account_id, record.broker_order_id
         )
 
     @staticmethod
@@ -372,6 +449,21 @@ class Reconciler:
         report.errors.append(why)
         report.complete = False
         emit(logger, "exec.reconcile.incomplete", logging.WARNING, reason=why)
+
+
+_COUNTED_AS = {
+    Settlement.AGREED: "agreed",
+    Settlement.REPAIRED: "repaired",
+    Settlement.PENDING: "pending",
+    Settlement.CLOSED_UNFILLED: "closed_unfilled",
+    Settlement.FATE_SETTLED: "fates_settled",
+}
+
+
+def _count(report: ReconcileReport, settlement: Settlement) -> None:
+    """One more of `settlement` in the report (a conflict is listed, not counted)."""
+    name = _COUNTED_AS[settlement]
+    setattr(report, name, getattr(report, name) + 1)
 
 
 def _marker_settleable(record: ReservationRecord, lapsed_before: datetime) -> bool:

@@ -43,6 +43,8 @@ def reconcile(
                     "pending",
                     "placed records",
                     "holds placed/released/pending",
+                    "fates settled",
+                    "closed unfilled",
                     "complete",
                 ),
                 [
@@ -54,6 +56,8 @@ def reconcile(
                         report.pending,
                         report.placed_records,
                         f"{report.holds_placed}/{report.holds_released}/{report.holds_pending}",
+                        report.fates_settled,
+                        report.closed_unfilled,
                         "yes" if report.complete else "no (see errors; run again)",
                     )
                 ],

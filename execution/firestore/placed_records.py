@@ -1,6 +1,6 @@
 """`FirestorePlacedRecords`: the reconciler's reads, as collection-group queries over reservations.
 
-Both queries span every tenant; their indexes are declared in `firestore.indexes.json`.
+Every query spans every tenant; their indexes are declared in `firestore.indexes.json`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from execution.broker_truth import UNKNOWN_FATE_OUTCOMES
 from execution.documents import (
     UNSETTLED_ORDER,
     MalformedDocumentError,
@@ -27,17 +28,26 @@ from execution.telemetry import emit
 logger = logging.getLogger(__name__)
 
 
-def placed_since_all_tenants_query(db: firestore.Client, since: datetime) -> firestore.Query:
-    """Reservations of every tenant released `placed` at or after `since`."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ended_with_query(
+    db: firestore.Client, outcome: Outcome, since: datetime = _EPOCH
+) -> firestore.Query:
+    """Reservations of every tenant ended with `outcome` at or after `since` (any age)."""
     return (
         db.collection_group(RESERVATIONS)
-        .where(filter=FieldFilter("outcome", "==", Outcome.PLACED.value))
+        .where(filter=FieldFilter("outcome", "==", outcome.value))
         .where(filter=FieldFilter("released_at", ">=", since))
     )
 
 
+def placed_since_all_tenants_query(db: firestore.Client, since: datetime) -> firestore.Query:
+    """Reservations of every tenant released `placed` at or after `since`."""
+    return ended_with_query(db, Outcome.PLACED, since)
+
+
 MARKED_AT = f"{UNSETTLED_ORDER}.marked_at"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def marked_records_query(db: firestore.Client) -> firestore.Query:
@@ -69,6 +79,12 @@ class FirestorePlacedRecords:
         """Records carrying an `unsettled_order` marker, streamed; a malformed one is logged
         and skipped."""
         return self._records(marked_records_query(self._db), "marked records")
+
+    def unknown_fates(self) -> Iterator[ReservationRecord]:
+        """Records ended while an order may exist (`exception`, `expired`), streamed; a
+        malformed one is logged and skipped."""
+        for outcome in sorted(UNKNOWN_FATE_OUTCOMES):
+            yield from self._records(ended_with_query(self._db, outcome), f"{outcome} records")
 
     def _records(self, query: firestore.Query, what: str) -> Iterator[ReservationRecord]:
         with store_errors(f"{what} query"):

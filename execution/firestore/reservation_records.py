@@ -19,13 +19,14 @@ from execution.account_state import (
     UnreadableState,
     counted_days,
 )
-from execution.broker_truth import VersionedRecord
+from execution.broker_truth import Verdict, VersionedRecord
 from execution.documents import (
     UNSETTLED_ORDER,
     MalformedDocumentError,
     ended_fields,
     reservation_from_document,
 )
+from execution.firestore import lean_writes
 from execution.firestore.account_state import (
     PlacedOrder,
     account_states_query,
@@ -124,6 +125,38 @@ class FirestoreReservationRecords:
             option=self._db.write_option(last_update_time=current.version),
         )
         return self._commit(batch, "reservation marker clear")
+
+    def record_verdict(self, current: VersionedRecord, verdict: Verdict, now: datetime) -> bool:
+        """Ended with `verdict`, if the record is still `current`; its hold ends, and its order
+        leaves the position where the verdict says so, in the same batch (so once)."""
+        rec = current.record
+        batch = self._db.batch()
+        batch.update(
+            reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
+            {
+                **ended_fields(
+                    ReservationStatus.RELEASED,
+                    verdict.outcome,
+                    error=verdict.error,
+                    released_at=rec.released_at or now,
+                    purge_at=now + self._retention,
+                ),
+                "broker_order_id": verdict.broker_order_id,
+                "repair": verdict.repair,
+                "counted_lease_id": None,
+            },
+            option=self._db.write_option(last_update_time=current.version),
+        )
+        if rec.counted_lease_id is not None:
+            end_lease(batch, self._db, rec.tenant_id, rec.broker_account_id, rec.counted_lease_id)
+        if verdict.gives_back_position:
+            signed = rec.qty if rec.side == "buy" else -rec.qty
+            lean_writes.merge(
+                batch,
+                inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
+                {"positions": {rec.symbol: firestore.Increment(-signed)}},
+            )
+        return self._commit(batch, "reservation verdict")
 
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
         """End `hold`: the broker has no order of its intent and none can land any more."""

@@ -164,7 +164,7 @@ def test_a_lost_answer_for_an_order_that_died_is_settled_rejected_by_the_redeliv
     assert account_counts(db, intent) == NOTHING_COUNTED
 
 
-def test_the_reconciler_ends_the_hold_of_a_lost_answer_whose_order_died_counting_nothing(
+def test_the_reconciler_records_a_lost_answer_whose_order_died_rejected_counting_nothing(
     db: firestore.Client,
     wire: WireServer,
     firestore_project: str,
@@ -184,10 +184,12 @@ def test_the_reconciler_ends_the_hold_of_a_lost_answer_whose_order_died_counting
         main.execute_intent(intent_event(intent, unique("m")))
 
     clock.advance(3600)  # no redelivery came; no call of the lapsed lease can land any more
-    wire.script(json_ok(json.dumps([dead]).encode()), json_ok(json.dumps(dead).encode()))
+    wire.script(json_ok(json.dumps([dead]).encode()))  # the listing: nothing else is asked
     report = service.reconciler.reconcile()
 
-    assert (report.agreed, report.repaired, report.holds_released) == (1, 0, 1)
+    # The record says what the broker says (it said `exception` until then), and its hold ended
+    # in the same write (tests/emulator/test_reconciler_truth_unknown_fate.py).
+    assert (report.agreed, report.repaired, report.fates_settled) == (0, 0, 1)
     record = reservation(db, TENANT, intent.client_intent_id)
-    assert (record["outcome"], record.get("broker_order_id")) == ("exception", None)
+    assert (record["outcome"], record.get("broker_order_id")) == ("rejected", dead["id"])
     assert account_counts(db, intent) == NOTHING_COUNTED

@@ -26,7 +26,7 @@ from execution.account_state import (
 )
 from execution.accounts import AccountRead, AccountSettings, AccountSource
 from execution.authority import Authority, KillSwitchSource
-from execution.broker_truth import BrokerTruth, VersionedRecord
+from execution.broker_truth import BrokerTruth, Verdict, VersionedRecord
 from execution.brokers.base import Broker
 from execution.client_order_ids import client_order_id_for
 from execution.clock import FakeClock
@@ -281,6 +281,29 @@ class InMemoryReservationManager:
         if self.records.get(key) is not current.version:
             return False
         self.records[key] = replace(current.record, unsettled_order=None)
+        return True
+
+    def record_verdict(self, current: VersionedRecord, verdict: Verdict, now: datetime) -> bool:
+        key = (current.record.tenant_id, current.record.client_intent_id)
+        if self.records.get(key) is not current.version:
+            return False
+        record = current.record
+        self.records[key] = replace(
+            record,
+            status=ReservationStatus.RELEASED,
+            outcome=verdict.outcome,
+            broker_order_id=verdict.broker_order_id,
+            error=verdict.error,
+            released_at=record.released_at or now,
+            repair=verdict.repair,
+            counted_lease_id=None,
+        )
+        state = self.inflight.get((record.tenant_id, record.broker_account_id))
+        if state is not None and record.counted_lease_id is not None:
+            state.leases.pop(record.counted_lease_id, None)
+        if state is not None and verdict.gives_back_position:
+            signed = record.qty if record.side == "buy" else -record.qty
+            state.positions[record.symbol] = state.positions.get(record.symbol, 0.0) - signed
         return True
 
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:
@@ -678,6 +701,9 @@ class NoRecords:
         return False
 
     def clear_unsettled(self, current: VersionedRecord) -> bool:
+        return False
+
+    def record_verdict(self, current: VersionedRecord, verdict: Verdict, now: datetime) -> bool:
         return False
 
     def release_hold(self, hold: Hold, current: VersionedRecord) -> bool:

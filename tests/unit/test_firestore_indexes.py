@@ -22,10 +22,12 @@ from execution.cli.queries import query_shapes
 from execution.firestore.account_state import account_states_query
 from execution.firestore.placed_records import (
     by_client_order_id_query,
+    ended_with_query,
     marked_records_query,
     placed_since_all_tenants_query,
 )
 from execution.firestore.sweeper_store import expired_leases_query
+from execution.models import Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
@@ -36,6 +38,7 @@ QUERY_BUILDERS: dict[str, Callable[[firestore.Client], list[Any]]] = {
     "execution/cli/queries.py": lambda db: list(query_shapes(db, NOW).values()),
     "execution/firestore/placed_records.py": lambda db: [
         placed_since_all_tenants_query(db, NOW),
+        ended_with_query(db, Outcome.EXCEPTION),
         by_client_order_id_query(db, "ex1h-x"),
         marked_records_query(db),
     ],
