@@ -56,6 +56,12 @@ def to_billionths(qty: float) -> int:
     return int(scaled.to_integral_value(rounding=ROUND_UP))
 
 
+def signed_billionths(qty: float, side: str) -> int:
+    """What an order of `qty` shares on `side` adds to its symbol's position, in billionths."""
+    billionths = to_billionths(qty)
+    return billionths if side == "buy" else -billionths
+
+
 def limit_billionths(limit: float) -> int:
     """The largest position, in billionths, within `limit` shares as written."""
     return int(EXACT_MONEY.multiply(money_decimal(limit), BILLION).to_integral_value(ROUND_FLOOR))

@@ -54,8 +54,8 @@ from execution.positions import (
     SHARES,
     Position,
     positions_fields,
+    signed_billionths,
     split,
-    to_billionths,
 )
 from execution.reservations import ReservationRecord
 from execution.telemetry import emit
@@ -135,8 +135,7 @@ class PlacedOrder:
 
     def signed_billionths(self) -> int:
         """What the order adds to its symbol's position, in billionths of a share."""
-        qty = to_billionths(self.qty)
-        return qty if self.side == "buy" else -qty
+        return signed_billionths(self.qty, self.side)
 
     @classmethod
     def of(cls, record: ReservationRecord, now: datetime, skew: timedelta) -> PlacedOrder:
@@ -193,17 +192,33 @@ def add_placed_order(
     # of every account writes this, so each field costs every intent (encoded here, decoded by
     # every opening read of the account). Integers: Firestore adds them exactly, unread.
     fields: dict[str, Any] = {
-        EXACT_FIELD: {
-            placed.symbol: {
-                SHARES: firestore.Increment(shares),
-                BILLIONTHS: firestore.Increment(rest),
-            }
-        },
+        EXACT_FIELD: {placed.symbol: _increments(placed.signed_billionths())},
         "placed_orders": counts,
     }
     if ending_lease_id is not None:
         fields["leases"] = {ending_lease_id: firestore.DELETE_FIELD}
     lean_writes.merge(batch, ref, fields)
+
+
+def leave_position(
+    batch: firestore.WriteBatch,
+    db: firestore.Client,
+    tenant_id: str,
+    broker_account_id: str,
+    symbol: str,
+    signed_billionths: int,
+) -> None:
+    """Add "this order no longer counts" to `batch`: `signed_billionths` (what its placing added)
+    leave `symbol`'s position. Unread like `add_placed_order`: it must ride on a batch that a
+    precondition makes happen once per order (the record's own conditioned verdict)."""
+    ref = inflight_ref(db, tenant_id, broker_account_id)
+    lean_writes.merge(batch, ref, {EXACT_FIELD: {symbol: _increments(-signed_billionths)}})
+
+
+def _increments(billionths: int) -> dict[str, Any]:
+    """The exact-position increments that add `billionths` to a symbol's position, unread."""
+    shares, rest = split(billionths)
+    return {SHARES: firestore.Increment(shares), BILLIONTHS: firestore.Increment(rest)}
 
 
 def end_lease(

@@ -26,18 +26,19 @@ from execution.documents import (
     ended_fields,
     reservation_from_document,
 )
-from execution.firestore import lean_writes
 from execution.firestore.account_state import (
     PlacedOrder,
     account_states_query,
     add_placed_order,
     end_lease,
     holds_in,
+    leave_position,
     state_from_document,
 )
 from execution.firestore.paths import inflight_ref, reservation_ref
 from execution.firestore.support import RACE_ERRORS, CallPolicy, store_errors
 from execution.models import BrokerOrder, Outcome
+from execution.positions import signed_billionths
 from execution.reservations import ReservationStatus
 
 
@@ -150,11 +151,13 @@ class FirestoreReservationRecords:
         if rec.counted_lease_id is not None:
             end_lease(batch, self._db, rec.tenant_id, rec.broker_account_id, rec.counted_lease_id)
         if verdict.gives_back_position:
-            signed = rec.qty if rec.side == "buy" else -rec.qty
-            lean_writes.merge(
+            leave_position(
                 batch,
-                inflight_ref(self._db, rec.tenant_id, rec.broker_account_id),
-                {"positions": {rec.symbol: firestore.Increment(-signed)}},
+                self._db,
+                rec.tenant_id,
+                rec.broker_account_id,
+                rec.symbol,
+                signed_billionths(rec.qty, rec.side),
             )
         return self._commit(batch, "reservation verdict")
 

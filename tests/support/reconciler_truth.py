@@ -36,6 +36,7 @@ from execution.reconciler import Reconciler
 from execution.settings import Settings
 from tests.support.alpaca_wire import alpaca_env
 from tests.support.builders import FAST_POLICY
+from tests.support.positions import position_of
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 """A Monday afternoon, far from midnight (an order counts on one day)."""
@@ -137,7 +138,7 @@ def account_counts(db: firestore.Client, intent: TradeIntent) -> dict[str, Any]:
     state = inflight_ref(db, intent.tenant_id, intent.broker_account_id).get().to_dict() or {}
     return {
         "holds": len(state.get("leases", {})),
-        "position": state.get("positions", {}).get(intent.symbol, 0),
+        "position": position_of(state, intent.symbol),
         "placed_orders": sum(state.get("placed_orders", {}).values()),
     }
 
