@@ -1,0 +1,187 @@
+"""Third adversarial review: an account's kill switch (and its other settings) against an
+invocation paused between its opening read and its acquire.
+
+The real engine on the Firestore emulator with the real `AlpacaBroker` and the loopback Alpaca
+sandbox, and the real command line. An invocation reads the account's settings document at its
+start (`execution.firestore.invocation`), then pauses before its acquire: a GC, a throttled
+CPU, a wait for the account's turn behind a burst (up to 60 s), lost races. Meanwhile an
+operator halts the account with `kill-switch on --tenant T --account A --cancel-open`, which
+waits until no call admitted before the switch can land, finds no intent of the account in
+flight and no open order, and answers success. The invocation then wakes, creates its lease
+and reaches the broker.
+
+What must hold: a halt the command confirmed (exit 0) is followed by no order of the scope. The
+pause is staged, not timed: the command runs inside the acquire's wrapper, and its wait
+(`CliContext.sleep`) moves the engine instance's clocks by as long as it waits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+from typer.testing import CliRunner, Result
+
+from devtools.alpaca_sandbox import AlpacaSandbox
+from execution.bootstrap import Service, bootstrap
+from execution.brokers.alpaca import AlpacaBroker
+from execution.cli import app
+from execution.cli.context import CliContext
+from execution.clock import FakeClock
+from execution.firestore.invocation import FirestoreInvocationStore
+from execution.firestore.reservations import FirestoreReservationManager
+from execution.firestore.support import CallPolicy
+from execution.models import Outcome, TradeIntent
+from execution.reservations import Acquisition, ReservationManager, ReservationRequest
+from execution.settings import Settings
+from tests.support.builders import (
+    client_order_id_of,
+    live,
+    make_intent,
+    sandbox_cli_env,
+    unique,
+)
+
+
+class InstanceTime:
+    """One instance's wall clock and monotonic clock, moved together."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock(datetime.now(UTC))
+        self.seconds = 1000.0
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.seconds += seconds
+
+
+class PausedBeforeAcquire:
+    """The invocation's reservations, paused once between the opening read and the acquire."""
+
+    def __init__(self, inner: ReservationManager, meanwhile: list[Callable[[], None]]) -> None:
+        self._inner = inner
+        self._meanwhile = meanwhile
+
+    def acquire(self, request: ReservationRequest) -> Acquisition:
+        while self._meanwhile:
+            self._meanwhile.pop()()
+        return self._inner.acquire(request)
+
+
+def service_paused_before_acquire(
+    db: firestore.Client,
+    time: InstanceTime,
+    broker: AlpacaBroker,
+    meanwhile: list[Callable[[], None]],
+    settings: Settings,
+) -> Service:
+    """The real service on the emulator whose next acquire first runs `meanwhile`."""
+    policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
+    store = FirestoreInvocationStore(
+        db,
+        reservations=FirestoreReservationManager(
+            db,
+            clock=time.clock,
+            ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+            policy=policy,
+        ),
+        clock=time.clock,
+        policy=policy,
+        shared_read_max_age_seconds=settings.shared_read_max_age_seconds,
+        monotonic=time.monotonic,
+        wrap_reservations=lambda inner: PausedBeforeAcquire(inner, meanwhile),
+    )
+    return bootstrap(
+        settings, clock=time.clock, db=db, store=store, broker=broker, monotonic=time.monotonic
+    )
+
+
+def halt_account(
+    db: firestore.Client,
+    project: str,
+    alpaca: AlpacaSandbox,
+    broker: AlpacaBroker,
+    intent: TradeIntent,
+    time: InstanceTime,
+) -> Result:
+    """`kill-switch on --tenant T --account A --cancel-open`, whose wait is the instance's time."""
+    context = CliContext(
+        environ={**sandbox_cli_env(alpaca.base_url), "COLUMNS": "250"},
+        project_option=project,
+        db_client=db,
+        broker_client=broker,
+        sleep=time.advance,
+    )
+    scope = ["--tenant", intent.tenant_id, "--account", intent.broker_account_id]
+    args = ["kill-switch", "on", *scope, "--reason", "drill", "--cancel-open", "--json"]
+    return CliRunner().invoke(app, args, obj=context)
+
+
+def write_account(db: firestore.Client, intent: TradeIntent, fields: dict[str, Any]) -> None:
+    db.collection("tenants", intent.tenant_id, "accounts").document(
+        intent.broker_account_id
+    ).set(fields)
+
+
+@pytest.mark.parametrize(
+    "account",
+    [
+        pytest.param({"trading_mode": "LIVE"}, id="account-without-counting-limits"),
+        pytest.param({"max_inflight_usd": 1_000_000.0}, id="account-with-a-budget"),
+    ],
+)
+def test_an_account_halt_the_command_confirmed_is_followed_by_no_order_of_the_account(
+    db: firestore.Client,
+    firestore_project: str,
+    alpaca: AlpacaSandbox,
+    alpaca_broker: AlpacaBroker,
+    account: dict[str, Any],
+) -> None:
+    time = InstanceTime()
+    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())
+    write_account(db, intent, account)
+    halted: list[Result] = []
+    meanwhile = [
+        lambda: halted.append(
+            halt_account(db, firestore_project, alpaca, alpaca_broker, intent, time)
+        )
+    ]
+    service = service_paused_before_acquire(db, time, alpaca_broker, meanwhile, live())
+
+    result = service.engine.execute_intent(intent)
+
+    command = halted[0]
+    assert command.exit_code == 0, command.output  # the halt was confirmed: nothing in flight
+    assert json.loads(command.stdout)["cancel_open"]["in_flight"] == []
+    assert client_order_id_of(intent) not in alpaca.orders
+    assert result.outcome is Outcome.HALTED
+    assert result.reason == "account_mode_off"
+
+
+def test_a_symbol_denied_while_an_intent_waits_for_its_acquire_stops_it_once_the_read_is_old(
+    db: firestore.Client, alpaca: AlpacaSandbox, alpaca_broker: AlpacaBroker
+) -> None:
+    """The same class for the account's other settings: a limit written before an invocation
+    decides (by more than SHARED_READ_MAX_AGE_SECONDS) binds it, as a kill switch does."""
+    time = InstanceTime()
+    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())
+    write_account(db, intent, {"max_order_notional_usd": 1_000_000.0})
+
+    def deny_and_wait() -> None:
+        write_account(db, intent, {"denied_symbols": [intent.symbol]})
+        time.advance(2.0)  # past SHARED_READ_MAX_AGE_SECONDS (1 s)
+
+    service = service_paused_before_acquire(db, time, alpaca_broker, [deny_and_wait], live())
+
+    result = service.engine.execute_intent(intent)
+
+    assert client_order_id_of(intent) not in alpaca.orders
+    assert result.outcome is Outcome.REJECTED
+    assert result.reason == f"symbol_denied: {intent.symbol}"
