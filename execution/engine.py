@@ -31,6 +31,7 @@ from execution.errors import (
     BrokerTransientError,
     ExecutionHaltedError,
     LeaseTooShortError,
+    LimitWaitError,
     OrderConflictError,
     OutcomeUnrecordedError,
     PriceUnavailableError,
@@ -616,9 +617,12 @@ class ExecutionEngine:
 
     @staticmethod
     def _read_account(invocation: Invocation, intent: TradeIntent) -> AccountRead:
-        """The account settings, read once for risk and authority; a failure is kept, not raised."""
+        """The account settings, read once for risk and authority; a failure is kept, not raised,
+        except a wait: the lease was admitted under limits the account no longer has."""
         try:
             return AccountRead(invocation.accounts.get(intent.tenant_id, intent.broker_account_id))
+        except LimitWaitError:
+            raise
         except StoreUnavailableError as exc:
             return AccountRead(error=f"{type(exc).__name__}: {exc}", outage=exc)
         except Exception as exc:  # risk decides what unreadable limits mean (fail-closed)

@@ -32,6 +32,7 @@ from execution.brokers.alpaca import AlpacaBroker
 from execution.cli import app
 from execution.cli.context import CliContext
 from execution.clock import FakeClock
+from execution.errors import LimitWaitError
 from execution.firestore.invocation import FirestoreInvocationStore
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.support import CallPolicy
@@ -125,9 +126,9 @@ def halt_account(
 
 
 def write_account(db: firestore.Client, intent: TradeIntent, fields: dict[str, Any]) -> None:
-    db.collection("tenants", intent.tenant_id, "accounts").document(
-        intent.broker_account_id
-    ).set(fields)
+    db.collection("tenants", intent.tenant_id, "accounts").document(intent.broker_account_id).set(
+        fields
+    )
 
 
 @pytest.mark.parametrize(
@@ -185,3 +186,35 @@ def test_a_symbol_denied_while_an_intent_waits_for_its_acquire_stops_it_once_the
     assert client_order_id_of(intent) not in alpaca.orders
     assert result.outcome is Outcome.REJECTED
     assert result.reason == f"symbol_denied: {intent.symbol}"
+
+
+def test_a_budget_lowered_while_an_intent_waits_for_its_acquire_binds_it(
+    db: firestore.Client, alpaca: AlpacaSandbox, alpaca_broker: AlpacaBroker
+) -> None:
+    """The acquire admits on the account as the invocation read it at its start: where the
+    counting limits changed since (by more than SHARED_READ_MAX_AGE_SECONDS before the gates),
+    the lease admitted under the old ones never reaches the broker; the redelivery is decided
+    on the limit as it is now."""
+    time = InstanceTime()
+    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())  # worth $100
+    write_account(db, intent, {"max_inflight_usd": 1000.0})
+
+    def lower_and_wait() -> None:
+        write_account(db, intent, {"max_inflight_usd": 50.0})
+        time.advance(2.0)
+
+    service = service_paused_before_acquire(db, time, alpaca_broker, [lower_and_wait], live())
+
+    with pytest.raises(LimitWaitError) as waited:
+        service.engine.execute_intent(intent)
+    redelivered = service.engine.execute_intent(intent)
+
+    assert "account_limits_changed" in str(waited.value)
+    assert client_order_id_of(intent) not in alpaca.orders
+    assert redelivered.outcome is Outcome.REJECTED
+    assert redelivered.reason is not None
+    assert redelivered.reason.startswith("max_inflight_usd_exceeded")
+    state = db.collection("tenants", intent.tenant_id, "execution_inflight").document(
+        intent.broker_account_id
+    )
+    assert (state.get().to_dict() or {}).get("leases") == {}
