@@ -111,8 +111,10 @@ def halt_account(
     broker: AlpacaBroker,
     intent: TradeIntent,
     time: InstanceTime,
+    scope: str = "account",
 ) -> Result:
-    """`kill-switch on --tenant T --account A --cancel-open`, whose wait is the instance's time."""
+    """`kill-switch on --tenant T --account A --cancel-open` (or the tenant's, or the global
+    switch), whose wait is the instance's time."""
     context = CliContext(
         environ={**sandbox_cli_env(alpaca.base_url), "COLUMNS": "250"},
         project_option=project,
@@ -120,8 +122,12 @@ def halt_account(
         broker_client=broker,
         sleep=time.advance,
     )
-    scope = ["--tenant", intent.tenant_id, "--account", intent.broker_account_id]
-    args = ["kill-switch", "on", *scope, "--reason", "drill", "--cancel-open", "--json"]
+    options = {
+        "global": [],
+        "tenant": ["--tenant", intent.tenant_id],
+        "account": ["--tenant", intent.tenant_id, "--account", intent.broker_account_id],
+    }[scope]
+    args = ["kill-switch", "on", *options, "--reason", "drill", "--cancel-open", "--json"]
     return CliRunner().invoke(app, args, obj=context)
 
 
@@ -164,6 +170,37 @@ def test_an_account_halt_the_command_confirmed_is_followed_by_no_order_of_the_ac
     assert client_order_id_of(intent) not in alpaca.orders
     assert result.outcome is Outcome.HALTED
     assert result.reason == "account_mode_off"
+
+
+@pytest.mark.parametrize("scope", ["global", "tenant"])
+def test_a_global_or_tenant_halt_the_command_confirmed_is_followed_by_no_order_either(
+    db: firestore.Client,
+    firestore_project: str,
+    alpaca: AlpacaSandbox,
+    alpaca_broker: AlpacaBroker,
+    scope: str,
+) -> None:
+    """What held: the switches' own documents are read again where their read is older than
+    SHARED_READ_MAX_AGE_SECONDS when the authority decides."""
+    time = InstanceTime()
+    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())
+    halted: list[Result] = []
+    meanwhile = [
+        lambda: halted.append(
+            halt_account(db, firestore_project, alpaca, alpaca_broker, intent, time, scope)
+        )
+    ]
+    service = service_paused_before_acquire(db, time, alpaca_broker, meanwhile, live())
+    try:
+        result = service.engine.execute_intent(intent)
+    finally:
+        db.collection("ops").document("execution_kill_switch").delete()
+
+    command = halted[0]
+    assert command.exit_code == 0, command.output
+    assert client_order_id_of(intent) not in alpaca.orders
+    assert result.outcome is Outcome.HALTED
+    assert result.reason == f"kill_switch_{scope}"
 
 
 def test_a_symbol_denied_while_an_intent_waits_for_its_acquire_stops_it_once_the_read_is_old(
