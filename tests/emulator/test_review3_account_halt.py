@@ -36,7 +36,7 @@ from execution.errors import LimitWaitError
 from execution.firestore.invocation import FirestoreInvocationStore
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.support import CallPolicy
-from execution.models import Outcome, TradeIntent
+from execution.models import ExecutionResult, Outcome, TradeIntent
 from execution.reservations import Acquisition, ReservationManager, ReservationRequest
 from execution.settings import Settings
 from tests.support.builders import (
@@ -104,37 +104,80 @@ def service_paused_before_acquire(
     )
 
 
-def halt_account(
+def operator_cli(
     db: firestore.Client,
     project: str,
     alpaca: AlpacaSandbox,
     broker: AlpacaBroker,
-    intent: TradeIntent,
-    time: InstanceTime,
-    scope: str = "account",
-) -> Result:
-    """`kill-switch on --tenant T --account A --cancel-open` (or the tenant's, or the global
-    switch), whose wait is the instance's time."""
-    context = CliContext(
+    sleep: Callable[[float], None],
+) -> CliContext:
+    """The operator's command line on this emulator project and the sandbox; its waits `sleep`."""
+    return CliContext(
         environ={**sandbox_cli_env(alpaca.base_url), "COLUMNS": "250"},
         project_option=project,
         db_client=db,
         broker_client=broker,
-        sleep=time.advance,
+        sleep=sleep,
     )
+
+
+def execute_halted_meanwhile(
+    db: firestore.Client,
+    project: str,
+    alpaca: AlpacaSandbox,
+    broker: AlpacaBroker,
+    scope: str,
+    account: dict[str, Any] | None = None,
+) -> tuple[TradeIntent, ExecutionResult, Result]:
+    """Execute a fresh intent (of an account holding `account`, where given) that pauses before
+    its acquire while `kill-switch on --cancel-open` halts its `scope` (the account, its tenant,
+    or everything); the command's wait is the paused instance's time. The intent, its result and
+    the command's."""
+    time = InstanceTime()
+    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())
+    if account is not None:
+        write_account(db, intent, account)
     options = {
         "global": [],
         "tenant": ["--tenant", intent.tenant_id],
         "account": ["--tenant", intent.tenant_id, "--account", intent.broker_account_id],
     }[scope]
     args = ["kill-switch", "on", *options, "--reason", "drill", "--cancel-open", "--json"]
-    return CliRunner().invoke(app, args, obj=context)
+    context = operator_cli(db, project, alpaca, broker, time.advance)
+    halted: list[Result] = []
+    meanwhile = [lambda: halted.append(CliRunner().invoke(app, args, obj=context))]
+    service = service_paused_before_acquire(db, time, broker, meanwhile, live())
+    try:
+        result = service.engine.execute_intent(intent)
+    finally:
+        db.collection("ops").document("execution_kill_switch").delete()
+    return intent, result, halted[0]
 
 
 def write_account(db: firestore.Client, intent: TradeIntent, fields: dict[str, Any]) -> None:
     db.collection("tenants", intent.tenant_id, "accounts").document(intent.broker_account_id).set(
         fields
     )
+
+
+def service_changing_the_account_meanwhile(
+    db: firestore.Client,
+    broker: AlpacaBroker,
+    intent: TradeIntent,
+    *,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> Service:
+    """The service, with `intent`'s account holding `before`; its first acquire pauses while
+    the account is rewritten to `after`, past SHARED_READ_MAX_AGE_SECONDS (1 s)."""
+    time = InstanceTime()
+    write_account(db, intent, before)
+
+    def change_and_wait() -> None:
+        write_account(db, intent, after)
+        time.advance(2.0)
+
+    return service_paused_before_acquire(db, time, broker, [change_and_wait], live())
 
 
 @pytest.mark.parametrize(
@@ -151,20 +194,10 @@ def test_an_account_halt_the_command_confirmed_is_followed_by_no_order_of_the_ac
     alpaca_broker: AlpacaBroker,
     account: dict[str, Any],
 ) -> None:
-    time = InstanceTime()
-    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())
-    write_account(db, intent, account)
-    halted: list[Result] = []
-    meanwhile = [
-        lambda: halted.append(
-            halt_account(db, firestore_project, alpaca, alpaca_broker, intent, time)
-        )
-    ]
-    service = service_paused_before_acquire(db, time, alpaca_broker, meanwhile, live())
+    intent, result, command = execute_halted_meanwhile(
+        db, firestore_project, alpaca, alpaca_broker, "account", account
+    )
 
-    result = service.engine.execute_intent(intent)
-
-    command = halted[0]
     assert command.exit_code == 0, command.output  # the halt was confirmed: nothing in flight
     assert json.loads(command.stdout)["cancel_open"]["in_flight"] == []
     assert client_order_id_of(intent) not in alpaca.orders
@@ -182,21 +215,10 @@ def test_a_global_or_tenant_halt_the_command_confirmed_is_followed_by_no_order_e
 ) -> None:
     """What held: the switches' own documents are read again where their read is older than
     SHARED_READ_MAX_AGE_SECONDS when the authority decides."""
-    time = InstanceTime()
-    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())
-    halted: list[Result] = []
-    meanwhile = [
-        lambda: halted.append(
-            halt_account(db, firestore_project, alpaca, alpaca_broker, intent, time, scope)
-        )
-    ]
-    service = service_paused_before_acquire(db, time, alpaca_broker, meanwhile, live())
-    try:
-        result = service.engine.execute_intent(intent)
-    finally:
-        db.collection("ops").document("execution_kill_switch").delete()
+    intent, result, command = execute_halted_meanwhile(
+        db, firestore_project, alpaca, alpaca_broker, scope
+    )
 
-    command = halted[0]
     assert command.exit_code == 0, command.output
     assert client_order_id_of(intent) not in alpaca.orders
     assert result.outcome is Outcome.HALTED
@@ -208,15 +230,14 @@ def test_a_symbol_denied_while_an_intent_waits_for_its_acquire_stops_it_once_the
 ) -> None:
     """The same class for the account's other settings: a limit written before an invocation
     decides (by more than SHARED_READ_MAX_AGE_SECONDS) binds it, as a kill switch does."""
-    time = InstanceTime()
-    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())
-    write_account(db, intent, {"max_order_notional_usd": 1_000_000.0})
-
-    def deny_and_wait() -> None:
-        write_account(db, intent, {"denied_symbols": [intent.symbol]})
-        time.advance(2.0)  # past SHARED_READ_MAX_AGE_SECONDS (1 s)
-
-    service = service_paused_before_acquire(db, time, alpaca_broker, [deny_and_wait], live())
+    intent = make_intent(tenant_id=unique("tenant"))
+    service = service_changing_the_account_meanwhile(
+        db,
+        alpaca_broker,
+        intent,
+        before={"max_order_notional_usd": 1_000_000.0},
+        after={"denied_symbols": [intent.symbol]},
+    )
 
     result = service.engine.execute_intent(intent)
 
@@ -232,15 +253,14 @@ def test_a_budget_lowered_while_an_intent_waits_for_its_acquire_binds_it(
     counting limits changed since (by more than SHARED_READ_MAX_AGE_SECONDS before the gates),
     the lease admitted under the old ones never reaches the broker; the redelivery is decided
     on the limit as it is now."""
-    time = InstanceTime()
-    intent = make_intent(tenant_id=unique("tenant"), created_at=time.clock())  # worth $100
-    write_account(db, intent, {"max_inflight_usd": 1000.0})
-
-    def lower_and_wait() -> None:
-        write_account(db, intent, {"max_inflight_usd": 50.0})
-        time.advance(2.0)
-
-    service = service_paused_before_acquire(db, time, alpaca_broker, [lower_and_wait], live())
+    intent = make_intent(tenant_id=unique("tenant"))  # worth $100
+    service = service_changing_the_account_meanwhile(
+        db,
+        alpaca_broker,
+        intent,
+        before={"max_inflight_usd": 1000.0},
+        after={"max_inflight_usd": 50.0},
+    )
 
     with pytest.raises(LimitWaitError) as waited:
         service.engine.execute_intent(intent)

@@ -20,17 +20,16 @@ from typer.testing import CliRunner
 from devtools.alpaca_sandbox import AlpacaSandbox, status
 from execution.brokers.alpaca import AlpacaBroker
 from execution.cli import app
-from execution.cli.context import CliContext
 from execution.clock import FakeClock
 from execution.errors import BrokerTransientError
 from execution.models import Outcome
+from tests.emulator.test_review3_account_halt import operator_cli
 from tests.support.builders import (
     client_order_id_of,
     emulator_service,
     live,
     make_intent,
     reservation,
-    sandbox_cli_env,
     unique,
 )
 
@@ -56,13 +55,7 @@ def test_a_halt_cancels_an_order_whose_answer_was_lost_and_its_redelivery_record
     with pytest.raises(BrokerTransientError):
         service.engine.execute_intent(intent)
     held = account_state(db, tenant, account)["leases"]
-    context = CliContext(
-        environ={**sandbox_cli_env(alpaca.base_url), "COLUMNS": "250"},
-        project_option=firestore_project,
-        db_client=db,
-        broker_client=alpaca_broker,
-        sleep=clock.advance,
-    )
+    context = operator_cli(db, firestore_project, alpaca, alpaca_broker, clock.advance)
     args = ["kill-switch", "on", "--tenant", tenant, "--reason", "drill", "--cancel-open", "--json"]
     command = CliRunner().invoke(app, args, obj=context)
     redelivered = service.engine.execute_intent(intent)
