@@ -499,6 +499,10 @@ class ExecutionEngine:
             return Outcome.REJECTED, risk.reason
         if refused is not None:
             return Outcome.REJECTED, refused
+        if account.outage is not None:
+            # The account's `trading_mode` is a kill switch: a read the store could not answer
+            # never passes for "not halted", even where risk is configured fail-open (retry).
+            raise account.outage
         try:
             self._authority.check(
                 intent,

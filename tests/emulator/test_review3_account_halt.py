@@ -18,6 +18,7 @@ pause is staged, not timed: the command runs inside the acquire's wrapper, and i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from execution.brokers.alpaca import AlpacaBroker
 from execution.cli import app
 from execution.cli.context import CliContext
 from execution.clock import FakeClock
-from execution.errors import LimitWaitError
+from execution.errors import LimitWaitError, StoreUnavailableError
 from execution.firestore.invocation import FirestoreInvocationStore
 from execution.firestore.reservations import FirestoreReservationManager
 from execution.firestore.support import CallPolicy
@@ -40,12 +41,14 @@ from execution.models import ExecutionResult, Outcome, TradeIntent
 from execution.reservations import Acquisition, ReservationManager, ReservationRequest
 from execution.settings import Settings
 from tests.support.builders import (
+    client_at,
     client_order_id_of,
     live,
     make_intent,
     sandbox_cli_env,
     unique,
 )
+from tests.support.tcp_proxy import CuttableProxy
 
 
 class InstanceTime:
@@ -64,16 +67,26 @@ class InstanceTime:
 
 
 class PausedBeforeAcquire:
-    """The invocation's reservations, paused once between the opening read and the acquire."""
+    """The invocation's reservations, paused once between the opening read and the acquire
+    (`meanwhile`), and once right after the acquire (`then`)."""
 
-    def __init__(self, inner: ReservationManager, meanwhile: list[Callable[[], None]]) -> None:
+    def __init__(
+        self,
+        inner: ReservationManager,
+        meanwhile: list[Callable[[], None]],
+        then: list[Callable[[], None]],
+    ) -> None:
         self._inner = inner
         self._meanwhile = meanwhile
+        self._then = then
 
     def acquire(self, request: ReservationRequest) -> Acquisition:
         while self._meanwhile:
             self._meanwhile.pop()()
-        return self._inner.acquire(request)
+        acquisition = self._inner.acquire(request)
+        while self._then:
+            self._then.pop()()
+        return acquisition
 
 
 def service_paused_before_acquire(
@@ -82,8 +95,10 @@ def service_paused_before_acquire(
     broker: AlpacaBroker,
     meanwhile: list[Callable[[], None]],
     settings: Settings,
+    then: list[Callable[[], None]] | None = None,
 ) -> Service:
-    """The real service on the emulator whose next acquire first runs `meanwhile`."""
+    """The real service on the emulator whose next acquire first runs `meanwhile` (and `then`
+    once it is done)."""
     policy = CallPolicy(timeout_seconds=settings.firestore_timeout_seconds)
     store = FirestoreInvocationStore(
         db,
@@ -97,7 +112,7 @@ def service_paused_before_acquire(
         policy=policy,
         shared_read_max_age_seconds=settings.shared_read_max_age_seconds,
         monotonic=time.monotonic,
-        wrap_reservations=lambda inner: PausedBeforeAcquire(inner, meanwhile),
+        wrap_reservations=lambda inner: PausedBeforeAcquire(inner, meanwhile, then or []),
     )
     return bootstrap(
         settings, clock=time.clock, db=db, store=store, broker=broker, monotonic=time.monotonic
@@ -275,3 +290,38 @@ def test_a_budget_lowered_while_an_intent_waits_for_its_acquire_binds_it(
         intent.broker_account_id
     )
     assert (state.get().to_dict() or {}).get("leases") == {}
+
+
+def test_an_account_read_again_that_the_store_cannot_answer_is_never_guessed_open(
+    db: firestore.Client, alpaca: AlpacaSandbox, alpaca_broker: AlpacaBroker
+) -> None:
+    """Reading the account again adds a store call that can fail after the lease is held. With
+    `RISK_FAIL_OPEN=1` risk lets an unreadable account through, but its `trading_mode` is a kill
+    switch, and an unreadable kill switch is never guessed "off": the delivery is retried. (Here
+    the switches' own read, as old, fails too; the engine refuses the authority an account the
+    store did not answer in any case, for a store that answers the one and not the other.)"""
+    proxy = CuttableProxy(os.environ["FIRESTORE_EMULATOR_HOST"])
+    time = InstanceTime()
+    intent = make_intent(tenant_id=unique("tenant"))
+    write_account(db, intent, {"trading_mode": "LIVE"})
+
+    def halt_and_wait() -> None:
+        write_account(db, intent, {"trading_mode": "OFF"})
+        time.advance(2.0)
+
+    try:
+        with client_at(proxy.address, db.project) as proxied:
+            service = service_paused_before_acquire(
+                proxied,
+                time,
+                alpaca_broker,
+                [halt_and_wait],
+                live(risk_fail_open=True),
+                [proxy.cut],
+            )
+            with pytest.raises(StoreUnavailableError):
+                service.engine.execute_intent(intent)
+    finally:
+        proxy.close()
+
+    assert client_order_id_of(intent) not in alpaca.orders
