@@ -31,6 +31,7 @@ from execution.errors import (
     BrokerTransientError,
     ExecutionHaltedError,
     LeaseTooShortError,
+    LimitWaitError,
     OrderConflictError,
     OutcomeUnrecordedError,
     PriceUnavailableError,
@@ -498,6 +499,10 @@ class ExecutionEngine:
             return Outcome.REJECTED, risk.reason
         if refused is not None:
             return Outcome.REJECTED, refused
+        if account.outage is not None:
+            # The account's `trading_mode` is a kill switch: a read the store could not answer
+            # never passes for "not halted", even where risk is configured fail-open (retry).
+            raise account.outage
         try:
             self._authority.check(
                 intent,
@@ -616,9 +621,12 @@ class ExecutionEngine:
 
     @staticmethod
     def _read_account(invocation: Invocation, intent: TradeIntent) -> AccountRead:
-        """The account settings, read once for risk and authority; a failure is kept, not raised."""
+        """The account settings, read once for risk and authority; a failure is kept, not raised,
+        except a wait: the lease was admitted under limits the account no longer has."""
         try:
             return AccountRead(invocation.accounts.get(intent.tenant_id, intent.broker_account_id))
+        except LimitWaitError:
+            raise
         except StoreUnavailableError as exc:
             return AccountRead(error=f"{type(exc).__name__}: {exc}", outage=exc)
         except Exception as exc:  # risk decides what unreadable limits mean (fail-closed)

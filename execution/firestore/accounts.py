@@ -28,6 +28,10 @@ class FirestoreAccountSource:
 
     def get(self, tenant_id: str, broker_account_id: str) -> AccountSettings | None:
         """The account's settings, None where the document is absent."""
+        return account_from_document(self.document(tenant_id, broker_account_id))
+
+    def document(self, tenant_id: str, broker_account_id: str) -> dict[str, Any] | None:
+        """The account document's fields as stored, None where it is absent."""
         with store_errors("account read"):
             snap = account_ref(self._db, tenant_id, broker_account_id).get(**self._policy.kwargs())
-        return account_from_document(snapshot_data(snap))
+        return snapshot_data(snap)

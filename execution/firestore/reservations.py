@@ -613,6 +613,7 @@ class FirestoreReservationManager:
             order_days=_order_days(read),
             clock_skew=self._clock_skew,
             line=self,
+            admitted_under=_limits_read(read),
         )
 
     def _pause(self, attempt: int) -> None:
@@ -628,6 +629,23 @@ def _order_days(read: _AcquireRead | None) -> tuple[str, ...]:
     if isinstance(read.state, KnownState):
         return tuple(read.state.state.placed_orders)
     return order_days_in(read.state)
+
+
+def _limits_read(read: _AcquireRead | None) -> AdmittedUnder | None:
+    """The account limits `read` held: what the admission of its acquire decided on."""
+    if read is None:
+        return None
+    return AdmittedUnder(limits_from_account(snapshot_data(read.account)))
+
+
+@dataclass(frozen=True)
+class AdmittedUnder:
+    """The counting limits an acquire admitted its lease under (None: the account document was
+    malformed, so none were counted). The invocation compares them with the account it decides
+    its gates on (`execution.firestore.invocation`): a lease admitted under limits that are no
+    longer the account's must not reach the broker."""
+
+    limits: AccountLimits | None
 
 
 def _unreadable_state(request: ReservationRequest, exc: MalformedDocumentError) -> LimitWaitError:
@@ -683,8 +701,10 @@ class FirestoreReservationHandle:
         order_days: tuple[str, ...] = (),
         clock_skew: timedelta = timedelta(seconds=DEFAULT_CLOCK_SKEW_SECONDS),
         line: FirestoreReservationManager | None = None,
+        admitted_under: AdmittedUnder | None = None,
     ) -> None:
-        """`order_days`: the days the account state's `placed_orders` held when acquire read it
+        """`admitted_under`: the account limits the acquire decided this lease on (None: not
+        known). `order_days`: the days the account state's `placed_orders` held when acquire read it
         (a placed release prunes the past ones). `clock_skew`: how far other instances' clocks
         may be from ours (a placed order counts on each UTC day they may show). `line`: the
         manager whose writers may carry this release out with theirs while it waits for its turn
@@ -705,6 +725,7 @@ class FirestoreReservationHandle:
         self._turns = turns
         self._order_days = order_days
         self._line = line
+        self.admitted_under = admitted_under
         self._released: ReleaseResult | None = None
 
     @property

@@ -153,7 +153,8 @@ MUTANTS = (
         "execution.broker_truth",
         "BrokerTruth.settle_hold",
         (("if names_it or record.outcome is not Outcome.PLACED:", "if False:"),),
-        hint=264,
+        seeds=2000,  # caught by 2 of the first 1,000 before the gates read a lapsed account again
+        hint=1155,
     ),
     Mutant(
         "a lost answer is not settled after a fenced release",
@@ -215,7 +216,8 @@ MUTANTS = (
                 "timedelta(seconds=broker_call_seconds)",
             ),
         ),
-        hint=22,
+        seeds=2000,  # caught by 1 of the first 1,000 before the gates read a lapsed account again
+        hint=1748,
     ),
     Mutant(
         "a writer waits for its account's turn with no timeout (a paused holder blocks it)",

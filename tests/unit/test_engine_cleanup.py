@@ -886,12 +886,17 @@ def test_an_unreadable_account_reaches_risk_as_an_error_not_an_exception() -> No
     outage = StoreUnavailableError("accounts down")
     rig = make_engine(accounts=FakeAccounts(error=outage))
 
-    rig.engine.execute_intent(make_intent())
+    # Risk (here a fake that passes, as fail-open does) decides on the limits; the authority
+    # then refuses an account it cannot read (its `trading_mode` is a kill switch): retry.
+    with pytest.raises(StoreUnavailableError) as raised:
+        rig.engine.execute_intent(make_intent())
 
     [read] = rig.risk.accounts
     assert read.settings is None
     assert read.error is not None and "accounts down" in read.error
-    assert read.outage is outage  # risk decides: retry, or pass when configured fail-open
+    assert read.outage is outage
+    assert raised.value is outage
+    assert rig.broker.calls == []
 
 
 def test_a_malformed_account_reaches_risk_as_an_error_without_an_outage() -> None:
