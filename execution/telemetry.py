@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar, cast
 
+from execution.text import read_json
+
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
     logging.INFO: "INFO",
@@ -147,10 +149,11 @@ def intent_ids_of(event_data: Any) -> dict[str, str]:
     ids = {"message_id": message.get("messageId") or message.get("message_id")}
     data = message.get("data") or ""
     try:
-        # Bounded, like the intake: a huge or deeply nested payload is not parsed here at all.
+        # Bounded, like the intake, and read by its reader: the ids bound are those the intake
+        # reads, never the last of a repeated key or the ids of a payload it cannot read.
         raw = base64.b64decode(data, validate=True) if len(data) <= _MAX_ID_SCAN_CHARS else b""
-        document = json.loads(raw) if raw else None
-    except (binascii.Error, ValueError, TypeError, RecursionError):
+        document = read_json(raw) if raw else None
+    except (binascii.Error, ValueError, TypeError):  # UnreadableJsonError is a ValueError
         document = None
     if isinstance(document, dict):
         ids.update({name: document.get(name) for name in INTENT_ID_FIELDS})
