@@ -133,11 +133,12 @@ def test_a_letter_whose_payload_names_its_tenant_twice_names_no_intent(
     # so the command line must not guess either (the last one, here another tenant's intent).
     victim = intent_payload()
     deliver(db, json.dumps(victim).encode())
+    tenant, intent = victim["tenant_id"], victim["client_intent_id"]
     data = (
-        '{"tenant_id": "someone-else", "tenant_id": "%s", "client_intent_id": "%s"}'
-        % (victim["tenant_id"], victim["client_intent_id"])
-    ).encode()
-    message_id = deliver(db, data)
+        f'{{"tenant_id": "someone-else", "tenant_id": "{tenant}", "client_intent_id": "{intent}"}}'
+    )
+    data_bytes = data.encode()
+    message_id = deliver(db, data_bytes)
 
     told = cli("dead-letters", message_id, "--json")
 
