@@ -239,3 +239,24 @@ def test_base64_data_with_a_lone_surrogate_escape_is_dead_lettered(
     assert status == 200
     assert letter is not None
     assert not reservation_exists(db, payload)
+
+
+def test_a_dead_letter_of_the_largest_storable_shape_is_written_under_firestores_limit(
+    server: FunctionsServer, db: firestore.Client
+) -> None:
+    # Every bounded field at its bound, in the widest characters: 100 kB of data that is not
+    # UTF-8 (stored as U+FFFD, 3 bytes each), attribute names that percent-encode past 256
+    # characters, values of 1024 four-byte characters (cut from 1100), and 100 attributes past
+    # the 100 kept.
+    message_id = unique("m")
+    wide = "\U0001f600"
+    attributes = {f"{wide * 80}{n:05d}": wide * 1100 for n in range(200)}
+    body = message(b"\xff" * 200_000, message_id, attributes=attributes)
+
+    status = push(server, body)
+
+    letter = dead_letter(db, message_id)
+    assert status == 200
+    assert letter is not None
+    assert len(letter["attributes"]) == 100 and letter["attributes_dropped"] == 100
+    assert letter["truncated"] is True
