@@ -20,6 +20,7 @@ import binascii
 import functools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -264,7 +265,7 @@ class JsonFormatter(logging.Formatter):
         payload.update(getattr(record, "fields", {}))
         if record.exc_info:
             self._add_exception(payload, record)
-        return json.dumps(payload, default=str)
+        return _json_line(payload)
 
     def _add_trace(self, payload: dict[str, Any], context: dict[str, Any]) -> None:
         trace_id = context.pop("trace_id", None)
@@ -288,6 +289,45 @@ class JsonFormatter(logging.Formatter):
             payload["@type"] = ERROR_EVENT_TYPE
             if self.service:
                 payload["serviceContext"] = {"service": self.service}
+
+
+def _json_line(payload: dict[str, Any]) -> str:
+    """`payload` as one strict JSON object (RFC 8259), whatever its fields hold.
+
+    Cloud Logging reads a line that is not JSON as text: its severity, event and trace are lost,
+    so an alert on them misses it. `json.dumps` alone writes `NaN`/`Infinity` (not JSON) and
+    raises on a key that is no string or a value whose `str` fails, and a raise in a formatter
+    loses the record. Non-finite numbers become strings, keys strings, other values their `str`
+    (else their type's name).
+    """
+    try:
+        return json.dumps(_json_safe(payload), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        kept = {k: payload.get(k) for k in ("severity", "message", "event", "time")}
+        return json.dumps({**_json_safe(kept), "log_error": "fields not serialisable"})
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str | bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth > 20:
+        return "..."
+    if isinstance(value, Mapping):
+        return {_text_of(key): _json_safe(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item, depth + 1) for item in value]
+    return _text_of(value)
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:  # a value whose __str__ fails must not lose the line
+        return f"<{type(value).__name__}>"
 
 
 def configure_logging(
