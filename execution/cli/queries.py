@@ -223,7 +223,7 @@ def tenant_of(ref: firestore.DocumentReference, collection: str) -> str | None:
     `elsewhere/t/ops/execution_kill_switch` or `tenants/x/accounts/t/ops/...` is no tenant's
     switch (the service reads none of them), so its parent's id must not be shown as a tenant.
     """
-    parts = ref.path.split("/")
+    parts: list[str] = str(ref.path).split("/")
     if len(parts) == 4 and parts[0] == TENANTS and parts[2] == collection:
         return parts[1]
     return None
