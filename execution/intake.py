@@ -103,8 +103,14 @@ class Delivery:
 
     @property
     def message_label(self) -> str:
-        """The message id, bounded and printable, for logs and records."""
-        return bounded_printable(self.message_id, _MAX_LABEL_CHARS)
+        """The message id, bounded and printable, for logs and records (`message_label`)."""
+        return message_label(self.message_id)
+
+
+def message_label(message_id: str) -> str:
+    """A message id as logs and dead letters hold it: bounded and printable, so valid UTF-8 of
+    at most 1 kB (a query on it never meets Firestore's 1500-byte limit)."""
+    return bounded_printable(message_id, _MAX_LABEL_CHARS)
 
 
 def delivery_from_cloud_event(data: Any, event_type: Any = PUBSUB_MESSAGE_PUBLISHED) -> Delivery:

@@ -60,9 +60,11 @@ def intent_payload(**overrides: Any) -> dict[str, Any]:
     }
 
 
-def deliver(db: firestore.Client, data: bytes, **attributes: str) -> str:
+def deliver(
+    db: firestore.Client, data: bytes, message_id: str | None = None, **attributes: str
+) -> str:
     """Deliver `data` through the entry point's answer, as production would; the message id."""
-    message_id = unique("msg")
+    message_id = message_id or unique("msg")
     delivery = Delivery(message_id, datetime.now(UTC), data, dict(attributes))
     main.answer_delivery(emulator_service(db, system_clock), delivery)
     return message_id
@@ -247,3 +249,40 @@ def test_a_field_of_most_of_a_megabyte_is_shown_cut_and_escaped_and_whole_in_jso
     assert "E\\n\\u202e\\x1b[2J" in story.stdout
     assert_ran(as_json)
     assert json.loads(as_json.stdout)["reservation"]["error"] == huge
+
+
+# -- a letter looked up by a message id that is no document id ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["__reserved__", "2000 characters", "\x1b[2J and a line\nbreak", "a/slash"],
+)
+def test_a_letter_is_found_by_any_message_id_it_was_delivered_under(
+    cli: Callable[..., Result], db: firestore.Client, shape: str
+) -> None:
+    # Before: `dead-letters __reserved__` and a 2000-character id crashed with Firestore's
+    # InvalidArgument (a reserved document id; a query value past 1500 bytes).
+    marker = unique("m")
+    message_id = {
+        "__reserved__": f"__{marker}__",
+        "2000 characters": marker + "x" * 2000,
+        "\x1b[2J and a line\nbreak": f"{marker}\x1b[2J\n",
+        "a/slash": f"{marker}/x",
+    }[shape]
+    deliver(db, b"{not json", message_id)
+
+    told = cli("dead-letters", message_id, "--json")
+
+    assert_ran(told)
+    assert "not JSON" in json.loads(told.stdout)["dead_letter"]["reason"]
+
+
+@pytest.mark.parametrize("wanted", ["__x__", "y" * 2000, "\ud800", "\x00"])
+def test_no_letter_under_an_id_firestore_refuses_is_answered_as_not_found(
+    cli: Callable[..., Result], wanted: str
+) -> None:
+    result = cli("dead-letters", wanted)
+
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1
