@@ -206,11 +206,12 @@ def invocation_fields(request_or_event: Any) -> dict[str, Any]:
 
 
 def _json_body(request: Any) -> Any:
-    """The request's body as JSON, or None when it is not JSON (or nested past reading)."""
-    get_json = getattr(request, "get_json", None)
+    """The request's body as the intake reads it (`read_json`), or None where it cannot: an
+    envelope the intake refuses (a key written twice, NaN) binds no ids from either reading."""
+    get_data = getattr(request, "get_data", None)
     try:
-        return get_json(force=True, silent=True) if callable(get_json) else None
-    except RecursionError:
+        return read_json(get_data()) if callable(get_data) else None
+    except ValueError:  # UnreadableJsonError
         return None
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 
+import flask
 import pytest
 
 from execution.cli.queries import DeadLetterRow
-from execution.telemetry import intent_ids_of
+from execution.telemetry import intent_ids_of, invocation_fields
 from execution.text import RepeatedKeyError, UnreadableJsonError, read_json
 
 INTENT = {"tenant_id": "t", "broker_account_id": "a", "client_intent_id": "i"}
@@ -66,3 +67,16 @@ def test_a_dead_letter_whose_payload_cannot_be_read_names_no_intent(label: str) 
     row = DeadLetterRow("m", "r", None, UNREADABLE[label].decode("utf-8", "replace"), "d")
 
     assert row.named_ids() == (None, None, None)
+
+
+def test_a_push_body_written_with_its_data_twice_binds_no_intent_ids_to_the_log() -> None:
+    # The intake dead-letters the envelope as ambiguous; its log lines must not carry the ids
+    # of whichever `data` a lenient reader kept (another tenant's intent, possibly).
+    other = base64.b64encode(json.dumps({**INTENT, "tenant_id": "other"}).encode()).decode()
+    mine = base64.b64encode(json.dumps(INTENT).encode()).decode()
+    body = f'{{"message": {{"messageId": "m-2", "data": "{mine}", "data": "{other}"}}}}'
+
+    with flask.Flask(__name__).test_request_context("/", method="POST", data=body):
+        fields = invocation_fields(flask.request)
+
+    assert "tenant_id" not in fields and "message_id" not in fields
