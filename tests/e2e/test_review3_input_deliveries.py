@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,28 +27,13 @@ from google.cloud import firestore
 from devtools.functions_server import FunctionsServer
 from tests.support.builders import unique
 from tests.support.events import intent_payload, message, push_body
-from tests.support.servers import paper_intent_server
-from tests.support.waiting import wait_until
+from tests.support.servers import warm_push_server_fixture
 
 DEAD_LETTERS = "execution_dead_letters"
 PUBSUB_MAX_MESSAGE_BYTES = 10_000_000
 
 
-@pytest.fixture(scope="module")
-def server(
-    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FunctionsServer]:
-    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log"
-    functions = paper_intent_server(firestore_project, firestore_emulator_host, log_path)
-    functions.start()
-    wait_until(
-        lambda: functions.post(body=push_body(message(b"warm-up", unique("warm"))))[0] == 200,
-        timeout=60,
-        what="the function server's first answer",
-        interval=0.5,
-    )
-    yield functions
-    functions.kill()
+server = warm_push_server_fixture()
 
 
 def intent() -> dict[str, Any]:

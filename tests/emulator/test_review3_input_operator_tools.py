@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 from google.cloud import firestore
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import main
-from execution.cli import app
 from execution.clock import system_clock
 from execution.intake import Delivery
+from tests.support import events
 from tests.support.builders import emulator_service, unique
+from tests.support.cli import emulator_cli
 
-WIDE = {"COLUMNS": "250"}
 NESTING = 5000
 """Far past Python's recursion limit (1000), far inside the dead letter's 100 kB excerpt."""
 TERMINAL_CONTROLS = ("\x1b", "\x07", "\x9b", "\r", "\u202e", "\u2066")
@@ -39,25 +39,12 @@ that overwrites the line, and bidi overrides that reorder what the operator read
 def cli(firestore_emulator_host: str, firestore_project: str) -> Callable[..., Result]:
     """Run `python -m execution --project <this module's project> ARGS` in-process."""
 
-    def run(*args: str) -> Result:
-        return CliRunner().invoke(app, ["--project", firestore_project, *args], env=WIDE)
-
-    return run
+    return emulator_cli(firestore_project)
 
 
-def intent_payload(**overrides: Any) -> dict[str, Any]:
-    return {
-        "tenant_id": unique("tenant"),
-        "broker_account_id": "acct-1",
-        "client_intent_id": unique("intent"),
-        "symbol": "AAPL",
-        "side": "buy",
-        "qty": 2,
-        "order_type": "limit",
-        "limit_price": 100.0,
-        "created_at": datetime.now(UTC).isoformat(),
-        **overrides,
-    }
+def intent_payload() -> dict[str, Any]:
+    """A valid limit buy of a tenant of its own, created now."""
+    return events.intent_payload(unique("tenant"), created_at=datetime.now(UTC).isoformat())
 
 
 def deliver(

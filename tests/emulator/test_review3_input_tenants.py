@@ -15,35 +15,21 @@ from collections.abc import Callable
 
 import pytest
 from google.cloud import firestore
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
+from devtools.alpaca_sandbox import AlpacaSandbox
 from execution.brokers.alpaca import AlpacaBroker
-from execution.cli import app
 from execution.client_order_ids import HASHED_PREFIX, client_order_id_for
 from tests.support.builders import make_order_request, unique
+from tests.support.cli import alpaca_cli
 
 
 @pytest.fixture
 def cli(
     firestore_emulator_host: str, firestore_project: str, alpaca: AlpacaSandbox
 ) -> Callable[..., Result]:
-    env = {
-        "COLUMNS": "250",
-        "BROKER": "alpaca",
-        "AGENT_MODE": "LIVE",  # a loopback URL is not Alpaca's paper endpoint
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": alpaca.base_url,
-        "SHARED_READ_MAX_AGE_SECONDS": "0",
-        "BROKER_TIMEOUT_SECONDS": "0.5",
-        "CLOCK_SKEW_SECONDS": "0",
-    }
-
-    def run(*args: str) -> Result:
-        return CliRunner().invoke(app, ["--project", firestore_project, *args], env=env)
-
-    return run
+    """The command line with the function's broker settings pointing at the sandbox."""
+    return alpaca_cli(firestore_project, alpaca.base_url)
 
 
 def record(db: firestore.Client, at_tenant: str, fields: dict[str, str]) -> None:
