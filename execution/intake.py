@@ -9,6 +9,9 @@ object, not an object, another event type, `message` not an object, `data` not b
 not a valid intent (too large, nested too deeply, a key written twice in one object, numbers Python
 cannot read, any validation error): each is the same on every delivery, so the entry point
 records a dead letter and acks instead of having Pub/Sub deliver it again.
+
+Payloads and push bodies are read by `execution.text.read_json`, the one reader of JSON from
+outside (also of the log context's ids and of the command line's view of a dead letter).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pydantic_core import ErrorDetails
 
 from execution.errors import InvalidIntentError
 from execution.models import TradeIntent, validate_document_id
-from execution.text import bounded_printable
+from execution.text import RepeatedKeyError, UnreadableJsonError, bounded_printable, read_json
 
 PUBSUB_MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 """The only CloudEvent type `execute_intent` executes (a Pub/Sub trigger's)."""
@@ -100,8 +103,14 @@ class Delivery:
 
     @property
     def message_label(self) -> str:
-        """The message id, bounded and printable, for logs and records."""
-        return bounded_printable(self.message_id, _MAX_LABEL_CHARS)
+        """The message id, bounded and printable, for logs and records (`message_label`)."""
+        return message_label(self.message_id)
+
+
+def message_label(message_id: str) -> str:
+    """A message id as logs and dead letters hold it: bounded and printable, so valid UTF-8 of
+    at most 1 kB (a query on it never meets Firestore's 1500-byte limit)."""
+    return bounded_printable(message_id, _MAX_LABEL_CHARS)
 
 
 def delivery_from_cloud_event(data: Any, event_type: Any = PUBSUB_MESSAGE_PUBLISHED) -> Delivery:
@@ -116,12 +125,10 @@ def delivery_from_push_body(body: bytes) -> Delivery:
     Delivery whose `problem` says so and whose `data` is the body as it arrived.
     """
     try:
-        envelope = _json_loads(body)
-    except _RepeatedKeyError as exc:
+        envelope = read_json(body)
+    except RepeatedKeyError as exc:
         return _undeliverable(body, f"the push body is ambiguous JSON: {exc}")
-    except RecursionError:
-        return _undeliverable(body, "the push body is JSON nested too deeply to read")
-    except ValueError as exc:  # not UTF-8, not JSON, or a number past Python's digit limit
+    except UnreadableJsonError as exc:
         shown = bounded_printable(str(exc), _MAX_PROBLEM_VALUE_CHARS)
         return _undeliverable(body, f"the push body is not readable JSON ({shown})")
     return _delivery(envelope, PUBSUB_MESSAGE_PUBLISHED, raw=body)
@@ -191,43 +198,11 @@ def parse_intent(data: bytes) -> TradeIntent:
         raise InvalidIntentError(f"unvalidatable trade intent: {type(exc).__name__}") from exc
 
 
-class _RepeatedKeyError(ValueError):
-    """A JSON object names one key twice: which value the publisher meant is a guess."""
-
-
-def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """`json.loads`'s object hook: the object, refused where a key repeats.
-
-    Python keeps the last of `{"qty": 1, "qty": 1000}`, other readers the first: the publisher's
-    own check, a log viewer or an audit may have seen another intent than the one executed.
-    """
-    document: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in document:
-            shown = bounded_printable(key, _MAX_LOC_PART_CHARS)
-            raise _RepeatedKeyError(f"key {shown!r} is written more than once in one JSON object")
-        document[key] = value
-    return document
-
-
-def _json_loads(data: bytes) -> Any:
-    """`json.loads`, refusing an object that writes a key twice (`_RepeatedKeyError`)."""
-    return json.loads(data, object_pairs_hook=_object_without_repeats)
-
-
 def _json_document(data: bytes) -> Any:
     try:
-        document = _json_loads(data)
-    except _RepeatedKeyError as exc:
+        document = read_json(data)
+    except UnreadableJsonError as exc:
         raise InvalidIntentError(str(exc)) from exc
-    except RecursionError as exc:
-        raise InvalidIntentError(
-            f"JSON nested too deeply: a trade intent has at most {MAX_INTENT_NESTING} levels"
-        ) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidIntentError(f"not JSON: {exc}") from exc
-    except ValueError as exc:  # e.g. an integer past Python's 4300-digit conversion limit
-        raise InvalidIntentError(f"unreadable JSON value: {exc}") from exc
     if _nesting(document) > MAX_INTENT_NESTING:
         raise InvalidIntentError(
             f"JSON nested too deeply: a trade intent has at most {MAX_INTENT_NESTING} levels"

@@ -3,6 +3,12 @@
 Each setting is declared once, as a field of `Settings`: its default, the variable that sets it,
 how that variable is read and, for numbers, the range it must fall in. `Settings.from_env` and
 `BOUNDS` (the README's settings table) are derived from those declarations.
+
+A refusal (`SettingsError`) names the variable and what it must be, never the text it holds: a
+deploy that maps a secret to the wrong variable (`--set-secrets AGENT_MODE=alpaca-secret:latest`,
+a swapped line in an env file) would otherwise print the broker key into the start-up error,
+which functions-framework writes to the logs and Error Reporting. Only a number that was read as
+one is shown (`got 600`); the secret fields are also left out of `repr`.
 """
 
 from __future__ import annotations
@@ -127,13 +133,18 @@ def check_plain_url(variable: str, url: str) -> None:
         )
 
 
+def _unshown(raw: str) -> str:
+    """How a refused value is described: never quoted (see the module docstring)."""
+    return f"(a value of {len(raw)} characters, not shown)"
+
+
 def _flag(name: str, raw: str) -> bool:
     value = raw.lower()
     if value in {"0", "false", "no", "off"}:
         return False
     if value in {"1", "true", "yes", "on"}:
         return True
-    raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0.")
+    raise SettingsError(f"{name} is not a boolean {_unshown(raw)}; use 1 or 0.")
 
 
 def _number(name: str, raw: str) -> float:
@@ -141,16 +152,16 @@ def _number(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw[:40]!r} is not a number.") from None
+        raise SettingsError(f"{name} is not a number {_unshown(raw)}.") from None
     if not math.isfinite(value):
-        raise SettingsError(f"{name} must be a finite number, got {raw[:40]}.")
+        raise SettingsError(f"{name} must be a finite number, got {value}.")
     return value
 
 
 def _integer(name: str, raw: str) -> int:
     value = _number(name, raw)
     if value != int(value):
-        raise SettingsError(f"{name} must be a whole number, got {raw}.")
+        raise SettingsError(f"{name} must be a whole number, got {value:g}.")
     return int(value)
 
 
@@ -159,7 +170,7 @@ def _agent_mode(name: str, raw: str) -> AgentMode:
         return AgentMode(raw.upper())
     except ValueError:
         raise SettingsError(
-            f"{name}={raw!r} is unknown; use one of OFF, OBSERVE, PAPER, LIVE."
+            f"{name} is unknown {_unshown(raw)}; use one of OFF, OBSERVE, PAPER, LIVE."
         ) from None
 
 
@@ -322,7 +333,9 @@ class Settings:
 
     def _check_broker(self) -> None:
         if self.broker not in {"paper", "alpaca"}:
-            raise SettingsError(f"BROKER={self.broker!r} is unknown; use 'paper' or 'alpaca'.")
+            raise SettingsError(
+                f"BROKER is unknown {_unshown(self.broker)}; use 'paper' or 'alpaca'."
+            )
         if self.broker == "alpaca":
             check_alpaca_keys(self.alpaca_key_id, self.alpaca_secret_key)
             self._check_alpaca_url()
@@ -337,8 +350,9 @@ class Settings:
         paper_url = alpaca_url_is_paper(self.alpaca_base_url)
         if self.agent_mode is AgentMode.PAPER and not paper_url:
             raise SettingsError(
-                f"AGENT_MODE=PAPER with APCA_API_BASE_URL={self.alpaca_base_url} would trade "
-                f"live; use {ALPACA_PAPER_URL} or set AGENT_MODE=LIVE."
+                f"AGENT_MODE=PAPER with an APCA_API_BASE_URL other than {ALPACA_PAPER_URL} "
+                f"{_unshown(self.alpaca_base_url)} would trade live; use {ALPACA_PAPER_URL} or "
+                "set AGENT_MODE=LIVE."
             )
         if self.agent_mode is AgentMode.LIVE and paper_url:
             raise SettingsError(

@@ -20,6 +20,7 @@ import binascii
 import functools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -29,6 +30,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar, cast
+
+from execution.text import read_json
 
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
@@ -147,10 +150,11 @@ def intent_ids_of(event_data: Any) -> dict[str, str]:
     ids = {"message_id": message.get("messageId") or message.get("message_id")}
     data = message.get("data") or ""
     try:
-        # Bounded, like the intake: a huge or deeply nested payload is not parsed here at all.
+        # Bounded, like the intake, and read by its reader: the ids bound are those the intake
+        # reads, never the last of a repeated key or the ids of a payload it cannot read.
         raw = base64.b64decode(data, validate=True) if len(data) <= _MAX_ID_SCAN_CHARS else b""
-        document = json.loads(raw) if raw else None
-    except (binascii.Error, ValueError, TypeError, RecursionError):
+        document = read_json(raw) if raw else None
+    except (binascii.Error, ValueError, TypeError):  # UnreadableJsonError is a ValueError
         document = None
     if isinstance(document, dict):
         ids.update({name: document.get(name) for name in INTENT_ID_FIELDS})
@@ -202,11 +206,12 @@ def invocation_fields(request_or_event: Any) -> dict[str, Any]:
 
 
 def _json_body(request: Any) -> Any:
-    """The request's body as JSON, or None when it is not JSON (or nested past reading)."""
-    get_json = getattr(request, "get_json", None)
+    """The request's body as the intake reads it (`read_json`), or None where it cannot: an
+    envelope the intake refuses (a key written twice, NaN) binds no ids from either reading."""
+    get_data = getattr(request, "get_data", None)
     try:
-        return get_json(force=True, silent=True) if callable(get_json) else None
-    except RecursionError:
+        return read_json(get_data()) if callable(get_data) else None
+    except ValueError:  # UnreadableJsonError
         return None
 
 
@@ -261,7 +266,7 @@ class JsonFormatter(logging.Formatter):
         payload.update(getattr(record, "fields", {}))
         if record.exc_info:
             self._add_exception(payload, record)
-        return json.dumps(payload, default=str)
+        return _json_line(payload)
 
     def _add_trace(self, payload: dict[str, Any], context: dict[str, Any]) -> None:
         trace_id = context.pop("trace_id", None)
@@ -285,6 +290,45 @@ class JsonFormatter(logging.Formatter):
             payload["@type"] = ERROR_EVENT_TYPE
             if self.service:
                 payload["serviceContext"] = {"service": self.service}
+
+
+def _json_line(payload: dict[str, Any]) -> str:
+    """`payload` as one strict JSON object (RFC 8259), whatever its fields hold.
+
+    Cloud Logging reads a line that is not JSON as text: its severity, event and trace are lost,
+    so an alert on them misses it. `json.dumps` alone writes `NaN`/`Infinity` (not JSON) and
+    raises on a key that is no string or a value whose `str` fails, and a raise in a formatter
+    loses the record. Non-finite numbers become strings, keys strings, other values their `str`
+    (else their type's name).
+    """
+    try:
+        return json.dumps(_json_safe(payload), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        kept = {k: payload.get(k) for k in ("severity", "message", "event", "time")}
+        return json.dumps({**_json_safe(kept), "log_error": "fields not serialisable"})
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str | bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth > 20:
+        return "..."
+    if isinstance(value, Mapping):
+        return {_text_of(key): _json_safe(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item, depth + 1) for item in value]
+    return _text_of(value)
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:  # a value whose __str__ fails must not lose the line
+        return f"<{type(value).__name__}>"
 
 
 def configure_logging(

@@ -573,9 +573,9 @@ def _normalise_base_url(base_url: str) -> str:
     url = url.removesuffix("/v2")
     parts = urlsplit(url)
     if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise SettingsError(f"APCA_API_BASE_URL={base_url!r} is not an http(s) URL.")
+        raise SettingsError("APCA_API_BASE_URL is not an http(s) URL (value not shown).")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
         raise SettingsError(
-            f"APCA_API_BASE_URL={base_url!r} would send the API keys unencrypted; use https."
+            "APCA_API_BASE_URL would send the API keys unencrypted (value not shown); use https."
         )
     return url

@@ -28,6 +28,8 @@ from execution.cli.queries import (
 from execution.cli.render import console, print_json, relative, table, when
 from execution.firestore.paths import dead_letter_ref
 from execution.firestore.reservations import reservation_ref
+from execution.intake import message_label
+from execution.models import validate_document_id
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -129,9 +131,11 @@ def read_letter(cli: CliContext, wanted: str) -> LetterStory | None:
     """The dead letter by document id or message id, and the record of the intent it names."""
     db = cli.db()
     with cli.firestore_call("dead letter read"):
-        snap = dead_letter_ref(db, wanted).get(**cli.policy.kwargs()) if _safe_id(wanted) else None
+        snap = dead_letter_ref(db, wanted).get(**cli.policy.kwargs()) if _is_id(wanted) else None
         if snap is None or not snap.exists:
-            by_message = dead_letter_by_message_query(db, wanted).limit(1)
+            # As the letter stores it: a message id that is no document id (`__x__`, 2000
+            # characters, a control character) is still found, and never sent raw in a query.
+            by_message = dead_letter_by_message_query(db, message_label(wanted)).limit(1)
             snap = next(iter(by_message.stream(**cli.policy.kwargs())), None)
         if snap is None or not snap.exists:
             return None
@@ -145,8 +149,15 @@ def read_letter(cli: CliContext, wanted: str) -> LetterStory | None:
     return story
 
 
-def _safe_id(value: str) -> bool:
-    return bool(value) and "/" not in value and value not in (".", "..")
+def _is_id(value: str) -> bool:
+    """Whether `value` can name a letter's document: every id a letter is written under can
+    (`Delivery.dead_letter_id`); anything else (`__x__`, past 1500 bytes, a lone surrogate)
+    would be refused by Firestore as a request, not answered as absent."""
+    try:
+        validate_document_id(value)
+    except ValueError:
+        return False
+    return True
 
 
 def republish_steps(

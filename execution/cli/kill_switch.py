@@ -49,12 +49,20 @@ from execution.cli.queries import (
     halted_accounts_query,
     kill_switches_query,
     reservations_by_status_query,
+    tenant_of,
     tenant_reservations_query,
 )
 from execution.cli.render import console, on_off, print_json, relative, run_limit, table
 from execution.documents import KillSwitchDocument, MalformedDocumentError, ReservationKeys
 from execution.errors import SwitchMovedError
-from execution.firestore.paths import KILL_SWITCH, account_ref, kill_switch_ref, reservation_ref
+from execution.firestore.paths import (
+    ACCOUNTS,
+    KILL_SWITCH,
+    OPS,
+    account_ref,
+    kill_switch_ref,
+    reservation_ref,
+)
 from execution.firestore.placed_records import FirestorePlacedRecords
 from execution.firestore.switches import SwitchChange, SwitchWrite, change_switch
 from execution.reservations import ReservationStatus
@@ -223,7 +231,7 @@ def read_switches(cli: CliContext, tenant: str | None) -> list[KillSwitchRow]:
         tenant_rows = [
             KillSwitchRow.from_snapshot(snap)
             for snap in kill_switches_query(db).stream(**cli.policy.kwargs())
-            if snap.id == KILL_SWITCH and snap.reference.parent.parent is not None
+            if snap.id == KILL_SWITCH and tenant_of(snap.reference, OPS) is not None
         ]
     tenant_rows.sort(key=lambda row: row.tenant_id or "")
     return [KillSwitchRow.from_snapshot(global_snap), *tenant_rows]
@@ -247,7 +255,11 @@ def read_account_halts(
                 "halted accounts not listed: needs the collection-group index on accounts."
                 "trading_mode (`firebase deploy --only firestore:indexes`), or pass --tenant"
             )
-    rows = [KillSwitchRow.from_account_snapshot(snap) for snap in snaps]
+    rows = [
+        KillSwitchRow.from_account_snapshot(snap)
+        for snap in snaps
+        if tenant_of(snap.reference, ACCOUNTS) is not None  # no stray `accounts` elsewhere
+    ]
     rows.sort(key=lambda row: (row.tenant_id or "", row.broker_account_id or ""))
     return rows, None
 

@@ -20,7 +20,6 @@ docs/EMULATOR-FACTS.md, F2).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -41,6 +40,7 @@ from execution.firestore.paths import (
     LEDGER,
     OPS,
     RESERVATIONS,
+    TENANTS,
     tenant_collection,
 )
 from execution.firestore.support import CallPolicy
@@ -48,6 +48,7 @@ from execution.firestore.sweeper_store import expired_leases_query
 from execution.models import validate_document_id
 from execution.reservations import ReservationStatus
 from execution.settings import AgentMode
+from execution.text import UnreadableJsonError, read_json
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,19 @@ class ReservationRow:
 
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> ReservationRow:
-        """Read the document through its model; a malformed one lists with its `problem`."""
+        """Read the document through its model; a malformed one lists with its `problem`, and
+        so does one whose ids disagree with where it lies (its tenant is its path's)."""
         path = snap.reference.path
+        tenant_id = tenant_of(snap.reference, RESERVATIONS)
         try:
             record = reservation_from_document(snap.to_dict() or {})
+            problem = _misplaced(record.tenant_id, record.client_intent_id, tenant_id, snap.id)
         except MalformedDocumentError as exc:
-            parent = snap.reference.parent.parent
-            tenant_id = parent.id if parent is not None else ""
-            return cls(path=path, tenant_id=tenant_id, client_intent_id=snap.id, problem=str(exc))
+            problem = str(exc)
+        if problem is not None:
+            return cls(
+                path=path, tenant_id=tenant_id or "", client_intent_id=snap.id, problem=problem
+            )
         shown = {f.name: getattr(record, f.name) for f in fields(cls) if hasattr(record, f.name)}
         shown["status"] = record.status.value
         shown["outcome"] = record.outcome.value if record.outcome else None
@@ -193,8 +199,10 @@ class DeadLetterRow:
         """(tenant_id, broker_account_id, client_intent_id) the payload names, each None where it
         is absent or not a valid id (a payload that is not a JSON object names none)."""
         try:
-            payload = json.loads(self.data)
-        except ValueError:
+            # The intake's reader: a payload it refused for nesting or for a key written twice
+            # must neither crash this reader nor name whichever repeated id came last.
+            payload = read_json(self.data)
+        except UnreadableJsonError:
             payload = None
         named = payload if isinstance(payload, dict) else {}
         return (
@@ -206,6 +214,31 @@ class DeadLetterRow:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return {k: json_ready(v) for k, v in asdict(self).items()}
+
+
+def tenant_of(ref: firestore.DocumentReference, collection: str) -> str | None:
+    """The tenant id of a document at `tenants/{tenant_id}/{collection}/{id}`, else None.
+
+    A collection-group query finds a collection of that name under any parent: a document at
+    `elsewhere/t/ops/execution_kill_switch` or `tenants/x/accounts/t/ops/...` is no tenant's
+    switch (the service reads none of them), so its parent's id must not be shown as a tenant.
+    """
+    parts: list[str] = str(ref.path).split("/")
+    if len(parts) == 4 and parts[0] == TENANTS and parts[2] == collection:
+        return parts[1]
+    return None
+
+
+def _misplaced(
+    tenant_field: str, intent_field: str, tenant_id: str | None, doc_id: str
+) -> str | None:
+    """Why a record's ids disagree with its path (hand-edited, or copied), None if they agree:
+    the service reads a record by its path, so the fields would show another intent's story."""
+    if tenant_id is None:
+        return f"not at {TENANTS}/{{tenant_id}}/{RESERVATIONS}/{{client_intent_id}}"
+    if (tenant_field, intent_field) != (tenant_id, doc_id):
+        return "its tenant_id or client_intent_id field disagrees with its path"
+    return None
 
 
 # -- query builders (each shape is listed in `query_shapes`) -----------------------------------

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from execution.text import printable
+from execution.text import bounded_printable, printable
 
 
 class PrintableConsole(Console):
@@ -96,8 +96,15 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     return result
 
 
+MAX_CELL_CHARS = 1000
+"""The most of one value a table shows (the cut is noted with the value's length; `--json`
+gives it whole): a record anyone with write access could have filled holds up to a megabyte
+in one field, which as a cell took 40 s to render and 10 MB of the operator's scrollback."""
+
+
 def cell(value: Any) -> Text:
-    """One table cell as plain text."""
+    """One table cell as plain text: one value, on its own line breaks escaped (a `\\n` in a
+    record cannot draw a row of its own), and bounded (`MAX_CELL_CHARS`)."""
     if value is None:
         return Text("")
     if isinstance(value, Text):
@@ -106,7 +113,7 @@ def cell(value: Any) -> Text:
         return Text(when(value))
     if isinstance(value, float):
         return Text(f"{value:,.2f}")
-    return Text(printable(str(value)))
+    return Text(bounded_printable(str(value), MAX_CELL_CHARS))
 
 
 def when(value: datetime | None) -> str:

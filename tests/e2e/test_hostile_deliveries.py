@@ -31,23 +31,18 @@ from tests.support.events import (
     message,
     push_body,
 )
-from tests.support.servers import EVENTARC_ENTRY_POINT, paper_intent_server
+from tests.support.servers import (
+    EVENTARC_ENTRY_POINT,
+    paper_intent_server,
+    warm_push_server_fixture,
+)
 from tests.support.waiting import wait_until
 
 DEAD_LETTERS = "execution_dead_letters"
 REASON_MAX_CHARS = 2000
 
 
-@pytest.fixture(scope="module")
-def server(
-    firestore_project: str, firestore_emulator_host: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FunctionsServer]:
-    log_path = Path(tmp_path_factory.mktemp("functions")) / "execute_intent.log"
-    functions = paper_intent_server(firestore_project, firestore_emulator_host, log_path)
-    functions.start()
-    warm_up(functions)
-    yield functions
-    functions.kill()
+server = warm_push_server_fixture()
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +63,6 @@ def event_server(
     )
     yield functions
     functions.kill()
-
-
-def warm_up(server: FunctionsServer) -> None:
-    """Answer one bad message first: a cold instance's first Firestore write in a fresh project
-    can outlast its 2 s deadline (a 500 that Pub/Sub would simply redeliver)."""
-    wait_until(
-        lambda: push(server, message(b"warm-up", unique("warm"))) == 200,
-        timeout=60,
-        what="the function server's first answer",
-        interval=0.5,
-    )
 
 
 def intent(**overrides: Any) -> dict[str, Any]:

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 from google.cloud import firestore
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox, status
+from devtools.alpaca_sandbox import AlpacaSandbox, status
 from execution.brokers.alpaca import AlpacaBroker
-from execution.cli import app
 from execution.cli.context import EXIT_PROBLEMS
 from execution.client_order_ids import HASHED_PREFIX, client_order_id_for
 from tests.support.builders import make_order_request, unique
+from tests.support.cli import alpaca_cli
 
 
 @pytest.fixture
@@ -29,23 +29,7 @@ def cli(
     firestore_emulator_host: str, firestore_project: str, alpaca: AlpacaSandbox
 ) -> Callable[..., Result]:
     """The command line with the function's broker settings pointing at the sandbox."""
-    env = {
-        "COLUMNS": "250",
-        "BROKER": "alpaca",
-        "AGENT_MODE": "LIVE",  # a loopback URL is not Alpaca's paper endpoint
-        "APCA_API_KEY_ID": KEY_ID,
-        "APCA_API_SECRET_KEY": SECRET_KEY,
-        "APCA_API_BASE_URL": alpaca.base_url,
-        # Nothing is in flight here: keep the wait for broker calls in flight short.
-        "SHARED_READ_MAX_AGE_SECONDS": "0",
-        "BROKER_TIMEOUT_SECONDS": "0.5",
-        "CLOCK_SKEW_SECONDS": "0",
-    }
-
-    def run(*args: str) -> Result:
-        return CliRunner().invoke(app, ["--project", firestore_project, *args], env=env)
-
-    return run
+    return alpaca_cli(firestore_project, alpaca.base_url)
 
 
 class Book:

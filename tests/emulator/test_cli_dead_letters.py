@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 from google.cloud import firestore
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import main
 from execution.bootstrap import Service
 from execution.brokers.paper import PaperBroker
-from execution.cli import app
 from execution.cli.context import EXIT_PROBLEMS
 from execution.clock import system_clock
 from execution.intake import Delivery
@@ -31,18 +30,14 @@ from tests.support.builders import (
     ledger_entries,
     unique,
 )
-
-WIDE = {"COLUMNS": "250"}
+from tests.support.cli import emulator_cli
 
 
 @pytest.fixture
 def cli(firestore_emulator_host: str, firestore_project: str) -> Callable[..., Result]:
     """Run `python -m execution --project <this module's project> ARGS` in-process."""
 
-    def run(*args: str) -> Result:
-        return CliRunner().invoke(app, ["--project", firestore_project, *args], env=WIDE)
-
-    return run
+    return emulator_cli(firestore_project)
 
 
 def intent_payload() -> dict[str, Any]:

@@ -106,7 +106,8 @@ def test_a_flag_that_is_not_a_boolean_is_refused_naming_the_variable(name: str) 
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({name: "maybe"})
 
-    assert f"{name}='maybe' is not a boolean" in str(raised.value)
+    assert f"{name} is not a boolean" in str(raised.value)
+    assert "maybe" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +123,8 @@ def test_a_number_that_does_not_parse_is_refused_naming_the_variable(name: str) 
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({name: "ten"})
 
-    assert f"{name}='ten' is not a number" in str(raised.value)
+    assert f"{name} is not a number" in str(raised.value)
+    assert "ten" not in str(raised.value)
 
 
 @pytest.mark.parametrize("raw", ["0", "-5"])
@@ -168,7 +170,7 @@ def test_an_unknown_agent_mode_is_refused_listing_the_valid_ones() -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"AGENT_MODE": "YOLO"})
 
-    assert "AGENT_MODE='YOLO'" in str(raised.value)
+    assert "AGENT_MODE is unknown" in str(raised.value) and "YOLO" not in str(raised.value)
     assert "OFF, OBSERVE, PAPER, LIVE" in str(raised.value)
 
 
@@ -176,7 +178,8 @@ def test_an_unknown_broker_is_refused() -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"BROKER": "ibkr"})
 
-    assert "BROKER='ibkr' is unknown" in str(raised.value)
+    assert "BROKER is unknown" in str(raised.value)
+    assert "ibkr" not in str(raised.value)
 
 
 def test_alpaca_without_keys_is_refused_naming_both_variables() -> None:
