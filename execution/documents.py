@@ -34,6 +34,7 @@ from execution.models import BrokerOrder, Outcome, ticker
 from execution.reservations import ReservationRecord, ReservationStatus
 from execution.routing import Quote, quote_problem
 from execution.settings import AgentMode
+from execution.text import bounded_printable
 
 MAX_LIMIT_USD = 1e12
 """The largest dollar limit an account may set: above any real account, far below overflow."""
@@ -101,8 +102,6 @@ Price = Annotated[float, Field(strict=True)]
 ShownText = Annotated[str | None, BeforeValidator(_text_or_none)]
 """A descriptive field an operator may have written anything into: text, else None."""
 ShownTime = Annotated[datetime | None, BeforeValidator(_time_or_none)]
-Truthy = Annotated[bool, BeforeValidator(bool)]
-"""A switch read as its truth value, as it always was: anything set halts, nothing fails to read."""
 _AS_VALUE = PlainSerializer(lambda member: member.value, return_type=str)
 Status = Annotated[ReservationStatus, _AS_VALUE]
 StoredOutcome = Annotated[Outcome, _AS_VALUE]
@@ -413,16 +412,40 @@ class PaperOrderDocument(StoredDocument):
 class KillSwitchDocument(StoredDocument):
     """`ops/execution_kill_switch` or `tenants/{tenant_id}/ops/execution_kill_switch` (contract).
 
-    It never fails to read: a switch is on where `enabled` holds anything true, and the fields
-    that only describe it read as None where they hold something else.
+    It never fails to read, and it fails closed: a switch document that exists is on unless
+    `enabled` is exactly `false`. The contract's switch is `{enabled: bool}`, but a switch is
+    what an operator writes by hand to stop trading, in a hurry: read by its truth value, `0`,
+    `""`, `null`, `{}` or a misspelt `Enabled` let every intent trade while `"false"` halted. A
+    document whose `enabled` holds no boolean is on, its `reason` saying so (`kill-switch
+    status` shows it). The fields that only describe it read as None where they hold something
+    else. A document that does not exist is no switch: `read(None)`.
     """
 
     document_kind = "kill switch"
 
-    enabled: Truthy = False
+    enabled: bool = False
     reason: ShownText = None
     updated_by: ShownText = None
     updated_at: ShownTime = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_unless_a_boolean_says_off(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or isinstance(data.get("enabled"), bool):
+            return data
+        held = (
+            f"holds {bounded_printable(repr(data['enabled']), 80)}"
+            if "enabled" in data
+            else "is missing"
+        )
+        problem = f"on: `enabled` {held}, not true or false"
+        reason = _text_or_none(data.get("reason"))
+        return {**data, "enabled": True, "reason": f"{problem}; {reason}" if reason else problem}
+
+    @classmethod
+    def read(cls, data: Mapping[str, Any] | None) -> KillSwitchDocument:
+        """The switch `data` holds, where None (no document) is a switch that is off."""
+        return cls.parse({"enabled": False} if data is None else data)
 
 
 class DeadLetterDocument(StoredDocument):

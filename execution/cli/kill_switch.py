@@ -327,7 +327,7 @@ def _moved_message(row: KillSwitchRow, exc: SwitchMovedError) -> str:
     if row.broker_account_id is not None:
         halt = (now or {}).get("kill_switch")
         now = halt if isinstance(halt, dict) else None
-    switch = KillSwitchDocument.parse(now or {})
+    switch = KillSwitchDocument.read(now)
     state = "ON" if switch.enabled else "off"
     return (
         f"Kill switch for {row.scope} not changed: {exc}. It is now {state}"
@@ -407,15 +407,15 @@ def _lifted(cli: CliContext, row: KillSwitchRow) -> str | None:
             ref = account_ref(db, row.tenant_id, row.broker_account_id)
         else:
             ref = kill_switch_ref(db, row.tenant_id)
-        data = ref.get(**cli.policy.kwargs()).to_dict() or {}
+        data = ref.get(**cli.policy.kwargs()).to_dict()
     if row.broker_account_id is not None:
-        if data.get("trading_mode") == AgentMode.OFF.value:
+        if (data or {}).get("trading_mode") == AgentMode.OFF.value:
             return None
-        halt = data.get("kill_switch")
-        data = halt if isinstance(halt, dict) else {}
-    elif KillSwitchDocument.parse(data).enabled:
+        halt = (data or {}).get("kill_switch")
+        data = halt if isinstance(halt, dict) else None
+    elif KillSwitchDocument.read(data).enabled:
         return None
-    switch = KillSwitchDocument.parse(data)
+    switch = KillSwitchDocument.read(data)
     who = f" (by {switch.updated_by}, {switch.reason or 'no reason'})" if switch.updated_by else ""
     return (
         f"The switch for {row.scope} was turned off while the command ran{who}: orders may have "

@@ -126,7 +126,7 @@ class KillSwitchRow:
     @classmethod
     def from_snapshot(cls, snap: firestore.DocumentSnapshot[Any]) -> KillSwitchRow:
         """Read a switch document; an absent one reads as off."""
-        switch = KillSwitchDocument.parse((snap.to_dict() if snap.exists else None) or {})
+        switch = KillSwitchDocument.read(snap.to_dict() if snap.exists else None)
         parent = snap.reference.parent.parent
         return cls(
             path=snap.reference.path,
@@ -139,7 +139,7 @@ class KillSwitchRow:
         """An account halted by its settings document (`trading_mode: OFF`), with who and why
         from its `kill_switch` map where `kill-switch on --account` wrote one."""
         halt = (snap.to_dict() or {}).get("kill_switch")
-        switch = KillSwitchDocument.parse(halt if isinstance(halt, dict) else {})
+        switch = KillSwitchDocument.read(halt if isinstance(halt, dict) else None)
         tenant = snap.reference.parent.parent
         return cls(
             path=snap.reference.path,

@@ -225,17 +225,31 @@ def test_a_quote_reads_as_the_routing_quote() -> None:
     assert (quote.symbol, quote.bid, quote.ask, quote.ts) == ("AAPL", 99.0, 100.5, NOW)
 
 
-@pytest.mark.parametrize(("enabled", "halts"), [(True, True), ("yes", True), (1, True), (0, False)])
-def test_a_kill_switch_is_on_where_enabled_holds_anything_true(
-    enabled: object, halts: bool
+@pytest.mark.parametrize(
+    ("stored", "halts"),
+    [
+        ({"enabled": True}, True),
+        ({"enabled": False}, False),
+        ({"enabled": "yes"}, True),
+        ({"enabled": 0}, True),
+        ({"enabled": "false"}, True),
+        ({"enabled": None}, True),
+        ({"Enabled": False}, True),
+    ],
+)
+def test_a_kill_switch_that_exists_is_on_unless_enabled_is_false(
+    stored: dict[str, object], halts: bool
 ) -> None:
-    switch = KillSwitchDocument.parse({"enabled": enabled, "reason": 5, "updated_at": "today"})
+    switch = KillSwitchDocument.parse({**stored, "reason": 5, "updated_at": "today"})
 
-    assert (switch.enabled, switch.reason, switch.updated_at) == (halts, None, None)
+    assert (switch.enabled, switch.updated_at) == (halts, None)
+    assert (switch.reason or "").startswith("on: `enabled`") is (
+        halts and stored != {"enabled": True}
+    )
 
 
 def test_an_absent_kill_switch_is_off() -> None:
-    assert KillSwitchDocument.parse({}).enabled is False
+    assert KillSwitchDocument.read(None).enabled is False
 
 
 def test_ledger_and_dead_letter_documents_refuse_what_they_could_not_store() -> None:
