@@ -840,7 +840,12 @@ class FirestoreReservationHandle:
                 self._log_fenced(ending, current)
                 return ReleaseResult.FENCED
             if current.status is ReservationStatus.RELEASED:
-                return ReleaseResult.RECORDED
+                if ending.written_on(current):
+                    return ReleaseResult.RECORDED  # an earlier commit of ours, its answer lost
+                # Another writer ended the record under our lease (the reconciler's verdict of
+                # `stale` while this attempt was paused in its broker call): not our release.
+                self._log_fenced(ending, current)
+                return ReleaseResult.FENCED
             # `reserved`, or `expired` by the sweeper while this lease still held it: the
             # outcome we know beats the sweeper's guess, and no newer attempt exists.
             known.version, known.counted = version, current.counted_lease_id
@@ -990,6 +995,10 @@ class _Ending:
     error: str | None
     broker_order_id: str | None
     fate_unknown: bool
+
+    def written_on(self, record: ReservationRecord) -> bool:
+        """True where `record` says what this release writes: its own commit landed."""
+        return (record.outcome, record.broker_order_id) == (self.outcome, self.broker_order_id)
 
 
 @dataclass

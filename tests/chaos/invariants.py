@@ -76,6 +76,21 @@ from tests.chaos.workload import Account, Plan
 
 _EPSILON = 1e-6
 NO_ORDER_OUTCOMES = frozenset({"halted", "rejected", "stale", "dry_run"})
+CLOSED_STATUSES = frozenset({"canceled", "expired", "rejected"})
+
+
+def closed_unfilled_as_recorded(doc: dict[str, Any], order: dict[str, Any]) -> bool:
+    """The record says `rejected` with the broker's own order, which the broker closed with
+    nothing filled: the record agrees with the broker (the reconciler's `closed_unfilled` or
+    `fate_settled` verdict, or a 200 answering an order already closed)."""
+    return (
+        doc.get("outcome") == "rejected"
+        and doc.get("broker_order_id") == order["id"]
+        and order["status"] in CLOSED_STATUSES
+        and float(order.get("filled_qty") or 0) == 0
+    )
+
+
 TERMINAL = frozenset(o.value for o in TERMINAL_OUTCOMES)
 
 UNKNOWN_ORDERS_UNCOUNTED_ALLOWED = False
@@ -627,11 +642,13 @@ def final_checks(ev: Evidence) -> list[Check]:
     failures = []
     unknown = [coid for coid in ev.orders if coid not in intents]
     failures += [f"order {coid} belongs to no intent (a new client_order_id?)" for coid in unknown]
-    placed = 0
+    placed = closed = 0
     for intent_id in sorted(intents):
         doc = ev.reservations.get(intent_id) or {}
         order = ev.orders.get(intent_id)
-        if doc.get("outcome") == "placed":
+        if order is not None and closed_unfilled_as_recorded(doc, order):
+            closed += 1
+        elif doc.get("outcome") == "placed":
             placed += 1
             if order is None:
                 failures.append(f"{intent_id}: recorded placed but the broker has no order")
@@ -648,9 +665,10 @@ def final_checks(ev: Evidence) -> list[Check]:
     reached = len({c for c in ev.posted if c in intents})
     checks.append(
         Check(
-            "every broker order recorded placed with its order id (one per intent)",
+            "every broker order recorded with its order id: placed, or rejected closed unfilled",
             not failures,
-            f"{len(ev.orders)} orders for {reached} intents posted; {placed} recorded placed; "
+            f"{len(ev.orders)} orders for {reached} intents posted; {placed} recorded placed, "
+            f"{closed} rejected with their order closed unfilled; "
             f"{sum(Counter(ev.posted).values()) - len(set(ev.posted))} re-posts deduped",
             failures,
         )
@@ -736,13 +754,16 @@ def final_checks(ev: Evidence) -> list[Check]:
 
 def _forbidden_orders_cancelled(ev: Evidence, intents: set[str | None]) -> Check:
     """No order for an intent recorded stale/halted/rejected/dry_run unless it was cancelled and
-    the record says so (a `repair` naming the earlier outcome and the cancel)."""
+    the record says so (a `repair` naming the earlier outcome and the cancel), or the broker
+    closed it unfilled and the record says `rejected` with it."""
     failures = []
     repaired = 0
     for intent_id in sorted(i for i in intents if i in ev.orders):
         doc = ev.reservations.get(intent_id) or {}
         order = ev.orders[intent_id]
         repair = doc.get("repair") or {}
+        if closed_unfilled_as_recorded(doc, order):
+            continue  # an order that can never trade, recorded as the broker says
         if doc.get("outcome") in NO_ORDER_OUTCOMES:
             reason = (doc.get("error") or "")[:90]
             failures.append(

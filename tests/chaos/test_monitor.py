@@ -46,6 +46,7 @@ from tests.chaos.invariants import (
     Monitor,
     Observation,
     _excuse,
+    closed_unfilled_as_recorded,
     lease_findings,
     live_counted,
     unexpired_leases,
@@ -515,3 +516,14 @@ def test_a_jumped_sweep_marks_what_it_expired_and_takes_back_what_it_could_not(
     assert landed == {expired: True, changed: False}
     assert jumped == {expired}
     assert reservation(db, "jump-co", expired)["status"] == "expired"
+
+
+def test_a_record_agrees_with_a_closed_unfilled_order_only_as_rejected_with_its_id() -> None:
+    order = {"id": "o-1", "status": "canceled", "filled_qty": "0"}
+    agrees = {"outcome": "rejected", "broker_order_id": "o-1"}
+
+    assert closed_unfilled_as_recorded(agrees, order)
+    assert not closed_unfilled_as_recorded({**agrees, "broker_order_id": None}, order)
+    assert not closed_unfilled_as_recorded({**agrees, "outcome": "stale"}, order)
+    assert not closed_unfilled_as_recorded(agrees, {**order, "filled_qty": "0.5"})
+    assert not closed_unfilled_as_recorded(agrees, {**order, "status": "accepted"})
