@@ -3,7 +3,7 @@ a scripted wire server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -11,6 +11,7 @@ from google.cloud import firestore
 
 from devtools.alpaca_sandbox import KEY_ID, SECRET_KEY, AlpacaSandbox
 from execution.brokers.alpaca import AlpacaBroker
+from tests.support.reconciler_truth import World, world
 from tests.support.wire_server import WireServer
 
 
@@ -26,6 +27,16 @@ def alpaca_broker(alpaca: AlpacaSandbox) -> Iterator[AlpacaBroker]:
         yield AlpacaBroker(
             key_id=KEY_ID, secret_key=SECRET_KEY, base_url=alpaca.base_url, client=client
         )
+
+
+@pytest.fixture
+def w(
+    db: firestore.Client, firestore_project: str, reset_firestore: Callable[[], None]
+) -> Iterator[World]:
+    """The Alpaca sandbox and the service deployed against it (`tests.support.reconciler_truth`),
+    each test alone in the store: the reconciler reads every tenant's records."""
+    with world(db, firestore_project) as made:
+        yield made
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ sandbox, both on one fake clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from google.cloud import firestore
@@ -27,28 +27,11 @@ from tests.support.reconciler_truth import (
     InterruptedRecords,
     World,
     account_counts,
-    deliver,
     error_events,
     limit,
+    place,
     world,
 )
-
-
-@pytest.fixture
-def w(
-    db: firestore.Client, firestore_project: str, reset_firestore: Callable[[], None]
-) -> Iterator[World]:
-    """Each test alone in the store: the reconciler reads every tenant's records."""
-    with world(db, firestore_project) as made:
-        yield made
-
-
-def place(w: World, intent: TradeIntent) -> str:
-    """Deliver `intent`: placed; its order's id."""
-    deliver(w.service, intent, unique("m"), w.clock())
-    record = reservation(w.db, intent.tenant_id, intent.client_intent_id)
-    assert record["outcome"] == "placed"
-    return str(record["broker_order_id"])
 
 
 def limited_intent(w: World, **fields: object) -> TradeIntent:

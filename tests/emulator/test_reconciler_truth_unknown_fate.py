@@ -20,10 +20,8 @@ loopback Alpaca sandbox, both on one fake clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
 
 import pytest
-from google.cloud import firestore
 
 from devtools.alpaca_sandbox import drop_after_accept, status
 from execution.errors import RetryableError
@@ -36,22 +34,12 @@ from tests.support.reconciler_truth import (
     deliver,
     error_events,
     limit,
-    world,
 )
 
 NOTHING_COUNTED = {"holds": 0, "position": 0, "placed_orders": 0}
 NO_DELIVERY_COMES = 3600.0
 """Seconds after which the test's Pub/Sub has given up: past the lease, its last broker call and
 INTENT_MAX_AGE_SECONDS (300 s by default)."""
-
-
-@pytest.fixture
-def w(
-    db: firestore.Client, firestore_project: str, reset_firestore: Callable[[], None]
-) -> Iterator[World]:
-    """Each test alone in the store: the reconciler reads every tenant's records."""
-    with world(db, firestore_project) as made:
-        yield made
 
 
 def an_intent(w: World, *, limited: bool) -> TradeIntent:

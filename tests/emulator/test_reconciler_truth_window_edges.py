@@ -22,7 +22,7 @@ sandbox, both on one fake clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -37,23 +37,9 @@ from tests.support.reconciler_truth import (
     deliver,
     error_events,
     limit,
+    place,
     world,
 )
-
-
-@pytest.fixture
-def w(
-    db: firestore.Client, firestore_project: str, reset_firestore: Callable[[], None]
-) -> Iterator[World]:
-    """Each test alone in the store: the reconciler reads every tenant's records."""
-    with world(db, firestore_project) as made:
-        yield made
-
-
-def place(w: World, intent: TradeIntent) -> str:
-    """Deliver `intent`: placed; its order's id."""
-    deliver(w.service, intent, unique("m"), w.clock())
-    return str(reservation(w.db, intent.tenant_id, intent.client_intent_id)["broker_order_id"])
 
 
 def halted_with_an_order_behind_its_back(w: World) -> tuple[TradeIntent, str]:

@@ -18,11 +18,9 @@ the real sweeper and reconciler, one fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 import pytest
-from google.cloud import firestore
 
 from execution.bootstrap import bootstrap
 from execution.errors import RetryableError
@@ -33,20 +31,11 @@ from tests.support.reconciler_truth import (
     deliver,
     limit,
     sandbox_settings,
-    world,
 )
 
 NO_DELIVERY_COMES = 3600.0
 """Seconds after which no delivery of the message can be fresh (INTENT_MAX_AGE_SECONDS is 300)
 and no broker call of the paused attempt can land by the clock."""
-
-
-@pytest.fixture
-def w(
-    db: firestore.Client, firestore_project: str, reset_firestore: Callable[[], None]
-) -> Iterator[World]:
-    with world(db, firestore_project) as made:
-        yield made
 
 
 @pytest.mark.parametrize("limited", [True, False], ids=["limited account", "without limits"])

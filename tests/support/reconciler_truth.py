@@ -35,7 +35,7 @@ from execution.models import TradeIntent
 from execution.reconciler import Reconciler
 from execution.settings import Settings
 from tests.support.alpaca_wire import alpaca_env
-from tests.support.builders import FAST_POLICY
+from tests.support.builders import FAST_POLICY, reservation, unique
 from tests.support.positions import position_of
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -124,6 +124,14 @@ def deliver(service: Service, intent: TradeIntent, message_id: str, published_at
     """One delivery of the message through `main` (ack: returns; retry: raises)."""
     event = delivery(intent, message_id, published_at)
     main.answer_delivery(service, delivery_from_cloud_event(event.data, event.get("type")))
+
+
+def place(w: World, intent: TradeIntent) -> str:
+    """Deliver `intent`: placed; its order's id."""
+    deliver(w.service, intent, unique("m"), w.clock())
+    record = reservation(w.db, intent.tenant_id, intent.client_intent_id)
+    assert record["outcome"] == "placed", record
+    return str(record["broker_order_id"])
 
 
 def limit(db: firestore.Client, intent: TradeIntent, **limits: float) -> None:
