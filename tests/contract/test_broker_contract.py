@@ -96,13 +96,15 @@ def alpaca_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[W
     sandbox: AlpacaSandbox = request.getfixturevalue("sandbox")
     faults = {
         "5xx": lambda: alpaca_sandbox.status(503, "service unavailable"),
-        "timeout after accept": lambda: alpaca_sandbox.hang_after_accept(3.0),
+        # Hung past any read timeout (woken at shutdown): the timed-out call never races it.
+        "timeout after accept": lambda: alpaca_sandbox.hang_after_accept(120.0),
         "garbage after accept": alpaca_sandbox.malformed_json_after_accept,
         "refused": lambda: alpaca_sandbox.status(422, "request is invalid"),
         "keys refused": lambda: alpaca_sandbox.status(403, "forbidden"),
     }
     methods = {"place": "POST", "lookup": "GET", "list": "GET"}
-    timeout = httpx.Timeout(connect=1.0, read=0.3, write=1.0, pool=1.0)
+    # An ordinary request gets 2 s: a lookup timed out at 0.3 s on a loaded machine.
+    timeout = httpx.Timeout(connect=1.0, read=2.0, write=1.0, pool=1.0)
     with httpx.Client() as client:
         broker = AlpacaBroker(
             key_id=alpaca_sandbox.KEY_ID,
