@@ -120,10 +120,17 @@ ACCOUNT = "acct"
 ACCOUNTS = (ACCOUNT, "acct2")
 P_TWO_ACCOUNTS = 0.25
 """The chance that a world's tenants each trade on two accounts (limits and turns per account)."""
-P_ONE_HOT_ACCOUNT = 0.2
-"""Aimed: one world in five (of those not near midnight) sends three intents of one tenant to
-one account, so that the holds, leases and orders of the others weigh on each admission (the
-position and daily limits' count of what is in flight or of unknown fate)."""
+P_ONE_HOT_ACCOUNT = 0.16
+"""Aimed: about one world in six sends three intents of one tenant to one account, so that the
+holds, leases and orders of the others weigh on each admission (the position and daily limits'
+count of what is in flight or of unknown fate)."""
+P_UNKNOWN_FATES = 0.15
+"""Aimed: about one world in seven is a hot account (as above) whose intents are fresh, alike in side and
+type, never dry runs, under the daily or position limit (or all), and whose broker loses the
+answer to a `place` often (`P_LOST_ANSWER_UNKNOWN_FATES`): holds of unknown fate, released or
+lapsed, while the account's other intents are admitted and placed beside them (what the holds
+are for: `execution.account_state`)."""
+P_LOST_ANSWER_UNKNOWN_FATES = 0.6
 P_SELL = 0.25
 P_MARKET = 0.2
 """A market order is valued at the quote (`market_quotes/AAPL`), which may be unusable."""
@@ -176,7 +183,8 @@ class World:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.near_midnight = self.rng.random() < P_NEAR_MIDNIGHT
+        self.scenario = self._draw_scenario()
+        self.near_midnight = self.scenario == "midnight"
         self.start = START
         if self.near_midnight:
             self.start = MIDNIGHT - timedelta(seconds=self.rng.uniform(0.0, NEAR_MIDNIGHT_SECONDS))
@@ -367,8 +375,8 @@ class World:
             self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS))
         if not self.faults_on:
             return
-        zombie = operation == "place" and actor.paused_in_place
-        if zombie and self.rng.random() < P_ZOMBIE_LOST_ANSWER:
+        lost = self._lost_answer_chance(actor) if operation == "place" else 0.0
+        if lost and self.rng.random() < lost:
             fault = self.rng.choice([SimFault.TIMEOUT_AFTER_ACCEPT, SimFault.GARBAGE_AFTER_ACCEPT])
         elif self.rng.random() < self._broker_fault_chance(actor, operation):
             fault = self.rng.choice(PLACE_FAULTS if operation == "place" else READ_FAULTS)
@@ -376,6 +384,13 @@ class World:
             return
         self.inject(f"broker.{operation}.{fault.name.lower()}", actor)
         self.broker.inject(operation, fault)
+
+    def _lost_answer_chance(self, actor: Actor) -> float:
+        """How likely a `place` that the broker acts on loses its answer, besides the faults all
+        calls meet: a zombie's (paused inside it), and any with unknown fates aimed at."""
+        if actor.paused_in_place:
+            return P_ZOMBIE_LOST_ANSWER
+        return P_LOST_ANSWER_UNKNOWN_FATES if self.scenario == "unknown_fates" else 0.0
 
     def _broker_fault_chance(self, actor: Actor, operation: str) -> float:
         if operation == "place":
@@ -424,9 +439,29 @@ class World:
             self.scheduler.close()
         return self
 
+    def _draw_scenario(self) -> str:
+        """The world's shape: `midnight`, `unknown_fates`, `hot` or `ordinary` (the aims above)."""
+        roll = self.rng.random()
+        for scenario, chance in (
+            ("midnight", P_NEAR_MIDNIGHT),
+            ("unknown_fates", P_UNKNOWN_FATES),
+            ("hot", P_ONE_HOT_ACCOUNT),
+        ):
+            if roll < chance:
+                return scenario
+            roll -= chance
+        return "ordinary"
+
     def _setup(self) -> None:
+        alike = self.scenario == "unknown_fates"
+        one_side = self._side()
         contents = {
-            i: (self.rng.choice([1.0, 2.0]), 100.0, self._side(), self._order_type())
+            i: (
+                1.0 if alike else self.rng.choice([1.0, 2.0]),
+                100.0,
+                one_side if alike else self._side(),
+                "limit" if alike else self._order_type(),
+            )
             for i in INTENT_IDS
         }
         accounts = ACCOUNTS if self.rng.random() < P_TWO_ACCOUNTS else (ACCOUNT,)
@@ -434,7 +469,7 @@ class World:
         count = self.rng.randint(2, 3)
         if self.near_midnight:  # every intent on one account: its daily count straddles the day
             accounts, keys, count = (ACCOUNT,), [("t1", i) for i in INTENT_IDS], 3
-        hot = not self.near_midnight and self.rng.random() < P_ONE_HOT_ACCOUNT
+        hot = self.scenario in ("hot", "unknown_fates")
         if hot:  # aimed: every intent contends for the limits that count holds
             accounts, keys, count = (ACCOUNT,), [("t2", i) for i in INTENT_IDS], 3
         for n, key in enumerate(self.rng.sample(keys, count), start=1):
@@ -454,9 +489,9 @@ class World:
                 "limit_price": price if order_type == "limit" else None,
                 # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
                 "created_at": (
-                    self.start - timedelta(seconds=self.rng.uniform(0.0, 55.0))
+                    self.start - timedelta(seconds=self.rng.uniform(0.0, 5.0 if alike else 55.0))
                 ).isoformat(),
-                "dry_run": self.rng.random() < 0.1,
+                "dry_run": not alike and self.rng.random() < 0.1,
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
         for tenant in TENANTS:
@@ -474,12 +509,19 @@ class World:
                     tenant,
                     account,
                     {
-                        name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
+                        name: self._limit_value(name, values) if chosen in (name, "all") else None
                         for name, values in LIMIT_CHOICES.items()
                     },
                 )
-        usable = self.rng.random() < P_USABLE_QUOTE
+        usable = alike or self.rng.random() < P_USABLE_QUOTE
         self._publish_quote("usable" if usable else self.rng.choice(sorted(QUOTES)))
+
+    def _limit_value(self, name: str, values: tuple[float | int | None, ...]) -> float | int | None:
+        """A limit's value; with unknown fates, orders and position at their tightest: any second
+        order of the account's (one share each) passes the limit unless a hold counts."""
+        if self.scenario == "unknown_fates" and name != "max_inflight_usd":
+            return values[1]
+        return self.rng.choice(values[1:])
 
     def _side(self) -> str:
         return "sell" if self.rng.random() < P_SELL else "buy"
@@ -530,7 +572,9 @@ class World:
         if duplicable:
             options.append((1.0, lambda: self._deliver(self.rng.choice(duplicable), "duplicate")))
         options.append((2.0, lambda: self._advance(self.rng.uniform(0.1, 2.0), "time passes")))
-        options.append((0.7, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
+        # With unknown fates aimed at, intents are to be placed: fewer of them turn stale.
+        jumps = 0.2 if self.scenario == "unknown_fates" else 0.7
+        options.append((jumps, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
         options.append((0.7, self._jump_to_a_lease_end))
         if not any(a.kind == "sweep" and a.alive for a in self.actors):
             options.append((0.5, lambda: self._spawn("sweep", "sweep", self._sweep)))
@@ -545,7 +589,8 @@ class World:
             ready_reconciles = [a for a in reconciling if a.state == "ready"]
             if ready_reconciles:
                 options.append((60.0, lambda: self._run_actor(ready_reconciles[0])))
-        options.append((0.25, self._flip_switch))
+        if self.scenario != "unknown_fates":  # there, intents are to be placed
+            options.append((0.25, self._flip_switch))
         options.append((0.25, self._flip_limit))
         options.append((0.25, self._flip_quote))
         if paused and not ready:
