@@ -62,6 +62,10 @@ class Actor:
     """More than `STALL_SECONDS` passed while it waited at its last point: it was paused there."""
     paused_in_place: bool = False
     """It was paused at its last broker `place` call, before the broker acted."""
+    woke_outlived: bool = False
+    """It was woken (paused inside its broker call) while a newer attempt held its intent."""
+    asked_broker: bool = False
+    """It has looked its intent's order up at the broker (a take-over asks before it decides)."""
     faults: int = 0
     """Store and broker faults injected into its calls so far."""
     clock_offset: float = 0.0

@@ -39,7 +39,7 @@ from execution.firestore.account_turns import AccountTurns
 from execution.intake import Delivery, parse_intent
 from execution.models import ExecutionResult
 from execution.settings import Settings
-from tests.simulation.invariants import Invariants, Violation
+from tests.simulation.invariants import Invariants, Violation, reservation_path
 from tests.simulation.scheduler import Actor, Scheduler
 from tests.simulation.sim_broker import SimBroker, SimFault
 from tests.simulation.simstore import Fault, SimClient, StoreCall
@@ -89,15 +89,23 @@ P_PAUSE = 0.03
 P_PAUSE_HOT = 0.12
 """Pauses are likelier where they matter most: at commits and broker calls."""
 P_ZOMBIE_LOST_ANSWER = 0.5
+"""A zombie's broker call (paused inside it) loses its answer this often: the order lands while a
+newer attempt may have recorded the intent ended (`ExecutionEngine._settle_lost_answer`)."""
 P_PAST_A_ZOMBIES_LEASE = 8.0
 """The weight of running time to just past the lease of a process paused inside its broker call
 (within its pause): a redelivery may then take over before the zombie wakes."""
 P_WAKE_OUTLIVED = 30.0
 """The weight of waking a zombie (paused inside its broker call) while the attempt that took
-over from it holds a live lease: its pause ends at a moment the seed could draw anyway, aimed
-where the outlived attempt's settle is PENDING (`ExecutionEngine._settle_or_mark`)."""
-"""A zombie's broker call (paused inside it) loses its answer this often: the order lands while a
-newer attempt may have recorded the intent ended (`ExecutionEngine._settle_lost_answer`)."""
+over from it holds a live lease and has asked the broker for the intent's order (before the
+zombie's order lands, so it found none): its pause ends at a moment the seed could draw anyway,
+aimed where the outlived attempt's settle is PENDING (`ExecutionEngine._settle_or_mark`) and
+the newer attempt may record an outcome that forbids the order."""
+P_RUN_OUTLIVED = 30.0
+"""The weight of running such a zombie once woken: its late order, its fenced release and its
+settle (PENDING: the marker) land inside the newer attempt's window, before that one has
+recorded its outcome and read the record again for a marker (`ExecutionEngine._answer`)."""
+P_WAKE_OUTLIVED_EARLY = 3.0
+"""The same wake while the newer attempt has not asked the broker yet (it will find the order)."""
 P_PLACE_FAULT = 0.2
 PLACE_FAULTS = (
     SimFault.SERVER_ERROR,
@@ -131,6 +139,16 @@ answer to a `place` often (`P_LOST_ANSWER_UNKNOWN_FATES`): holds of unknown fate
 lapsed, while the account's other intents are admitted and placed beside them (what the holds
 are for: `execution.account_state`)."""
 P_LOST_ANSWER_UNKNOWN_FATES = 0.6
+P_ZOMBIES = 0.2
+"""Aimed: one world in ten pauses a process inside its broker call often (`P_PAUSE_IN_PLACE`),
+mostly past its lease (`_pause_length`), with intents old enough that the attempt taking over
+finds them stale, and pauses that attempt as often at its commits once it has asked the broker
+(a slow release): the late order, the take-over's forbidding outcome and the outlived attempt's
+settle or marker (`ExecutionEngine._settle_or_mark`, `_answer`) meet in one window."""
+P_PAUSE_IN_PLACE = 0.5
+P_KILL_ZOMBIES = 0.005
+P_STORE_FAULT_ZOMBIES = 0.01
+"""There, kills and store faults are rarer: the window needs both attempts to see it through."""
 P_SELL = 0.25
 P_MARKET = 0.2
 """A market order is valued at the quote (`market_quotes/AAPL`), which may be unusable."""
@@ -269,18 +287,27 @@ class World:
         if self.faults_on:
             roll = self.rng.random()
             pause = P_PAUSE_HOT if hot else P_PAUSE
-            if roll < P_KILL:
+            zombies = self.scenario == "zombies"
+            slowed = zombies and self._took_over_from_a_zombie(actor, label)
+            if slowed or (zombies and label == "broker place"):
+                pause = P_PAUSE_IN_PLACE
+            kill = P_KILL_ZOMBIES if zombies else P_KILL
+            if roll < kill:
                 self._kill(actor)
-            elif roll < P_KILL + pause:
+            elif roll < kill + pause:
                 actor.state = "paused"
                 past_lease = label == "broker place"  # the zombie of issue #11
-                actor.resume_at = self.now + timedelta(
-                    seconds=self._pause_length(actor, past_lease=past_lease)
+                # A slowed take-over stays inside its lease (the zombie's settle is PENDING).
+                length = (
+                    self.rng.uniform(0.5, 2.5)
+                    if slowed
+                    else self._pause_length(actor, past_lease=past_lease)
                 )
+                actor.resume_at = self.now + timedelta(seconds=length)
                 self.inject("process.paused", actor)
                 self.note(f"{actor.name}: paused until {actor.resume_at.strftime('%M:%S')}")
                 self._unanswered(actor)
-            elif roll >= P_KILL + pause + P_SWITCH:
+            elif roll >= kill + pause + P_SWITCH:
                 return  # it goes on: the same interleaving as a switch back to it at once
         actor.yielded_at = self.now
         self.scheduler.point()
@@ -352,7 +379,8 @@ class World:
             return None
         paths = ",".join(p.removeprefix("tenants/") for p in call.paths)
         self._point(actor, f"store {call.kind} {paths}", hot=call.kind == "commit")
-        if not self.faults_on or self.rng.random() >= P_STORE_FAULT:
+        chance = P_STORE_FAULT_ZOMBIES if self.scenario == "zombies" else P_STORE_FAULT
+        if not self.faults_on or self.rng.random() >= chance:
             return None
         kinds = ["unavailable"]
         if call.kind == "commit":
@@ -370,6 +398,8 @@ class World:
         if actor is None:
             return
         self._point(actor, f"broker {operation}", hot=True)
+        if operation == "lookup":
+            actor.asked_broker = True
         if operation == "place":  # the call takes time, inside its deadline
             actor.paused_in_place = actor.stalled
             self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS))
@@ -440,12 +470,14 @@ class World:
         return self
 
     def _draw_scenario(self) -> str:
-        """The world's shape: `midnight`, `unknown_fates`, `hot` or `ordinary` (the aims above)."""
+        """The world's shape: `midnight`, `unknown_fates`, `hot`, `zombies` or `ordinary` (the
+        aims above)."""
         roll = self.rng.random()
         for scenario, chance in (
             ("midnight", P_NEAR_MIDNIGHT),
             ("unknown_fates", P_UNKNOWN_FATES),
             ("hot", P_ONE_HOT_ACCOUNT),
+            ("zombies", P_ZOMBIES),
         ):
             if roll < chance:
                 return scenario
@@ -454,6 +486,8 @@ class World:
 
     def _setup(self) -> None:
         alike = self.scenario == "unknown_fates"
+        # Where an aim needs orders placed: no dry run, a usable quote.
+        placing = self.scenario if self.scenario in ("unknown_fates", "zombies") else None
         one_side = self._side()
         contents = {
             i: (
@@ -489,9 +523,9 @@ class World:
                 "limit_price": price if order_type == "limit" else None,
                 # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
                 "created_at": (
-                    self.start - timedelta(seconds=self.rng.uniform(0.0, 5.0 if alike else 55.0))
+                    self.start - timedelta(seconds=self.rng.uniform(*self._born_before()))
                 ).isoformat(),
-                "dry_run": not alike and self.rng.random() < 0.1,
+                "dry_run": placing is None and self.rng.random() < 0.1,
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
         for tenant in TENANTS:
@@ -513,8 +547,17 @@ class World:
                         for name, values in LIMIT_CHOICES.items()
                     },
                 )
-        usable = alike or self.rng.random() < P_USABLE_QUOTE
+        usable = placing is not None or self.rng.random() < P_USABLE_QUOTE
         self._publish_quote("usable" if usable else self.rng.choice(sorted(QUOTES)))
+
+    def _born_before(self) -> tuple[float, float]:
+        """How long before the start intents are born (seconds, a range): fresh where they are
+        to be placed, old where a take-over is to find them stale."""
+        if self.scenario == "unknown_fates":
+            return 0.0, 5.0
+        if self.scenario == "zombies":
+            return 25.0, 50.0
+        return 0.0, 55.0
 
     def _limit_value(self, name: str, values: tuple[float | int | None, ...]) -> float | int | None:
         """A limit's value; with unknown fates, orders and position at their tightest: any second
@@ -596,7 +639,7 @@ class World:
         if paused and not ready:
             wake = min(a.resume_at for a in paused if a.resume_at is not None)
             options.append((6.0, lambda: self._advance_to(wake)))
-        options += self._zombie_options(paused, retried)
+        options += self._zombie_options(paused, retried, ready)
         total = sum(weight for weight, _ in options)
         pick = self.rng.uniform(0.0, total)
         for weight, event in options:
@@ -606,10 +649,11 @@ class World:
         return options[-1][1]
 
     def _zombie_options(
-        self, paused: list[Actor], retried: list[Message]
+        self, paused: list[Actor], retried: list[Message], ready: list[Actor]
     ) -> list[tuple[float, Callable[[], object]]]:
         """Aimed at a process paused inside its broker call: time runs past its lease, its
-        message is redelivered (a take-over), and it wakes while the newer attempt holds on."""
+        message is redelivered (a take-over), it wakes while the newer attempt holds on (once
+        that one has asked the broker, likelier), and, awake, runs ahead of it."""
         options: list[tuple[float, Callable[[], object]]] = []
         zombies = [a for a in paused if a.state == "paused" and a.last_point == "broker place"]
         lapsing = [a for a in zombies if self._lapses_while_paused(a)]
@@ -620,8 +664,14 @@ class World:
         taken = [m for m in retried if m.message_id in lapsed]
         if taken:
             options.append((P_PAST_A_ZOMBIES_LEASE, lambda: self._deliver(taken[0], "redelivery")))
-        if outlived:
-            options.append((P_WAKE_OUTLIVED, lambda: self._wake_outlived(outlived[0])))
+        awake = [a for a in ready if a.woke_outlived]
+        if awake:
+            options.append((P_RUN_OUTLIVED, lambda: self._run_actor(awake[0])))
+        asked = [a for a in outlived if self._newer_asked_broker(a)]
+        if asked:
+            options.append((P_WAKE_OUTLIVED, lambda: self._wake_outlived(asked[0])))
+        elif outlived:
+            options.append((P_WAKE_OUTLIVED_EARLY, lambda: self._wake_outlived(outlived[0])))
         return options
 
     # -- events ------------------------------------------------------------------------------
@@ -674,10 +724,32 @@ class World:
         self._advance_to(min(target, actor.resume_at))
         self.injected["clock.past_a_zombies_lease"] += 1
 
+    def _took_over_from_a_zombie(self, actor: Actor, label: str) -> bool:
+        """Whether `actor`, about to commit, asked the broker for an intent whose earlier
+        attempt was paused inside its broker call and lives on (its order may land after that
+        answer, and its settle may come before this commit)."""
+        return (
+            label.startswith("store commit")
+            and actor.asked_broker
+            and any(
+                a.alive and (a.woke_outlived or a.last_point == "broker place")
+                for a in self.actors
+                if a.intent_key == actor.intent_key and a is not actor
+            )
+        )
+
+    def _newer_asked_broker(self, actor: Actor) -> bool:
+        """Whether the attempt holding `actor`'s intent now has looked its order up already."""
+        assert actor.intent_key is not None
+        doc = self.db.peek(reservation_path(actor.intent_key)) or {}
+        holder = self.lease_owner.get(doc.get("lease_id", ""))
+        return holder is not None and holder.asked_broker
+
     def _wake_outlived(self, actor: Actor) -> None:
         """Aimed: a zombie's pause ends while the attempt that took over holds its lease (the
         PENDING settle: the outlived attempt must mark the record)."""
         actor.state = "ready"
+        actor.woke_outlived = True
         self.injected["process.zombie_wakes"] += 1
         self.note(f"{actor.name}: resumes while a newer attempt holds its intent")
 
