@@ -67,6 +67,7 @@ SETTINGS = Settings(
     clock_skew_seconds=5.0,
 )
 TTL_SECONDS = SETTINGS.reservation_ttl_seconds
+INTENT_MAX_AGE = timedelta(seconds=SETTINGS.intent_max_age_seconds)
 BROKER_CALL_SECONDS = SETTINGS.broker_timeout_seconds
 """A broker call lasts up to its deadline; the simulation draws its duration below it."""
 STALL_SECONDS = 0.6 * SETTINGS.clock_skew_seconds
@@ -117,6 +118,10 @@ PLACE_FAULTS = (
 """Drawn alike: an answer lost after the broker acted (an order of unknown fate) three times in
 five, since it is what the holds, the redelivery's lookup and the reconciler exist for."""
 READ_FAULTS = (SimFault.SERVER_ERROR, SimFault.GARBAGE_AFTER_ACCEPT, SimFault.REFUSED)
+P_TO_A_CALLERS_EDGE = 0.25
+"""Aimed: how often time runs, at the first point of an attempt holding its lease with no order
+yet (on its way to the gates and the broker call), to just where its lease has room for the call
+only without the clock skew's margin (`_jump_to_the_edge`)."""
 P_LOOKUP_FAULT_HOT = 0.4
 """Aimed: a delivery's lookup fails this often where the broker holds its intent's order (the
 lookup that decides whether a take-over finds it), against `P_BROKER_FAULT` elsewhere."""
@@ -239,6 +244,8 @@ class World:
         self.limits: dict[tuple[str, str], list[tuple[int, dict[str, float | int | None]]]] = {}
         self.account_of: dict[tuple[str, str], str] = {}
         """The broker account of each intent (tenant, intent id)."""
+        self.born: dict[tuple[str, str], datetime] = {}
+        """When each intent was created (its `created_at`)."""
         """Per account, the limits in force from each step on (None: unset)."""
         self.invariants = Invariants(self)
 
@@ -284,6 +291,10 @@ class World:
         """A step: check the world, then the seed decides whether `actor` goes on, hands the
         baton back (another actor or a world event runs), is paused or is killed."""
         self._arrive(actor, label)
+        if self.faults_on and not actor.edge_drawn and self._may_call_the_broker(actor):
+            actor.edge_drawn = True  # once per attempt: at its first point holding the lease
+            if self.rng.random() < P_TO_A_CALLERS_EDGE:
+                self._jump_to_the_edge(actor)
         if self.faults_on:
             roll = self.rng.random()
             pause = P_PAUSE_HOT if hot else P_PAUSE
@@ -402,6 +413,9 @@ class World:
             actor.asked_broker = True
         if operation == "place":  # the call takes time, inside its deadline
             actor.paused_in_place = actor.stalled
+            if actor.at_the_edge:  # a stall before the call (not a pause: under STALL_SECONDS)
+                actor.at_the_edge = False
+                self._advance(self.rng.uniform(0.0, STALL_SECONDS), f"{actor.name}: stalls")
             self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS))
         if not self.faults_on:
             return
@@ -512,6 +526,7 @@ class World:
                 qty += 1.0
             account = self.rng.choice(accounts)
             self.account_of[key] = account
+            self.born[key] = self.start - timedelta(seconds=self.rng.uniform(*self._born_before()))
             intent = {
                 "tenant_id": key[0],
                 "broker_account_id": account,
@@ -522,9 +537,7 @@ class World:
                 "order_type": order_type,
                 "limit_price": price if order_type == "limit" else None,
                 # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
-                "created_at": (
-                    self.start - timedelta(seconds=self.rng.uniform(*self._born_before()))
-                ).isoformat(),
+                "created_at": self.born[key].isoformat(),
                 "dry_run": placing is None and self.rng.random() < 0.1,
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
@@ -640,6 +653,7 @@ class World:
             wake = min(a.resume_at for a in paused if a.resume_at is not None)
             options.append((6.0, lambda: self._advance_to(wake)))
         options += self._zombie_options(paused, retried, ready)
+
         total = sum(weight for weight, _ in options)
         pick = self.rng.uniform(0.0, total)
         for weight, event in options:
@@ -723,6 +737,33 @@ class World:
         target = expires + timedelta(seconds=self.rng.uniform(2 * MAX_CLOCK_OFFSET_SECONDS, 4.0))
         self._advance_to(min(target, actor.resume_at))
         self.injected["clock.past_a_zombies_lease"] += 1
+
+    def _may_call_the_broker(self, actor: Actor) -> bool:
+        """Whether `actor` holds a live lease, with more left than the lease-room check asks, for
+        an intent not stale yet, with no order at the broker."""
+        expires = self.invariants.lease_expiry(actor)
+        margin = timedelta(seconds=BROKER_CALL_SECONDS + SETTINGS.clock_skew_seconds)
+        return (
+            expires is not None
+            and expires - self.now > margin
+            and actor.intent_key is not None
+            and self.clock_of(actor) - self.born[actor.intent_key] < INTENT_MAX_AGE
+            and not self.invariants.broker_holds_order_of(actor.intent_key)
+        )
+
+    def _jump_to_the_edge(self, actor: Actor) -> None:
+        """Aimed: time runs to where `actor`'s lease has room for its broker call only without
+        the clock skew's margin (by its own clock, more than the call's deadline left, by less
+        than a stall), and its call will stall before it reaches the broker (under
+        `STALL_SECONDS`: not a pause): the stall and the call may outlast the lease."""
+        expires = self.invariants.lease_expiry(actor)
+        if expires is None:
+            return
+        # By its own clock, more than the call's deadline left, by less than a stall.
+        before = BROKER_CALL_SECONDS + actor.clock_offset + self.rng.uniform(0.0, STALL_SECONDS)
+        self._advance_to(expires - timedelta(seconds=before))
+        self.injected["clock.to_a_callers_edge"] += 1
+        actor.at_the_edge = True
 
     def _took_over_from_a_zombie(self, actor: Actor, label: str) -> bool:
         """Whether `actor`, about to commit, asked the broker for an intent whose earlier
