@@ -39,7 +39,7 @@ from execution.firestore.account_turns import AccountTurns
 from execution.intake import Delivery, parse_intent
 from execution.models import ExecutionResult
 from execution.settings import Settings
-from tests.simulation.invariants import Invariants, Violation, reservation_path
+from tests.simulation.invariants import Invariants, Violation, key_of, reservation_path
 from tests.simulation.scheduler import Actor, Scheduler
 from tests.simulation.sim_broker import SimBroker, SimFault
 from tests.simulation.simstore import Fault, SimClient, StoreCall
@@ -122,6 +122,12 @@ P_TO_A_CALLERS_EDGE = 0.25
 """Aimed: how often time runs, at the first point of an attempt holding its lease with no order
 yet (on its way to the gates and the broker call), to just where its lease has room for the call
 only without the clock skew's margin (`_jump_to_the_edge`)."""
+P_SWEEP_A_DEAD_HOLD = 3.0
+"""Aimed: the weight of a sweep where a dead lease's hold awaits both the sweeper and the
+reconciler (`_dead_hold_awaits`), against 0.5 elsewhere: the two then race over one document."""
+P_RUN_A_WAITING_SWEEP = 2.0
+"""Aimed: the weight of running such a sweep, parked at its expiry's commit, against 20 for the
+other ready processes (the reconciler among them, and 60 more for it: see `_choose`)."""
 P_LOOKUP_FAULT_HOT = 0.4
 """Aimed: a delivery's lookup fails this often where the broker holds its intent's order (the
 lookup that decides whether a take-over finds it), against `P_BROKER_FAULT` elsewhere."""
@@ -318,7 +324,7 @@ class World:
                 self.inject("process.paused", actor)
                 self.note(f"{actor.name}: paused until {actor.resume_at.strftime('%M:%S')}")
                 self._unanswered(actor)
-            elif roll >= kill + pause + P_SWITCH:
+            elif roll >= kill + pause + self._switch_chance(actor, label):
                 return  # it goes on: the same interleaving as a switch back to it at once
         actor.yielded_at = self.now
         self.scheduler.point()
@@ -619,8 +625,13 @@ class World:
         if not (ready or paused or fresh or retried):
             return None
         options: list[tuple[float, Callable[[], object]]] = []
-        if ready:
-            options.append((20.0, lambda: self._run_actor(self.rng.choice(ready))))
+        # Aimed: a sweep holding a dead hold's lease for its expiry waits (seed 512's window).
+        waiting = [a for a in ready if a.kind == "sweep" and self._sweep_meets_a_dead_hold(a)]
+        going = [a for a in ready if a not in waiting]
+        if going:
+            options.append((20.0, lambda: self._run_actor(self.rng.choice(going))))
+        if waiting:
+            options.append((P_RUN_A_WAITING_SWEEP, lambda: self._run_actor(waiting[0])))
         if fresh:
             options.append((6.0, lambda: self._deliver(self.rng.choice(fresh), "first")))
         if retried:
@@ -633,7 +644,10 @@ class World:
         options.append((jumps, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
         options.append((0.7, self._jump_to_a_lease_end))
         if not any(a.kind == "sweep" and a.alive for a in self.actors):
-            options.append((0.5, lambda: self._spawn("sweep", "sweep", self._sweep)))
+            sweep = lambda: self._spawn("sweep", "sweep", self._sweep)  # noqa: E731
+            options.append((0.5, sweep))
+            if self._dead_hold_awaits():
+                options.append((P_SWEEP_A_DEAD_HOLD, sweep))
         reconciling = [a for a in self.actors if a.kind == "reconcile" and a.alive]
         if not reconciling:
             options.append((0.4, lambda: self._spawn("reconcile", "reconcile", self._reconcile)))
@@ -649,7 +663,7 @@ class World:
             options.append((0.25, self._flip_switch))
         options.append((0.25, self._flip_limit))
         options.append((0.25, self._flip_quote))
-        if paused and not ready:
+        if paused and not going:
             wake = min(a.resume_at for a in paused if a.resume_at is not None)
             options.append((6.0, lambda: self._advance_to(wake)))
         options += self._zombie_options(paused, retried, ready)
@@ -812,6 +826,31 @@ class World:
         self.note(f"{why} +{seconds:.1f}s")
         if why.startswith("CLOCK JUMP"):
             self.injected["clock.jump"] += 1
+
+    def _switch_chance(self, actor: Actor, label: str) -> float:
+        """`P_SWITCH`, but a sweep about to expire a lease whose hold the reconciler may end
+        always hands the baton back there (the reconciler may come between: seed 512)."""
+        return 1.0 if self._sweep_meets_a_dead_hold(actor, label) else P_SWITCH
+
+    def _sweep_meets_a_dead_hold(self, actor: Actor, label: str | None = None) -> bool:
+        """Whether `actor` is a sweep at (`label`: about to reach) an expiry's commit while a
+        dead lease's hold awaits the reconciler (`_dead_hold_awaits`)."""
+        point = actor.last_point if label is None else label
+        return actor.kind == "sweep" and point.startswith("store commit") and self._dead_hold_awaits()
+
+    def _dead_hold_awaits(self) -> bool:
+        """Whether a `reserved` document holds a hold (`counted_lease_id`) of a lease lapsed past
+        the last broker call it allowed, by every clock, with no order at the broker: both the
+        sweeper (to expire it) and the reconciler (to end its hold) are due."""
+        margin = SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds
+        late = self.now - timedelta(seconds=margin + 2 * MAX_CLOCK_OFFSET_SECONDS)
+        return any(
+            doc["status"] == "reserved"
+            and doc.get("counted_lease_id")
+            and doc["expires_at"] < late
+            and not self.invariants.broker_holds_order_of(key_of(path))
+            for path, doc in self.db.view("execution_reservations").items()
+        )
 
     def _sweep_between_query_and_expiry(self) -> bool:
         """Whether a sweep has its query's answer and waits to commit an expiry (a point comes
