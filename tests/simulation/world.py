@@ -128,6 +128,11 @@ reconciler (`_dead_hold_awaits`), against 0.5 elsewhere: the two then race over 
 P_RUN_A_WAITING_SWEEP = 2.0
 """Aimed: the weight of running such a sweep, parked at its expiry's commit, against 20 for the
 other ready processes (the reconciler among them, and 60 more for it: see `_choose`)."""
+P_RECONCILE_A_DUE_HOLD = 2.0
+P_TO_A_DUE_HOLD = 0.5
+"""Aimed: the weights of a reconcile where a hold is due the reconciler (its lease's last
+broker call can no longer land: `_holds_due`), against 0.4 elsewhere, and of time running to
+when the next hold is due, before the intent's redelivery settles it."""
 P_LOOKUP_FAULT_HOT = 0.4
 """Aimed: a delivery's lookup fails this often where the broker holds its intent's order (the
 lookup that decides whether a take-over finds it), against `P_BROKER_FAULT` elsewhere."""
@@ -213,6 +218,9 @@ class World:
         self.seed = seed
         self.rng = random.Random(seed)
         self.scenario = self._draw_scenario()
+        # With unknown fates, half the worlds leave the holds to the intents' other deliveries
+        # (the reconciler's aims would settle them before the account's next admissions).
+        self.reconciler_aimed = self.scenario != "unknown_fates" or self.rng.random() < 0.5
         self.near_midnight = self.scenario == "midnight"
         self.start = START
         if self.near_midnight:
@@ -297,7 +305,7 @@ class World:
         """A step: check the world, then the seed decides whether `actor` goes on, hands the
         baton back (another actor or a world event runs), is paused or is killed."""
         self._arrive(actor, label)
-        if self.faults_on and not actor.edge_drawn and self._may_call_the_broker(actor):
+        if self._edge_aimed and not actor.edge_drawn and self._may_call_the_broker(actor):
             actor.edge_drawn = True  # once per attempt: at its first point holding the lease
             if self.rng.random() < P_TO_A_CALLERS_EDGE:
                 self._jump_to_the_edge(actor)
@@ -649,8 +657,16 @@ class World:
             if self._dead_hold_awaits():
                 options.append((P_SWEEP_A_DEAD_HOLD, sweep))
         reconciling = [a for a in self.actors if a.kind == "reconcile" and a.alive]
+        due = self._holds_due() if self.reconciler_aimed else []
         if not reconciling:
-            options.append((0.4, lambda: self._spawn("reconcile", "reconcile", self._reconcile)))
+            reconcile = lambda: self._spawn("reconcile", "reconcile", self._reconcile)  # noqa: E731
+            options.append((0.4, reconcile))
+            if any(moment <= self.now for moment in due):
+                options.append((P_RECONCILE_A_DUE_HOLD, reconcile))
+        later = [moment for moment in due if moment > self.now]
+        if later:
+            to = min(later) + timedelta(seconds=self.rng.uniform(0.0, 2.0))
+            options.append((P_TO_A_DUE_HOLD, lambda: self._advance_to(to)))
         if self._sweep_between_query_and_expiry():
             # Aimed: the reconciler ends a hold between a sweep's query and its expiry (seed 512).
             if not reconciling:
@@ -827,6 +843,12 @@ class World:
         if why.startswith("CLOCK JUMP"):
             self.injected["clock.jump"] += 1
 
+    @property
+    def _edge_aimed(self) -> bool:
+        """Whether time may run to a caller's lease edge: not with unknown fates, whose aim is
+        an order placed (not a call refused for want of lease)."""
+        return self.faults_on and self.scenario != "unknown_fates"
+
     def _switch_chance(self, actor: Actor, label: str) -> float:
         """`P_SWITCH`, but a sweep about to expire a lease whose hold the reconciler may end
         always hands the baton back there (the reconciler may come between: seed 512)."""
@@ -837,6 +859,18 @@ class World:
         dead lease's hold awaits the reconciler (`_dead_hold_awaits`)."""
         point = actor.last_point if label is None else label
         return actor.kind == "sweep" and point.startswith("store commit") and self._dead_hold_awaits()
+
+    def _holds_due(self) -> list[datetime]:
+        """When each hold a record names (`counted_lease_id`: its order's fate unknown, or its
+        lease not ended) becomes the reconciler's: past the last broker call its lease allowed,
+        by every clock."""
+        margin = SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds
+        after = timedelta(seconds=margin + 2 * MAX_CLOCK_OFFSET_SECONDS)
+        return [
+            doc["expires_at"] + after
+            for doc in self.db.view("execution_reservations").values()
+            if doc.get("counted_lease_id")
+        ]
 
     def _dead_hold_awaits(self) -> bool:
         """Whether a `reserved` document holds a hold (`counted_lease_id`) of a lease lapsed past
