@@ -225,6 +225,24 @@ MUTANTS = (
         hint=7,
     ),
     Mutant(
+        "a carried acquire's lease runs past its TTL (an unused lease held too long)",
+        "execution.firestore.reservations",
+        "FirestoreReservationManager._plan_acquire",
+        (("ttl=self._ttl,", "ttl=2 * self._ttl,"),),
+    ),
+    Mutant(
+        "a hold of unknown fate counts against the budget after its release",
+        "execution.firestore.account_state",
+        "stage_attempt_end",
+        (
+            (
+                "record.client_intent_id, record.amount_usd, now, record.symbol",
+                "record.client_intent_id, record.amount_usd, record.expires_at, record.symbol",
+            ),
+        ),
+        also_bound_in=("execution.firestore.reservations",),
+    ),
+    Mutant(
         "the sweep skips a lapsed lease whose hold ended meanwhile",
         "execution.firestore.sweeper_store",
         "FirestoreExpiredLeases.expire",

@@ -133,6 +133,10 @@ P_TO_A_DUE_HOLD = 0.5
 """Aimed: the weights of a reconcile where a hold is due the reconciler (its lease's last
 broker call can no longer land: `_holds_due`), against 0.4 elsewhere, and of time running to
 when the next hold is due, before the intent's redelivery settles it."""
+P_PAUSE_A_LINE = 0.5
+"""Aimed: a writer carrying its account's line is paused at the line's commit this often, mostly
+past its waiters' timeout (`_line_pause`): a carried acquire may then land after its
+waiter gave up (seed 1137), a lease nobody uses."""
 P_LOOKUP_FAULT_HOT = 0.4
 """Aimed: a delivery's lookup fails this often where the broker holds its intent's order (the
 lookup that decides whether a take-over finds it), against `P_BROKER_FAULT` elsewhere."""
@@ -316,6 +320,9 @@ class World:
             slowed = zombies and self._took_over_from_a_zombie(actor, label)
             if slowed or (zombies and label == "broker place"):
                 pause = P_PAUSE_IN_PLACE
+            line = _carries_a_line(label)
+            if line:
+                pause = P_PAUSE_A_LINE
             kill = P_KILL_ZOMBIES if zombies else P_KILL
             if roll < kill:
                 self._kill(actor)
@@ -326,6 +333,8 @@ class World:
                 length = (
                     self.rng.uniform(0.5, 2.5)
                     if slowed
+                    else self._line_pause()
+                    if line
                     else self._pause_length(actor, past_lease=past_lease)
                 )
                 actor.resume_at = self.now + timedelta(seconds=length)
@@ -849,6 +858,13 @@ class World:
         an order placed (not a call refused for want of lease)."""
         return self.faults_on and self.scenario != "unknown_fates"
 
+    def _line_pause(self) -> float:
+        """A carrier's pause at its line's commit: past its waiters' timeout two times in three (they
+        give up and go ahead alone; where one wrote nothing, the late commit lands its lease)."""
+        if self.rng.random() < 1 / 3:
+            return self.rng.uniform(0.5, 2.5)
+        return self.turn_timeout + self.rng.uniform(0.1, 3.0)
+
     def _switch_chance(self, actor: Actor, label: str) -> float:
         """`P_SWITCH`, but a sweep about to expire a lease whose hold the reconciler may end
         always hands the baton back there (the reconciler may come between: seed 512)."""
@@ -1099,6 +1115,12 @@ class World:
             self._advance_to(max(since) + timedelta(seconds=self.turn_timeout + 0.1))
             self._wake_paused()
             self.invariants.after_step()
+
+
+def _carries_a_line(label: str) -> bool:
+    """Whether the point is a commit of several reservations: a writer carrying its account's
+    line (`FirestoreReservationManager.carry_line`)."""
+    return label.startswith("store commit") and label.count("execution_reservations/") > 1
 
 
 def _short_report(report: dict[str, Any]) -> dict[str, Any]:
