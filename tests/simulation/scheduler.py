@@ -62,6 +62,9 @@ class Actor:
     """More than `STALL_SECONDS` passed while it waited at its last point: it was paused there."""
     paused_in_place: bool = False
     """It was paused at its last broker `place` call, before the broker acted."""
+    queued_release_of: str | None = None
+    """The lease whose release it queued in its account's line (it waited holding the record):
+    a carrier may land that release even after it gave up waiting, where it wrote nothing."""
     edge_drawn: bool = False
     """The seed has drawn whether time runs to its lease's edge (`World._jump_to_the_edge`)."""
     at_the_edge: bool = False

@@ -78,6 +78,10 @@ MAX_CLOCK_OFFSET_SECONDS = 0.2 * SETTINGS.clock_skew_seconds
 """How far one process's clock may be from the world's, either way: two processes' clocks differ
 by up to twice this. With `STALL_SECONDS` it uses up CLOCK_SKEW_SECONDS, the margin the engine
 leaves for both (a wait not counted as a pause, and the other process's clock)."""
+MIDNIGHT_PACE = 0.2
+"""Aimed: near midnight, time passes this much slower (between steps, inside broker calls) and
+clock jumps are rarer: orders land and are recorded within a second or two of midnight, where
+processes' clocks disagree on the day (`execution.account_state.counted_days`)."""
 P_CLOCK_OFFSET = 0.5
 """The chance that a process's clock is off the world's at all."""
 
@@ -226,6 +230,8 @@ class World:
         # (the reconciler's aims would settle them before the account's next admissions).
         self.reconciler_aimed = self.scenario != "unknown_fates" or self.rng.random() < 0.5
         self.near_midnight = self.scenario == "midnight"
+        self.pace = MIDNIGHT_PACE if self.near_midnight else 1.0
+        """How fast time passes between steps and inside a broker call (1: as elsewhere)."""
         self.start = START
         if self.near_midnight:
             self.start = MIDNIGHT - timedelta(seconds=self.rng.uniform(0.0, NEAR_MIDNIGHT_SECONDS))
@@ -398,6 +404,8 @@ class World:
             raise AssertionError("only an actor waits for an account's turn")
         self._arrive(actor, f"waits for its turn (up to {timeout}s)")
         self.injected["turn.wait"] += 1
+        if actor.intent_key is not None and self.invariants.holds_record(actor):
+            actor.queued_release_of = actor.lease_id  # its release waits in line
         actor.state = "blocked"
         actor.wakes = notified
         actor.blocked_since = self.now
@@ -439,7 +447,7 @@ class World:
             if actor.at_the_edge:  # a stall before the call (not a pause: under STALL_SECONDS)
                 actor.at_the_edge = False
                 self._advance(self.rng.uniform(0.0, STALL_SECONDS), f"{actor.name}: stalls")
-            self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS))
+            self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS) * self.pace)
         if not self.faults_on:
             return
         lost = self._lost_answer_chance(actor) if operation == "place" else 0.0
@@ -655,9 +663,10 @@ class World:
             options.append((4.0, lambda: self._deliver(self.rng.choice(retried), "redelivery")))
         if duplicable:
             options.append((1.0, lambda: self._deliver(self.rng.choice(duplicable), "duplicate")))
-        options.append((2.0, lambda: self._advance(self.rng.uniform(0.1, 2.0), "time passes")))
+        passes = lambda: self._advance(self.rng.uniform(0.1, 2.0) * self.pace, "time passes")  # noqa: E731
+        options.append((2.0, passes))
         # With unknown fates aimed at, intents are to be placed: fewer of them turn stale.
-        jumps = 0.2 if self.scenario == "unknown_fates" else 0.7
+        jumps = {"unknown_fates": 0.2, "midnight": 0.1}.get(self.scenario, 0.7)
         options.append((jumps, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
         options.append((0.7, self._jump_to_a_lease_end))
         if not any(a.kind == "sweep" and a.alive for a in self.actors):
@@ -935,7 +944,7 @@ class World:
         count = sum(1 for a in self.actors if a.kind == kind) + 1
         offset = self._clock_offset() if self.faults_on else 0.0
         if kind == "delivery":
-            instance = self.rng.choice(self.live_instances)
+            instance = self.rng.choice(self._instances_for(fields.get("intent_key")))
         else:  # a sweep or reconcile runs in a job of its own
             self._instance_ids += 1
             instance = self._instance_ids
@@ -963,6 +972,19 @@ class World:
         self.injected["clock.skew"] += 1
         shape = self.rng.choice([-1.0, 1.0, self.rng.uniform(-1.0, 1.0)])
         return shape * MAX_CLOCK_OFFSET_SECONDS
+
+    def _instances_for(self, key: tuple[str, str] | None) -> list[int]:
+        """The instances a delivery of intent `key` may run in: any live one, but with zombies
+        aimed at, not that of an attempt paused inside its broker call (Pub/Sub redelivers to
+        any instance; in the zombie's own, the account's turn would order the two releases)."""
+        if self.scenario != "zombies":
+            return self.live_instances
+        zombies = {
+            a.instance
+            for a in self.actors
+            if a.intent_key == key and a.alive and a.last_point == "broker place"
+        }
+        return [i for i in self.live_instances if i not in zombies] or self.live_instances
 
     def _deliver(self, message: Message, why: str) -> None:
         message.deliveries += 1
