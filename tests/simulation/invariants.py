@@ -523,7 +523,8 @@ class Invariants:
         if doc["status"] == "reserved" and doc["expires_at"] > latest:
             raise Violation(
                 f"{writer.name} wrote {path} with lease {doc['lease_id']} until "
-                f"{doc['expires_at'].isoformat()}, past its TTL from the commit ({latest.isoformat()})"
+                f"{doc['expires_at'].isoformat()}, past its TTL from the commit "
+                f"({latest.isoformat()})"
             )
 
     def _check_holds_end_with_leases(self, docs: dict[str, dict[str, Any]]) -> None:
@@ -563,7 +564,7 @@ class Invariants:
             return False
         # Or one that gave up waiting behind a paused carrier (seed 7678): the release's fence
         # still held, so it had written nothing since; it learns from its own fence what landed.
-        return owner.last_point.startswith("waits for its turn") or owner.queued_release_of == lease_id
+        return _in_line(owner) or owner.queued_release_of == lease_id
 
     @staticmethod
     def _carries_for(writer: Actor, owner: Actor | None) -> bool:

@@ -157,8 +157,9 @@ P_ONE_HOT_ACCOUNT = 0.16
 holds, leases and orders of the others weigh on each admission (the position and daily limits'
 count of what is in flight or of unknown fate)."""
 P_UNKNOWN_FATES = 0.15
-"""Aimed: about one world in seven is a hot account (as above) whose intents are fresh, alike in side and
-type, never dry runs, under the daily or position limit (or all), and whose broker loses the
+"""Aimed: about one world in seven is a hot account (as above) whose intents are fresh, alike in
+side and type (one share each, at a limit), never dry runs, under the daily or position limit at
+its tightest (or all), with fewer clock jumps and no kill switch, and whose broker loses the
 answer to a `place` often (`P_LOST_ANSWER_UNKNOWN_FATES`): holds of unknown fate, released or
 lapsed, while the account's other intents are admitted and placed beside them (what the holds
 are for: `execution.account_state`)."""
@@ -868,11 +869,12 @@ class World:
         return self.faults_on and self.scenario != "unknown_fates"
 
     def _line_pause(self) -> float:
-        """A carrier's pause at its line's commit: past its waiters' timeout two times in three (they
-        give up and go ahead alone; where one wrote nothing, the late commit lands its lease)."""
+        """A carrier's pause at its line's commit: past its waiters' two waits (for the line's
+        answer, then for the turn) two times in three, so they give up and go ahead alone (where
+        one wrote nothing, the late commit lands its lease or its release: seed 7678)."""
         if self.rng.random() < 1 / 3:
             return self.rng.uniform(0.5, 2.5)
-        return self.turn_timeout + self.rng.uniform(0.1, 3.0)
+        return 2 * self.turn_timeout + self.rng.uniform(0.1, 3.0)
 
     def _switch_chance(self, actor: Actor, label: str) -> float:
         """`P_SWITCH`, but a sweep about to expire a lease whose hold the reconciler may end
@@ -883,7 +885,8 @@ class World:
         """Whether `actor` is a sweep at (`label`: about to reach) an expiry's commit while a
         dead lease's hold awaits the reconciler (`_dead_hold_awaits`)."""
         point = actor.last_point if label is None else label
-        return actor.kind == "sweep" and point.startswith("store commit") and self._dead_hold_awaits()
+        at_commit = actor.kind == "sweep" and point.startswith("store commit")
+        return at_commit and self._dead_hold_awaits()
 
     def _holds_due(self) -> list[datetime]:
         """When each hold a record names (`counted_lease_id`: its order's fate unknown, or its
