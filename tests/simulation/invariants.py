@@ -12,10 +12,15 @@ After every step:
   orders on its UTC day (the broker's) past the limit in force, or grows the account's net
   position at the broker past it either way (long or short);
 - **turns end**: no writer waits for its account's turn longer than the turns' timeout;
+- **leases are bounded**: a lease runs at most its TTL from the commit that writes it (by the
+  writer's clock: a carried acquire that lands after its waiter gave up holds a lease nobody
+  uses, never a longer one), and a hold counts against the in-flight budget only while its
+  lease holds its intent's reservation (once the lease ended, the hold may stay for the position
+  and daily orders, its fate unknown, but gives the budget back);
 - **no fenced write lands**: a reservation changes only by an acquire that may take it (absent,
   ended, or lapsed), by the holder of its lease (or, for it, a writer of its instance carrying its
-  release in the account's line), by the sweeper expiring a lapsed lease, or by a repair to what
-  the broker holds;
+  release in the account's line, even after it gave up waiting: seed 7678), by the sweeper
+  expiring a lapsed lease, or by a repair to what the broker holds;
 - **acked means recorded**: an acked message's intent is recorded with a terminal outcome, or dead-
   lettered, or a live lease still holds it, or the broker holds its order (the reconciler's
   window); an ack never contradicts an order the broker already held when the acking attempt took

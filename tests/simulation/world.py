@@ -12,9 +12,10 @@ process's clock offset (its own machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS
 world's). Intents buy or sell, at a limit or at market, on one or two accounts per tenant; one
 world in five straddles midnight UTC. Each delivery runs in one of `INSTANCES` simulated
 instances, whose writers of one account take turns (`turn_waits`): a waiter is parked until the
-turn is handed on or its timeout passes in the world's time. Some draws are aimed where rare
-guards are judged (the `P_..._HOT`, `P_WAKE_OUTLIVED`, `P_ONE_HOT_ACCOUNT` constants say where),
-never so as to take a schedule out of reach. `invariants.Invariants`
+turn is handed on or its timeout passes in the world's time. Each world draws a scenario
+(`_draw_scenario`: `midnight`, `unknown_fates`, `hot`, `zombies` or `ordinary`, the world as it was
+before them) and some draws are aimed where rare guards are judged (the `P_...` constants marked
+"Aimed" say where), never so as to take a schedule out of reach. `invariants.Invariants`
 checks the world after every step; the first violation ends the schedule with `Violation` and its
 trace. `README.md` beside this file tables what is explored against the review's classes.
 
