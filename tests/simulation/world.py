@@ -166,7 +166,7 @@ lapsed, while the account's other intents are admitted and placed beside them (w
 are for: `execution.account_state`)."""
 P_LOST_ANSWER_UNKNOWN_FATES = 0.6
 P_ZOMBIES = 0.2
-"""Aimed: one world in ten pauses a process inside its broker call often (`P_PAUSE_IN_PLACE`),
+"""Aimed: one world in five pauses a process inside its broker call often (`P_PAUSE_IN_PLACE`),
 mostly past its lease (`_pause_length`), with intents old enough that the attempt taking over
 finds them stale, and pauses that attempt as often at its commits once it has asked the broker
 (a slow release): the late order, the take-over's forbidding outcome and the outlived attempt's
@@ -602,7 +602,7 @@ class World:
         if self.scenario == "unknown_fates":
             return 0.0, 5.0
         if self.scenario == "zombies":
-            return 25.0, 50.0
+            return 35.0, 55.0
         return 0.0, 55.0
 
     def _limit_value(self, name: str, values: tuple[float | int | None, ...]) -> float | int | None:
@@ -668,7 +668,7 @@ class World:
         passes = lambda: self._advance(self.rng.uniform(0.1, 2.0) * self.pace, "time passes")  # noqa: E731
         options.append((2.0, passes))
         # With unknown fates aimed at, intents are to be placed: fewer of them turn stale.
-        jumps = {"unknown_fates": 0.2, "midnight": 0.1}.get(self.scenario, 0.7)
+        jumps = {"unknown_fates": 0.2, "midnight": 0.1, "zombies": 0.1}.get(self.scenario, 0.7)
         options.append((jumps, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
         options.append((0.7, self._jump_to_a_lease_end))
         if not any(a.kind == "sweep" and a.alive for a in self.actors):
