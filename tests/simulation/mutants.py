@@ -163,7 +163,7 @@ MUTANTS = (
                 "if True:",
             ),
         ),
-        hint=17,
+        hint=30,
     ),
     Mutant(
         "the unsettled_order marker is ignored (a marked record is acked as a duplicate)",
@@ -171,7 +171,7 @@ MUTANTS = (
         "ExecutionEngine._recorded",
         (("if record.unsettled_order is None:", "if True:"),),
         seeds=8000,  # the PENDING settle's window: aimed at (zombies), still 2 seeds in 1000
-        hint=470,
+        hint=157,
     ),
     Mutant(
         "a take-over acks its forbidding outcome without looking for a marker",
@@ -179,7 +179,7 @@ MUTANTS = (
         "ExecutionEngine._answer",
         (("if handle.attempt <= 1 or result.outcome not in FORBIDDING_OUTCOMES:", "if True:"),),
         seeds=8000,  # the same rare window
-        hint=470,
+        hint=157,
     ),
     Mutant(
         "a pending settle leaves no marker",
@@ -193,7 +193,7 @@ MUTANTS = (
         "execution.engine",
         "ExecutionEngine._earlier_order",
         (("raise BrokerTransientError(", "raise BrokerRejectedError("),),
-        hint=30,
+        hint=40,
     ),
     Mutant(
         "client order id without the tenant",
