@@ -12,10 +12,15 @@ After every step:
   orders on its UTC day (the broker's) past the limit in force, or grows the account's net
   position at the broker past it either way (long or short);
 - **turns end**: no writer waits for its account's turn longer than the turns' timeout;
+- **leases are bounded**: a lease runs at most its TTL from the commit that writes it (by the
+  writer's clock: a carried acquire that lands after its waiter gave up holds a lease nobody
+  uses, never a longer one), and a hold counts against the in-flight budget only while its
+  lease holds its intent's reservation (once the lease ended, the hold may stay for the position
+  and daily orders, its fate unknown, but gives the budget back);
 - **no fenced write lands**: a reservation changes only by an acquire that may take it (absent,
   ended, or lapsed), by the holder of its lease (or, for it, a writer of its instance carrying its
-  release in the account's line), by the sweeper expiring a lapsed lease, or by a repair to what
-  the broker holds;
+  release in the account's line, even after it gave up waiting: seed 7678), by the sweeper
+  expiring a lapsed lease, or by a repair to what the broker holds;
 - **acked means recorded**: an acked message's intent is recorded with a terminal outcome, or dead-
   lettered, or a live lease still holds it, or the broker holds its order (the reconciler's
   window); an ack never contradicts an order the broker already held when the acking attempt took
@@ -135,6 +140,11 @@ def _near_midnight(moment: datetime | None) -> bool:
     return since < margin or timedelta(days=1) - since < margin
 
 
+def _in_line(actor: Actor) -> bool:
+    """Whether `actor` still waits in its account's line (it has not run since it queued)."""
+    return actor.last_point.startswith("waits for its turn")
+
+
 def reservation_path(key: tuple[str, str]) -> str:
     return f"tenants/{key[0]}/execution_reservations/{key[1]}"
 
@@ -185,6 +195,13 @@ class Invariants:
             and doc["lease_id"] == actor.lease_id
             and doc["expires_at"] <= moment
         )
+
+    def holds_record(self, actor: Actor) -> bool:
+        """Whether `actor`'s lease is its intent's reservation's (`reserved` or not)."""
+        if actor.intent_key is None:
+            return False
+        doc = self._world.db.peek(reservation_path(actor.intent_key))
+        return doc is not None and doc["lease_id"] == actor.lease_id
 
     def held_by_newer(self, actor: Actor) -> bool:
         """Whether another attempt holds `actor`'s intent under a live lease (by the world's
@@ -271,6 +288,7 @@ class Invariants:
                 self._check_write(path, before, doc, docs)
             self._check_names_own_order(path, doc)
         self._previous = docs
+        self._check_holds_end_with_leases(docs)
         self._check_acked(final=False)
 
     def turn_waits(self) -> None:
@@ -465,6 +483,10 @@ class Invariants:
             carried = self._carries_for(writer, owner)
             if owner is not writer and not carried:
                 raise Violation(f"{writer.name} wrote {path} with lease {lease_id} it never drew")
+            if owner is not writer and owner is not None and not _in_line(owner):
+                # The carried acquire of a waiter that gave up (seed 1137): a lease nobody uses.
+                world.injected["turn.carried_after_its_waiter_left"] += 1
+            self._check_lease_length(writer, path, doc)
             taken_live = before is not None and before["status"] == "reserved"
             # Judged by the writer's clock: the lease's end is by another process's clock, and
             # the engine leaves a margin for the difference (CLOCK_SKEW_SECONDS).
@@ -497,6 +519,43 @@ class Invariants:
                 f"{doc.get('status')}/{doc.get('outcome')}"
             )
 
+    def _check_lease_length(self, writer: Actor, path: str, doc: dict[str, Any]) -> None:
+        """A lease runs at most its TTL from the moment its writer commits it (by the writer's
+        clock, which decided it no later): a carried acquire that lands late, after its waiter
+        gave up, holds a lease nobody uses, but no longer than a lease used."""
+        from tests.simulation.world import TTL_SECONDS
+
+        latest = self._world.clock_of(writer) + timedelta(seconds=TTL_SECONDS)
+        if doc["status"] == "reserved" and doc["expires_at"] > latest:
+            raise Violation(
+                f"{writer.name} wrote {path} with lease {doc['lease_id']} until "
+                f"{doc['expires_at'].isoformat()}, past its TTL from the commit "
+                f"({latest.isoformat()})"
+            )
+
+    def _check_holds_end_with_leases(self, docs: dict[str, dict[str, Any]]) -> None:
+        """A hold counts against the in-flight budget (its `expires_at` is ahead) only while its
+        lease holds its intent's reservation: once the lease ended (released, expired by the
+        sweeper, taken over), the hold may stay for the position and daily orders, its fate
+        unknown, but it gives the budget back. Allowed: the clocks' difference (a hold's end is
+        by its writer's clock)."""
+        from tests.simulation.world import MAX_CLOCK_OFFSET_SECONDS
+
+        world = self._world
+        ahead = world.now + timedelta(seconds=2 * MAX_CLOCK_OFFSET_SECONDS)
+        for path, state in world.db.view("execution_inflight").items():
+            tenant = path.split("/")[1]
+            for lease_id, hold in (state.get("leases") or {}).items():
+                if hold["expires_at"] <= ahead:
+                    continue
+                doc = docs.get(reservation_path((tenant, hold["client_intent_id"]))) or {}
+                if doc.get("status") != "reserved" or doc.get("lease_id") != lease_id:
+                    raise Violation(
+                        f"{path} counts hold {lease_id} against the budget until "
+                        f"{hold['expires_at'].isoformat()}, but its lease ended: the reservation "
+                        f"is {doc.get('status')} by lease {doc.get('lease_id')}"
+                    )
+
     def _writes_for(self, writer: Actor, lease_id: str) -> bool:
         """Whether `writer` may end the attempt of `lease_id`: its own, or that of a writer waiting
         in line in its instance, whose release it carries out in its own commit under that
@@ -507,8 +566,11 @@ class Invariants:
         # outlived attempt's unfenced release in the same instance (the mutant) must not pass for
         # one carried.
         owner = self._world.lease_owner.get(lease_id)
-        in_line = owner is not None and owner.last_point.startswith("waits for its turn")
-        return in_line and self._carries_for(writer, owner)
+        if owner is None or not self._carries_for(writer, owner):
+            return False
+        # Or one that gave up waiting behind a paused carrier (seed 7678): the release's fence
+        # still held, so it had written nothing since; it learns from its own fence what landed.
+        return _in_line(owner) or owner.queued_release_of == lease_id
 
     @staticmethod
     def _carries_for(writer: Actor, owner: Actor | None) -> bool:

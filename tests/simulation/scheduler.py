@@ -62,6 +62,18 @@ class Actor:
     """More than `STALL_SECONDS` passed while it waited at its last point: it was paused there."""
     paused_in_place: bool = False
     """It was paused at its last broker `place` call, before the broker acted."""
+    queued_release_of: str | None = None
+    """The lease whose release it queued in its account's line (it waited holding the record):
+    a carrier may land that release even after it gave up waiting, where it wrote nothing."""
+    edge_drawn: bool = False
+    """The seed has drawn whether time runs to its lease's edge (`World._jump_to_the_edge`)."""
+    at_the_edge: bool = False
+    """Time was run to where its lease has room for its broker call only without the clock
+    skew's margin: its call stalls (`World._jump_to_the_edge`)."""
+    woke_outlived: bool = False
+    """It was woken (paused inside its broker call) while a newer attempt held its intent."""
+    asked_broker: bool = False
+    """It has looked its intent's order up at the broker (a take-over asks before it decides)."""
     faults: int = 0
     """Store and broker faults injected into its calls so far."""
     clock_offset: float = 0.0

@@ -12,9 +12,10 @@ process's clock offset (its own machine's clock, up to `MAX_CLOCK_OFFSET_SECONDS
 world's). Intents buy or sell, at a limit or at market, on one or two accounts per tenant; one
 world in five straddles midnight UTC. Each delivery runs in one of `INSTANCES` simulated
 instances, whose writers of one account take turns (`turn_waits`): a waiter is parked until the
-turn is handed on or its timeout passes in the world's time. Some draws are aimed where rare
-guards are judged (the `P_..._HOT`, `P_WAKE_OUTLIVED`, `P_ONE_HOT_ACCOUNT` constants say where),
-never so as to take a schedule out of reach. `invariants.Invariants`
+turn is handed on or its timeout passes in the world's time. Each world draws a scenario
+(`_draw_scenario`: `midnight`, `unknown_fates`, `hot`, `zombies` or `ordinary`, the world as it was
+before them) and some draws are aimed where rare guards are judged (the `P_...` constants marked
+"Aimed" say where), never so as to take a schedule out of reach. `invariants.Invariants`
 checks the world after every step; the first violation ends the schedule with `Violation` and its
 trace. `README.md` beside this file tables what is explored against the review's classes.
 
@@ -39,7 +40,7 @@ from execution.firestore.account_turns import AccountTurns
 from execution.intake import Delivery, parse_intent
 from execution.models import ExecutionResult
 from execution.settings import Settings
-from tests.simulation.invariants import Invariants, Violation
+from tests.simulation.invariants import Invariants, Violation, key_of, reservation_path
 from tests.simulation.scheduler import Actor, Scheduler
 from tests.simulation.sim_broker import SimBroker, SimFault
 from tests.simulation.simstore import Fault, SimClient, StoreCall
@@ -67,6 +68,7 @@ SETTINGS = Settings(
     clock_skew_seconds=5.0,
 )
 TTL_SECONDS = SETTINGS.reservation_ttl_seconds
+INTENT_MAX_AGE = timedelta(seconds=SETTINGS.intent_max_age_seconds)
 BROKER_CALL_SECONDS = SETTINGS.broker_timeout_seconds
 """A broker call lasts up to its deadline; the simulation draws its duration below it."""
 STALL_SECONDS = 0.6 * SETTINGS.clock_skew_seconds
@@ -77,6 +79,10 @@ MAX_CLOCK_OFFSET_SECONDS = 0.2 * SETTINGS.clock_skew_seconds
 """How far one process's clock may be from the world's, either way: two processes' clocks differ
 by up to twice this. With `STALL_SECONDS` it uses up CLOCK_SKEW_SECONDS, the margin the engine
 leaves for both (a wait not counted as a pause, and the other process's clock)."""
+MIDNIGHT_PACE = 0.2
+"""Aimed: near midnight, time passes this much slower (between steps, inside broker calls) and
+clock jumps are rarer: orders land and are recorded within a second or two of midnight, where
+processes' clocks disagree on the day (`execution.account_state.counted_days`)."""
 P_CLOCK_OFFSET = 0.5
 """The chance that a process's clock is off the world's at all."""
 
@@ -89,15 +95,23 @@ P_PAUSE = 0.03
 P_PAUSE_HOT = 0.12
 """Pauses are likelier where they matter most: at commits and broker calls."""
 P_ZOMBIE_LOST_ANSWER = 0.5
+"""A zombie's broker call (paused inside it) loses its answer this often: the order lands while a
+newer attempt may have recorded the intent ended (`ExecutionEngine._settle_lost_answer`)."""
 P_PAST_A_ZOMBIES_LEASE = 8.0
 """The weight of running time to just past the lease of a process paused inside its broker call
 (within its pause): a redelivery may then take over before the zombie wakes."""
 P_WAKE_OUTLIVED = 30.0
 """The weight of waking a zombie (paused inside its broker call) while the attempt that took
-over from it holds a live lease: its pause ends at a moment the seed could draw anyway, aimed
-where the outlived attempt's settle is PENDING (`ExecutionEngine._settle_or_mark`)."""
-"""A zombie's broker call (paused inside it) loses its answer this often: the order lands while a
-newer attempt may have recorded the intent ended (`ExecutionEngine._settle_lost_answer`)."""
+over from it holds a live lease and has asked the broker for the intent's order (before the
+zombie's order lands, so it found none): its pause ends at a moment the seed could draw anyway,
+aimed where the outlived attempt's settle is PENDING (`ExecutionEngine._settle_or_mark`) and
+the newer attempt may record an outcome that forbids the order."""
+P_RUN_OUTLIVED = 30.0
+"""The weight of running such a zombie once woken: its late order, its fenced release and its
+settle (PENDING: the marker) land inside the newer attempt's window, before that one has
+recorded its outcome and read the record again for a marker (`ExecutionEngine._answer`)."""
+P_WAKE_OUTLIVED_EARLY = 3.0
+"""The same wake while the newer attempt has not asked the broker yet (it will find the order)."""
 P_PLACE_FAULT = 0.2
 PLACE_FAULTS = (
     SimFault.SERVER_ERROR,
@@ -109,6 +123,25 @@ PLACE_FAULTS = (
 """Drawn alike: an answer lost after the broker acted (an order of unknown fate) three times in
 five, since it is what the holds, the redelivery's lookup and the reconciler exist for."""
 READ_FAULTS = (SimFault.SERVER_ERROR, SimFault.GARBAGE_AFTER_ACCEPT, SimFault.REFUSED)
+P_TO_A_CALLERS_EDGE = 0.25
+"""Aimed: how often time runs, at the first point of an attempt holding its lease with no order
+yet (on its way to the gates and the broker call), to just where its lease has room for the call
+only without the clock skew's margin (`_jump_to_the_edge`)."""
+P_SWEEP_A_DEAD_HOLD = 3.0
+"""Aimed: the weight of a sweep where a dead lease's hold awaits both the sweeper and the
+reconciler (`_dead_hold_awaits`), against 0.5 elsewhere: the two then race over one document."""
+P_RUN_A_WAITING_SWEEP = 2.0
+"""Aimed: the weight of running such a sweep, parked at its expiry's commit, against 20 for the
+other ready processes (the reconciler among them, and 60 more for it: see `_choose`)."""
+P_RECONCILE_A_DUE_HOLD = 2.0
+P_TO_A_DUE_HOLD = 0.5
+"""Aimed: the weights of a reconcile where a hold is due the reconciler (its lease's last
+broker call can no longer land: `_holds_due`), against 0.4 elsewhere, and of time running to
+when the next hold is due, before the intent's redelivery settles it."""
+P_PAUSE_A_LINE = 0.5
+"""Aimed: a writer carrying its account's line is paused at the line's commit this often, mostly
+past its waiters' timeout (`_line_pause`): a carried acquire may then land after its
+waiter gave up (seed 1137), a lease nobody uses."""
 P_LOOKUP_FAULT_HOT = 0.4
 """Aimed: a delivery's lookup fails this often where the broker holds its intent's order (the
 lookup that decides whether a take-over finds it), against `P_BROKER_FAULT` elsewhere."""
@@ -120,10 +153,28 @@ ACCOUNT = "acct"
 ACCOUNTS = (ACCOUNT, "acct2")
 P_TWO_ACCOUNTS = 0.25
 """The chance that a world's tenants each trade on two accounts (limits and turns per account)."""
-P_ONE_HOT_ACCOUNT = 0.2
-"""Aimed: one world in five (of those not near midnight) sends three intents of one tenant to
-one account, so that the holds, leases and orders of the others weigh on each admission (the
-position and daily limits' count of what is in flight or of unknown fate)."""
+P_ONE_HOT_ACCOUNT = 0.16
+"""Aimed: about one world in six sends three intents of one tenant to one account, so that the
+holds, leases and orders of the others weigh on each admission (the position and daily limits'
+count of what is in flight or of unknown fate)."""
+P_UNKNOWN_FATES = 0.15
+"""Aimed: about one world in seven is a hot account (as above) whose intents are fresh, alike in
+side and type (one share each, at a limit), never dry runs, under the daily or position limit at
+its tightest (or all), with fewer clock jumps and no kill switch, and whose broker loses the
+answer to a `place` often (`P_LOST_ANSWER_UNKNOWN_FATES`): holds of unknown fate, released or
+lapsed, while the account's other intents are admitted and placed beside them (what the holds
+are for: `execution.account_state`)."""
+P_LOST_ANSWER_UNKNOWN_FATES = 0.6
+P_ZOMBIES = 0.2
+"""Aimed: one world in five pauses a process inside its broker call often (`P_PAUSE_IN_PLACE`),
+mostly past its lease (`_pause_length`), with intents old enough that the attempt taking over
+finds them stale, and pauses that attempt as often at its commits once it has asked the broker
+(a slow release): the late order, the take-over's forbidding outcome and the outlived attempt's
+settle or marker (`ExecutionEngine._settle_or_mark`, `_answer`) meet in one window."""
+P_PAUSE_IN_PLACE = 0.5
+P_KILL_ZOMBIES = 0.005
+P_STORE_FAULT_ZOMBIES = 0.01
+"""There, kills and store faults are rarer: the window needs both attempts to see it through."""
 P_SELL = 0.25
 P_MARKET = 0.2
 """A market order is valued at the quote (`market_quotes/AAPL`), which may be unusable."""
@@ -176,7 +227,13 @@ class World:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.near_midnight = self.rng.random() < P_NEAR_MIDNIGHT
+        self.scenario = self._draw_scenario()
+        # With unknown fates, half the worlds leave the holds to the intents' other deliveries
+        # (the reconciler's aims would settle them before the account's next admissions).
+        self.reconciler_aimed = self.scenario != "unknown_fates" or self.rng.random() < 0.5
+        self.near_midnight = self.scenario == "midnight"
+        self.pace = MIDNIGHT_PACE if self.near_midnight else 1.0
+        """How fast time passes between steps and inside a broker call (1: as elsewhere)."""
         self.start = START
         if self.near_midnight:
             self.start = MIDNIGHT - timedelta(seconds=self.rng.uniform(0.0, NEAR_MIDNIGHT_SECONDS))
@@ -213,6 +270,8 @@ class World:
         self.limits: dict[tuple[str, str], list[tuple[int, dict[str, float | int | None]]]] = {}
         self.account_of: dict[tuple[str, str], str] = {}
         """The broker account of each intent (tenant, intent id)."""
+        self.born: dict[tuple[str, str], datetime] = {}
+        """When each intent was created (its `created_at`)."""
         """Per account, the limits in force from each step on (None: unset)."""
         self.invariants = Invariants(self)
 
@@ -258,21 +317,39 @@ class World:
         """A step: check the world, then the seed decides whether `actor` goes on, hands the
         baton back (another actor or a world event runs), is paused or is killed."""
         self._arrive(actor, label)
+        if self._edge_aimed and not actor.edge_drawn and self._may_call_the_broker(actor):
+            actor.edge_drawn = True  # once per attempt: at its first point holding the lease
+            if self.rng.random() < P_TO_A_CALLERS_EDGE:
+                self._jump_to_the_edge(actor)
         if self.faults_on:
             roll = self.rng.random()
             pause = P_PAUSE_HOT if hot else P_PAUSE
-            if roll < P_KILL:
+            zombies = self.scenario == "zombies"
+            slowed = zombies and self._took_over_from_a_zombie(actor, label)
+            if slowed or (zombies and label == "broker place"):
+                pause = P_PAUSE_IN_PLACE
+            line = _carries_a_line(label)
+            if line:
+                pause = P_PAUSE_A_LINE
+            kill = P_KILL_ZOMBIES if zombies else P_KILL
+            if roll < kill:
                 self._kill(actor)
-            elif roll < P_KILL + pause:
+            elif roll < kill + pause:
                 actor.state = "paused"
                 past_lease = label == "broker place"  # the zombie of issue #11
-                actor.resume_at = self.now + timedelta(
-                    seconds=self._pause_length(actor, past_lease=past_lease)
+                # A slowed take-over stays inside its lease (the zombie's settle is PENDING).
+                length = (
+                    self.rng.uniform(0.5, 2.5)
+                    if slowed
+                    else self._line_pause()
+                    if line
+                    else self._pause_length(actor, past_lease=past_lease)
                 )
+                actor.resume_at = self.now + timedelta(seconds=length)
                 self.inject("process.paused", actor)
                 self.note(f"{actor.name}: paused until {actor.resume_at.strftime('%M:%S')}")
                 self._unanswered(actor)
-            elif roll >= P_KILL + pause + P_SWITCH:
+            elif roll >= kill + pause + self._switch_chance(actor, label):
                 return  # it goes on: the same interleaving as a switch back to it at once
         actor.yielded_at = self.now
         self.scheduler.point()
@@ -329,6 +406,8 @@ class World:
             raise AssertionError("only an actor waits for an account's turn")
         self._arrive(actor, f"waits for its turn (up to {timeout}s)")
         self.injected["turn.wait"] += 1
+        if actor.intent_key is not None and self.invariants.holds_record(actor):
+            actor.queued_release_of = actor.lease_id  # its release waits in line
         actor.state = "blocked"
         actor.wakes = notified
         actor.blocked_since = self.now
@@ -344,7 +423,8 @@ class World:
             return None
         paths = ",".join(p.removeprefix("tenants/") for p in call.paths)
         self._point(actor, f"store {call.kind} {paths}", hot=call.kind == "commit")
-        if not self.faults_on or self.rng.random() >= P_STORE_FAULT:
+        chance = P_STORE_FAULT_ZOMBIES if self.scenario == "zombies" else P_STORE_FAULT
+        if not self.faults_on or self.rng.random() >= chance:
             return None
         kinds = ["unavailable"]
         if call.kind == "commit":
@@ -362,13 +442,18 @@ class World:
         if actor is None:
             return
         self._point(actor, f"broker {operation}", hot=True)
+        if operation == "lookup":
+            actor.asked_broker = True
         if operation == "place":  # the call takes time, inside its deadline
             actor.paused_in_place = actor.stalled
-            self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS))
+            if actor.at_the_edge:  # a stall before the call (not a pause: under STALL_SECONDS)
+                actor.at_the_edge = False
+                self._advance(self.rng.uniform(0.0, STALL_SECONDS), f"{actor.name}: stalls")
+            self.now += timedelta(seconds=self.rng.uniform(0.0, BROKER_CALL_SECONDS) * self.pace)
         if not self.faults_on:
             return
-        zombie = operation == "place" and actor.paused_in_place
-        if zombie and self.rng.random() < P_ZOMBIE_LOST_ANSWER:
+        lost = self._lost_answer_chance(actor) if operation == "place" else 0.0
+        if lost and self.rng.random() < lost:
             fault = self.rng.choice([SimFault.TIMEOUT_AFTER_ACCEPT, SimFault.GARBAGE_AFTER_ACCEPT])
         elif self.rng.random() < self._broker_fault_chance(actor, operation):
             fault = self.rng.choice(PLACE_FAULTS if operation == "place" else READ_FAULTS)
@@ -376,6 +461,13 @@ class World:
             return
         self.inject(f"broker.{operation}.{fault.name.lower()}", actor)
         self.broker.inject(operation, fault)
+
+    def _lost_answer_chance(self, actor: Actor) -> float:
+        """How likely a `place` that the broker acts on loses its answer, besides the faults all
+        calls meet: a zombie's (paused inside it), and any with unknown fates aimed at."""
+        if actor.paused_in_place:
+            return P_ZOMBIE_LOST_ANSWER
+        return P_LOST_ANSWER_UNKNOWN_FATES if self.scenario == "unknown_fates" else 0.0
 
     def _broker_fault_chance(self, actor: Actor, operation: str) -> float:
         if operation == "place":
@@ -424,9 +516,33 @@ class World:
             self.scheduler.close()
         return self
 
+    def _draw_scenario(self) -> str:
+        """The world's shape: `midnight`, `unknown_fates`, `hot`, `zombies` or `ordinary` (the
+        aims above)."""
+        roll = self.rng.random()
+        for scenario, chance in (
+            ("midnight", P_NEAR_MIDNIGHT),
+            ("unknown_fates", P_UNKNOWN_FATES),
+            ("hot", P_ONE_HOT_ACCOUNT),
+            ("zombies", P_ZOMBIES),
+        ):
+            if roll < chance:
+                return scenario
+            roll -= chance
+        return "ordinary"
+
     def _setup(self) -> None:
+        alike = self.scenario == "unknown_fates"
+        # Where an aim needs orders placed: no dry run, a usable quote.
+        placing = self.scenario if self.scenario in ("unknown_fates", "zombies") else None
+        one_side = self._side()
         contents = {
-            i: (self.rng.choice([1.0, 2.0]), 100.0, self._side(), self._order_type())
+            i: (
+                1.0 if alike else self.rng.choice([1.0, 2.0]),
+                100.0,
+                one_side if alike else self._side(),
+                "limit" if alike else self._order_type(),
+            )
             for i in INTENT_IDS
         }
         accounts = ACCOUNTS if self.rng.random() < P_TWO_ACCOUNTS else (ACCOUNT,)
@@ -434,7 +550,7 @@ class World:
         count = self.rng.randint(2, 3)
         if self.near_midnight:  # every intent on one account: its daily count straddles the day
             accounts, keys, count = (ACCOUNT,), [("t1", i) for i in INTENT_IDS], 3
-        hot = not self.near_midnight and self.rng.random() < P_ONE_HOT_ACCOUNT
+        hot = self.scenario in ("hot", "unknown_fates")
         if hot:  # aimed: every intent contends for the limits that count holds
             accounts, keys, count = (ACCOUNT,), [("t2", i) for i in INTENT_IDS], 3
         for n, key in enumerate(self.rng.sample(keys, count), start=1):
@@ -443,6 +559,7 @@ class World:
                 qty += 1.0
             account = self.rng.choice(accounts)
             self.account_of[key] = account
+            self.born[key] = self.start - timedelta(seconds=self.rng.uniform(*self._born_before()))
             intent = {
                 "tenant_id": key[0],
                 "broker_account_id": account,
@@ -453,10 +570,8 @@ class World:
                 "order_type": order_type,
                 "limit_price": price if order_type == "limit" else None,
                 # Born up to a little less than INTENT_MAX_AGE_SECONDS ago: some turn stale mid-run.
-                "created_at": (
-                    self.start - timedelta(seconds=self.rng.uniform(0.0, 55.0))
-                ).isoformat(),
-                "dry_run": self.rng.random() < 0.1,
+                "created_at": self.born[key].isoformat(),
+                "dry_run": placing is None and self.rng.random() < 0.1,
             }
             self.messages.append(Message(f"m{n}", key, json.dumps(intent).encode()))
         for tenant in TENANTS:
@@ -474,12 +589,28 @@ class World:
                     tenant,
                     account,
                     {
-                        name: self.rng.choice(values[1:]) if chosen in (name, "all") else None
+                        name: self._limit_value(name, values) if chosen in (name, "all") else None
                         for name, values in LIMIT_CHOICES.items()
                     },
                 )
-        usable = self.rng.random() < P_USABLE_QUOTE
+        usable = placing is not None or self.rng.random() < P_USABLE_QUOTE
         self._publish_quote("usable" if usable else self.rng.choice(sorted(QUOTES)))
+
+    def _born_before(self) -> tuple[float, float]:
+        """How long before the start intents are born (seconds, a range): fresh where they are
+        to be placed, old where a take-over is to find them stale."""
+        if self.scenario == "unknown_fates":
+            return 0.0, 5.0
+        if self.scenario == "zombies":
+            return 35.0, 55.0
+        return 0.0, 55.0
+
+    def _limit_value(self, name: str, values: tuple[float | int | None, ...]) -> float | int | None:
+        """A limit's value; with unknown fates, orders and position at their tightest: any second
+        order of the account's (one share each) passes the limit unless a hold counts."""
+        if self.scenario == "unknown_fates" and name != "max_inflight_usd":
+            return values[1]
+        return self.rng.choice(values[1:])
 
     def _side(self) -> str:
         return "sell" if self.rng.random() < P_SELL else "buy"
@@ -521,22 +652,41 @@ class World:
         if not (ready or paused or fresh or retried):
             return None
         options: list[tuple[float, Callable[[], object]]] = []
-        if ready:
-            options.append((20.0, lambda: self._run_actor(self.rng.choice(ready))))
+        # Aimed: a sweep holding a dead hold's lease for its expiry waits (seed 512's window).
+        waiting = [a for a in ready if a.kind == "sweep" and self._sweep_meets_a_dead_hold(a)]
+        going = [a for a in ready if a not in waiting]
+        if going:
+            options.append((20.0, lambda: self._run_actor(self.rng.choice(going))))
+        if waiting:
+            options.append((P_RUN_A_WAITING_SWEEP, lambda: self._run_actor(waiting[0])))
         if fresh:
             options.append((6.0, lambda: self._deliver(self.rng.choice(fresh), "first")))
         if retried:
             options.append((4.0, lambda: self._deliver(self.rng.choice(retried), "redelivery")))
         if duplicable:
             options.append((1.0, lambda: self._deliver(self.rng.choice(duplicable), "duplicate")))
-        options.append((2.0, lambda: self._advance(self.rng.uniform(0.1, 2.0), "time passes")))
-        options.append((0.7, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
+        passes = lambda: self._advance(self.rng.uniform(0.1, 2.0) * self.pace, "time passes")  # noqa: E731
+        options.append((2.0, passes))
+        # With unknown fates aimed at, intents are to be placed: fewer of them turn stale.
+        jumps = {"unknown_fates": 0.2, "midnight": 0.1, "zombies": 0.1}.get(self.scenario, 0.7)
+        options.append((jumps, lambda: self._advance(self.rng.uniform(10.0, 40.0), "CLOCK JUMP")))
         options.append((0.7, self._jump_to_a_lease_end))
         if not any(a.kind == "sweep" and a.alive for a in self.actors):
-            options.append((0.5, lambda: self._spawn("sweep", "sweep", self._sweep)))
+            sweep = lambda: self._spawn("sweep", "sweep", self._sweep)  # noqa: E731
+            options.append((0.5, sweep))
+            if self._dead_hold_awaits():
+                options.append((P_SWEEP_A_DEAD_HOLD, sweep))
         reconciling = [a for a in self.actors if a.kind == "reconcile" and a.alive]
+        due = self._holds_due() if self.reconciler_aimed else []
         if not reconciling:
-            options.append((0.4, lambda: self._spawn("reconcile", "reconcile", self._reconcile)))
+            reconcile = lambda: self._spawn("reconcile", "reconcile", self._reconcile)  # noqa: E731
+            options.append((0.4, reconcile))
+            if any(moment <= self.now for moment in due):
+                options.append((P_RECONCILE_A_DUE_HOLD, reconcile))
+        later = [moment for moment in due if moment > self.now]
+        if later:
+            to = min(later) + timedelta(seconds=self.rng.uniform(0.0, 2.0))
+            options.append((P_TO_A_DUE_HOLD, lambda: self._advance_to(to)))
         if self._sweep_between_query_and_expiry():
             # Aimed: the reconciler ends a hold between a sweep's query and its expiry (seed 512).
             if not reconciling:
@@ -545,13 +695,15 @@ class World:
             ready_reconciles = [a for a in reconciling if a.state == "ready"]
             if ready_reconciles:
                 options.append((60.0, lambda: self._run_actor(ready_reconciles[0])))
-        options.append((0.25, self._flip_switch))
+        if self.scenario != "unknown_fates":  # there, intents are to be placed
+            options.append((0.25, self._flip_switch))
         options.append((0.25, self._flip_limit))
         options.append((0.25, self._flip_quote))
-        if paused and not ready:
+        if paused and not going:
             wake = min(a.resume_at for a in paused if a.resume_at is not None)
             options.append((6.0, lambda: self._advance_to(wake)))
-        options += self._zombie_options(paused, retried)
+        options += self._zombie_options(paused, retried, ready)
+
         total = sum(weight for weight, _ in options)
         pick = self.rng.uniform(0.0, total)
         for weight, event in options:
@@ -561,10 +713,11 @@ class World:
         return options[-1][1]
 
     def _zombie_options(
-        self, paused: list[Actor], retried: list[Message]
+        self, paused: list[Actor], retried: list[Message], ready: list[Actor]
     ) -> list[tuple[float, Callable[[], object]]]:
         """Aimed at a process paused inside its broker call: time runs past its lease, its
-        message is redelivered (a take-over), and it wakes while the newer attempt holds on."""
+        message is redelivered (a take-over), it wakes while the newer attempt holds on (once
+        that one has asked the broker, likelier), and, awake, runs ahead of it."""
         options: list[tuple[float, Callable[[], object]]] = []
         zombies = [a for a in paused if a.state == "paused" and a.last_point == "broker place"]
         lapsing = [a for a in zombies if self._lapses_while_paused(a)]
@@ -575,8 +728,14 @@ class World:
         taken = [m for m in retried if m.message_id in lapsed]
         if taken:
             options.append((P_PAST_A_ZOMBIES_LEASE, lambda: self._deliver(taken[0], "redelivery")))
-        if outlived:
-            options.append((P_WAKE_OUTLIVED, lambda: self._wake_outlived(outlived[0])))
+        awake = [a for a in ready if a.woke_outlived]
+        if awake:
+            options.append((P_RUN_OUTLIVED, lambda: self._run_actor(awake[0])))
+        asked = [a for a in outlived if self._newer_asked_broker(a)]
+        if asked:
+            options.append((P_WAKE_OUTLIVED, lambda: self._wake_outlived(asked[0])))
+        elif outlived:
+            options.append((P_WAKE_OUTLIVED_EARLY, lambda: self._wake_outlived(outlived[0])))
         return options
 
     # -- events ------------------------------------------------------------------------------
@@ -629,10 +788,59 @@ class World:
         self._advance_to(min(target, actor.resume_at))
         self.injected["clock.past_a_zombies_lease"] += 1
 
+    def _may_call_the_broker(self, actor: Actor) -> bool:
+        """Whether `actor` holds a live lease, with more left than the lease-room check asks, for
+        an intent not stale yet, with no order at the broker."""
+        expires = self.invariants.lease_expiry(actor)
+        margin = timedelta(seconds=BROKER_CALL_SECONDS + SETTINGS.clock_skew_seconds)
+        return (
+            expires is not None
+            and expires - self.now > margin
+            and actor.intent_key is not None
+            and self.clock_of(actor) - self.born[actor.intent_key] < INTENT_MAX_AGE
+            and not self.invariants.broker_holds_order_of(actor.intent_key)
+        )
+
+    def _jump_to_the_edge(self, actor: Actor) -> None:
+        """Aimed: time runs to where `actor`'s lease has room for its broker call only without
+        the clock skew's margin (by its own clock, more than the call's deadline left, by less
+        than a stall), and its call will stall before it reaches the broker (under
+        `STALL_SECONDS`: not a pause): the stall and the call may outlast the lease."""
+        expires = self.invariants.lease_expiry(actor)
+        if expires is None:
+            return
+        # By its own clock, more than the call's deadline left, by less than a stall.
+        before = BROKER_CALL_SECONDS + actor.clock_offset + self.rng.uniform(0.0, STALL_SECONDS)
+        self._advance_to(expires - timedelta(seconds=before))
+        self.injected["clock.to_a_callers_edge"] += 1
+        actor.at_the_edge = True
+
+    def _took_over_from_a_zombie(self, actor: Actor, label: str) -> bool:
+        """Whether `actor`, about to commit, asked the broker for an intent whose earlier
+        attempt was paused inside its broker call and lives on (its order may land after that
+        answer, and its settle may come before this commit)."""
+        return (
+            label.startswith("store commit")
+            and actor.asked_broker
+            and any(
+                a.alive and (a.woke_outlived or a.last_point == "broker place")
+                for a in self.actors
+                if a.intent_key == actor.intent_key and a is not actor
+            )
+        )
+
+    def _newer_asked_broker(self, actor: Actor) -> bool:
+        """Whether the attempt holding `actor`'s intent now has looked its order up already."""
+        assert actor.intent_key is not None
+        doc = self.db.peek(reservation_path(actor.intent_key)) or {}
+        holder = self.lease_owner.get(doc.get("lease_id", ""))
+        return holder is not None and holder.asked_broker
+
     def _wake_outlived(self, actor: Actor) -> None:
         """Aimed: a zombie's pause ends while the attempt that took over holds its lease (the
         PENDING settle: the outlived attempt must mark the record)."""
         actor.state = "ready"
+        actor.woke_outlived = True
         self.injected["process.zombie_wakes"] += 1
         self.note(f"{actor.name}: resumes while a newer attempt holds its intent")
 
@@ -654,6 +862,58 @@ class World:
         self.note(f"{why} +{seconds:.1f}s")
         if why.startswith("CLOCK JUMP"):
             self.injected["clock.jump"] += 1
+
+    @property
+    def _edge_aimed(self) -> bool:
+        """Whether time may run to a caller's lease edge: not with unknown fates, whose aim is
+        an order placed (not a call refused for want of lease)."""
+        return self.faults_on and self.scenario != "unknown_fates"
+
+    def _line_pause(self) -> float:
+        """A carrier's pause at its line's commit: past its waiters' two waits (for the line's
+        answer, then for the turn) two times in three, so they give up and go ahead alone (where
+        one wrote nothing, the late commit lands its lease or its release: seed 7678)."""
+        if self.rng.random() < 1 / 3:
+            return self.rng.uniform(0.5, 2.5)
+        return 2 * self.turn_timeout + self.rng.uniform(0.1, 3.0)
+
+    def _switch_chance(self, actor: Actor, label: str) -> float:
+        """`P_SWITCH`, but a sweep about to expire a lease whose hold the reconciler may end
+        always hands the baton back there (the reconciler may come between: seed 512)."""
+        return 1.0 if self._sweep_meets_a_dead_hold(actor, label) else P_SWITCH
+
+    def _sweep_meets_a_dead_hold(self, actor: Actor, label: str | None = None) -> bool:
+        """Whether `actor` is a sweep at (`label`: about to reach) an expiry's commit while a
+        dead lease's hold awaits the reconciler (`_dead_hold_awaits`)."""
+        point = actor.last_point if label is None else label
+        at_commit = actor.kind == "sweep" and point.startswith("store commit")
+        return at_commit and self._dead_hold_awaits()
+
+    def _holds_due(self) -> list[datetime]:
+        """When each hold a record names (`counted_lease_id`: its order's fate unknown, or its
+        lease not ended) becomes the reconciler's: past the last broker call its lease allowed,
+        by every clock."""
+        margin = SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds
+        after = timedelta(seconds=margin + 2 * MAX_CLOCK_OFFSET_SECONDS)
+        return [
+            doc["expires_at"] + after
+            for doc in self.db.view("execution_reservations").values()
+            if doc.get("counted_lease_id")
+        ]
+
+    def _dead_hold_awaits(self) -> bool:
+        """Whether a `reserved` document holds a hold (`counted_lease_id`) of a lease lapsed past
+        the last broker call it allowed, by every clock, with no order at the broker: both the
+        sweeper (to expire it) and the reconciler (to end its hold) are due."""
+        margin = SETTINGS.broker_call_seconds + SETTINGS.clock_skew_seconds
+        late = self.now - timedelta(seconds=margin + 2 * MAX_CLOCK_OFFSET_SECONDS)
+        return any(
+            doc["status"] == "reserved"
+            and doc.get("counted_lease_id")
+            and doc["expires_at"] < late
+            and not self.invariants.broker_holds_order_of(key_of(path))
+            for path, doc in self.db.view("execution_reservations").items()
+        )
 
     def _sweep_between_query_and_expiry(self) -> bool:
         """Whether a sweep has its query's answer and waits to commit an expiry (a point comes
@@ -688,7 +948,7 @@ class World:
         count = sum(1 for a in self.actors if a.kind == kind) + 1
         offset = self._clock_offset() if self.faults_on else 0.0
         if kind == "delivery":
-            instance = self.rng.choice(self.live_instances)
+            instance = self.rng.choice(self._instances_for(fields.get("intent_key")))
         else:  # a sweep or reconcile runs in a job of its own
             self._instance_ids += 1
             instance = self._instance_ids
@@ -716,6 +976,19 @@ class World:
         self.injected["clock.skew"] += 1
         shape = self.rng.choice([-1.0, 1.0, self.rng.uniform(-1.0, 1.0)])
         return shape * MAX_CLOCK_OFFSET_SECONDS
+
+    def _instances_for(self, key: tuple[str, str] | None) -> list[int]:
+        """The instances a delivery of intent `key` may run in: any live one, but with zombies
+        aimed at, not that of an attempt paused inside its broker call (Pub/Sub redelivers to
+        any instance; in the zombie's own, the account's turn would order the two releases)."""
+        if self.scenario != "zombies":
+            return self.live_instances
+        zombies = {
+            a.instance
+            for a in self.actors
+            if a.intent_key == key and a.alive and a.last_point == "broker place"
+        }
+        return [i for i in self.live_instances if i not in zombies] or self.live_instances
 
     def _deliver(self, message: Message, why: str) -> None:
         message.deliveries += 1
@@ -868,6 +1141,12 @@ class World:
             self._advance_to(max(since) + timedelta(seconds=self.turn_timeout + 0.1))
             self._wake_paused()
             self.invariants.after_step()
+
+
+def _carries_a_line(label: str) -> bool:
+    """Whether the point is a commit of several reservations: a writer carrying its account's
+    line (`FirestoreReservationManager.carry_line`)."""
+    return label.startswith("store commit") and label.count("execution_reservations/") > 1
 
 
 def _short_report(report: dict[str, Any]) -> dict[str, Any]:
