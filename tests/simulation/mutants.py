@@ -57,7 +57,7 @@ MUTANTS = (
         "execution.engine",
         "ExecutionEngine._execute_held",
         (("if handle.attempt > 1 and self._may_reach_broker(account):", "if False:"),),
-        hint=1,
+        hint=6,
     ),
     Mutant(
         "release not fenced",
@@ -77,7 +77,7 @@ MUTANTS = (
         "execution.engine",
         "ExecutionEngine._call_broker",
         (("self._check_lease_room(intent, handle)", "pass"),),
-        hint=10,
+        hint=15,
     ),
     Mutant(
         "the position counts only placed orders",
@@ -90,7 +90,7 @@ MUTANTS = (
             ),
         ),
         also_bound_in=("execution.firestore.reservations",),
-        hint=172,
+        hint=73,
     ),
     Mutant(
         "the position limit ignores a sell's sign (a short grows past it)",
@@ -110,7 +110,7 @@ MUTANTS = (
             ),
         ),
         also_bound_in=("execution.firestore.reservations",),
-        hint=13,
+        hint=60,
     ),
     Mutant(
         "a placed order counts on its recorder's UTC day alone (no skew across midnight)",
@@ -137,7 +137,7 @@ MUTANTS = (
         "admit",
         (("for lid, held in state.leases.items()", "for lid, held in state.active(now).items()"),),
         also_bound_in=("execution.firestore.reservations",),
-        hint=60,
+        hint=7,
     ),
     Mutant(
         "a release of unknown fate ends its hold",
@@ -163,7 +163,7 @@ MUTANTS = (
                 "if True:",
             ),
         ),
-        hint=30,
+        hint=1,
     ),
     Mutant(
         "the unsettled_order marker is ignored (a marked record is acked as a duplicate)",
@@ -171,7 +171,7 @@ MUTANTS = (
         "ExecutionEngine._recorded",
         (("if record.unsettled_order is None:", "if True:"),),
         seeds=8000,  # the PENDING settle's window: aimed at (zombies), still 2 seeds in 1000
-        hint=157,
+        hint=386,
     ),
     Mutant(
         "a take-over acks its forbidding outcome without looking for a marker",
@@ -179,21 +179,21 @@ MUTANTS = (
         "ExecutionEngine._answer",
         (("if handle.attempt <= 1 or result.outcome not in FORBIDDING_OUTCOMES:", "if True:"),),
         seeds=8000,  # the same rare window
-        hint=157,
+        hint=386,
     ),
     Mutant(
         "a pending settle leaves no marker",
         "execution.engine",
         "ExecutionEngine._settle_or_mark",
         (("self._leave_marker(intent, handle, order)", "pass"),),
-        hint=87,
+        hint=40,
     ),
     Mutant(
         "a refused lookup is a rejection (dead letter)",
         "execution.engine",
         "ExecutionEngine._earlier_order",
         (("raise BrokerTransientError(", "raise BrokerRejectedError("),),
-        hint=40,
+        hint=7,
     ),
     Mutant(
         "client order id without the tenant",
@@ -213,14 +213,14 @@ MUTANTS = (
                 "timedelta(seconds=broker_call_seconds)",
             ),
         ),
-        hint=23,
+        hint=42,
     ),
     Mutant(
         "a writer waits for its account's turn with no timeout (a paused holder blocks it)",
         "execution.firestore.account_turns",
         "AccountTurns._enter",
         (("_carried(queued), self._timeout_seconds", "_carried(queued), None"),),
-        hint=8,
+        hint=0,
     ),
     Mutant(
         "a carried acquire's lease runs past its TTL (an unused lease held too long)",
@@ -229,7 +229,7 @@ MUTANTS = (
         (("ttl=self._ttl,", "ttl=2 * self._ttl,"),),
         # A line that carries an acquire is rare (3 of seeds 0..999 catch it).
         seeds=3 * CI_SEEDS,
-        hint=733,
+        hint=83,
     ),
     Mutant(
         "a hold of unknown fate counts against the budget after its release",
@@ -249,7 +249,7 @@ MUTANTS = (
         "execution.firestore.sweeper_store",
         "FirestoreExpiredLeases.expire",
         (("if not _holds_lapsed_lease(snap, lease.lease_id, now):", "if True:"),),
-        hint=9,
+        hint=156,
     ),
 )
 
