@@ -75,22 +75,15 @@ class FirestoreReservationRecords:
         """Released, `placed`, the order's id and `repair`, if the record is still `current`."""
         rec = current.record
         batch = self._db.batch()
-        batch.update(
-            reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
-            {
-                **ended_fields(
-                    ReservationStatus.RELEASED,
-                    Outcome.PLACED,
-                    error=None,
-                    released_at=rec.released_at or now,
-                    purge_at=now + self._retention,
-                ),
-                "broker_order_id": order.broker_order_id,
-                "repair": repair,
-                "counted_lease_id": None,
-                UNSETTLED_ORDER: None,  # the broker's truth is on the record now
-            },
-            option=self._db.write_option(last_update_time=current.version),
+        self._stage_ended(
+            batch,
+            current,
+            now,
+            Outcome.PLACED,
+            error=None,
+            broker_order_id=order.broker_order_id,
+            repair=repair,
+            clears_marker=True,  # the broker's truth is on the record now
         )
         # The order joins the account's position and daily count, once: this batch is
         # conditioned on the record as read, and the record was not `placed` then. The hold
@@ -102,6 +95,39 @@ class FirestoreReservationRecords:
             ending_lease_id=rec.counted_lease_id,
         )
         return self._commit(batch, "reservation repair")
+
+    def _stage_ended(
+        self,
+        batch: firestore.WriteBatch,
+        current: VersionedRecord,
+        now: datetime,
+        outcome: Outcome,
+        *,
+        error: str | None,
+        broker_order_id: str | None,
+        repair: dict[str, Any],
+        clears_marker: bool = False,
+    ) -> None:
+        """Stage the record `current` released with `outcome`, `error`, `broker_order_id` and
+        `repair`, its hold no longer counted (and its marker cleared where asked), conditioned
+        on the record as read."""
+        rec = current.record
+        ended = ended_fields(
+            ReservationStatus.RELEASED,
+            outcome,
+            error=error,
+            released_at=rec.released_at or now,
+            purge_at=now + self._retention,
+        )
+        fields = {**ended, "broker_order_id": broker_order_id, "repair": repair}
+        fields["counted_lease_id"] = None
+        if clears_marker:
+            fields[UNSETTLED_ORDER] = None
+        batch.update(
+            reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
+            fields,
+            option=self._db.write_option(last_update_time=current.version),
+        )
 
     def mark_unsettled(self, tenant_id: str, client_intent_id: str, marker: dict[str, Any]) -> bool:
         """`marker` as the record's `unsettled_order`, whatever lease holds it: an update without
@@ -132,21 +158,14 @@ class FirestoreReservationRecords:
         leaves the position where the verdict says so, in the same batch (so once)."""
         rec = current.record
         batch = self._db.batch()
-        batch.update(
-            reservation_ref(self._db, rec.tenant_id, rec.client_intent_id),
-            {
-                **ended_fields(
-                    ReservationStatus.RELEASED,
-                    verdict.outcome,
-                    error=verdict.error,
-                    released_at=rec.released_at or now,
-                    purge_at=now + self._retention,
-                ),
-                "broker_order_id": verdict.broker_order_id,
-                "repair": verdict.repair,
-                "counted_lease_id": None,
-            },
-            option=self._db.write_option(last_update_time=current.version),
+        self._stage_ended(
+            batch,
+            current,
+            now,
+            verdict.outcome,
+            error=verdict.error,
+            broker_order_id=verdict.broker_order_id,
+            repair=verdict.repair,
         )
         if rec.counted_lease_id is not None:
             end_lease(batch, self._db, rec.tenant_id, rec.broker_account_id, rec.counted_lease_id)
