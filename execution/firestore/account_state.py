@@ -172,7 +172,7 @@ def add_placed_order(
     ride on a batch that a precondition makes happen once per order (the reservation's own
     fenced update). `version`, where given, is the `update_time` the document must still have.
     """
-    shares, rest = split(placed.signed_billionths())
+    increments = _increments(placed.signed_billionths())
     oldest = first_kept_day(placed.placed_at)
     counts: dict[str, Any] = {day: firestore.DELETE_FIELD for day in order_days if day < oldest}
     counts.update({day: firestore.Increment(1) for day in placed.days})
@@ -180,8 +180,7 @@ def add_placed_order(
     if version is not None:
         # The same change as a field-path update, which (unlike `set`) takes a precondition.
         changes: dict[tuple[str, ...], Any] = {
-            (EXACT_FIELD, placed.symbol, SHARES): firestore.Increment(shares),
-            (EXACT_FIELD, placed.symbol, BILLIONTHS): firestore.Increment(rest),
+            (EXACT_FIELD, placed.symbol, part): increment for part, increment in increments.items()
         }
         changes.update({("placed_orders", day): count for day, count in counts.items()})
         if ending_lease_id is not None:
@@ -192,7 +191,7 @@ def add_placed_order(
     # of every account writes this, so each field costs every intent (encoded here, decoded by
     # every opening read of the account). Integers: Firestore adds them exactly, unread.
     fields: dict[str, Any] = {
-        EXACT_FIELD: {placed.symbol: _increments(placed.signed_billionths())},
+        EXACT_FIELD: {placed.symbol: increments},
         "placed_orders": counts,
     }
     if ending_lease_id is not None:

@@ -119,8 +119,12 @@ class FirestoreReservationRecords:
             released_at=rec.released_at or now,
             purge_at=now + self._retention,
         )
-        fields = {**ended, "broker_order_id": broker_order_id, "repair": repair}
-        fields["counted_lease_id"] = None
+        fields = {
+            **ended,
+            "broker_order_id": broker_order_id,
+            "repair": repair,
+            "counted_lease_id": None,
+        }
         if clears_marker:
             fields[UNSETTLED_ORDER] = None
         batch.update(
